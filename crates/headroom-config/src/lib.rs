@@ -1,0 +1,211 @@
+//! headroom's configuration: one TOML file parsed once into typed, validated structs.
+//!
+//! Nothing downstream re-parses strings: durations are [`Duration`]s, addresses are
+//! [`SocketAddr`]s, regexes are compiled. Every problem is reported with the file, line,
+//! column and key, and a "did you mean" for misspelt names (see [`ConfigError`]).
+
+mod error;
+pub mod model;
+pub mod units;
+mod validate;
+
+pub use error::{did_you_mean, ConfigError, ConfigErrors};
+pub use model::{AccessLogFormat, Balance, UpstreamProtocol};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated config, ready to build a routing table from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from (for reload and messages).
+    pub source: PathBuf,
+    pub global: GlobalConfig,
+    /// `None` when the admin listener is disabled.
+    pub admin: Option<AdminConfig>,
+    pub listeners: Vec<ListenerConfig>,
+    /// In file order; the first that matches wins.
+    pub routes: Vec<RouteConfig>,
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GlobalConfig {
+    /// Worker threads; 0 in the file becomes the number of cores.
+    pub workers: usize,
+    pub shutdown_timeout: Duration,
+    pub access_log: AccessLogFormat,
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Listener names; empty means every listener.
+    pub listeners: Vec<String>,
+    pub matcher: MatchConfig,
+    pub action: Action,
+    pub strip_prefix: Option<String>,
+    pub rewrite_prefix: Option<String>,
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MatchConfig {
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    /// Upper-case method names; empty means any.
+    pub methods: Vec<String>,
+    /// Lower-case header names with the exact value each must have.
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-case host without port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub enum PathMatch {
+    #[default]
+    Any,
+    Exact(String),
+    Prefix(String),
+    Regex(regex::Regex),
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Forward(String),
+    /// (service, weight) pairs; weights are > 0.
+    Split(Vec<(String, u32)>),
+    Redirect {
+        to: String,
+        status: u16,
+    },
+    Respond {
+        status: u16,
+        body: String,
+        content_type: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub hash_on: Option<HashKey>,
+    pub replicas: Vec<ReplicaConfig>,
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+    pub health: Option<HealthConfig>,
+    pub outlier: OutlierConfig,
+    pub slow_start: Duration,
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Header(String),
+    Cookie(String),
+    ClientIp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// As written in the file (`localhost:9001`): the replica's stable id.
+    pub label: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Inclusive status range that counts as a pass.
+    pub expect: (u16, u16),
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejected: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub attempts: u32,
+    pub budget: f64,
+    pub min_per_second: u32,
+    pub methods: Vec<String>,
+    pub on_status: Vec<u16>,
+    pub replay_body_bytes: u64,
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            key: None,
+            message: format!("cannot read the config file: {e}"),
+            snippet: None,
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut cfg = parse(&name, &text, base)?;
+    cfg.source = path.to_path_buf();
+    Ok(cfg)
+}
+
+/// Validates config `text`; `file` names it in errors, relative paths resolve against `base_dir`.
+pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    validate::validate(file, text, base_dir)
+}

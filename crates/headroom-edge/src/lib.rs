@@ -1,0 +1,251 @@
+//! headroom's HTTP data plane: listeners, TLS, router, balancer, upstream pools, health
+//! checks, retries and the admin endpoints.
+//!
+//! Threading: `workers` OS threads each run a single-threaded tokio runtime with their own
+//! SO_REUSEPORT sockets and their own upstream connections, so a request never crosses a
+//! thread. The control runtime (the caller's) runs health checks, the admin listener and
+//! reloads. The routing table is an immutable [`Snapshot`] behind an `ArcSwap`.
+
+pub mod admin;
+pub mod balancer;
+pub mod body;
+mod clock;
+pub mod health;
+pub mod listener;
+pub mod pool;
+pub mod proxy;
+pub mod replica;
+pub mod retry;
+pub mod snapshot;
+mod tls;
+
+use arc_swap::ArcSwap;
+use headroom_config::Config;
+use headroom_telemetry::access_log;
+use headroom_telemetry::{Counter, Gauge, Histogram, Registry};
+use listener::WorkerListener;
+use snapshot::{Live, Red, Snapshot};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// State every worker and the control plane share.
+#[derive(Debug)]
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub config: ArcSwap<Config>,
+    pub live: Live,
+    pub registry: Arc<Registry>,
+    pub inflight: Arc<Gauge>,
+    /// Counters for requests answered before a route was found (404, 400, 413).
+    pub unrouted: Red,
+    pub unrouted_latency: Arc<Histogram>,
+    reloads_ok: Arc<Counter>,
+    reloads_failed: Arc<Counter>,
+}
+
+/// A running gateway.
+pub struct Edge {
+    pub shared: Arc<Shared>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin_addr: Option<SocketAddr>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+    health: Mutex<Vec<JoinHandle<()>>>,
+    generation: AtomicU64,
+}
+
+impl Edge {
+    /// Binds every listener and starts the workers. Call inside the control runtime:
+    /// health checks and the admin listener are spawned on it.
+    pub async fn start(config: Config) -> Result<Edge, String> {
+        let registry = Arc::new(Registry::new());
+        let workers = config.global.workers.max(1);
+        let live = Live::new(registry.clone(), workers);
+        let snap = Snapshot::build(&config, &live, 1);
+        let shutdown_timeout = config.global.shutdown_timeout;
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snap),
+            live,
+            inflight: registry.gauge("headroom_inflight_requests", "Requests being served.", &[]),
+            unrouted: snapshot::Red::new_unrouted(&registry),
+            unrouted_latency: registry.histogram(
+                "headroom_request_duration_seconds",
+                "Time from receiving a request to the end of its response, by route.",
+                &[("route", "")],
+            ),
+            reloads_ok: registry.counter(
+                "headroom_config_reloads_total",
+                "Config reloads, by result.",
+                &[("result", "ok")],
+            ),
+            reloads_failed: registry.counter(
+                "headroom_config_reloads_total",
+                "Config reloads, by result.",
+                &[("result", "rejected")],
+            ),
+            registry,
+            config: ArcSwap::from_pointee(config.clone()),
+        });
+
+        let bound = config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| listener::bind(i, l, workers, &shared))
+            .collect::<Result<Vec<_>, _>>()?;
+        let listeners = bound.iter().map(|b| (b.cfg.name.clone(), b.addr)).collect();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let admin_addr = match &config.admin {
+            Some(a) => {
+                let l = admin::bind(a).await?;
+                let addr = l.local_addr().ok();
+                tokio::spawn(admin::serve(
+                    l,
+                    a.token.clone(),
+                    shared.clone(),
+                    shutdown_rx.clone(),
+                ));
+                addr
+            }
+            None => None,
+        };
+
+        let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
+        for b in bound {
+            for (w, socket) in b.sockets.into_iter().enumerate() {
+                per_worker[w].push(WorkerListener {
+                    index: b.index,
+                    cfg: b.cfg.clone(),
+                    socket,
+                    tls: b.tls.clone(),
+                    limit: b.limit.clone(),
+                    open: b.open.clone(),
+                });
+            }
+        }
+        let mut threads = Vec::new();
+        for (w, ls) in per_worker.into_iter().enumerate() {
+            let (shared, mut shutdown) = (shared.clone(), shutdown_rx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("headroom-worker-{w}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start a worker runtime");
+                            return;
+                        }
+                    };
+                    pool::set_worker(w);
+                    rt.block_on(async move {
+                        let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+                        for l in ls {
+                            tokio::spawn(listener::accept_loop(
+                                l,
+                                shared.clone(),
+                                shutdown.clone(),
+                                drain_tx.clone(),
+                            ));
+                        }
+                        drop(drain_tx);
+                        tokio::spawn(async {
+                            let mut t = tokio::time::interval(Duration::from_millis(100));
+                            loop {
+                                t.tick().await;
+                                access_log::flush_thread();
+                            }
+                        });
+                        while !*shutdown.borrow_and_update() {
+                            if shutdown.changed().await.is_err() {
+                                break;
+                            }
+                        }
+                        // Every connection holds a drain sender: recv() ends when the last closes.
+                        let _ = tokio::time::timeout(shutdown_timeout, drain_rx.recv()).await;
+                        access_log::flush_thread();
+                    });
+                })
+                .map_err(|e| format!("cannot start worker thread: {e}"))?;
+            threads.push(t);
+        }
+
+        let edge = Edge {
+            health: Mutex::new(health::spawn_checks(&shared)),
+            shared,
+            listeners,
+            admin_addr,
+            workers: threads,
+            shutdown: shutdown_tx,
+            generation: AtomicU64::new(1),
+        };
+        Ok(edge)
+    }
+
+    /// Listener names and the addresses they are bound to.
+    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Swaps in a new config. In-flight requests finish on the snapshot they started with;
+    /// replica health, latency and pools carry over for replicas that stay. Listener changes
+    /// need a restart: such a config is rejected and the running one stays.
+    pub fn reload(&self, config: Config) -> Result<u64, String> {
+        let current = self.shared.config.load_full();
+        let same_listeners = current.listeners.len() == config.listeners.len()
+            && current
+                .listeners
+                .iter()
+                .zip(&config.listeners)
+                .all(|(a, b)| a == b);
+        if !same_listeners {
+            self.shared.reloads_failed.inc();
+            return Err("listeners changed: restart headroom to apply listener changes (routes and services reload live); the running config stays".into());
+        }
+        let generation = self.generation.fetch_add(1, Relaxed) + 1;
+        let snap = Snapshot::build(&config, &self.shared.live, generation);
+        self.shared.snapshot.store(Arc::new(snap));
+        self.shared.config.store(Arc::new(config));
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        for t in health.drain(..) {
+            t.abort();
+        }
+        *health = health::spawn_checks(&self.shared);
+        self.shared.reloads_ok.inc();
+        Ok(generation)
+    }
+
+    /// Counts a reload that failed validation (the running config stays).
+    pub fn reload_rejected(&self) {
+        self.shared.reloads_failed.inc();
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `global.shutdown_timeout`),
+    /// and returns when every worker has stopped. Blocks: call from a blocking context.
+    pub fn shutdown_and_wait(self) {
+        let _ = self.shutdown.send(true);
+        for t in self
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        for w in self.workers {
+            let _ = w.join();
+        }
+        access_log::flush_thread();
+    }
+}

@@ -1,0 +1,211 @@
+//! Client-facing sockets: one SO_REUSEPORT socket per listener and worker, so the kernel
+//! spreads connections over workers with no shared accept lock. Serves HTTP/1.1, h2c
+//! (prior knowledge) and TLS with ALPN; caps open connections; drains on shutdown.
+
+use crate::proxy::{self, ConnCtx};
+use crate::Shared;
+use headroom_config::ListenerConfig;
+use headroom_telemetry::Gauge;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::debug;
+
+/// A listener bound on every worker's socket, before any worker runs.
+pub struct BoundListener {
+    pub index: usize,
+    pub cfg: ListenerConfig,
+    /// The address actually bound (port 0 in the config becomes the OS's pick).
+    pub addr: SocketAddr,
+    pub sockets: Vec<std::net::TcpListener>,
+    pub tls: Option<TlsAcceptor>,
+    pub limit: Arc<Semaphore>,
+    pub open: Arc<Gauge>,
+}
+
+fn socket_for(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Binds `workers` sockets for the listener (the first picks the port when it is 0).
+pub fn bind(
+    index: usize,
+    cfg: &ListenerConfig,
+    workers: usize,
+    shared: &Shared,
+) -> Result<BoundListener, String> {
+    let first = socket_for(cfg.bind)
+        .map_err(|e| format!("listener \"{}\": cannot bind {}: {e}", cfg.name, cfg.bind))?;
+    let addr = first.local_addr().map_err(|e| e.to_string())?;
+    let mut sockets = vec![first];
+    for _ in 1..workers {
+        sockets.push(
+            socket_for(addr)
+                .map_err(|e| format!("listener \"{}\": cannot bind {addr}: {e}", cfg.name))?,
+        );
+    }
+    let tls = cfg.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    Ok(BoundListener {
+        index,
+        cfg: cfg.clone(),
+        addr,
+        sockets,
+        tls,
+        limit: Arc::new(Semaphore::new(cfg.max_connections)),
+        open: shared.registry.gauge(
+            "headroom_open_connections",
+            "Client connections open, by listener.",
+            &[("listener", cfg.name.as_str())],
+        ),
+    })
+}
+
+/// Everything one worker needs to serve one listener.
+pub struct WorkerListener {
+    pub index: usize,
+    pub cfg: ListenerConfig,
+    pub socket: std::net::TcpListener,
+    pub tls: Option<TlsAcceptor>,
+    pub limit: Arc<Semaphore>,
+    pub open: Arc<Gauge>,
+}
+
+/// Accepts until `shutdown` turns true. `drain` is cloned into every connection, so the
+/// worker knows when the last one has closed.
+pub async fn accept_loop(
+    l: WorkerListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: mpsc::Sender<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(l.socket) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(listener = %l.cfg.name, error = %e, "cannot register listener");
+            return;
+        }
+    };
+    let cfg = Arc::new(l.cfg);
+    loop {
+        let permit = tokio::select! {
+            p = l.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let ctx = Arc::new(ConnCtx {
+            shared: shared.clone(),
+            listener: l.index,
+            client: peer,
+            tls: l.tls.is_some(),
+            max_body_bytes: cfg.max_body_bytes,
+        });
+        let (open, tls, cfg, shutdown, drain) = (
+            l.open.clone(),
+            l.tls.clone(),
+            cfg.clone(),
+            shutdown.clone(),
+            drain.clone(),
+        );
+        tokio::spawn(async move {
+            open.inc();
+            serve_connection(tcp, tls, ctx, &cfg, shutdown).await;
+            open.dec();
+            drop(permit);
+            drop(drain);
+        });
+    }
+}
+
+fn builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(cfg.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+    b
+}
+
+/// Runs a connection; on shutdown, asks it to finish in-flight requests and close.
+/// (A macro because hyper-util's connection type names the service's future type.)
+macro_rules! drive {
+    ($conn:expr, $shutdown:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        if *$shutdown.borrow() {
+            conn.as_mut().graceful_shutdown();
+        }
+        let ended = tokio::select! {
+            r = conn.as_mut() => Some(r),
+            _ = $shutdown.changed() => None,
+        };
+        let result = match ended {
+            Some(r) => r,
+            None => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            debug!(error = %e, "connection ended with an error");
+        }
+    }};
+}
+
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<ConnCtx>,
+    cfg: &ListenerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let svc = service_fn(move |req| proxy::handle(req, ctx.clone()));
+    let b = builder(cfg);
+    match tls {
+        None => {
+            drive!(b.serve_connection(TokioIo::new(tcp), svc), shutdown);
+        }
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let b = if h2 { b.http2_only() } else { b.http1_only() };
+            drive!(b.serve_connection(TokioIo::new(stream), svc), shutdown);
+        }
+    }
+}

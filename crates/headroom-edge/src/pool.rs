@@ -1,0 +1,167 @@
+//! Keep-alive connections to upstream replicas, one slot per worker thread.
+//!
+//! Each worker runs its own single-threaded runtime, and a connection belongs to the
+//! runtime that opened it; so each replica keeps a slot per worker and a worker only
+//! touches its own. The slot's mutex is therefore never contended (it exists so the
+//! types stay `Sync`); taking it costs one uncontended atomic swap.
+
+use crate::body::UpstreamBody;
+use headroom_config::UpstreamProtocol;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Marks the current thread as worker `i` (0-based).
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// A connection ready to carry a request.
+pub enum Sender {
+    H1(http1::SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+#[derive(Default)]
+struct Slot {
+    idle: Vec<(http1::SendRequest<UpstreamBody>, Instant)>,
+    h2: Option<http2::SendRequest<UpstreamBody>>,
+}
+
+/// A replica's connection pools, one per worker plus one for other threads.
+pub struct PoolSlots {
+    slots: Box<[Mutex<Slot>]>,
+}
+
+impl std::fmt::Debug for PoolSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PoolSlots({})", self.idle_count())
+    }
+}
+
+impl PoolSlots {
+    pub fn new(workers: usize) -> Self {
+        PoolSlots {
+            slots: (0..=workers).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        let i = WORKER.with(|w| w.get()).min(self.slots.len() - 1);
+        self.slots[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A live pooled connection, most recently used first (its socket is warmest).
+    pub fn take(&self, idle_timeout: Duration) -> Option<Sender> {
+        let mut slot = self.slot();
+        if let Some(h2) = &slot.h2 {
+            if !h2.is_closed() {
+                return Some(Sender::H2(h2.clone()));
+            }
+            slot.h2 = None;
+        }
+        while let Some((s, since)) = slot.idle.pop() {
+            if !s.is_closed() && s.is_ready() && since.elapsed() < idle_timeout {
+                return Some(Sender::H1(s));
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose response has ended, keeping at most `max_idle`.
+    pub fn put(&self, sender: Sender, max_idle: usize) {
+        let mut slot = self.slot();
+        match sender {
+            Sender::H1(s) => {
+                if !s.is_closed() && slot.idle.len() < max_idle {
+                    slot.idle.push((s, Instant::now()));
+                }
+            }
+            Sender::H2(s) => {
+                if !s.is_closed() {
+                    slot.h2 = Some(s);
+                }
+            }
+        }
+    }
+
+    /// Idle HTTP/1.1 connections over all workers.
+    pub fn idle_count(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.idle.len()))
+            .sum()
+    }
+
+    /// Drops every pooled connection (the replica left the config).
+    pub fn clear(&self) {
+        for s in self.slots.iter() {
+            if let Ok(mut s) = s.lock() {
+                s.idle.clear();
+                s.h2 = None;
+            }
+        }
+    }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    Timeout,
+    Io(std::io::Error),
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Timeout => f.write_str("connect timed out"),
+            ConnectError::Io(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Handshake(e) => write!(f, "handshake failed: {e}"),
+        }
+    }
+}
+
+/// Opens a new connection to `addr` and spawns its driver on the current runtime.
+pub async fn connect(
+    addr: SocketAddr,
+    protocol: UpstreamProtocol,
+    timeout: Duration,
+) -> Result<Sender, ConnectError> {
+    let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(ConnectError::Io(e)),
+        Err(_) => return Err(ConnectError::Timeout),
+    };
+    let _ = tcp.set_nodelay(true);
+    let io = TokioIo::new(tcp);
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Sender::H1(sender))
+        }
+        UpstreamProtocol::H2 => {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Sender::H2(sender))
+        }
+    }
+}

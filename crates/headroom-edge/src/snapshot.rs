@@ -1,0 +1,407 @@
+//! The routing table: one immutable value built from a [`Config`], swapped atomically on
+//! reload. Live per-replica state ([`Replica`]) and retry budgets are looked up in [`Live`]
+//! by stable ids while building, so they survive the swap.
+
+use crate::balancer::Balancer;
+use crate::replica::Replica;
+use crate::retry::RetryBudget;
+use bytes::Bytes;
+use headroom_config::{Action, Config, HostMatch, PathMatch, ServiceConfig};
+use headroom_telemetry::access_log::Format;
+use headroom_telemetry::{Counter, Histogram, Registry};
+use http::{HeaderName, HeaderValue, Method};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The routing table in force.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub routes: Vec<Route>,
+    pub services: Vec<Arc<Service>>,
+    pub access_log: Option<Format>,
+    /// Listener names in index order (a route's `listeners` mask uses these indices).
+    pub listener_names: Vec<String>,
+}
+
+/// Request counters by status class for one (route, service) pair.
+#[derive(Debug, Clone)]
+pub struct Red {
+    by_class: [Arc<Counter>; 5],
+}
+
+impl Red {
+    fn new(registry: &Registry, route: &str, service: &str) -> Self {
+        let class = |c: &str| {
+            registry.counter(
+                "headroom_requests_total",
+                "Requests answered, by route, service and status class.",
+                &[("route", route), ("service", service), ("class", c)],
+            )
+        };
+        Red {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+        }
+    }
+
+    /// Counters for requests answered before any route matched.
+    pub fn new_unrouted(registry: &Registry) -> Self {
+        Red::new(registry, "", "")
+    }
+
+    pub fn record(&self, status: u16) {
+        let i = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[i].inc();
+    }
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    /// Bit i set: serves listener i.
+    pub listeners: u64,
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    pub methods: Vec<Method>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub action: RouteAction,
+    pub strip_prefix: Option<String>,
+    pub rewrite_prefix: Option<String>,
+    pub request_add: Vec<(HeaderName, HeaderValue)>,
+    pub request_remove: Vec<HeaderName>,
+    pub response_add: Vec<(HeaderName, HeaderValue)>,
+    pub response_remove: Vec<HeaderName>,
+    /// Red for fixed responses, redirects and requests that never reached a service.
+    pub red: Red,
+    pub latency: Arc<Histogram>,
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub service: Arc<Service>,
+    pub red: Red,
+}
+
+#[derive(Debug)]
+pub enum RouteAction {
+    Forward(Target),
+    /// Targets with cumulative weights; `total` is the last one.
+    Split {
+        targets: Vec<(Target, u32)>,
+        total: u32,
+    },
+    Redirect {
+        to: String,
+        status: u16,
+    },
+    Respond {
+        status: u16,
+        body: Bytes,
+        content_type: HeaderValue,
+    },
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: Arc<str>,
+    pub cfg: ServiceConfig,
+    pub replicas: Vec<Arc<Replica>>,
+    pub balancer: Balancer,
+    pub budget: Arc<RetryBudget>,
+    pub retry_methods: Vec<Method>,
+    pub upstream_latency: Arc<Histogram>,
+    pub retries: Arc<Counter>,
+    pub retries_denied: Arc<Counter>,
+    pub connect_errors: Arc<Counter>,
+    pub timeouts: Arc<Counter>,
+}
+
+impl Service {
+    /// Share of replicas passively ejected right now, counting one more.
+    pub fn ejected_share_with_one_more(&self, now: u64) -> f64 {
+        let ejected = self.replicas.iter().filter(|r| r.is_ejected(now)).count() + 1;
+        ejected as f64 / self.replicas.len().max(1) as f64
+    }
+}
+
+/// State that outlives snapshots, keyed by stable ids.
+#[derive(Debug)]
+pub struct Live {
+    pub registry: Arc<Registry>,
+    pub workers: usize,
+    replicas: Mutex<HashMap<(String, String), Arc<Replica>>>,
+    budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+}
+
+impl Live {
+    pub fn new(registry: Arc<Registry>, workers: usize) -> Self {
+        Live {
+            registry,
+            workers,
+            replicas: Mutex::default(),
+            budgets: Mutex::default(),
+        }
+    }
+}
+
+fn header_pairs(pairs: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
+    // Names and values were validated by headroom-config; anything left unparsable is skipped.
+    pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn header_names(names: &[String]) -> Vec<HeaderName> {
+    names
+        .iter()
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect()
+}
+
+impl Snapshot {
+    /// Builds the table for `cfg`, reusing live replica state from `live`.
+    pub fn build(cfg: &Config, live: &Live, generation: u64) -> Snapshot {
+        let registry = &live.registry;
+        let mut live_replicas = live.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        let mut budgets = live.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keep = std::collections::HashSet::new();
+
+        let mut services: HashMap<&str, Arc<Service>> = HashMap::new();
+        for (name, sc) in &cfg.services {
+            // A new replica starts at the service's mean latency: not flooded as "fastest",
+            // not starved as "slowest" (the floor RTT of linkerd's balancer, learnt).
+            let known: Vec<f64> = sc
+                .replicas
+                .iter()
+                .filter_map(|r| live_replicas.get(&(name.clone(), r.label.clone())))
+                .map(|r| r.ewma())
+                .collect();
+            let initial = if known.is_empty() {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_nanos((known.iter().sum::<f64>() / known.len() as f64) as u64)
+            };
+            let replicas: Vec<Arc<Replica>> = sc
+                .replicas
+                .iter()
+                .map(|rc| {
+                    let key = (name.clone(), rc.label.clone());
+                    keep.insert(key.clone());
+                    let r = match live_replicas.get(&key) {
+                        Some(r) if r.addr == rc.addr => r.clone(),
+                        _ => {
+                            let r = Arc::new(Replica::new(
+                                name,
+                                &rc.label,
+                                rc.addr,
+                                rc.weight,
+                                initial,
+                                live.workers,
+                                registry,
+                            ));
+                            live_replicas.insert(key, r.clone());
+                            r
+                        }
+                    };
+                    r.weight.store(rc.weight, Relaxed);
+                    r
+                })
+                .collect();
+            let budget = budgets
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    Arc::new(RetryBudget::new(sc.retry.budget, sc.retry.min_per_second))
+                })
+                .clone();
+            let labels = [("service", name.as_str())];
+            let err = |kind: &str| {
+                registry.counter(
+                    "headroom_upstream_errors_total",
+                    "Failed upstream attempts, by service and kind.",
+                    &[("service", name.as_str()), ("kind", kind)],
+                )
+            };
+            services.insert(
+                name.as_str(),
+                Arc::new(Service {
+                    name: name.as_str().into(),
+                    balancer: Balancer::new(sc.balance, &replicas),
+                    replicas,
+                    budget,
+                    retry_methods: sc
+                        .retry
+                        .methods
+                        .iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                    upstream_latency: registry.histogram(
+                        "headroom_upstream_duration_seconds",
+                        "Time from sending a request upstream to its response headers.",
+                        &labels,
+                    ),
+                    retries: registry.counter(
+                        "headroom_retries_total",
+                        "Retries sent to another replica.",
+                        &labels,
+                    ),
+                    retries_denied: registry.counter(
+                        "headroom_retries_denied_total",
+                        "Retries not sent because the retry budget was spent.",
+                        &labels,
+                    ),
+                    connect_errors: err("connect"),
+                    timeouts: err("timeout"),
+                    cfg: sc.clone(),
+                }),
+            );
+        }
+        // Replicas that left the config: close their connections and forget their series.
+        live_replicas.retain(|key, r| {
+            let stays = keep.contains(key);
+            if !stays {
+                r.pools.clear();
+                registry.remove_series("replica", &r.label);
+            }
+            stays
+        });
+        budgets.retain(|name, _| cfg.services.contains_key(name));
+
+        let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
+        let routes = cfg
+            .routes
+            .iter()
+            .map(|rc| {
+                let target = |svc: &str| Target {
+                    service: services[svc].clone(),
+                    red: Red::new(registry, &rc.name, svc),
+                };
+                let action = match &rc.action {
+                    Action::Forward(s) => RouteAction::Forward(target(s)),
+                    Action::Split(parts) => {
+                        let mut total = 0;
+                        let targets = parts
+                            .iter()
+                            .map(|(s, w)| {
+                                total += w;
+                                (target(s), total)
+                            })
+                            .collect();
+                        RouteAction::Split { targets, total }
+                    }
+                    Action::Redirect { to, status } => RouteAction::Redirect {
+                        to: to.clone(),
+                        status: *status,
+                    },
+                    Action::Respond {
+                        status,
+                        body,
+                        content_type,
+                    } => RouteAction::Respond {
+                        status: *status,
+                        body: Bytes::from(body.clone()),
+                        content_type: HeaderValue::from_str(content_type)
+                            .unwrap_or(HeaderValue::from_static("text/plain")),
+                    },
+                };
+                let listeners = if rc.listeners.is_empty() {
+                    u64::MAX
+                } else {
+                    rc.listeners
+                        .iter()
+                        .filter_map(|l| listener_names.iter().position(|n| n == l))
+                        .fold(0u64, |m, i| m | (1 << i.min(63)))
+                };
+                Route {
+                    name: rc.name.as_str().into(),
+                    listeners,
+                    host: rc.matcher.host.clone(),
+                    path: rc.matcher.path.clone(),
+                    methods: rc
+                        .matcher
+                        .methods
+                        .iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                    headers: header_pairs(&rc.matcher.headers),
+                    action,
+                    strip_prefix: rc.strip_prefix.clone().or_else(|| {
+                        // rewrite_prefix alone replaces the matched path_prefix.
+                        match (&rc.rewrite_prefix, &rc.matcher.path) {
+                            (Some(_), PathMatch::Prefix(p)) => Some(p.clone()),
+                            _ => None,
+                        }
+                    }),
+                    rewrite_prefix: rc.rewrite_prefix.clone(),
+                    request_add: header_pairs(&rc.request_headers.add),
+                    request_remove: header_names(&rc.request_headers.remove),
+                    response_add: header_pairs(&rc.response_headers.add),
+                    response_remove: header_names(&rc.response_headers.remove),
+                    red: Red::new(registry, &rc.name, ""),
+                    latency: registry.histogram(
+                        "headroom_request_duration_seconds",
+                        "Time from receiving a request to the end of its response, by route.",
+                        &[("route", rc.name.as_str())],
+                    ),
+                }
+            })
+            .collect();
+
+        let mut services: Vec<Arc<Service>> = services.into_values().collect();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot {
+            generation,
+            routes,
+            services,
+            access_log: match cfg.global.access_log {
+                headroom_config::AccessLogFormat::Json => Some(Format::Json),
+                headroom_config::AccessLogFormat::Combined => Some(Format::Combined),
+                headroom_config::AccessLogFormat::Off => None,
+            },
+            listener_names,
+        }
+    }
+
+    /// The first route that matches, in file order.
+    pub fn route(
+        &self,
+        listener: usize,
+        method: &Method,
+        host: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<&Route> {
+        let bit = 1u64 << listener.min(63);
+        self.routes.iter().find(|r| {
+            r.listeners & bit != 0
+                && match &r.host {
+                    None => true,
+                    Some(HostMatch::Exact(h)) => host.eq_ignore_ascii_case(h),
+                    Some(HostMatch::Suffix(s)) => {
+                        host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+                    }
+                }
+                && match &r.path {
+                    PathMatch::Any => true,
+                    PathMatch::Exact(p) => path == p,
+                    PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+                    PathMatch::Regex(re) => re.is_match(path),
+                }
+                && (r.methods.is_empty() || r.methods.contains(method))
+                && r.headers.iter().all(|(k, v)| headers.get(k) == Some(v))
+        })
+    }
+}

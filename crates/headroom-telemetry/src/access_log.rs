@@ -1,0 +1,265 @@
+//! One structured line per request, JSON or combined log format, buffered per thread.
+//!
+//! Each worker thread appends to its own buffer (no lock per request) and writes it to
+//! stdout when it passes 32 KiB or when the worker's 100 ms tick calls [`flush_thread`].
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    /// Apache/nginx "combined", then headroom's fields as `key=value`.
+    Combined,
+}
+
+/// Everything one access log line says about a request.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub time: SystemTime,
+    pub request_id: &'a str,
+    pub client: IpAddr,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub protocol: &'a str,
+    pub route: &'a str,
+    pub service: &'a str,
+    pub replica: &'a str,
+    pub status: u16,
+    pub bytes: u64,
+    pub duration: Duration,
+    pub upstream_duration: Option<Duration>,
+    pub attempts: u32,
+    pub user_agent: &'a str,
+    pub referer: &'a str,
+}
+
+const FLUSH_AT: usize = 32 << 10;
+
+thread_local! {
+    static BUFFER: RefCell<String> = RefCell::new(String::with_capacity(FLUSH_AT + 1024));
+}
+
+/// Appends one line for `e` to this thread's buffer.
+pub fn write(format: Format, e: &Entry) {
+    BUFFER.with(|b| {
+        let mut b = b.borrow_mut();
+        format_entry(&mut b, format, e);
+        if b.len() >= FLUSH_AT {
+            flush_buffer(&mut b);
+        }
+    });
+}
+
+/// Writes this thread's buffered lines to stdout.
+pub fn flush_thread() {
+    BUFFER.with(|b| flush_buffer(&mut b.borrow_mut()));
+}
+
+fn flush_buffer(b: &mut String) {
+    if !b.is_empty() {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not take the proxy down: the line is dropped.
+        let _ = out.write_all(b.as_bytes()).and_then(|_| out.flush());
+        b.clear();
+    }
+}
+
+/// Renders one line (with its newline) onto `out`.
+pub fn format_entry(out: &mut String, format: Format, e: &Entry) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    match format {
+        Format::Json => {
+            out.push_str("{\"time\":\"");
+            rfc3339(out, e.time);
+            out.push_str("\",\"request_id\":");
+            json_str(out, e.request_id);
+            let _ = write!(out, ",\"client\":\"{}\",\"method\":", e.client);
+            json_str(out, e.method);
+            out.push_str(",\"host\":");
+            json_str(out, e.host);
+            out.push_str(",\"path\":");
+            json_str(out, e.path);
+            out.push_str(",\"protocol\":");
+            json_str(out, e.protocol);
+            out.push_str(",\"route\":");
+            json_str(out, e.route);
+            out.push_str(",\"service\":");
+            json_str(out, e.service);
+            out.push_str(",\"replica\":");
+            json_str(out, e.replica);
+            let _ = write!(
+                out,
+                ",\"status\":{},\"bytes\":{},\"duration_ms\":{:.3},\"upstream_ms\":",
+                e.status,
+                e.bytes,
+                ms(e.duration)
+            );
+            match e.upstream_duration {
+                Some(d) => {
+                    let _ = write!(out, "{:.3}", ms(d));
+                }
+                None => out.push_str("null"),
+            }
+            let _ = write!(out, ",\"attempts\":{},\"user_agent\":", e.attempts);
+            json_str(out, e.user_agent);
+            out.push_str("}\n");
+        }
+        Format::Combined => {
+            let _ = write!(out, "{} - - [", e.client);
+            clf_time(out, e.time);
+            let _ = writeln!(
+                out,
+                "] \"{} {} {}\" {} {} \"{}\" \"{}\" request_id={} route={} replica={} duration_ms={:.3}",
+                e.method,
+                e.path,
+                e.protocol,
+                e.status,
+                e.bytes,
+                clean(e.referer),
+                clean(e.user_agent),
+                e.request_id,
+                e.route,
+                if e.replica.is_empty() { "-" } else { e.replica },
+                ms(e.duration)
+            );
+        }
+    }
+}
+
+fn clean(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.replace('"', "\\\"")
+    }
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's method).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn split_time(t: SystemTime) -> ((i64, u32, u32), u64, u32) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    (
+        civil_from_days((secs / 86_400) as i64),
+        secs % 86_400,
+        since.subsec_millis(),
+    )
+}
+
+fn rfc3339(out: &mut String, t: SystemTime) {
+    let ((y, m, d), s, ms) = split_time(t);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+}
+
+fn clf_time(out: &mut String, t: SystemTime) {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let ((y, m, d), s, _) = split_time(t);
+    let _ = write!(
+        out,
+        "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            request_id: "abc",
+            client: "127.0.0.1".parse().unwrap(),
+            method: "GET",
+            host: "example.com",
+            path: "/a\"b",
+            protocol: "HTTP/1.1",
+            route: "api",
+            service: "catalog",
+            replica: "127.0.0.1:9001",
+            status: 200,
+            bytes: 12,
+            duration: Duration::from_micros(1500),
+            upstream_duration: Some(Duration::from_millis(1)),
+            attempts: 1,
+            user_agent: "curl/8",
+            referer: "",
+        }
+    }
+
+    #[test]
+    fn json_line_is_valid_json_with_every_field() {
+        let mut s = String::new();
+        format_entry(&mut s, Format::Json, &entry());
+        assert!(s.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(s.trim()).unwrap();
+        assert_eq!(v["path"], "/a\"b");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["replica"], "127.0.0.1:9001");
+        assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
+        assert_eq!(v["duration_ms"], 1.5);
+    }
+
+    #[test]
+    fn combined_line_follows_the_clf_layout() {
+        let mut s = String::new();
+        format_entry(&mut s, Format::Combined, &entry());
+        assert!(
+            s.starts_with("127.0.0.1 - - [18/Nov/2026:11:06:40 +0000] \"GET /a\"b HTTP/1.1\" 200 12 \"-\" \"curl/8\" request_id=abc"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn civil_dates_cross_leap_years() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_417), (2023, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

@@ -1,0 +1,136 @@
+//! `headroom demo`: a gateway on the embedded default in front of real demo replicas
+//! (child processes of this binary), with nothing to install or write.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+
+/// Replicas that are killed when the demo ends, however it ends.
+struct Replicas(Vec<Child>);
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `headroom demo-upstream` and returns it with the address it printed.
+pub fn spawn_upstream(
+    name: &str,
+    delay_ms: u64,
+    error_rate: f64,
+) -> Result<(Child, String), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args([
+            "demo-upstream",
+            "--name",
+            name,
+            "--delay-ms",
+            &delay_ms.to_string(),
+            "--error-rate",
+            &error_rate.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start a demo replica: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("demo replica said {line:?}"))?;
+    Ok((child, addr.to_string()))
+}
+
+pub fn run(port: u16, admin_port: u16, count: usize) -> ExitCode {
+    crate::init_logging();
+    let mut replicas = Replicas(Vec::new());
+    let mut addrs = Vec::new();
+    // One replica is slower and one fails now and then, so balancing and retries show.
+    for i in 0..count.max(1) {
+        let name = format!("replica-{}", i + 1);
+        let (delay, errors) = match i {
+            1 => (20, 0.0),
+            2 => (2, 0.05),
+            _ => (2, 0.0),
+        };
+        match spawn_upstream(&name, delay, errors) {
+            Ok((child, addr)) => {
+                replicas.0.push(child);
+                addrs.push(addr);
+            }
+            Err(e) => {
+                eprintln!("headroom demo: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let replica_list = addrs
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let toml = format!(
+        r#"
+[global]
+access_log = "off"
+
+[admin]
+bind = "127.0.0.1:{admin_port}"
+
+[[listener]]
+name = "public"
+bind = "127.0.0.1:{port}"
+
+[[route]]
+name = "hello"
+match = {{ path = "/hello" }}
+respond = {{ status = 200, body = "hello from headroom\n" }}
+
+[[route]]
+name = "app"
+match = {{ path_prefix = "/" }}
+service = "demo"
+
+[service.demo]
+balance = "p2c-ewma"
+replicas = [{replica_list}]
+health = {{ path = "/healthz", interval = "1s" }}
+retry = {{ attempts = 2 }}
+"#
+    );
+    let config = match headroom_config::parse("demo.toml", &toml, Path::new(".")) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("headroom demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "headroom demo: a gateway on http://127.0.0.1:{port} in front of {} replicas ({})",
+        addrs.len(),
+        addrs.join(", ")
+    );
+    println!();
+    println!("Try:");
+    println!("  curl -s http://127.0.0.1:{port}/                     # a replica answers; see \"replica\"");
+    println!("  curl -s http://127.0.0.1:{port}/hello                # a fixed response from the gateway");
+    println!("  curl -s 'http://127.0.0.1:{port}/?status=503'        # retried on another replica");
+    println!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency");
+    println!("  curl -s http://127.0.0.1:{admin_port}/metrics         # Prometheus metrics");
+    println!();
+    println!("replica-2 answers in 20 ms, the others in 2 ms: p2c-ewma sends it less traffic.");
+    println!("replica-3 fails 5% of requests: retries hide that from clients.");
+    println!("Ctrl-C stops the demo.");
+    let code = crate::serve::serve_config(config, None, |_| {});
+    drop(replicas);
+    code
+}

@@ -1,0 +1,107 @@
+//! The `headroom` binary: wiring only. The work happens in the library crates.
+
+mod demo;
+mod serve;
+mod upstream;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// headroom: the scaling playbook in one binary.
+///
+/// A reverse proxy and API gateway (routing, load balancing, health checks, retries,
+/// metrics) configured by one TOML file.
+#[derive(Parser)]
+#[command(name = "headroom", version, propagate_version = true)]
+#[command(
+    after_help = "Examples:\n  headroom demo                              # try it: a gateway in front of three demo replicas\n  headroom check --config headroom.toml      # validate a config (exit 2 on errors)\n  headroom serve --config headroom.toml      # run the gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway from a config file.
+    #[command(
+        after_help = "Signals:\n  SIGHUP            reload the config (also done when the file changes, unless global.watch = false)\n  SIGTERM, SIGINT   stop accepting, finish in-flight requests (up to global.shutdown_timeout), exit 0\n\nExample:\n  headroom serve --config headroom.toml\n  kill -HUP $(pidof headroom)   # reload"
+    )]
+    Serve {
+        /// The config file (TOML).
+        #[arg(short, long, default_value = "headroom.toml")]
+        config: PathBuf,
+        /// Worker threads (overrides global.workers; default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate a config file: exit 0 when valid, else print every error and exit 2.
+    #[command(
+        after_help = "Example:\n  headroom check --config headroom.toml\n  headroom.toml:14:11: route \"api\": service: unknown service \"catalgo\" (did you mean \"catalog\"?)"
+    )]
+    Check {
+        #[arg(short, long, default_value = "headroom.toml")]
+        config: PathBuf,
+    },
+    /// Start a gateway on 127.0.0.1:8080 in front of three demo replicas; no file needed.
+    #[command(
+        after_help = "Example:\n  headroom demo\n  curl -s localhost:8080/            # answered by one of the replicas\n  curl -s localhost:9901/metrics     # Prometheus metrics"
+    )]
+    Demo {
+        /// Port of the gateway.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Port of the admin listener (/metrics, /status).
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Number of demo replicas.
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+    },
+    /// A demo upstream server that answers with its name (used by `demo` and the tests).
+    #[command(hide = true)]
+    DemoUpstream(upstream::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, workers } => serve::run(&config, workers),
+        Command::Check { config } => match headroom_config::load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} listeners, {} routes, {} services)",
+                    config.display(),
+                    cfg.listeners.len(),
+                    cfg.routes.len(),
+                    cfg.services.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{} error(s) in {}", errors.0.len(), config.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::Demo {
+            port,
+            admin_port,
+            replicas,
+        } => demo::run(port, admin_port, replicas),
+        Command::DemoUpstream(args) => upstream::run(args),
+    }
+}
+
+/// Logs (not the access log) go to stderr; `HEADROOM_LOG` or `RUST_LOG` sets the filter.
+pub fn init_logging() {
+    let filter = std::env::var("HEADROOM_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,111 @@
+//! `headroom serve`: start the edge, then reload on SIGHUP or file change, and shut down
+//! gracefully on SIGTERM/SIGINT.
+
+use headroom_config::Config;
+use headroom_edge::Edge;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+pub fn run(path: &Path, workers: Option<usize>) -> ExitCode {
+    crate::init_logging();
+    let mut config = match headroom_config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(w) = workers {
+        config.global.workers = w.max(1);
+    }
+    serve_config(config, Some(path), move |c| {
+        if let Some(w) = workers {
+            c.global.workers = w.max(1);
+        }
+    })
+}
+
+/// Runs `config` until a shutdown signal. With `path`, reloads from it on SIGHUP and on change.
+pub fn serve_config(
+    config: Config,
+    path: Option<&Path>,
+    adjust: impl Fn(&mut Config) + Send + 'static,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = path.map(Path::to_path_buf);
+    let watch = config.global.watch;
+    let edge = rt.block_on(async {
+        let edge = Edge::start(config).await?;
+        for (name, addr) in edge.listener_addrs() {
+            info!(listener = %name, %addr, "listening");
+        }
+        if let Some(a) = edge.admin_addr() {
+            info!(%a, "admin listening (/metrics, /status)");
+        }
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut last_seen = path.as_deref().and_then(modified);
+        let mut poll = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let reason = tokio::select! {
+                _ = hup.recv() => "SIGHUP",
+                _ = poll.tick() => {
+                    let now = path.as_deref().and_then(modified);
+                    if !watch || now == last_seen { continue; }
+                    last_seen = now;
+                    "file change"
+                }
+                _ = term.recv() => { info!("SIGTERM: draining"); break; }
+                _ = int.recv() => { info!("SIGINT: draining"); break; }
+            };
+            let Some(p) = path.as_deref() else { continue };
+            match headroom_config::load(p) {
+                Ok(mut c) => {
+                    adjust(&mut c);
+                    match edge.reload(c) {
+                        Ok(generation) => info!(reason, generation, "config reloaded"),
+                        Err(e) => warn!(reason, "config not reloaded: {e}"),
+                    }
+                }
+                Err(errors) => {
+                    edge.reload_rejected();
+                    error!(
+                        reason,
+                        "config not reloaded, the running one stays:\n{errors}"
+                    );
+                }
+            }
+        }
+        Ok::<_, String>(edge)
+    });
+    match edge {
+        Ok(edge) => {
+            // Workers drain on their own threads; this thread just waits for them.
+            edge.shutdown_and_wait();
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            eprintln!("headroom: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn modified(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}

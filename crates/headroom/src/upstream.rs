@@ -1,0 +1,191 @@
+//! `headroom demo-upstream`: a small real HTTP server that answers with its own name.
+//! The demo runs three; the end-to-end tests run many, and kill some.
+//!
+//! Any path answers JSON describing the request (method, path, headers, body size).
+//! Query parameters shape one answer: `status=503`, `delay=50` (ms), `bytes=1000` (body size).
+//! `/healthz` answers the health status, which `POST /_control/health/503` changes;
+//! `/_control/count` tells how many requests were served (health and control excluded).
+
+use bytes::Bytes;
+use clap::Args as ClapArgs;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// Address to bind; port 0 lets the OS pick (the address is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: String,
+    /// Name to answer with.
+    #[arg(long, default_value = "upstream")]
+    name: String,
+    /// Delay before every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Share of requests answered 500 (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+}
+
+struct State {
+    name: String,
+    delay: Duration,
+    error_rate: f64,
+    health: AtomicU16,
+    served: AtomicU64,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("demo-upstream: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&args.bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("demo-upstream: cannot bind {}: {e}", args.bind);
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!("listening on {addr}");
+        let _ = std::io::stdout().flush();
+        let state = Arc::new(State {
+            name: args.name,
+            delay: Duration::from_millis(args.delay_ms),
+            error_rate: args.error_rate,
+            health: AtomicU16::new(200),
+            served: AtomicU64::new(0),
+        });
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| answer(req, state.clone()));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then_some(v)
+    })
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    let reply = |status: u16, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        r.headers_mut().insert(
+            "x-replica",
+            state
+                .name
+                .parse()
+                .unwrap_or(http::HeaderValue::from_static("?")),
+        );
+        r
+    };
+    if path == "/healthz" {
+        let code = state.health.load(Relaxed);
+        return Ok(reply(
+            code,
+            format!("{}\n", if code < 400 { "ok" } else { "unhealthy" }),
+        ));
+    }
+    if let Some(code) = path.strip_prefix("/_control/health/") {
+        state.health.store(code.parse().unwrap_or(200), Relaxed);
+        return Ok(reply(200, "set\n".into()));
+    }
+    if path == "/_control/count" {
+        return Ok(reply(200, format!("{}\n", state.served.load(Relaxed))));
+    }
+    state.served.fetch_add(1, Relaxed);
+    let query = req.uri().query().map(str::to_owned);
+    let q = query.as_deref();
+    let delay = query_param(q, "delay")
+        .and_then(|d| d.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(state.delay);
+    let mut status: u16 = query_param(q, "status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    if state.error_rate > 0.0 && fastrand::f64() < state.error_rate {
+        status = 500;
+    }
+    let pad: usize = query_param(q, "bytes")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    let (parts, body) = req.into_parts();
+    let body_bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                serde_json::Value::from(v.to_str().unwrap_or("?")),
+            )
+        })
+        .collect();
+    let mut body = serde_json::json!({
+        "replica": state.name,
+        "method": parts.method.as_str(),
+        "path": path,
+        "query": q,
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_bytes": body_bytes,
+    })
+    .to_string();
+    if pad > 0 {
+        body = "x".repeat(pad);
+    } else {
+        body.push('\n');
+    }
+    let mut r = reply(status, body);
+    if pad == 0 {
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+    }
+    Ok(r)
+}
