@@ -5,6 +5,14 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 
+/// `println!` that ignores a closed stdout (the demo keeps serving).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Replicas that are killed when the demo ends, however it ends.
 struct Replicas(Vec<Child>);
 
@@ -114,22 +122,22 @@ retry = {{ attempts = 2 }}
             return ExitCode::FAILURE;
         }
     };
-    println!(
+    say!(
         "headroom demo: a gateway on http://127.0.0.1:{port} in front of {} replicas ({})",
         addrs.len(),
         addrs.join(", ")
     );
-    println!();
-    println!("Try:");
-    println!("  curl -s http://127.0.0.1:{port}/                     # a replica answers; see \"replica\"");
-    println!("  curl -s http://127.0.0.1:{port}/hello                # a fixed response from the gateway");
-    println!("  curl -s 'http://127.0.0.1:{port}/?status=503'        # retried on another replica");
-    println!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency");
-    println!("  curl -s http://127.0.0.1:{admin_port}/metrics         # Prometheus metrics");
-    println!();
-    println!("replica-2 answers in 20 ms, the others in 2 ms: p2c-ewma sends it less traffic.");
-    println!("replica-3 fails 5% of requests: retries hide that from clients.");
-    println!("Ctrl-C stops the demo.");
+    say!();
+    say!("Try:");
+    say!("  curl -s http://127.0.0.1:{port}/                     # a replica answers; see \"replica\"");
+    say!("  curl -s http://127.0.0.1:{port}/hello                # a fixed response from the gateway");
+    say!("  curl -s 'http://127.0.0.1:{port}/?status=503'        # retried on another replica");
+    say!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency");
+    say!("  curl -s http://127.0.0.1:{admin_port}/metrics         # Prometheus metrics");
+    say!();
+    say!("replica-2 answers in 20 ms, the others in 2 ms: p2c-ewma sends it less traffic.");
+    say!("replica-3 fails 5% of requests: retries hide that from clients.");
+    say!("Ctrl-C stops the demo.");
     let code = crate::serve::serve_config(config, None, |_| {});
     drop(replicas);
     code

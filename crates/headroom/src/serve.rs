@@ -51,8 +51,8 @@ pub fn serve_config(
         for (name, addr) in edge.listener_addrs() {
             info!(listener = %name, %addr, "listening");
         }
-        if let Some(a) = edge.admin_addr() {
-            info!(%a, "admin listening (/metrics, /status)");
+        if let Some(addr) = edge.admin_addr() {
+            info!(%addr, "admin listening (/metrics, /status)");
         }
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;

@@ -1,0 +1,463 @@
+#!/usr/bin/env bash
+# bench/proxy.sh — headroom next to nginx and HAProxy, same upstream, same load, one run.
+#
+# Runs on loopback only, everything in a temp dir, everything killed on exit:
+#   1. upstream alone: nginx `return 200 "ok"` (1 worker), hit directly by wrk
+#   2. nginx reverse proxy   (1 worker, upstream keepalive 64)
+#   3. HAProxy               (nbthread 1, http-reuse always)
+#   4. headroom              (serve --workers 1)
+# For each: req/s, p50, p99 (wrk --latency); for the proxies also CPU time per request
+# (utime+stime from /proc/PID/stat over the measured run / requests served).
+# Then RSS of each proxy idle and holding IDLE_CONNS idle keep-alive connections.
+#
+# Env knobs:
+#   DURATION=10s   measured run per target (wrk -d)
+#   WARMUP=2s      warm-up per target, not measured
+#   CONNS=64       wrk connections (always one wrk thread)
+#   IDLE_CONNS=10000   idle keep-alive connections for the memory run (0 skips it)
+#   PLACEMENT=shared   CPU placement on 2+ cores:
+#       shared: wrk on CPU 1; upstream and the proxy under test both on CPU 0
+#       split:  wrk on CPU 1; proxy under test alone on CPU 0; upstream moved to CPU 1
+#               (beside wrk) for the proxy runs, on CPU 0 for its own direct run
+#       none:   no pinning
+#   KEEP_TMP=1     keep the temp dir (configs, logs, raw wrk output)
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CONNS=${CONNS:-64}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+PLACEMENT=${PLACEMENT:-shared}
+KEEP_TMP=${KEEP_TMP:-0}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PATH="$PATH:/usr/sbin:/sbin"
+
+die() { echo "bench/proxy.sh: error: $*" >&2; exit 1; }
+say() { echo "$*"; }
+
+# ---------------------------------------------------------------- tools
+missing=()
+for t in nginx haproxy wrk; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
+    say "installing ${missing[*]} ..."
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; then
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" \
+            || die "apt-get install ${missing[*]} failed"
+    fi
+fi
+for t in nginx haproxy wrk cargo python3 taskset getconf timeout pgrep curl awk; do
+    command -v "$t" >/dev/null 2>&1 || die "required tool '$t' not found in PATH"
+done
+
+NCPU=$(nproc)
+if [[ $PLACEMENT != none ]] && ((NCPU < 2)); then
+    say "note: only $NCPU CPU, pinning disabled"
+    PLACEMENT=none
+fi
+case $PLACEMENT in
+    shared | split | none) ;;
+    *) die "PLACEMENT must be shared, split or none (got '$PLACEMENT')" ;;
+esac
+WRK_CPU=1 SRV_CPU=0
+run_on() { # run_on CPU cmd...   (CPU ignored when PLACEMENT=none)
+    local cpu=$1; shift
+    if [[ $PLACEMENT == none ]]; then "$@"; else taskset -c "$cpu" "$@"; fi
+}
+
+# File descriptors: 10k idle connections need >10k fds in headroom/nginx/haproxy and in the client.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+[[ $NOFILE == unlimited ]] && NOFILE=1048576
+if ((IDLE_CONNS > 0 && NOFILE < IDLE_CONNS + 500)); then
+    say "note: open-file limit is $NOFILE (hard limit $(ulimit -Hn)); memory run skipped"
+    IDLE_CONNS=0
+fi
+
+# ---------------------------------------------------------------- build
+say "building headroom (release) ..."
+(cd "$ROOT" && cargo build --release -p headroom) || die "cargo build --release -p headroom failed"
+HEADROOM="$ROOT/target/release/headroom"
+[[ -x $HEADROOM ]] || die "$HEADROOM not found after build"
+
+# ---------------------------------------------------------------- temp dir, cleanup
+TMP=$(mktemp -d /tmp/headroom-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    local rc=$? p all=()
+    trap - EXIT INT TERM
+    for p in "${PIDS[@]}"; do
+        all+=("$p")
+        while read -r c; do all+=("$c"); done < <(pgrep -P "$p" 2>/dev/null || true)
+    done
+    for p in "${all[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in $(seq 20); do
+        local alive=0
+        for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do { wait "$p"; } 2>/dev/null || true; done
+    if [[ $KEEP_TMP == 1 ]]; then echo "temp dir kept: $TMP" >&2; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- ports
+read -r P_UP P_NGINX P_HAPROXY P_HEADROOM P_ADMIN < <(python3 - <<'EOF'
+import random, socket
+out, p = [], 18000 + random.randrange(0, 1500)
+while len(out) < 5 and p < 20000:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        out.append(p)
+    except OSError:
+        pass
+    finally:
+        s.close()
+    p += 1
+print(*out)
+EOF
+)
+[[ -n ${P_ADMIN:-} ]] || die "could not find 5 free ports in 18000-19999"
+
+# ---------------------------------------------------------------- helpers
+tree_pids() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; } # a process and its direct children
+
+cpu_ticks() { # utime+stime (fields 14, 15 of /proc/PID/stat) summed over the tree
+    local t=0 p s f
+    for p in $(tree_pids "$1"); do
+        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        s=${s##*) } # drop "pid (comm) " — comm may contain spaces
+        read -r -a f <<<"$s"
+        t=$((t + f[11] + f[12])) # field 14 and 15 overall = index 11 and 12 after comm
+    done
+    echo "$t"
+}
+
+rss_kib() { # VmRSS summed over the tree, KiB
+    local t=0 p v
+    for p in $(tree_pids "$1"); do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+pin_tree() { # pin_tree CPU ROOTPID — move a running process tree (all threads)
+    [[ $PLACEMENT == none ]] && return 0
+    local p
+    for p in $(tree_pids "$2"); do taskset -a -p -c "$1" "$p" >/dev/null; done
+}
+
+start_bg() { # start_bg NAME CPU cmd... ; sets LAST_PID
+    local name=$1 cpu=$2; shift 2
+    run_on "$cpu" "$@" >"$TMP/$name.stdout" 2>"$TMP/$name.log" &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+wait_port() { # wait_port NAME PORT PID
+    local name=$1 port=$2 pid=$3 i
+    for i in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "--- $name log:" >&2; tail -n 30 "$TMP/$name.log" >&2 || true
+            die "$name exited before listening on 127.0.0.1:$port"
+        fi
+        if timeout 1 bash -c "</dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "--- $name log:" >&2; tail -n 30 "$TMP/$name.log" >&2 || true
+    die "$name did not accept connections on 127.0.0.1:$port within 10s"
+}
+
+check_ok() { # one request through, body must be "ok"
+    local name=$1 port=$2 body
+    body=$(curl -s --max-time 5 "http://127.0.0.1:$port/") || die "$name: curl to 127.0.0.1:$port failed"
+    [[ $body == ok ]] || die "$name: expected body 'ok' from 127.0.0.1:$port, got '$body'"
+}
+
+declare -A RPS P50 P99 CPU REQS RSS_IDLE RSS_WITH RSS_OPEN
+
+bench() { # bench NAME PORT [PROXY_ROOT_PID]
+    local name=$1 port=$2 root=${3:-} out="$TMP/$name.wrk.txt" c0=0 c1=0 tck
+    run_on "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/" >"$TMP/$name.warm.txt" \
+        || die "$name: wrk warm-up failed: $(cat "$TMP/$name.warm.txt")"
+    [[ -n $root ]] && c0=$(cpu_ticks "$root")
+    run_on "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$out" \
+        || die "$name: wrk failed: $(cat "$out")"
+    [[ -n $root ]] && c1=$(cpu_ticks "$root")
+
+    local parsed
+    parsed=$(awk '
+        function ms(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") return n / 1000; if (u == "ms") return n; if (u == "s") return n * 1000
+            if (u == "m") return n * 60000; if (u == "h") return n * 3600000; return -1 }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        / requests in / { reqs = $1 }
+        $1 == "Requests/sec:" { rps = $2 }
+        END { printf "%s %s %s %s\n", rps, p50, p99, reqs }' "$out")
+    read -r RPS[$name] P50[$name] P99[$name] REQS[$name] <<<"$parsed"
+    [[ ${REQS[$name]:-0} -gt 0 ]] || die "$name: could not parse wrk output:"$'\n'"$(cat "$out")"
+    if [[ -n $root ]]; then
+        tck=$(getconf CLK_TCK)
+        CPU[$name]=$(awk -v d=$((c1 - c0)) -v t="$tck" -v n="${REQS[$name]}" 'BEGIN { printf "%.2f", d / t * 1e6 / n }')
+    else
+        CPU[$name]="-"
+    fi
+    printf '%-9s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %s µs/req  (%s requests)\n' \
+        "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${CPU[$name]}" "${REQS[$name]}"
+    # Errors are worth seeing: non-2xx responses, socket errors (warm-up and measured run).
+    local f
+    for f in "$TMP/$name.warm.txt" "$out"; do
+        grep -E 'Non-2xx or 3xx responses|Socket errors' "$f" | sed "s/^ */  !! $name ($(basename "$f" .txt)): /" || true
+    done
+}
+
+HOLDER="$TMP/hold.py"
+cat >"$HOLDER" <<'EOF'
+# Open N keep-alive connections, do one complete request on each, then hold them idle.
+import select, signal, socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+socks = []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(req)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            sys.exit(f"connection {i}: closed before a response")
+        buf += d
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    if lines[0].split()[1] != b"200":
+        sys.exit(f"connection {i}: {lines[0].decode(errors='replace')}")
+    hdrs = {k.strip().lower(): v.strip() for k, _, v in (l.partition(b":") for l in lines[1:])}
+    if b"content-length" in hdrs:
+        want = int(hdrs[b"content-length"])
+        while len(body) < want:
+            d = s.recv(4096)
+            if not d:
+                sys.exit(f"connection {i}: closed mid-body")
+            body += d
+    elif hdrs.get(b"transfer-encoding", b"").lower() == b"chunked":
+        while not body.endswith(b"0\r\n\r\n"):
+            d = s.recv(4096)
+            if not d:
+                sys.exit(f"connection {i}: closed mid-body")
+            body += d
+    else:
+        sys.exit(f"connection {i}: response is neither content-length nor chunked")
+    socks.append(s)
+time.sleep(1)
+# Any socket readable now was closed (or sent junk) by the server.
+poller = select.poll()
+for s in socks:
+    poller.register(s, select.POLLIN)
+closed = len(poller.poll(0))
+print(f"ready {n - closed}", flush=True)
+signal.pause()
+EOF
+
+mem_run() { # mem_run NAME PORT ROOT_PID
+    local name=$1 port=$2 root=$3 hp i open
+    sleep 1
+    RSS_IDLE[$name]=$(rss_kib "$root")
+    run_on "$WRK_CPU" python3 "$HOLDER" "$port" "$IDLE_CONNS" >"$TMP/hold.$name.out" 2>"$TMP/hold.$name.log" &
+    hp=$!
+    PIDS+=("$hp")
+    for i in $(seq 1200); do # up to 120 s
+        grep -q '^ready' "$TMP/hold.$name.out" 2>/dev/null && break
+        kill -0 "$hp" 2>/dev/null || die "$name: idle-connection client failed: $(tail -n 5 "$TMP/hold.$name.log")"
+        sleep 0.1
+    done
+    grep -q '^ready' "$TMP/hold.$name.out" || die "$name: $IDLE_CONNS idle connections not open within 120s"
+    open=$(awk '/^ready/ {print $2}' "$TMP/hold.$name.out")
+    RSS_WITH[$name]=$(rss_kib "$root")
+    RSS_OPEN[$name]=$open
+    kill -TERM "$hp" 2>/dev/null || true
+    { wait "$hp"; } 2>/dev/null || true
+    awk -v n="$name" -v a="${RSS_IDLE[$name]}" -v b="${RSS_WITH[$name]}" -v c="$IDLE_CONNS" -v o="$open" 'BEGIN {
+        printf "%-9s RSS idle %7.1f MiB, with %d idle conns %7.1f MiB -> %.2f KiB/conn  (%d of %d still open when measured)\n",
+            n, a / 1024, c, b / 1024, (b - a) / c, o, c }'
+}
+
+# ---------------------------------------------------------------- configs
+ME_USER=$(id -un) ME_GROUP=$(id -gn)
+NGINX_USER=""
+[[ $EUID -eq 0 ]] && NGINX_USER="user $ME_USER $ME_GROUP;" # workers stay root instead of nobody
+WCONN=$((NOFILE > 30000 ? 30000 : NOFILE))
+mkdir -p "$TMP/nginx-up" "$TMP/nginx-proxy"
+nginx_common() { # nginx_common DIR
+    cat <<EOF
+$NGINX_USER
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections $WCONN; }
+EOF
+}
+# keepalive_requests raised everywhere: nginx's default of 1000 would close client and
+# upstream keep-alive connections every 1000 requests, for every proxy alike.
+{
+    nginx_common "$TMP/nginx-up"
+    cat <<EOF
+http {
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $TMP/nginx-up/body; proxy_temp_path $TMP/nginx-up/proxy;
+    fastcgi_temp_path $TMP/nginx-up/fcgi; uwsgi_temp_path $TMP/nginx-up/uwsgi; scgi_temp_path $TMP/nginx-up/scgi;
+    server {
+        listen 127.0.0.1:$P_UP;
+        location / { return 200 "ok"; }
+    }
+}
+EOF
+} >"$TMP/nginx-up.conf"
+{
+    nginx_common "$TMP/nginx-proxy"
+    cat <<EOF
+http {
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $TMP/nginx-proxy/body; proxy_temp_path $TMP/nginx-proxy/proxy;
+    fastcgi_temp_path $TMP/nginx-proxy/fcgi; uwsgi_temp_path $TMP/nginx-proxy/uwsgi; scgi_temp_path $TMP/nginx-proxy/scgi;
+    upstream app {
+        server 127.0.0.1:$P_UP;
+        keepalive 64;
+        keepalive_requests 1000000000;
+    }
+    server {
+        listen 127.0.0.1:$P_NGINX;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$TMP/nginx-proxy.conf"
+
+HAP_MAXCONN=$((IDLE_CONNS + 1000 > 4096 ? IDLE_CONNS + 1000 : 4096))
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $HAP_MAXCONN
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 120s
+    timeout server 30s
+    timeout http-request 120s
+    timeout http-keep-alive 120s
+frontend fe
+    bind 127.0.0.1:$P_HAPROXY
+    default_backend be
+backend be
+    http-reuse always
+    server up 127.0.0.1:$P_UP
+EOF
+
+# max_connections / header_timeout only matter for the idle-connection memory run (defaults
+# 10000 and 15s would cap and reap those); at 64 busy connections they change nothing.
+cat >"$TMP/headroom.toml" <<EOF
+[global]
+access_log = "off"
+workers = 1
+watch = false
+[admin]
+bind = "127.0.0.1:$P_ADMIN"
+[[listener]]
+bind = "127.0.0.1:$P_HEADROOM"
+max_connections = 20000
+header_timeout = "120s"
+[[route]]
+service = "app"
+[service.app]
+balance = "round-robin"
+replicas = ["127.0.0.1:$P_UP"]
+retry = { attempts = 1 }
+EOF
+
+# ---------------------------------------------------------------- start everything
+start_bg upstream "$SRV_CPU" nginx -p "$TMP/nginx-up" -c "$TMP/nginx-up.conf" -e "$TMP/nginx-up/error.log"
+PID_UP=$LAST_PID
+start_bg nginx "$SRV_CPU" nginx -p "$TMP/nginx-proxy" -c "$TMP/nginx-proxy.conf" -e "$TMP/nginx-proxy/error.log"
+PID_NGINX=$LAST_PID
+start_bg haproxy "$SRV_CPU" haproxy -db -f "$TMP/haproxy.cfg"
+PID_HAPROXY=$LAST_PID
+start_bg headroom "$SRV_CPU" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1
+PID_HEADROOM=$LAST_PID
+
+wait_port upstream "$P_UP" "$PID_UP"
+wait_port nginx "$P_NGINX" "$PID_NGINX"
+wait_port haproxy "$P_HAPROXY" "$PID_HAPROXY"
+wait_port headroom "$P_HEADROOM" "$PID_HEADROOM"
+check_ok upstream "$P_UP"
+check_ok nginx "$P_NGINX"
+check_ok haproxy "$P_HAPROXY"
+check_ok headroom "$P_HEADROOM"
+
+MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+say ""
+say "machine: $NCPU CPUs ($(nproc --all) total), ${MODEL:-unknown CPU}; $(uname -sr)"
+say "versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1" "$2}'), headroom $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+say "load: wrk -t1 -c$CONNS -d$DURATION --latency (after ${WARMUP} warm-up), ports $P_UP/$P_NGINX/$P_HAPROXY/$P_HEADROOM"
+case $PLACEMENT in
+    shared) say "placement: wrk pinned to CPU $WRK_CPU; upstream nginx and the proxy under test both pinned to CPU $SRV_CPU" ;;
+    split) say "placement: wrk pinned to CPU $WRK_CPU; proxy under test alone on CPU $SRV_CPU; upstream on CPU $WRK_CPU (beside wrk) during proxy runs, CPU $SRV_CPU for its direct run" ;;
+    none) say "placement: no CPU pinning" ;;
+esac
+say ""
+
+# ---------------------------------------------------------------- throughput
+bench upstream "$P_UP"
+[[ $PLACEMENT == split ]] && pin_tree "$WRK_CPU" "$PID_UP"
+bench nginx "$P_NGINX" "$PID_NGINX"
+bench haproxy "$P_HAPROXY" "$PID_HAPROXY"
+bench headroom "$P_HEADROOM" "$PID_HEADROOM"
+
+# ---------------------------------------------------------------- memory
+if ((IDLE_CONNS > 0)); then
+    say ""
+    say "memory: RSS idle, then holding $IDLE_CONNS idle keep-alive connections (each served one request)"
+    mem_run headroom "$P_HEADROOM" "$PID_HEADROOM"
+    mem_run nginx "$P_NGINX" "$PID_NGINX"
+    mem_run haproxy "$P_HAPROXY" "$PID_HAPROXY"
+fi
+
+# ---------------------------------------------------------------- summary
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+say ""
+say "=== summary ($NCPU CPUs: ${MODEL:-unknown CPU}; placement=$PLACEMENT; wrk -t1 -c$CONNS -d$DURATION) ==="
+printf '%-12s %10s %9s %9s %11s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req"
+for t in upstream nginx haproxy headroom; do
+    printf '%-12s %10.0f %9.3f %9.3f %11s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}"
+done
+for b in nginx haproxy; do
+    printf 'ratios: headroom/%-8s req/s=%s (higher better)  p99=%s (lower better)  cpu=%s (lower better)\n' "$b" \
+        "$(ratio "${RPS[headroom]}" "${RPS[$b]}")" "$(ratio "${P99[headroom]}" "${P99[$b]}")" \
+        "$(ratio "${CPU[headroom]}" "${CPU[$b]}")"
+done
+awk -v h="${P50[headroom]}" -v u="${P50[upstream]}" -v n="${P50[nginx]}" -v x="${P50[haproxy]}" 'BEGIN {
+    printf "added p50 over direct: headroom +%.3f ms, nginx +%.3f ms, haproxy +%.3f ms\n", h - u, n - u, x - u }'
+if ((IDLE_CONNS > 0)); then
+    for t in headroom nginx haproxy; do
+        awk -v n="$t" -v a="${RSS_IDLE[$t]}" -v b="${RSS_WITH[$t]}" -v c="$IDLE_CONNS" 'BEGIN {
+            printf "memory: %-8s idle %.1f MiB, with %d idle conns %.1f MiB -> %.2f KiB/conn\n", n, a / 1024, c, b / 1024, (b - a) / c }'
+    done
+fi

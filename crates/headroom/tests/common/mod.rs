@@ -1,0 +1,476 @@
+//! Test support: real processes on loopback. `Upstream` is `headroom demo-upstream`
+//! (a real HTTP server, killable), `Headroom` is the real binary with a config file, and
+//! `Client` is a blocking HTTP/1.1 client over a plain socket, so tests can also send
+//! malformed bytes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_headroom");
+
+/// Lines a child process printed, with a condvar to wait for one (no sleeps).
+#[derive(Clone, Default)]
+pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Lines {
+    pub fn follow(reader: impl Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                let (m, c) = &*l.0;
+                m.lock().unwrap().push(line);
+                c.notify_all();
+            }
+        });
+        lines
+    }
+
+    /// Waits for a line containing `needle`, for at most `limit` (a safety net, not a sync).
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> Option<String> {
+        let (m, c) = &*self.0;
+        let deadline = Instant::now() + limit;
+        let mut guard = m.lock().unwrap();
+        loop {
+            if let Some(l) = guard.iter().find(|l| l.contains(needle)) {
+                return Some(l.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            guard = c.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0 .0.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+/// A `headroom demo-upstream` process.
+pub struct Upstream {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub name: String,
+}
+
+impl Upstream {
+    pub fn start(name: &str) -> Upstream {
+        Upstream::start_with(name, &[])
+    }
+
+    pub fn start_with(name: &str, extra: &[&str]) -> Upstream {
+        Upstream::start_on("127.0.0.1:0", name, extra)
+    }
+
+    pub fn start_on(bind: &str, name: &str, extra: &[&str]) -> Upstream {
+        let mut child = Command::new(BIN)
+            .args(["demo-upstream", "--bind", bind, "--name", name])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start demo-upstream");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("upstream address")
+            .parse()
+            .unwrap();
+        Upstream {
+            child,
+            addr,
+            name: name.into(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Requests served so far (health checks and control calls excluded).
+    pub fn served(&self) -> u64 {
+        let r = Client::connect(self.addr).get("/_control/count");
+        r.text().trim().parse().unwrap()
+    }
+
+    pub fn set_health(&self, status: u16) {
+        let r = Client::connect(self.addr).request(
+            "POST",
+            &format!("/_control/health/{status}"),
+            &[],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `headroom serve` with its config file in a temp dir.
+pub struct Headroom {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub stderr: Lines,
+    pub stdout: Lines,
+}
+
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "headroom-test-{}-{}",
+        std::process::id(),
+        fastrand_u64()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish()
+}
+
+impl Headroom {
+    /// Starts headroom with `config` (listener and admin binds may use port 0).
+    pub fn start(config: &str) -> Headroom {
+        Headroom::start_with_args(config, &["--workers", "2"])
+    }
+
+    pub fn start_with_args(config: &str, args: &[&str]) -> Headroom {
+        let dir = temp_dir();
+        let path = dir.join("headroom.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(args)
+            .env("HEADROOM_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start headroom");
+        let stderr = Lines::follow(child.stderr.take().unwrap());
+        let stdout = Lines::follow(child.stdout.take().unwrap());
+        let line = stderr
+            .wait_for(" listening ", Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("headroom did not start:\n{}", stderr.all().join("\n")));
+        let addr = field(&line, "addr=").parse().unwrap();
+        let admin = stderr
+            .wait_for("admin listening", Duration::from_millis(500))
+            .map(|l| field(&l, "addr=").parse().unwrap());
+        Headroom {
+            child,
+            dir,
+            config: path,
+            addr,
+            admin,
+            stderr,
+            stdout,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.client().get(path)
+    }
+
+    pub fn admin_get(&self, path: &str) -> Response {
+        Client::connect(self.admin.expect("admin listener")).get(path)
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.admin_get("/status").body).unwrap()
+    }
+
+    pub fn metrics(&self) -> String {
+        self.admin_get("/metrics").text()
+    }
+
+    /// Value of one metric series line, e.g. `headroom_retries_total{service="a"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let m = self.metrics();
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no series {series} in\n{m}"))
+    }
+
+    /// Polls /status until `pred` holds (the state change is the signal; 10 s safety net).
+    pub fn wait_status(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = self.status();
+            if pred(&s) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; status:\n{s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Rewrites the config file and sends SIGHUP; returns once the reload was logged.
+    pub fn reload(&self, config: &str) -> String {
+        let before =
+            self.stderr.count("config reloaded") + self.stderr.count("config not reloaded");
+        std::fs::write(&self.config, config).unwrap();
+        self.signal("HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.stderr.all();
+            let outcomes: Vec<&String> = lines
+                .iter()
+                .filter(|l| l.contains("config reloaded") || l.contains("config not reloaded"))
+                .collect();
+            if outcomes.len() > before {
+                return outcomes[before].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reload outcome logged:\n{}",
+                lines.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Headroom {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len();
+    line[start..].split_whitespace().next().unwrap()
+}
+
+/// A response read off the wire.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    /// The upstream replica that answered (from the demo upstream's JSON).
+    pub fn replica(&self) -> String {
+        self.header("x-replica").unwrap_or("").to_string()
+    }
+}
+
+/// A blocking HTTP/1.1 client on one keep-alive connection.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(s),
+        }
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        let mut raw = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            raw.push_str("Host: test.local\r\n");
+        }
+        for (k, v) in headers {
+            raw.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        raw.push_str("\r\n");
+        let mut bytes = raw.into_bytes();
+        bytes.extend_from_slice(body);
+        self.send_raw(&bytes)
+    }
+
+    /// Writes `raw` as is and reads one response.
+    pub fn send_raw(&mut self, raw: &[u8]) -> std::io::Result<Response> {
+        self.reader.get_mut().write_all(raw)?;
+        self.read_response()
+    }
+
+    pub fn read_response(&mut self) -> std::io::Result<Response> {
+        let r = &mut self.reader;
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let mut body = Vec::new();
+        if let Some(len) = get("content-length") {
+            body.resize(len.parse().unwrap(), 0);
+            r.read_exact(&mut body)?;
+        } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            loop {
+                line.clear();
+                r.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16)
+                    .map_err(std::io::Error::other)?;
+                let mut chunk = vec![0; size + 2];
+                r.read_exact(&mut chunk)?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if status >= 200 && status != 204 && status != 304 {
+            r.read_to_end(&mut body)?;
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// True when the peer has closed the connection (reads EOF or a reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// Counts answers per replica for `n` sequential GETs of `path` on one connection.
+pub fn tally(
+    h: &Headroom,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut c = h.client();
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let r = c.request("GET", path, headers, b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        *counts.entry(r.replica()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The config preamble every test uses: port-0 listener and admin, JSON access log.
+pub fn preamble() -> String {
+    "[global]\nwatch = false\nshutdown_timeout = \"10s\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"public\"\nbind = \"127.0.0.1:0\"\n\n".to_string()
+}
+
+pub fn replicas(ups: &[&Upstream]) -> String {
+    ups.iter()
+        .map(|u| format!("\"{}\"", u.addr))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

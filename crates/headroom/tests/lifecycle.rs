@@ -1,0 +1,275 @@
+//! The process' life: `check`, hot reload (SIGHUP and file change), graceful shutdown, `demo`.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn one_service(up: &Upstream, name: &str) -> String {
+    format!(
+        "{}[[route]]\nservice = \"{name}\"\n\n[service.{name}]\nreplicas = [\"{}\"]\n",
+        preamble(),
+        up.addr
+    )
+}
+
+#[test]
+fn check_accepts_a_good_config_and_exits_0() {
+    let dir = temp_dir();
+    let path = dir.join("ok.toml");
+    std::fs::write(&path, "[[listener]]\nbind = \"127.0.0.1:8080\"\n[[route]]\nservice = \"a\"\n[service.a]\nreplicas = [\"127.0.0.1:9001\"]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 listeners, 1 routes, 1 services)"));
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_key_and_suggestion_and_exits_2() {
+    let dir = temp_dir();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[listener]]\nbind = \"127.0.0.1:8080\"\n\n[[route]]\nname = \"api\"\nservice = \"catalgo\"\n\n[service.catalog]\nreplicas = [\"127.0.0.1\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    assert!(err.contains(&format!("{file}:6:11: route \"api\": service: unknown service \"catalgo\" (did you mean \"catalog\"?)")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{file}:9:13: service \"catalog\": replicas: \"127.0.0.1\" has no port"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("2 error(s)"), "{err}");
+
+    std::fs::write(&path, "[[listener]]\nbind = \"127.0.0.1:8080\"\n[service.a]\nreplicas = [\"127.0.0.1:1\"]\nbalanse = \"hash\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":5:1: balanse: unknown key \"balanse\"; did you mean \"balance\"?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_with_an_invalid_config_exits_2() {
+    let dir = temp_dir();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[[listener]]\nbind = \"nowhere\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":2:8: bind: \"nowhere\" has no port"));
+}
+
+#[test]
+fn reload_under_load_fails_no_request_and_switches_service() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let h = Headroom::start(&one_service(&a, "x"));
+    let stop = AtomicBool::new(false);
+    let seen_b = AtomicUsize::new(0);
+    let total = AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::<String>::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let mut c = h.client();
+                while !stop.load(Ordering::Relaxed) {
+                    match c.try_request("GET", "/", &[], b"") {
+                        Ok(r) if r.status == 200 => {
+                            if r.replica() == "b" {
+                                seen_b.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(r) => failures.lock().unwrap().push(format!("{}", r.status)),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                    total.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        while total.load(Ordering::Relaxed) < 200 {
+            std::thread::yield_now();
+        }
+        for i in 0..6 {
+            let (up, name) = if i % 2 == 0 { (&b, "y") } else { (&a, "x") };
+            let outcome = h.reload(&one_service(up, name));
+            assert!(outcome.contains("config reloaded"), "{outcome}");
+        }
+        let target = total.load(Ordering::Relaxed) + 200;
+        while total.load(Ordering::Relaxed) < target {
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(
+        failures.lock().unwrap().is_empty(),
+        "{:?}",
+        failures.lock().unwrap()
+    );
+    assert!(seen_b.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        h.metric("headroom_config_reloads_total{result=\"ok\"}"),
+        6.0
+    );
+}
+
+#[test]
+fn a_bad_reload_is_rejected_and_the_running_config_stays() {
+    let a = Upstream::start("a");
+    let h = Headroom::start(&one_service(&a, "x"));
+    let outcome = h.reload(&format!("{}[[route]]\nservice = \"nope\"\n", preamble()));
+    assert!(outcome.contains("config not reloaded"), "{outcome}");
+    let log = h.stderr.all().join("\n");
+    assert!(log.contains("unknown service \"nope\""), "{log}");
+    assert_eq!(h.get("/").status, 200);
+    assert_eq!(
+        h.metric("headroom_config_reloads_total{result=\"rejected\"}"),
+        1.0
+    );
+    // Listener changes need a restart: rejected too, with a clear reason.
+    let outcome = h.reload(&one_service(&a, "x").replace("name = \"public\"", "name = \"other\""));
+    assert!(outcome.contains("listeners changed"), "{outcome}");
+    assert_eq!(h.get("/").status, 200);
+}
+
+#[test]
+fn health_state_survives_a_reload_for_replicas_that_stay() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let cfg = |route_path: &str| {
+        format!(
+            "{}[[route]]\nmatch = {{ path_prefix = \"{route_path}\" }}\nservice = \"s\"\n\n[service.s]\nreplicas = [{}]\nhealth = {{ interval = \"100ms\", fall = 1, rise = 1000 }}\n",
+            preamble(),
+            replicas(&[&a, &b])
+        )
+    };
+    let h = Headroom::start(&cfg("/"));
+    b.set_health(503);
+    let baddr = b.addr.to_string();
+    let b_healthy = move |s: &serde_json::Value| {
+        s["services"][0]["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["replica"] == baddr && r["healthy"] == true)
+    };
+    h.wait_status("b unhealthy", |s| !b_healthy(s));
+    b.set_health(200);
+    let outcome = h.reload(&cfg("/v"));
+    assert!(outcome.contains("config reloaded"), "{outcome}");
+    // rise = 1000 keeps b down unless the reload forgot its state.
+    assert!(!b_healthy(&h.status()));
+    assert_eq!(tally(&h, "/v", &[], 20).get("b"), None);
+}
+
+#[test]
+fn a_changed_config_file_is_reloaded_without_a_signal() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let h = Headroom::start(&one_service(&a, "x").replace("watch = false", "watch = true"));
+    assert_eq!(h.get("/").replica(), "a");
+    std::fs::write(
+        &h.config,
+        one_service(&b, "y").replace("watch = false", "watch = true"),
+    )
+    .unwrap();
+    h.stderr
+        .wait_for("file change", Duration::from_secs(10))
+        .expect("reload on file change");
+    assert_eq!(h.get("/").replica(), "b");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_then_exits_0() {
+    let a = Upstream::start("a");
+    let mut h = Headroom::start(&one_service(&a, "x"));
+    let addr = h.addr;
+    let slow = std::thread::spawn(move || Client::connect(addr).get("/?delay=1500"));
+    // The request is in flight once the upstream has it.
+    while a.served() == 0 {
+        std::thread::yield_now();
+    }
+    h.signal("TERM");
+    h.stderr
+        .wait_for("SIGTERM", Duration::from_secs(5))
+        .expect("SIGTERM logged");
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "the in-flight request completed");
+    let status = h.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no longer accepting"
+    );
+}
+
+#[test]
+fn demo_serves_through_three_replicas() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, admin) = (free(), free());
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Lines::follow(child.stdout.take().unwrap());
+    let err = Lines::follow(child.stderr.take().unwrap());
+    err.wait_for("admin listening", Duration::from_secs(20))
+        .expect("demo started");
+    assert!(
+        out.wait_for("curl -s", Duration::from_secs(1)).is_some(),
+        "demo prints what to try"
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = Client::connect(addr);
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let r = c.get("/");
+        if r.status == 200 {
+            names.insert(r.replica());
+        }
+    }
+    assert!(names.len() >= 2, "{names:?}");
+    assert_eq!(c.get("/hello").text(), "hello from headroom\n");
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
