@@ -61,10 +61,8 @@ case $PLACEMENT in
     *) die "PLACEMENT must be shared, split or none (got '$PLACEMENT')" ;;
 esac
 WRK_CPU=1 SRV_CPU=0
-run_on() { # run_on CPU cmd...   (CPU ignored when PLACEMENT=none)
-    local cpu=$1; shift
-    if [[ $PLACEMENT == none ]]; then "$@"; else taskset -c "$cpu" "$@"; fi
-}
+PIN_WRK=() PIN_SRV=() # command prefixes; taskset execs, so "${PIN_SRV[@]}" cmd & gives cmd's own pid in $!
+if [[ $PLACEMENT != none ]]; then PIN_WRK=(taskset -c "$WRK_CPU") PIN_SRV=(taskset -c "$SRV_CPU"); fi
 
 # File descriptors: 10k idle connections need >10k fds in headroom/nginx/haproxy and in the client.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -88,8 +86,8 @@ cleanup() {
     local rc=$? p all=()
     trap - EXIT INT TERM
     for p in "${PIDS[@]}"; do
-        all+=("$p")
-        while read -r c; do all+=("$c"); done < <(pgrep -P "$p" 2>/dev/null || true)
+        kill -0 "$p" 2>/dev/null || continue
+        while read -r c; do all+=("$c"); done < <(tree_pids "$p")
     done
     for p in "${all[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for _ in $(seq 20); do
@@ -127,7 +125,11 @@ EOF
 [[ -n ${P_ADMIN:-} ]] || die "could not find 5 free ports in 18000-19999"
 
 # ---------------------------------------------------------------- helpers
-tree_pids() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; } # a process and its direct children
+tree_pids() { # a process and all its descendants
+    local c
+    echo "$1"
+    for c in $(pgrep -P "$1" 2>/dev/null || true); do tree_pids "$c"; done
+}
 
 cpu_ticks() { # utime+stime (fields 14, 15 of /proc/PID/stat) summed over the tree
     local t=0 p s f
@@ -155,9 +157,9 @@ pin_tree() { # pin_tree CPU ROOTPID — move a running process tree (all threads
     for p in $(tree_pids "$2"); do taskset -a -p -c "$1" "$p" >/dev/null; done
 }
 
-start_bg() { # start_bg NAME CPU cmd... ; sets LAST_PID
-    local name=$1 cpu=$2; shift 2
-    run_on "$cpu" "$@" >"$TMP/$name.stdout" 2>"$TMP/$name.log" &
+start_bg() { # start_bg NAME cmd... (pinned like a server); sets LAST_PID
+    local name=$1; shift
+    "${PIN_SRV[@]}" "$@" >"$TMP/$name.stdout" 2>"$TMP/$name.log" &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
@@ -185,11 +187,12 @@ check_ok() { # one request through, body must be "ok"
 declare -A RPS P50 P99 CPU REQS RSS_IDLE RSS_WITH RSS_OPEN
 
 bench() { # bench NAME PORT [PROXY_ROOT_PID]
-    local name=$1 port=$2 root=${3:-} out="$TMP/$name.wrk.txt" c0=0 c1=0 tck
-    run_on "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/" >"$TMP/$name.warm.txt" \
+    local name=$1 port=$2 root=${3:-} c0=0 c1=0 tck out
+    out="$TMP/$name.wrk.txt"
+    "${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/" >"$TMP/$name.warm.txt" \
         || die "$name: wrk warm-up failed: $(cat "$TMP/$name.warm.txt")"
     [[ -n $root ]] && c0=$(cpu_ticks "$root")
-    run_on "$WRK_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$out" \
+    "${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$out" \
         || die "$name: wrk failed: $(cat "$out")"
     [[ -n $root ]] && c1=$(cpu_ticks "$root")
 
@@ -271,7 +274,7 @@ mem_run() { # mem_run NAME PORT ROOT_PID
     local name=$1 port=$2 root=$3 hp i open
     sleep 1
     RSS_IDLE[$name]=$(rss_kib "$root")
-    run_on "$WRK_CPU" python3 "$HOLDER" "$port" "$IDLE_CONNS" >"$TMP/hold.$name.out" 2>"$TMP/hold.$name.log" &
+    "${PIN_WRK[@]}" python3 "$HOLDER" "$port" "$IDLE_CONNS" >"$TMP/hold.$name.out" 2>"$TMP/hold.$name.log" &
     hp=$!
     PIDS+=("$hp")
     for i in $(seq 1200); do # up to 120 s
@@ -394,13 +397,13 @@ retry = { attempts = 1 }
 EOF
 
 # ---------------------------------------------------------------- start everything
-start_bg upstream "$SRV_CPU" nginx -p "$TMP/nginx-up" -c "$TMP/nginx-up.conf" -e "$TMP/nginx-up/error.log"
+start_bg upstream nginx -p "$TMP/nginx-up" -c "$TMP/nginx-up.conf" -e "$TMP/nginx-up/error.log"
 PID_UP=$LAST_PID
-start_bg nginx "$SRV_CPU" nginx -p "$TMP/nginx-proxy" -c "$TMP/nginx-proxy.conf" -e "$TMP/nginx-proxy/error.log"
+start_bg nginx nginx -p "$TMP/nginx-proxy" -c "$TMP/nginx-proxy.conf" -e "$TMP/nginx-proxy/error.log"
 PID_NGINX=$LAST_PID
-start_bg haproxy "$SRV_CPU" haproxy -db -f "$TMP/haproxy.cfg"
+start_bg haproxy haproxy -db -f "$TMP/haproxy.cfg"
 PID_HAPROXY=$LAST_PID
-start_bg headroom "$SRV_CPU" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1
+start_bg headroom "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1
 PID_HEADROOM=$LAST_PID
 
 wait_port upstream "$P_UP" "$PID_UP"

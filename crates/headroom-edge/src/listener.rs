@@ -98,10 +98,6 @@ pub async fn accept_loop(
     };
     let cfg = Arc::new(l.cfg);
     loop {
-        let permit = tokio::select! {
-            p = l.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -113,6 +109,16 @@ pub async fn accept_loop(
                 }
             },
             _ = shutdown.changed() => break,
+        };
+        // The permit is taken after accept, not before: an idle worker must not sit on a
+        // permit while another worker's queue waits for one. At the limit, this worker stops
+        // accepting until a connection closes, and the kernel backlog holds the rest.
+        let permit = match l.limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                p = l.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.changed() => break,
+            },
         };
         let _ = tcp.set_nodelay(true);
         let ctx = Arc::new(ConnCtx {

@@ -224,7 +224,9 @@ pub async fn handle(
             )
         });
         let mut resp = json_error(status, kind, &message, &request_id);
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // A client that sent a bad request or too large a body is not trusted with the
+        // rest of the connection (the unread body would be parsed as the next request).
+        if status != StatusCode::NOT_FOUND {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }

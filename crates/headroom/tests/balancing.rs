@@ -70,7 +70,7 @@ fn p2c_ewma_prefers_replicas_that_answer_faster() {
     // Uniform would be 50; p2c only picks the slow one when it is not compared with a fast one.
     assert!(s <= 10, "{counts:?}");
     assert!(
-        counts.get("a").is_some() && counts.get("b").is_some(),
+        counts.contains_key("a") && counts.contains_key("b"),
         "{counts:?}"
     );
 }

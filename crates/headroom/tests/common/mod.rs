@@ -15,19 +15,25 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_headroom");
 
 /// Lines a child process printed, with a condvar to wait for one (no sleeps).
 #[derive(Clone, Default)]
-pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+pub struct Lines(Arc<(Mutex<Seen>, Condvar)>);
+
+/// The lines so far, and whether the stream has ended.
+type Seen = (Vec<String>, bool);
 
 impl Lines {
     pub fn follow(reader: impl Read + Send + 'static) -> Lines {
         let lines = Lines::default();
         let l = lines.clone();
         std::thread::spawn(move || {
+            let (m, c) = &*l.0;
             for line in BufReader::new(reader).lines() {
                 let Ok(line) = line else { break };
-                let (m, c) = &*l.0;
-                m.lock().unwrap().push(line);
+                m.lock().unwrap().0.push(line);
                 c.notify_all();
             }
+            // The stream ended: nobody waits for a line that can no longer come.
+            m.lock().unwrap().1 = true;
+            c.notify_all();
         });
         lines
     }
@@ -38,8 +44,11 @@ impl Lines {
         let deadline = Instant::now() + limit;
         let mut guard = m.lock().unwrap();
         loop {
-            if let Some(l) = guard.iter().find(|l| l.contains(needle)) {
+            if let Some(l) = guard.0.iter().find(|l| l.contains(needle)) {
                 return Some(l.clone());
+            }
+            if guard.1 {
+                return None;
             }
             let left = deadline.checked_duration_since(Instant::now())?;
             guard = c.wait_timeout(guard, left).unwrap().0;
@@ -47,17 +56,12 @@ impl Lines {
     }
 
     pub fn all(&self) -> Vec<String> {
-        self.0 .0.lock().unwrap().clone()
+        self.0 .0.lock().unwrap().0.clone()
     }
 
     pub fn count(&self, needle: &str) -> usize {
-        self.0
-             .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
+        let guard = self.0 .0.lock().unwrap();
+        guard.0.iter().filter(|l| l.contains(needle)).count()
     }
 }
 

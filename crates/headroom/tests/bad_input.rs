@@ -1,0 +1,198 @@
+//! Malformed and hostile HTTP: each gets the right 4xx, and the connection is closed where
+//! the protocol says so.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn start(listener_extra: &str) -> (Headroom, Upstream) {
+    let up = Upstream::start("a");
+    let cfg = format!(
+        "{}[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n",
+        preamble()
+            .replace(
+                "bind = \"127.0.0.1:0\"\n\n[[route]]",
+                "bind = \"127.0.0.1:0\"\n"
+            )
+            .replacen(
+                "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
+                &format!("name = \"public\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n"),
+                1
+            ),
+        up.addr
+    );
+    (Headroom::start(&cfg), up)
+}
+
+fn raw(h: &Headroom, bytes: &[u8]) -> (Response, bool) {
+    let mut c = h.client();
+    let r = c.send_raw(bytes).expect("a response");
+    let closed = c.is_closed();
+    (r, closed)
+}
+
+#[test]
+fn a_malformed_request_line_is_a_400_and_closes() {
+    let (h, _up) = start("");
+    let (r, closed) = raw(&h, b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert!(closed);
+    let (r, closed) = raw(&h, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert!(closed);
+}
+
+#[test]
+fn a_header_section_over_the_limit_is_a_431() {
+    let (h, _up) = start("max_header_bytes = \"8KiB\"");
+    let big = "x".repeat(16 << 10);
+    let (r, closed) = raw(
+        &h,
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 431);
+    assert!(closed);
+    // Just under the limit is fine.
+    let ok = "x".repeat(6 << 10);
+    assert_eq!(
+        h.client().request("GET", "/", &[("X-Ok", &ok)], b"").status,
+        200
+    );
+}
+
+#[test]
+fn a_body_over_the_limit_is_a_413() {
+    let (h, up) = start("max_body_bytes = 1024");
+    let r = h.client().request("POST", "/", &[], &[b'a'; 2048]);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"], "body_too_large");
+    assert_eq!(up.served(), 0, "the upstream never saw it");
+    // A chunked body has no length up front: it is cut off when it passes the limit.
+    let mut body = Vec::new();
+    for _ in 0..4 {
+        body.extend_from_slice(b"200\r\n");
+        body.extend_from_slice(&[b'b'; 512]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let mut req = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    req.extend_from_slice(&body);
+    let (r, _) = raw(&h, &req);
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        h.client().request("POST", "/", &[], &[b'a'; 1000]).status,
+        200
+    );
+}
+
+#[test]
+fn conflicting_content_lengths_are_a_400_and_close() {
+    let (h, up) = start("");
+    let (r, closed) = raw(
+        &h,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    );
+    assert_eq!(r.status, 400);
+    assert!(closed);
+    let (r, closed) = raw(
+        &h,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    );
+    assert_eq!(r.status, 400);
+    assert!(closed);
+    let (r, closed) = raw(
+        &h,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "a request whose final coding is not chunked");
+    assert!(closed);
+    let (r, closed) = raw(
+        &h,
+        b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "Transfer-Encoding in HTTP/1.0");
+    assert!(closed);
+    assert_eq!(up.served(), 0);
+}
+
+#[test]
+fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
+    let (h, up) = start("");
+    // The classic CL.TE attack: the chunked body ends at "0", and "GET /smuggled" would be a
+    // second request to a proxy that trusted Content-Length.
+    let attack = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut c = h.client();
+    let r = c.send_raw(attack).expect("a response");
+    // Per RFC 9112 §6.1 the message is framed by Transfer-Encoding alone, Content-Length is
+    // dropped before forwarding, and the connection is closed after the response.
+    assert_eq!(r.status, 200);
+    assert!(r.json()["headers"].get("content-length").is_none());
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(
+        c.is_closed(),
+        "the connection is closed: nothing after the body is read as a request"
+    );
+    assert_eq!(up.served(), 1, "/smuggled never reached the upstream");
+}
+
+#[test]
+fn an_http11_request_without_host_is_a_400() {
+    let (h, _up) = start("");
+    let (r, closed) = raw(&h, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert!(closed);
+}
+
+#[test]
+fn a_client_too_slow_to_send_headers_is_disconnected() {
+    let (h, _up) = start("header_timeout = \"500ms\"");
+    let mut c = h.client();
+    c.stream()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // No more bytes: the gateway must close (the client's 20 s read timeout is only a safety net).
+    let mut buf = Vec::new();
+    let res = c.stream().read_to_end(&mut buf);
+    assert!(res.is_ok(), "closed cleanly: {res:?}");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[test]
+fn the_connection_limit_holds_new_connections_until_one_closes() {
+    let (h, _up) = start("max_connections = 2");
+    let mut c1 = h.client();
+    let mut c2 = h.client();
+    assert_eq!(c1.get("/").status, 200);
+    assert_eq!(c2.get("/").status, 200);
+    assert_eq!(
+        h.metric("headroom_open_connections{listener=\"public\"}"),
+        2.0
+    );
+    let mut c3 = h.client();
+    c3.stream()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c3.stream()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let err = c3
+        .stream()
+        .read(&mut b)
+        .expect_err("not served while two are open");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+    drop(c1);
+    c3.stream()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let r = c3.read_response().unwrap();
+    assert_eq!(r.status, 200);
+}

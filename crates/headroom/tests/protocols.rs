@@ -1,0 +1,210 @@
+//! Protocols: h2c with prior knowledge, TLS with ALPN (h2 and HTTP/1.1), h2 to upstreams.
+
+mod common;
+use bytes::Bytes;
+use common::*;
+use http::{Request, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+fn config(up: &Upstream, listener_extra: &str, service_extra: &str) -> String {
+    preamble().replacen(
+        "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
+        &format!("name = \"public\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n"),
+        1,
+    ) + &format!(
+        "[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n{service_extra}\n",
+        up.addr
+    )
+}
+
+async fn body_json(resp: http::Response<hyper::body::Incoming>) -> serde_json::Value {
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_multiplexes_requests() {
+    let up = Upstream::start("a");
+    let h = Headroom::start(&config(&up, "", ""));
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut send = send.clone();
+        tasks.push(tokio::spawn(async move {
+            let req = Request::get(format!("http://test.local/item/{i}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.version(), Version::HTTP_2);
+            assert_eq!(resp.status(), 200);
+            let j = body_json(resp).await;
+            assert_eq!(j["path"], format!("/item/{i}"));
+            assert_eq!(
+                j["headers"]["host"], "test.local",
+                "the :authority becomes Host upstream"
+            );
+            assert_eq!(j["version"], "HTTP/1.1");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn make_cert(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (the README's test command installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    cert: &str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tls_terminates_with_alpn_for_h2_and_http11() {
+    let up = Upstream::start("a");
+    let dir = temp_dir();
+    let (cert, key) = make_cert(&dir);
+    let h = Headroom::start(&config(
+        &up,
+        &format!("tls = {{ cert = \"{cert}\", key = \"{key}\" }}"),
+        "",
+    ));
+
+    let tls = tls_connect(h.addr, &cert, b"h2").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            Request::get("https://localhost/secure")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    let j = body_json(resp).await;
+    assert_eq!(j["headers"]["x-forwarded-proto"], "https");
+
+    let tls = tls_connect(h.addr, &cert, b"http/1.1").await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            Request::get("/secure")
+                .header("host", "localhost")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_missing_certificate_file_is_a_config_error() {
+    let up = Upstream::start("a");
+    let dir = temp_dir();
+    let path = dir.join("h.toml");
+    std::fs::write(
+        &path,
+        config(
+            &up,
+            "tls = { cert = \"missing.pem\", key = \"missing-key.pem\" }",
+            "",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.cert: cannot read") && err.contains("missing.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn upstreams_can_be_reached_over_h2() {
+    let up = Upstream::start("a");
+    let h = Headroom::start(&config(&up, "", "protocol = \"h2\""));
+    let mut c = h.client();
+    for _ in 0..5 {
+        let r = c.get("/over-h2");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert_eq!(j["version"], "HTTP/2.0");
+        assert_eq!(j["path"], "/over-h2");
+    }
+}

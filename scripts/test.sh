@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with a Rust toolchain (rustup, Rust >= 1.85).
+# Installs what the tests need when it is missing, then runs fmt, clippy and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cc >/dev/null || need+=(gcc)              # ring (TLS) builds a little C
+command -v openssl >/dev/null || need+=(openssl)     # the TLS test makes its certificate
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)  # tests send SIGHUP/SIGTERM
+if ((${#need[@]})); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "installing: ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace 2>&1 | tee /tmp/headroom-test.log
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' /tmp/headroom-test.log
