@@ -196,3 +196,12 @@ fn the_connection_limit_holds_new_connections_until_one_closes() {
     let r = c3.read_response().unwrap();
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let (h, _up) = start("header_timeout = \"500ms\"");
+    let mut c = h.client();
+    assert_eq!(c.get("/").status, 200);
+    // Nothing more is sent: the gateway closes the idle connection (20 s read timeout = safety net).
+    assert!(c.is_closed());
+}
