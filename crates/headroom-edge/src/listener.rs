@@ -125,6 +125,8 @@ pub async fn accept_loop(
             shared: shared.clone(),
             listener: l.index,
             client: peer,
+            client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or(http::HeaderValue::from_static("unknown")),
             tls: l.tls.is_some(),
             max_body_bytes: cfg.max_body_bytes,
         });

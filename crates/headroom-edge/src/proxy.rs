@@ -8,12 +8,11 @@ use crate::body::{is_body_too_large, ClientBody, OnEnd, UpstreamBody};
 use crate::clock::now_ns;
 use crate::pool::{self, ConnectError, Sender};
 use crate::replica::Replica;
-use crate::snapshot::{Red, Route, RouteAction, Service, Snapshot, Target};
+use crate::snapshot::{Route, RouteAction, Service, Snapshot, Target};
 use crate::Shared;
 use bytes::Bytes;
 use headroom_config::{HashKey, UpstreamProtocol};
 use headroom_telemetry::access_log::{self, Format};
-use headroom_telemetry::{Gauge, Histogram};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -36,23 +35,56 @@ pub struct ConnCtx {
     pub shared: Arc<Shared>,
     pub listener: usize,
     pub client: SocketAddr,
+    /// The client's IP as a header value, made once per connection for X-Forwarded-For.
+    pub client_ip: HeaderValue,
     pub tls: bool,
     pub max_body_bytes: u64,
 }
 
-/// Everything `finish` needs once the response body has ended.
+/// Counts a request in flight on a replica until dropped, however the request ends
+/// (completed, failed, or abandoned by a client that went away).
+struct InFlight(Arc<Replica>);
+
+impl InFlight {
+    fn new(replica: &Arc<Replica>) -> Self {
+        replica.inflight.inc();
+        InFlight(replica.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.dec();
+    }
+}
+
+/// Which request counters a finished request goes to.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// Answered before routing (404, 400, 413).
+    Unrouted,
+    /// By the route itself (fixed response, redirect).
+    Route(usize),
+    /// By the route's target service: (route, split index or 0).
+    Target(usize, usize),
+}
+
+/// Everything `finish` needs once the response body has ended. Holds the snapshot the
+/// request started on, so counters are found by index without cloning them per request.
+/// Dropped without ending (the client went away mid-request), it still accounts.
 struct Finish {
     start: Instant,
     status: u16,
-    red: Red,
-    latency: Arc<Histogram>,
-    inflight: Arc<Gauge>,
+    ctx: Arc<ConnCtx>,
+    snap: Arc<Snapshot>,
+    counted: Counted,
     upstream: Option<UpstreamDone>,
     log: Option<Box<LogLine>>,
+    ended: bool,
 }
 
 struct UpstreamDone {
-    replica: Arc<Replica>,
+    inflight: InFlight,
     sender: Option<Sender>,
     max_idle: usize,
 }
@@ -61,7 +93,6 @@ struct LogLine {
     format: Format,
     time: SystemTime,
     request_id: String,
-    client: std::net::IpAddr,
     method: Method,
     host: String,
     path: String,
@@ -75,25 +106,57 @@ struct LogLine {
     referer: String,
 }
 
-impl OnEnd for Finish {
-    fn on_end(self: Box<Self>, bytes: u64, complete: bool) {
+impl Finish {
+    fn new(ctx: &Arc<ConnCtx>, snap: Arc<Snapshot>, counted: Counted, start: Instant) -> Self {
+        Finish {
+            start,
+            status: 0,
+            ctx: ctx.clone(),
+            snap,
+            counted,
+            upstream: None,
+            log: None,
+            ended: false,
+        }
+    }
+
+    fn end(&mut self, bytes: u64, complete: bool) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
         let elapsed = self.start.elapsed();
-        self.latency.observe(elapsed);
-        self.red.record(self.status);
-        self.inflight.dec();
-        if let Some(up) = self.upstream {
-            up.replica.inflight.dec();
+        let shared = &self.ctx.shared;
+        let (red, latency) = match self.counted {
+            Counted::Unrouted => (&shared.unrouted, &shared.unrouted_latency),
+            Counted::Route(r) => (&self.snap.routes[r].red, &self.snap.routes[r].latency),
+            Counted::Target(r, t) => {
+                let route = &self.snap.routes[r];
+                let red = match &route.action {
+                    RouteAction::Forward(target) => &target.red,
+                    RouteAction::Split { targets, .. } => &targets[t].0.red,
+                    _ => &route.red,
+                };
+                (red, &route.latency)
+            }
+        };
+        // A request dropped before any response has no status: count it as 499, nginx's
+        // "client closed request".
+        let status = if self.status == 0 { 499 } else { self.status };
+        latency.observe(elapsed);
+        red.record(status);
+        shared.inflight.dec();
+        if let Some(up) = self.upstream.take() {
             if let (true, Some(sender)) = (complete, up.sender) {
-                up.replica.pools.put(sender, up.max_idle);
+                up.inflight.0.pools.put(sender, up.max_idle);
             }
         }
-        if let Some(l) = self.log {
+        if let Some(l) = self.log.take() {
             access_log::write(
                 l.format,
                 &access_log::Entry {
                     time: l.time,
                     request_id: &l.request_id,
-                    client: l.client,
+                    client: self.ctx.client.ip(),
                     method: l.method.as_str(),
                     host: &l.host,
                     path: &l.path,
@@ -101,7 +164,7 @@ impl OnEnd for Finish {
                     route: &l.route,
                     service: l.service.as_deref().unwrap_or(""),
                     replica: l.replica.as_deref().unwrap_or(""),
-                    status: self.status,
+                    status,
                     bytes,
                     duration: elapsed,
                     upstream_duration: l.upstream_duration,
@@ -111,6 +174,18 @@ impl OnEnd for Finish {
                 },
             );
         }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.end(0, false);
+    }
+}
+
+impl OnEnd for Finish {
+    fn on_end(mut self: Box<Self>, bytes: u64, complete: bool) {
+        self.end(bytes, complete);
     }
 }
 
@@ -135,9 +210,16 @@ pub fn json_error(
     resp
 }
 
+/// 128 random bits as 32 hex digits.
 fn new_request_id() -> HeaderValue {
-    let id = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut buf = [0u8; 32];
+    for b in buf.iter_mut().rev() {
+        *b = HEX[(n & 15) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
 }
 
 fn protocol_name(v: Version) -> &'static str {
@@ -170,16 +252,15 @@ pub async fn handle(
     ctx: Arc<ConnCtx>,
 ) -> Result<Response<ClientBody>, Infallible> {
     let start = Instant::now();
-    let shared = &ctx.shared;
-    shared.inflight.inc();
-    let snap = shared.snapshot.load_full();
+    ctx.shared.inflight.inc();
+    let snap = ctx.shared.snapshot.load_full();
 
     // receive
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(v) if !v.is_empty() && v.len() <= 128 => v.clone(),
         _ => new_request_id(),
     };
-    let host = host_of(&req).unwrap_or("").to_string();
+    let host = host_of(&req).unwrap_or("");
     let early = if req.version() == Version::HTTP_11 && host.is_empty() {
         Some((
             StatusCode::BAD_REQUEST,
@@ -200,17 +281,41 @@ pub async fn handle(
     };
 
     // route
-    let route = match early {
+    let routed = match early {
         Some(_) => None,
         None => snap.route(
             ctx.listener,
             req.method(),
-            &host,
+            host,
             req.uri().path(),
             req.headers(),
         ),
     };
-    let Some(route) = route else {
+    let log_line = |route: Arc<str>| {
+        snap.access_log.map(|format| {
+            Box::new(LogLine {
+                format,
+                time: SystemTime::now(),
+                request_id: request_id.to_str().unwrap_or("").to_string(),
+                method: req.method().clone(),
+                host: host.to_string(),
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string(),
+                protocol: protocol_name(req.version()),
+                route,
+                service: None,
+                replica: None,
+                upstream_duration: None,
+                attempts: 0,
+                user_agent: header_str(req.headers(), header::USER_AGENT),
+                referer: header_str(req.headers(), header::REFERER),
+            })
+        })
+    };
+    let Some((index, route)) = routed else {
         let (status, kind, message) = early.unwrap_or_else(|| {
             (
                 StatusCode::NOT_FOUND,
@@ -230,43 +335,17 @@ pub async fn handle(
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        return Ok(finish_unrouted(
-            resp, &snap, &ctx, &req, &host, request_id, start,
-        ));
+        let mut finish = Finish::new(&ctx, snap.clone(), Counted::Unrouted, start);
+        finish.log = log_line("".into());
+        finish.status = status.as_u16();
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        resp.body_mut().set_on_end(Box::new(finish));
+        return Ok(resp);
     };
 
-    let log = snap.access_log.map(|format| {
-        Box::new(LogLine {
-            format,
-            time: SystemTime::now(),
-            request_id: request_id.to_str().unwrap_or("").to_string(),
-            client: ctx.client.ip(),
-            method: req.method().clone(),
-            host: host.clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            protocol: protocol_name(req.version()),
-            route: route.name.clone(),
-            service: None,
-            replica: None,
-            upstream_duration: None,
-            attempts: 0,
-            user_agent: header_str(req.headers(), header::USER_AGENT),
-            referer: header_str(req.headers(), header::REFERER),
-        })
-    });
-    let mut finish = Finish {
-        start,
-        status: 0,
-        red: route.red.clone(),
-        latency: route.latency.clone(),
-        inflight: shared.inflight.clone(),
-        upstream: None,
-        log,
-    };
+    let log = log_line(route.name.clone());
+    let mut finish = Finish::new(&ctx, snap.clone(), Counted::Route(index), start);
+    finish.log = log;
 
     let mut resp = match &route.action {
         RouteAction::Respond {
@@ -282,15 +361,17 @@ pub async fn handle(
         }
         RouteAction::Redirect { to, status } => redirect(to, *status, &req),
         RouteAction::Forward(target) => {
-            forward(req, route, target, &ctx, &request_id, &host, &mut finish).await
+            finish.counted = Counted::Target(index, 0);
+            forward(req, route, target, &ctx, &request_id, &mut finish).await
         }
         RouteAction::Split { targets, total } => {
             let roll = fastrand::u32(..*total);
-            let target = targets
+            let t = targets
                 .iter()
-                .find(|(_, cumulative)| roll < *cumulative)
-                .map_or(&targets[0].0, |(t, _)| t);
-            forward(req, route, target, &ctx, &request_id, &host, &mut finish).await
+                .position(|(_, cumulative)| roll < *cumulative)
+                .unwrap_or(0);
+            finish.counted = Counted::Target(index, t);
+            forward(req, route, &targets[t].0, &ctx, &request_id, &mut finish).await
         }
     };
 
@@ -306,53 +387,6 @@ fn header_str(h: &HeaderMap, name: HeaderName) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
-}
-
-fn finish_unrouted(
-    mut resp: Response<ClientBody>,
-    snap: &Snapshot,
-    ctx: &ConnCtx,
-    req: &Request<Incoming>,
-    host: &str,
-    request_id: HeaderValue,
-    start: Instant,
-) -> Response<ClientBody> {
-    let shared = &ctx.shared;
-    let status = resp.status().as_u16();
-    let log = snap.access_log.map(|format| {
-        Box::new(LogLine {
-            format,
-            time: SystemTime::now(),
-            request_id: request_id.to_str().unwrap_or("").to_string(),
-            client: ctx.client.ip(),
-            method: req.method().clone(),
-            host: host.to_string(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            protocol: protocol_name(req.version()),
-            route: "".into(),
-            service: None,
-            replica: None,
-            upstream_duration: None,
-            attempts: 0,
-            user_agent: header_str(req.headers(), header::USER_AGENT),
-            referer: header_str(req.headers(), header::REFERER),
-        })
-    });
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-    resp.body_mut().set_on_end(Box::new(Finish {
-        start,
-        status,
-        red: shared.unrouted.clone(),
-        latency: shared.unrouted_latency.clone(),
-        inflight: shared.inflight.clone(),
-        upstream: None,
-        log,
-    }));
-    resp
 }
 
 fn redirect<B>(to: &str, status: u16, req: &Request<B>) -> Response<ClientBody> {
@@ -448,36 +482,42 @@ async fn forward(
     target: &Target,
     ctx: &ConnCtx,
     request_id: &HeaderValue,
-    host: &str,
     finish: &mut Finish,
 ) -> Response<ClientBody> {
     let service: &Service = &target.service;
     let cfg = &service.cfg;
-    finish.red = target.red.clone();
     if let Some(l) = finish.log.as_mut() {
         l.service = Some(service.name.clone());
     }
     let (mut parts, body) = req.into_parts();
 
-    // The request as it goes upstream.
-    let path_and_query = match rewrite_path(route, parts.uri.path()) {
-        Some(p) => match parts.uri.query() {
-            Some(q) => format!("{p}?{q}"),
-            None => p,
-        },
-        None => parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
-    };
-    let uri: Uri = match cfg.protocol {
-        UpstreamProtocol::Http1 => path_and_query.parse(),
-        UpstreamProtocol::H2 => {
-            format!("http://{}{}", host_for_uri(&parts, host), path_and_query).parse()
+    // The request as it goes upstream: origin-form for HTTP/1.1, absolute for h2.
+    // The common case (no rewrite, origin-form in) reuses the client's URI as is.
+    let rewritten = rewrite_path(route, parts.uri.path()).map(|p| match parts.uri.query() {
+        Some(q) => format!("{p}?{q}"),
+        None => p,
+    });
+    let uri: Uri = match (cfg.protocol, rewritten) {
+        (UpstreamProtocol::Http1, None) if parts.uri.authority().is_none() => parts.uri.clone(),
+        (UpstreamProtocol::Http1, None) => {
+            let mut p = http::uri::Parts::default();
+            p.path_and_query = parts.uri.path_and_query().cloned();
+            Uri::from_parts(p).unwrap_or_else(|_| Uri::from_static("/"))
         }
-    }
-    .unwrap_or_else(|_| Uri::from_static("/"));
+        (UpstreamProtocol::Http1, Some(p)) => p.parse().unwrap_or_else(|_| Uri::from_static("/")),
+        (UpstreamProtocol::H2, p) => {
+            let pq = p.unwrap_or_else(|| {
+                parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string()
+            });
+            format!("http://{}{}", host_for_uri(&parts), pq)
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("/"))
+        }
+    };
     let headers = &mut parts.headers;
     if headers.get(header::HOST).is_none() {
         if let Some(a) = parts.uri.authority() {
@@ -494,14 +534,12 @@ async fn forward(
     for (k, v) in &route.request_add {
         headers.insert(k.clone(), v.clone());
     }
-    let client_ip = ctx.client.ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip,
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", ctx.client.ip()))
+            .unwrap_or_else(|_| ctx.client_ip.clone()),
+        None => ctx.client_ip.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if ctx.tls { "https" } else { "http" }),
@@ -592,7 +630,7 @@ async fn forward(
         if let Some(l) = finish.log.as_mut() {
             l.replica = Some(replica.label.clone());
         }
-        replica.inflight.inc();
+        let inflight = InFlight::new(replica);
 
         // connect (or reuse), then send
         let sent_at = Instant::now();
@@ -618,14 +656,13 @@ async fn forward(
                     && attempt < max_attempts
                     && take_retry(service)
                 {
-                    replica.inflight.dec();
                     debug!(replica = %replica.label, %status, "retrying on status");
                     continue;
                 }
                 let (mut head, incoming) = resp.into_parts();
                 head.version = Version::HTTP_11;
                 finish.upstream = Some(UpstreamDone {
-                    replica: replica.clone(),
+                    inflight,
                     sender: Some(sender),
                     max_idle: cfg.max_idle,
                 });
@@ -640,7 +677,7 @@ async fn forward(
             AttemptError::Upstream { .. } => method_retryable && replayable.is_some(),
             AttemptError::Timeout | AttemptError::BodyTooLarge => false,
         };
-        replica.inflight.dec();
+        drop(inflight);
         let resp = match &err {
             AttemptError::BodyTooLarge => {
                 let mut r = json_error(
@@ -699,7 +736,7 @@ async fn forward(
     }
 }
 
-fn host_for_uri(parts: &http::request::Parts, host: &str) -> String {
+fn host_for_uri(parts: &http::request::Parts) -> String {
     parts
         .uri
         .authority()
@@ -711,7 +748,7 @@ fn host_for_uri(parts: &http::request::Parts, host: &str) -> String {
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_owned)
         })
-        .unwrap_or_else(|| host.to_string())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 fn take_retry(service: &Service) -> bool {

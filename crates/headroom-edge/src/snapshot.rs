@@ -383,9 +383,9 @@ impl Snapshot {
         host: &str,
         path: &str,
         headers: &http::HeaderMap,
-    ) -> Option<&Route> {
+    ) -> Option<(usize, &Route)> {
         let bit = 1u64 << listener.min(63);
-        self.routes.iter().find(|r| {
+        self.routes.iter().enumerate().find(|(_, r)| {
             r.listeners & bit != 0
                 && match &r.host {
                     None => true,

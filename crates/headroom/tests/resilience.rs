@@ -238,3 +238,22 @@ fn a_replica_killed_under_load_fails_no_idempotent_request() {
     );
     assert_eq!(done.load(Ordering::Relaxed), 1600);
 }
+
+#[test]
+fn a_client_that_goes_away_mid_request_leaves_no_request_counted_in_flight() {
+    let a = Upstream::start("a");
+    let h = Headroom::start(&service_config(&[&a], ""));
+    let mut c = h.client();
+    use std::io::Write;
+    c.stream()
+        .write_all(b"GET /?delay=300 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    while a.served() == 0 {
+        std::thread::yield_now();
+    }
+    assert_eq!(h.status()["inflight"], 1);
+    drop(c);
+    h.wait_status("nothing in flight", |s| {
+        s["inflight"] == 0 && s["services"][0]["replicas"][0]["inflight"] == 0
+    });
+}
