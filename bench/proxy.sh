@@ -355,11 +355,15 @@ http {
 EOF
 } >"$TMP/nginx-proxy.conf"
 
+# maxconn must exceed IDLE_CONNS; HAProxy reserves 2 fds per connection and by default refuses
+# to start when the fd limit is lower than that ("strict-limits"). Idle client connections
+# need only one fd each, so let it start with a warning instead.
 HAP_MAXCONN=$((IDLE_CONNS + 1000 > 4096 ? IDLE_CONNS + 1000 : 4096))
 cat >"$TMP/haproxy.cfg" <<EOF
 global
     nbthread 1
     maxconn $HAP_MAXCONN
+    no strict-limits
 defaults
     mode http
     timeout connect 5s
