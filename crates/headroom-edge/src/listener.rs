@@ -6,9 +6,9 @@ use crate::proxy::{self, ConnCtx};
 use crate::Shared;
 use headroom_config::ListenerConfig;
 use headroom_telemetry::Gauge;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -137,29 +137,53 @@ pub async fn accept_loop(
             shutdown.clone(),
             drain.clone(),
         );
-        tokio::spawn(async move {
+        let fut = async move {
             open.inc();
             serve_connection(tcp, tls, ctx, &cfg, shutdown).await;
             open.dec();
             drop(permit);
             drop(drain);
-        });
+        };
+        tokio::spawn(fut);
     }
 }
 
-fn builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+fn http1(cfg: &ListenerConfig) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
         .max_buf_size(cfg.max_header_bytes.max(8192))
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+    b
+}
+
+fn http2(cfg: &ListenerConfig) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(cfg.max_header_bytes as u32)
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
     b
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// True when the client opens with the HTTP/2 preface (h2c with prior knowledge).
+/// Peeks without consuming; most requests differ from the preface at their first or second
+/// byte, so this is one `recv(MSG_PEEK)` per connection.
+async fn starts_with_h2_preface(tcp: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface so far: wait for more bytes.
+        tcp.readable().await?;
+    }
 }
 
 /// Runs a connection; on shutdown, asks it to finish in-flight requests and close.
@@ -196,12 +220,50 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let svc = service_fn(move |req| proxy::handle(req, ctx.clone()));
-    let b = builder(cfg);
+    // Each protocol's connection state is only as large as it needs: HTTP/1.1 inline in the
+    // task, h2 and TLS boxed (they are larger and rarer). An idle HTTP/1.1 connection's
+    // memory is what a proxy holding 10,000 of them pays.
     match tls {
         None => {
-            drive!(b.serve_connection(TokioIo::new(tcp), svc), shutdown);
+            match tokio::time::timeout(cfg.header_timeout, starts_with_h2_preface(&tcp)).await {
+                Ok(Ok(false)) => drive!(
+                    http1(cfg).serve_connection(TokioIo::new(tcp), svc),
+                    shutdown
+                ),
+                Ok(Ok(true)) => {
+                    Box::pin(async move {
+                        drive!(
+                            http2(cfg).serve_connection(TokioIo::new(tcp), svc),
+                            shutdown
+                        )
+                    })
+                    .await
+                }
+                Ok(Err(_)) | Err(_) => {}
+            }
         }
-        Some(acceptor) => {
+        Some(acceptor) => Box::pin(serve_tls(tcp, acceptor, svc, cfg, shutdown)).await,
+    }
+}
+
+async fn serve_tls<S>(
+    tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    svc: S,
+    cfg: &ListenerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::body::ClientBody>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    {
+        {
             let stream = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(tcp)).await
             {
                 Ok(Ok(s)) => s,
@@ -211,9 +273,17 @@ async fn serve_connection(
                 }
                 Err(_) => return,
             };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let b = if h2 { b.http2_only() } else { b.http1_only() };
-            drive!(b.serve_connection(TokioIo::new(stream), svc), shutdown);
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                drive!(
+                    http2(cfg).serve_connection(TokioIo::new(stream), svc),
+                    shutdown
+                );
+            } else {
+                drive!(
+                    http1(cfg).serve_connection(TokioIo::new(stream), svc),
+                    shutdown
+                );
+            }
         }
     }
 }

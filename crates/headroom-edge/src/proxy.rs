@@ -634,7 +634,17 @@ async fn forward(
 
         // connect (or reuse), then send
         let sent_at = Instant::now();
-        let result = attempt_once(replica, service, &parts, &uri, &mut body_slot, &take_body).await;
+        let last = attempt >= max_attempts || !(method_retryable && replayable.is_some());
+        let result = attempt_once(
+            replica,
+            service,
+            &mut parts,
+            &uri,
+            &mut body_slot,
+            &take_body,
+            last,
+        )
+        .await;
         let err = match result {
             Ok((resp, sender)) => {
                 let status = resp.status();
@@ -775,10 +785,11 @@ fn passive_failure(service: &Service, replica: &Replica) {
 async fn attempt_once(
     replica: &Replica,
     service: &Service,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     uri: &Uri,
     body_slot: &mut Option<UpstreamBody>,
     take_body: &impl Fn(&mut Option<UpstreamBody>) -> Option<UpstreamBody>,
+    last: bool,
 ) -> Result<(Response<Incoming>, Sender), AttemptError> {
     let cfg = &service.cfg;
     let mut sender = match replica.pools.take(cfg.idle_timeout) {
@@ -792,7 +803,13 @@ async fn attempt_once(
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri.clone();
-    *req.headers_mut() = parts.headers.clone();
+    // Once connected, a request that cannot be sent again gives its headers away instead
+    // of copying them.
+    *req.headers_mut() = if last {
+        std::mem::take(&mut parts.headers)
+    } else {
+        parts.headers.clone()
+    };
     *req.version_mut() = match cfg.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::H2 => Version::HTTP_2,
