@@ -176,7 +176,7 @@ fn validate_listeners(
                 continue;
             }
         };
-        if out.iter().any(|o| o.bind == bind) {
+        if bind.port() != 0 && out.iter().any(|o| o.bind == bind) {
             r.error(
                 l.bind.span().start,
                 Some("bind".into()),

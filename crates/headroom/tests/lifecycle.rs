@@ -273,3 +273,55 @@ fn demo_serves_through_three_replicas() {
         .status();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn routes_can_be_bound_to_some_listeners_only() {
+    let a = Upstream::start("a");
+    let cfg = format!(
+        "{}[[listener]]\nname = \"internal\"\nbind = \"127.0.0.1:0\"\n\n[[route]]\nlisteners = [\"internal\"]\nmatch = {{ path_prefix = \"/admin\" }}\nrespond = {{ status = 200, body = \"internal only\" }}\n\n[[route]]\nservice = \"x\"\n\n[service.x]\nreplicas = [\"{}\"]\n",
+        preamble(),
+        a.addr
+    );
+    let h = Headroom::start(&cfg);
+    let line = h
+        .stderr
+        .wait_for("listener=internal", Duration::from_secs(5))
+        .expect("second listener");
+    let internal: std::net::SocketAddr = field(&line, "addr=").parse().unwrap();
+    assert_ne!(internal, h.addr);
+    assert_eq!(
+        Client::connect(internal).get("/admin").text(),
+        "internal only"
+    );
+    // On the public listener the first route does not exist: the request goes to the service.
+    assert_eq!(h.get("/admin").replica(), "a");
+}
+
+#[test]
+fn the_admin_token_is_required_when_set() {
+    let a = Upstream::start("a");
+    let cfg = one_service(&a, "x").replace(
+        "[admin]\nbind = \"127.0.0.1:0\"\n",
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken = \"s3cret\"\n",
+    );
+    let h = Headroom::start(&cfg);
+    let admin = h.admin.unwrap();
+    let r = Client::connect(admin).get("/metrics");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = Client::connect(admin).request(
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer wrong")],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+    let r = Client::connect(admin).request(
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("headroom_inflight_requests"));
+}
