@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/proxy.sh — headroom next to nginx and HAProxy, same upstream, same load, one run.
+# bench/proxy.sh — headroom next to nginx and HAProxy, same upstream, same load, ROUNDS rounds.
 #
 # Runs on loopback only, everything in a temp dir, everything killed on exit:
 #   1. upstream alone: nginx `return 200 "ok"` (1 worker), hit directly by wrk
@@ -8,11 +8,18 @@
 #   4. headroom              (serve --workers 1)
 # For each: req/s, p50, p99 (wrk --latency); for the proxies also CPU time per request
 # (utime+stime from /proc/PID/stat over the measured run / requests served).
-# Then RSS of each proxy idle and holding IDLE_CONNS idle keep-alive connections.
+# On a shared, noisy machine one run per target is not enough, so the measurements are
+# repeated ROUNDS times: each round measures every target once (upstream first, then the three
+# proxies in an order that rotates from round to round, so slow drifts in machine load do not
+# favour one proxy). Reported per target: the median over rounds of req/s, p50, p99 and CPU/req,
+# plus the min-max range of req/s; ratios come from the medians, and the per-round (paired)
+# ratio of CPU/req between headroom and each proxy is printed with its median.
+# Then, once, RSS of each proxy idle and holding IDLE_CONNS idle keep-alive connections.
 #
 # Env knobs:
-#   DURATION=10s   measured run per target (wrk -d)
-#   WARMUP=2s      warm-up per target, not measured
+#   ROUNDS=5       measurement rounds (each target measured once per round)
+#   DURATION=5s    measured run per target per round (wrk -d)
+#   WARMUP=1s      warm-up per target, once before the first round, not measured
 #   CONNS=64       wrk connections (always one wrk thread)
 #   IDLE_CONNS=10000   idle keep-alive connections for the memory run (0 skips it)
 #   PLACEMENT=shared   CPU placement on 2+ cores:
@@ -23,8 +30,9 @@
 #   KEEP_TMP=1     keep the temp dir (configs, logs, raw wrk output)
 set -euo pipefail
 
-DURATION=${DURATION:-10s}
-WARMUP=${WARMUP:-2s}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
 CONNS=${CONNS:-64}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 PLACEMENT=${PLACEMENT:-shared}
@@ -60,6 +68,7 @@ case $PLACEMENT in
     shared | split | none) ;;
     *) die "PLACEMENT must be shared, split or none (got '$PLACEMENT')" ;;
 esac
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
 WRK_CPU=1 SRV_CPU=0
 PIN_WRK=() PIN_SRV=() # command prefixes; taskset execs, so "${PIN_SRV[@]}" cmd & gives cmd's own pid in $!
 if [[ $PLACEMENT != none ]]; then PIN_WRK=(taskset -c "$WRK_CPU") PIN_SRV=(taskset -c "$SRV_CPU"); fi
@@ -184,16 +193,29 @@ check_ok() { # one request through, body must be "ok"
     [[ $body == ok ]] || die "$name: expected body 'ok' from 127.0.0.1:$port, got '$body'"
 }
 
-declare -A RPS P50 P99 CPU REQS RSS_IDLE RSS_WITH RSS_OPEN
+# Per-round results are keyed "NAME,ROUND"; RPS/P50/P99/CPU keyed by NAME hold the medians.
+declare -A R_RPS R_P50 R_P99 R_CPU R_REQS
+declare -A RPS P50 P99 CPU RPS_MIN RPS_MAX RSS_IDLE RSS_WITH RSS_OPEN
 
-bench() { # bench NAME PORT [PROXY_ROOT_PID]
-    local name=$1 port=$2 root=${3:-} c0=0 c1=0 tck out
-    out="$TMP/$name.wrk.txt"
-    "${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/" >"$TMP/$name.warm.txt" \
-        || die "$name: wrk warm-up failed: $(cat "$TMP/$name.warm.txt")"
+show_errors() { # show_errors NAME FILE — non-2xx responses, socket errors
+    grep -E 'Non-2xx or 3xx responses|Socket errors' "$2" | sed "s/^ */  !! $1 ($(basename "$2" .txt)): /" || true
+}
+
+warm() { # warm NAME PORT — one unmeasured run
+    local name=$1 port=$2 out="$TMP/$1.warm.txt"
+    "${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"$WARMUP" "http://127.0.0.1:$port/" >"$out" \
+        || die "$name: wrk warm-up failed: $(cat "$out")"
+    show_errors "$name" "$out"
+}
+
+bench() { # bench NAME PORT ROUND [PROXY_ROOT_PID] — one measured run, stored under "NAME,ROUND"
+    local name=$1 port=$2 r=$3 root=${4:-} c0=0 c1=0 tck out k
+    k="$name,$r"
+    out="$TMP/$name.r$r.wrk.txt"
+    printf '[round %d/%d] %-9s ' "$r" "$ROUNDS" "$name"
     [[ -n $root ]] && c0=$(cpu_ticks "$root")
     "${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/" >"$out" \
-        || die "$name: wrk failed: $(cat "$out")"
+        || { echo; die "$name: wrk failed: $(cat "$out")"; }
     [[ -n $root ]] && c1=$(cpu_ticks "$root")
 
     local parsed
@@ -206,20 +228,41 @@ bench() { # bench NAME PORT [PROXY_ROOT_PID]
         / requests in / { reqs = $1 }
         $1 == "Requests/sec:" { rps = $2 }
         END { printf "%s %s %s %s\n", rps, p50, p99, reqs }' "$out")
-    read -r RPS[$name] P50[$name] P99[$name] REQS[$name] <<<"$parsed"
-    [[ ${REQS[$name]:-0} -gt 0 ]] || die "$name: could not parse wrk output:"$'\n'"$(cat "$out")"
+    read -r R_RPS[$k] R_P50[$k] R_P99[$k] R_REQS[$k] <<<"$parsed"
+    [[ ${R_REQS[$k]:-0} -gt 0 ]] || { echo; die "$name: could not parse wrk output:"$'\n'"$(cat "$out")"; }
     if [[ -n $root ]]; then
         tck=$(getconf CLK_TCK)
-        CPU[$name]=$(awk -v d=$((c1 - c0)) -v t="$tck" -v n="${REQS[$name]}" 'BEGIN { printf "%.2f", d / t * 1e6 / n }')
+        R_CPU[$k]=$(awk -v d=$((c1 - c0)) -v t="$tck" -v n="${R_REQS[$k]}" 'BEGIN { printf "%.2f", d / t * 1e6 / n }')
     else
-        CPU[$name]="-"
+        R_CPU[$k]="-"
     fi
-    printf '%-9s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %s µs/req  (%s requests)\n' \
-        "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${CPU[$name]}" "${REQS[$name]}"
-    # Errors are worth seeing: non-2xx responses, socket errors (warm-up and measured run).
-    local f
-    for f in "$TMP/$name.warm.txt" "$out"; do
-        grep -E 'Non-2xx or 3xx responses|Socket errors' "$f" | sed "s/^ */  !! $name ($(basename "$f" .txt)): /" || true
+    printf '%10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %s µs/req  (%s requests)\n' \
+        "${R_RPS[$k]}" "${R_P50[$k]}" "${R_P99[$k]}" "${R_CPU[$k]}" "${R_REQS[$k]}"
+    show_errors "$name" "$out"
+}
+
+median() { # median VALUES... — numeric median ("-" and empty values ignored; "-" if none left)
+    printf '%s\n' "$@" | awk '$1 != "" && $1 != "-"' | sort -g | awk '{ a[NR] = $1 }
+        END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+round_values() { # round_values ARRAYNAME TARGET — that target's values for rounds 1..ROUNDS
+    local -n arr=$1
+    local r
+    for ((r = 1; r <= ROUNDS; r++)); do echo "${arr[$2,$r]}"; done
+}
+
+summarize() { # medians and req/s range per target over all rounds
+    local t vals
+    for t in upstream nginx haproxy headroom; do
+        mapfile -t vals < <(round_values R_RPS "$t")
+        RPS[$t]=$(median "${vals[@]}")
+        RPS_MIN[$t]=$(printf '%s\n' "${vals[@]}" | sort -g | head -n 1)
+        RPS_MAX[$t]=$(printf '%s\n' "${vals[@]}" | sort -g | tail -n 1)
+        mapfile -t vals < <(round_values R_P50 "$t"); P50[$t]=$(median "${vals[@]}")
+        mapfile -t vals < <(round_values R_P99 "$t"); P99[$t]=$(median "${vals[@]}")
+        mapfile -t vals < <(round_values R_CPU "$t"); CPU[$t]=$(median "${vals[@]}")
+        [[ ${CPU[$t]} == - ]] || CPU[$t]=$(awk -v c="${CPU[$t]}" 'BEGIN { printf "%.2f", c }')
     done
 }
 
@@ -423,7 +466,7 @@ MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 say ""
 say "machine: $NCPU CPUs ($(nproc --all) total), ${MODEL:-unknown CPU}; $(uname -sr)"
 say "versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1" "$2}'), headroom $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-say "load: wrk -t1 -c$CONNS -d$DURATION --latency (after ${WARMUP} warm-up), ports $P_UP/$P_NGINX/$P_HAPROXY/$P_HEADROOM"
+say "load: $ROUNDS rounds of wrk -t1 -c$CONNS -d$DURATION --latency per target (proxy order rotates each round; one ${WARMUP} warm-up per target before round 1), ports $P_UP/$P_NGINX/$P_HAPROXY/$P_HEADROOM"
 case $PLACEMENT in
     shared) say "placement: wrk pinned to CPU $WRK_CPU; upstream nginx and the proxy under test both pinned to CPU $SRV_CPU" ;;
     split) say "placement: wrk pinned to CPU $WRK_CPU; proxy under test alone on CPU $SRV_CPU; upstream on CPU $WRK_CPU (beside wrk) during proxy runs, CPU $SRV_CPU for its direct run" ;;
@@ -432,11 +475,26 @@ esac
 say ""
 
 # ---------------------------------------------------------------- throughput
-bench upstream "$P_UP"
+PROXIES=(nginx haproxy headroom)
+declare -A PORT_OF=([upstream]=$P_UP [nginx]=$P_NGINX [haproxy]=$P_HAPROXY [headroom]=$P_HEADROOM)
+declare -A ROOT_OF=([upstream]="" [nginx]=$PID_NGINX [haproxy]=$PID_HAPROXY [headroom]=$PID_HEADROOM)
+
+say "warm-up: $WARMUP per target ..."
+warm upstream "$P_UP"
 [[ $PLACEMENT == split ]] && pin_tree "$WRK_CPU" "$PID_UP"
-bench nginx "$P_NGINX" "$PID_NGINX"
-bench haproxy "$P_HAPROXY" "$PID_HAPROXY"
-bench headroom "$P_HEADROOM" "$PID_HEADROOM"
+for t in "${PROXIES[@]}"; do warm "$t" "${PORT_OF[$t]}"; done
+
+for ((r = 1; r <= ROUNDS; r++)); do
+    order=()
+    for i in 0 1 2; do order+=("${PROXIES[$(((r - 1 + i) % 3))]}"); done
+    say ""
+    say "round $r/$ROUNDS: upstream, then ${order[*]}"
+    [[ $PLACEMENT == split ]] && pin_tree "$SRV_CPU" "$PID_UP"
+    bench upstream "$P_UP" "$r"
+    [[ $PLACEMENT == split ]] && pin_tree "$WRK_CPU" "$PID_UP"
+    for t in "${order[@]}"; do bench "$t" "${PORT_OF[$t]}" "$r" "${ROOT_OF[$t]}"; done
+done
+summarize
 
 # ---------------------------------------------------------------- memory
 if ((IDLE_CONNS > 0)); then
@@ -448,17 +506,24 @@ if ((IDLE_CONNS > 0)); then
 fi
 
 # ---------------------------------------------------------------- summary
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 say ""
-say "=== summary ($NCPU CPUs: ${MODEL:-unknown CPU}; placement=$PLACEMENT; wrk -t1 -c$CONNS -d$DURATION) ==="
-printf '%-12s %10s %9s %9s %11s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req"
+say "=== summary ($NCPU CPUs: ${MODEL:-unknown CPU}; placement=$PLACEMENT; wrk -t1 -c$CONNS -d$DURATION; median of $ROUNDS rounds) ==="
+printf '%-12s %10s %9s %9s %11s   %s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req" "req/s min-max"
 for t in upstream nginx haproxy headroom; do
-    printf '%-12s %10.0f %9.3f %9.3f %11s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}"
+    printf '%-12s %10.0f %9.3f %9.3f %11s   %.0f-%.0f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" \
+        "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
 done
 for b in nginx haproxy; do
     printf 'ratios: headroom/%-8s req/s=%s (higher better)  p99=%s (lower better)  cpu=%s (lower better)\n' "$b" \
         "$(ratio "${RPS[headroom]}" "${RPS[$b]}")" "$(ratio "${P99[headroom]}" "${P99[$b]}")" \
         "$(ratio "${CPU[headroom]}" "${CPU[$b]}")"
+done
+for b in nginx haproxy; do
+    paired=()
+    for ((r = 1; r <= ROUNDS; r++)); do paired+=("$(ratio "${R_CPU[headroom,$r]}" "${R_CPU[$b,$r]}")"); done
+    printf 'paired cpu/req per round: headroom/%-8s %s  -> median %s\n' "$b" "${paired[*]}" \
+        "$(awk -v m="$(median "${paired[@]/n\/a/-}")" 'BEGIN { if (m == "-") print "n/a"; else printf "%.2f", m }')"
 done
 awk -v h="${P50[headroom]}" -v u="${P50[upstream]}" -v n="${P50[nginx]}" -v x="${P50[haproxy]}" 'BEGIN {
     printf "added p50 over direct: headroom +%.3f ms, nginx +%.3f ms, haproxy +%.3f ms\n", h - u, n - u, x - u }'

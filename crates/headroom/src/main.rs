@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc: per-request allocations (request and response heads, the forward state) are
 /// served from thread-local pages; measured against glibc malloc in bench/proxy.sh.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;

@@ -325,3 +325,26 @@ fn the_admin_token_is_required_when_set() {
     assert_eq!(r.status, 200);
     assert!(r.text().contains("headroom_inflight_requests"));
 }
+
+#[test]
+fn shutdown_gives_up_on_requests_still_running_at_the_deadline() {
+    let a = Upstream::start("a");
+    let mut h = Headroom::start(
+        &one_service(&a, "x").replace("shutdown_timeout = \"10s\"", "shutdown_timeout = \"300ms\""),
+    );
+    let addr = h.addr;
+    let stuck = std::thread::spawn(move || {
+        Client::connect(addr).try_request("GET", "/?delay=60000", &[], b"")
+    });
+    while a.served() == 0 {
+        std::thread::yield_now();
+    }
+    h.signal("TERM");
+    // The process does not wait a minute for the stuck request: it exits 0 at the deadline
+    // (the test's own 20 s client timeout would fail it otherwise).
+    assert_eq!(h.child.wait().unwrap().code(), Some(0));
+    assert!(
+        stuck.join().unwrap().is_err(),
+        "the stuck request's connection was closed"
+    );
+}
