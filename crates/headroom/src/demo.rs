@@ -112,7 +112,7 @@ service = "demo"
 balance = "p2c-ewma"
 replicas = [{replica_list}]
 health = {{ path = "/healthz", interval = "1s" }}
-retry = {{ attempts = 2 }}
+retry = {{ attempts = 2, on_status = [500, 502, 503, 504] }}
 "#
     );
     let config = match headroom_config::parse("demo.toml", &toml, Path::new(".")) {
@@ -131,7 +131,8 @@ retry = {{ attempts = 2 }}
     say!("Try:");
     say!("  curl -s http://127.0.0.1:{port}/                     # a replica answers; see \"replica\"");
     say!("  curl -s http://127.0.0.1:{port}/hello                # a fixed response from the gateway");
-    say!("  curl -s 'http://127.0.0.1:{port}/?status=503'        # retried on another replica");
+    say!("  for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}} ' http://127.0.0.1:{port}/; done; echo");
+    say!("                                                       # all 200: replica-3's errors are retried");
     say!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency");
     say!("  curl -s http://127.0.0.1:{admin_port}/metrics         # Prometheus metrics");
     say!();
