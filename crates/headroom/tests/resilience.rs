@@ -257,3 +257,24 @@ fn a_client_that_goes_away_mid_request_leaves_no_request_counted_in_flight() {
         s["inflight"] == 0 && s["services"][0]["replicas"][0]["inflight"] == 0
     });
 }
+
+#[test]
+fn an_ejected_replica_gets_traffic_again_after_its_ejection() {
+    let a = Upstream::start("a");
+    let mut b = Upstream::start("b");
+    let baddr = b.addr.to_string();
+    let h = Headroom::start(&service_config(
+        &[&a, &b],
+        "balance = \"round-robin\"\nslow_start = \"0s\"\noutlier = { consecutive_failures = 2, base_ejection = \"500ms\" }",
+    ));
+    b.kill();
+    // Connect failures are retried on "a", and eject "b" after two.
+    let counts = tally(&h, "/", &[], 10);
+    assert_eq!(counts, BTreeMap::from([("a".to_string(), 10)]));
+    assert!(replica_state(&h.status(), &baddr, "ejected"));
+    // "b" comes back on the same address; once its ejection ends it takes its share again.
+    let _b2 = Upstream::start_on(&baddr, "b", &[]);
+    h.wait_status("ejection over", |s| !replica_state(s, &baddr, "ejected"));
+    let counts = tally(&h, "/", &[], 20);
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+}
