@@ -10,6 +10,8 @@ pub mod admin;
 pub mod balancer;
 pub mod body;
 mod clock;
+mod forward;
+mod headers;
 pub mod health;
 pub mod listener;
 pub mod pool;
