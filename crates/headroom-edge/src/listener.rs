@@ -152,7 +152,9 @@ fn http1(cfg: &ListenerConfig) -> http1::Builder {
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
-        .max_buf_size(cfg.max_header_bytes.max(8192))
+        // The header section limit (431 beyond) is exact; the read buffer itself may grow
+        // past it (hyper's default cap) so request bodies are read in large slices.
+        .max_header_size(cfg.max_header_bytes)
         .keep_alive(true);
     b
 }
