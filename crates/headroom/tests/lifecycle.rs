@@ -16,40 +16,27 @@ fn one_service(up: &Upstream, name: &str) -> String {
 
 #[test]
 fn check_accepts_a_good_config_and_exits_0() {
-    let dir = temp_dir();
-    let path = dir.join("ok.toml");
-    std::fs::write(&path, "[[listener]]\nbind = \"127.0.0.1:8080\"\n[[route]]\nservice = \"a\"\n[service.a]\nreplicas = [\"127.0.0.1:9001\"]\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let ran = run_with_config(
+        "check",
+        "[[listener]]\nbind = \"127.0.0.1:8080\"\n[[route]]\nservice = \"a\"\n[service.a]\nreplicas = [\"127.0.0.1:9001\"]\n",
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 listeners, 1 routes, 1 services)"));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stdout
+            .contains("ok (1 listeners, 1 routes, 1 services)"),
+        "{}",
+        ran.stdout
+    );
 }
 
 #[test]
 fn check_reports_every_error_with_file_line_key_and_suggestion_and_exits_2() {
-    let dir = temp_dir();
-    let path = dir.join("bad.toml");
-    std::fs::write(
-        &path,
+    let ran = run_with_config(
+        "check",
         "[[listener]]\nbind = \"127.0.0.1:8080\"\n\n[[route]]\nname = \"api\"\nservice = \"catalgo\"\n\n[service.catalog]\nreplicas = [\"127.0.0.1\"]\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let file = path.display().to_string();
+    );
+    assert_eq!(ran.code, Some(2));
+    let (err, file) = (&ran.stderr, &ran.file);
     assert!(err.contains(&format!("{file}:6:11: route \"api\": service: unknown service \"catalgo\" (did you mean \"catalog\"?)")), "{err}");
     assert!(
         err.contains(&format!(
@@ -59,32 +46,28 @@ fn check_reports_every_error_with_file_line_key_and_suggestion_and_exits_2() {
     );
     assert!(err.contains("2 error(s)"), "{err}");
 
-    std::fs::write(&path, "[[listener]]\nbind = \"127.0.0.1:8080\"\n[service.a]\nreplicas = [\"127.0.0.1:1\"]\nbalanse = \"hash\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let ran = run_with_config(
+        "check",
+        "[[listener]]\nbind = \"127.0.0.1:8080\"\n[service.a]\nreplicas = [\"127.0.0.1:1\"]\nbalanse = \"hash\"\n",
+    );
+    assert_eq!(ran.code, Some(2));
     assert!(
-        err.contains(":5:1: balanse: unknown key \"balanse\"; did you mean \"balance\"?"),
-        "{err}"
+        ran.stderr
+            .contains(":5:1: balanse: unknown key \"balanse\"; did you mean \"balance\"?"),
+        "{}",
+        ran.stderr
     );
 }
 
 #[test]
 fn serve_with_an_invalid_config_exits_2() {
-    let dir = temp_dir();
-    let path = dir.join("bad.toml");
-    std::fs::write(&path, "[[listener]]\nbind = \"nowhere\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(":2:8: bind: \"nowhere\" has no port"));
+    let ran = run_with_config("serve", "[[listener]]\nbind = \"nowhere\"\n");
+    assert_eq!(ran.code, Some(2));
+    assert!(
+        ran.stderr.contains(":2:8: bind: \"nowhere\" has no port"),
+        "{}",
+        ran.stderr
+    );
 }
 
 #[test]

@@ -171,27 +171,19 @@ async fn tls_terminates_with_alpn_for_h2_and_http11() {
 #[test]
 fn a_missing_certificate_file_is_a_config_error() {
     let up = Upstream::start("a");
-    let dir = temp_dir();
-    let path = dir.join("h.toml");
-    std::fs::write(
-        &path,
-        config(
+    let ran = run_with_config(
+        "check",
+        &config(
             &up,
             "tls = { cert = \"missing.pem\", key = \"missing-key.pem\" }",
             "",
         ),
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    assert_eq!(ran.code, Some(2));
     assert!(
-        err.contains("tls.cert: cannot read") && err.contains("missing.pem"),
-        "{err}"
+        ran.stderr.contains("tls.cert: cannot read") && ran.stderr.contains("missing.pem"),
+        "{}",
+        ran.stderr
     );
 }
 

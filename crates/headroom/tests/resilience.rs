@@ -278,3 +278,41 @@ fn an_ejected_replica_gets_traffic_again_after_its_ejection() {
     let counts = tally(&h, "/", &[], 20);
     assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
 }
+
+#[test]
+fn a_body_larger_than_the_replay_cap_is_not_retried() {
+    let bad = Upstream::start_with("bad", &["--error-rate", "1.0"]);
+    let good = Upstream::start("good");
+    let h = Headroom::start(&service_config(
+        &[&bad, &good],
+        "balance = \"round-robin\"\nretry = { attempts = 2, on_status = [500], budget = \"100%\", replay_body_bytes = 1024 }\noutlier = { consecutive_failures = 0 }",
+    ));
+    let mut c = h.client();
+    // Round-robin: the first try goes to "bad". 4 KiB cannot be replayed, so its 500 stands.
+    let r = c.request("PUT", "/big", &[], &[b'x'; 4096]);
+    assert_eq!(r.status, 500);
+    assert_eq!(h.metric("headroom_retries_total{service=\"s\"}"), 0.0);
+    // 512 bytes can: retried on "good".
+    let r = c.request("PUT", "/small", &[], &[b'x'; 512]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_bytes"], 512);
+}
+
+#[test]
+fn a_failed_connect_is_retried_for_any_method() {
+    let good = Upstream::start("good");
+    let mut dead = Upstream::start("dead");
+    dead.kill();
+    let h = Headroom::start(&service_config(
+        &[&dead, &good],
+        "balance = \"round-robin\"\nretry = { attempts = 2 }",
+    ));
+    let mut c = h.client();
+    for _ in 0..4 {
+        // POST is not idempotent, but nothing was sent to the dead replica.
+        let r = c.request("POST", "/orders", &[], b"{\"id\":1}");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["body_bytes"], 8);
+    }
+    assert!(h.metric("headroom_upstream_errors_total{service=\"s\",kind=\"connect\"}") >= 1.0);
+}

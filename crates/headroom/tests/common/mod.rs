@@ -478,3 +478,30 @@ pub fn replicas(ups: &[&Upstream]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// What `headroom <command> --config FILE` did with `text` as FILE.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// The config file's path as the command printed it.
+    pub file: String,
+}
+
+pub fn run_with_config(command: &str, text: &str) -> Ran {
+    let dir = temp_dir();
+    let path = dir.join("headroom.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args([command, "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        file: path.display().to_string(),
+    }
+}
