@@ -108,6 +108,7 @@ pub struct ClientBody {
 enum Inner {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    Raw(crate::h1_client::ResponseBody),
 }
 
 impl ClientBody {
@@ -127,6 +128,14 @@ impl ClientBody {
     pub fn upstream(b: Incoming) -> Self {
         ClientBody {
             inner: Inner::Upstream(b),
+            bytes: 0,
+            on_end: None,
+        }
+    }
+
+    pub fn raw(b: crate::h1_client::ResponseBody) -> Self {
+        ClientBody {
+            inner: Inner::Raw(b),
             bytes: 0,
             on_end: None,
         }
@@ -167,6 +176,7 @@ impl Body for ClientBody {
             Inner::Upstream(inc) => {
                 ready!(Pin::new(inc).poll_frame(cx)).map(|r| r.map_err(|e| Box::new(e) as BoxError))
             }
+            Inner::Raw(raw) => ready!(Pin::new(raw).poll_frame(cx)),
         };
         match &next {
             Some(Ok(frame)) => {
@@ -187,6 +197,7 @@ impl Body for ClientBody {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(inc) => inc.is_end_stream(),
+            Inner::Raw(raw) => raw.is_end_stream(),
         }
     }
 
@@ -194,6 +205,7 @@ impl Body for ClientBody {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Upstream(inc) => inc.size_hint(),
+            Inner::Raw(raw) => raw.size_hint(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! another replica when the failure and the budget allow.
 
 use crate::balancer::Tried;
-use crate::body::{is_body_too_large, ClientBody, UpstreamBody};
+use crate::body::{is_body_too_large, BoxError, ClientBody, UpstreamBody};
 use crate::clock::now_ns;
 use crate::headers::{
     hash_key, host_for_uri, rewrite_path, strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST,
@@ -59,9 +59,9 @@ impl UpstreamDone {
 /// Why an attempt failed; `retry_safe` says whether the request may be sent again.
 enum AttemptError {
     Connect(ConnectError),
-    /// The connection broke before a response; `sent` when the body may have left.
+    /// The connection broke before a complete response head.
     Upstream {
-        err: hyper::Error,
+        err: BoxError,
     },
     Timeout,
     BodyTooLarge,
@@ -261,14 +261,14 @@ pub(crate) async fn forward(
                     debug!(replica = %replica.label, %status, "retrying on status");
                     continue;
                 }
-                let (mut head, incoming) = resp.into_parts();
+                let (mut head, body) = resp.into_parts();
                 head.version = Version::HTTP_11;
                 finish.upstream = Some(UpstreamDone {
                     inflight,
-                    sender: Some(sender),
+                    sender,
                     max_idle: cfg.max_idle,
                 });
-                return Response::from_parts(head, ClientBody::upstream(incoming));
+                return Response::from_parts(head, body);
             }
             Err(e) => e,
         };
@@ -360,16 +360,16 @@ fn passive_failure(service: &Service, replica: &Replica) {
 }
 
 async fn attempt_once(
-    replica: &Replica,
+    replica: &Arc<Replica>,
     service: &Service,
     parts: &mut http::request::Parts,
     uri: &Uri,
     body_slot: &mut Option<UpstreamBody>,
     take_body: &impl Fn(&mut Option<UpstreamBody>) -> Option<UpstreamBody>,
     last: bool,
-) -> Result<(Response<Incoming>, Sender), AttemptError> {
+) -> Result<(Response<ClientBody>, Option<Sender>), AttemptError> {
     let cfg = &service.cfg;
-    let mut sender = match replica.pools.take(cfg.idle_timeout) {
+    let sender = match replica.pools.take(cfg.idle_timeout) {
         Some(s) => s,
         // Boxed: connecting is rare (pools) and its future is large; inline it would be
         // copied with every request's state.
@@ -393,28 +393,33 @@ async fn attempt_once(
     } else {
         parts.headers.clone()
     };
-    *req.version_mut() = match cfg.protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2 => Version::HTTP_2,
-    };
-    let send = async {
-        match &mut sender {
-            Sender::H1(s) => s.send_request(req).await,
-            Sender::H2(s) => {
+    match sender {
+        Sender::Raw(conn) => {
+            let send = conn.send(req, replica.clone(), cfg.max_idle);
+            match tokio::time::timeout(cfg.request_timeout, send).await {
+                Ok(Ok(resp)) => Ok((resp.map(ClientBody::raw), None)),
+                Ok(Err(e)) if crate::h1_client::is_too_large(&e) => Err(AttemptError::BodyTooLarge),
+                Ok(Err(e)) => Err(AttemptError::Upstream { err: Box::new(e) }),
+                Err(_) => Err(AttemptError::Timeout),
+            }
+        }
+        Sender::H2(mut s) => {
+            *req.version_mut() = Version::HTTP_2;
+            let send = async {
                 s.ready().await?;
                 s.send_request(req).await
+            };
+            match tokio::time::timeout(cfg.request_timeout, send).await {
+                Ok(Ok(resp)) => Ok((resp.map(ClientBody::upstream), Some(Sender::H2(s)))),
+                Ok(Err(err)) => {
+                    if std::error::Error::source(&err).is_some_and(is_body_too_large) {
+                        Err(AttemptError::BodyTooLarge)
+                    } else {
+                        Err(AttemptError::Upstream { err: Box::new(err) })
+                    }
+                }
+                Err(_) => Err(AttemptError::Timeout),
             }
         }
-    };
-    match tokio::time::timeout(cfg.request_timeout, send).await {
-        Ok(Ok(resp)) => Ok((resp, sender)),
-        Ok(Err(err)) => {
-            if std::error::Error::source(&err).is_some_and(is_body_too_large) {
-                Err(AttemptError::BodyTooLarge)
-            } else {
-                Err(AttemptError::Upstream { err })
-            }
-        }
-        Err(_) => Err(AttemptError::Timeout),
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::body::UpstreamBody;
 use headroom_config::UpstreamProtocol;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -25,13 +25,14 @@ pub fn set_worker(i: usize) {
 
 /// A connection ready to carry a request.
 pub enum Sender {
-    H1(http1::SendRequest<UpstreamBody>),
+    /// headroom's own HTTP/1.1 client connection (`protocol = "http1"`).
+    Raw(crate::h1_client::Conn),
     H2(http2::SendRequest<UpstreamBody>),
 }
 
 #[derive(Default)]
 struct Slot {
-    idle: Vec<(http1::SendRequest<UpstreamBody>, Instant)>,
+    raw: Vec<(crate::h1_client::Conn, Instant)>,
     h2: Option<http2::SendRequest<UpstreamBody>>,
 }
 
@@ -67,9 +68,9 @@ impl PoolSlots {
             }
             slot.h2 = None;
         }
-        while let Some((s, since)) = slot.idle.pop() {
-            if !s.is_closed() && s.is_ready() && since.elapsed() < idle_timeout {
-                return Some(Sender::H1(s));
+        while let Some((c, since)) = slot.raw.pop() {
+            if c.is_reusable() && since.elapsed() < idle_timeout {
+                return Some(Sender::Raw(c));
             }
         }
         None
@@ -79,9 +80,9 @@ impl PoolSlots {
     pub fn put(&self, sender: Sender, max_idle: usize) {
         let mut slot = self.slot();
         match sender {
-            Sender::H1(s) => {
-                if !s.is_closed() && slot.idle.len() < max_idle {
-                    slot.idle.push((s, Instant::now()));
+            Sender::Raw(c) => {
+                if slot.raw.len() < max_idle {
+                    slot.raw.push((c, Instant::now()));
                 }
             }
             Sender::H2(s) => {
@@ -96,7 +97,7 @@ impl PoolSlots {
     pub fn idle_count(&self) -> usize {
         self.slots
             .iter()
-            .map(|s| s.lock().map_or(0, |s| s.idle.len()))
+            .map(|s| s.lock().map_or(0, |s| s.raw.len()))
             .sum()
     }
 
@@ -104,7 +105,7 @@ impl PoolSlots {
     pub fn clear(&self) {
         for s in self.slots.iter() {
             if let Ok(mut s) = s.lock() {
-                s.idle.clear();
+                s.raw.clear();
                 s.h2 = None;
             }
         }
@@ -129,7 +130,7 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// Opens a new connection to `addr` and spawns its driver on the current runtime.
+/// Opens a new connection to `addr` (for h2, also spawns its driver on the current runtime).
 pub async fn connect(
     addr: SocketAddr,
     protocol: UpstreamProtocol,
@@ -141,19 +142,10 @@ pub async fn connect(
         Err(_) => return Err(ConnectError::Timeout),
     };
     let _ = tcp.set_nodelay(true);
-    let io = TokioIo::new(tcp);
     match protocol {
-        UpstreamProtocol::Http1 => {
-            let (sender, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(Sender::H1(sender))
-        }
+        UpstreamProtocol::Http1 => Ok(Sender::Raw(crate::h1_client::Conn::new(tcp))),
         UpstreamProtocol::H2 => {
+            let io = TokioIo::new(tcp);
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .handshake(io)
                 .await

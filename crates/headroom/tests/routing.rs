@@ -206,3 +206,20 @@ fn metrics_count_requests_by_route_service_and_class() {
         .as_f64()
         .is_some());
 }
+
+#[test]
+fn a_chunked_request_body_is_streamed_to_the_upstream() {
+    let (h, _a, _b) = setup();
+    let mut raw =
+        b"POST /app/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        raw.extend_from_slice(b"400\r\n");
+        raw.extend_from_slice(&[b'z'; 1024]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let r = h.client().send_raw(&raw).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body_bytes"], 3072);
+    assert_eq!(r.json()["headers"]["transfer-encoding"], "chunked");
+}

@@ -1,0 +1,773 @@
+//! A lean HTTP/1.1 client for upstream connections.
+//!
+//! Why not hyper's client: it drives each connection in its own task and talks to it over
+//! channels (request, response, and every body chunk), so a proxied request crosses tasks
+//! four times. Here the request's own future writes the request and reads the response, and
+//! the response body reads straight from the socket. Framing follows RFC 9112 §6: no body
+//! for HEAD, 1xx, 204 and 304; chunked when the last transfer coding is chunked; else
+//! Content-Length; else until the connection closes. Interim 1xx responses are skipped.
+
+use crate::body::{BodyTooLarge, BoxError, UpstreamBody};
+use crate::replica::Replica;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Read buffer per connection: the largest response head accepted, and the read size.
+const READ_BUF: usize = 16 << 10;
+/// Headers a response head may carry.
+const MAX_HEADERS: usize = 128;
+
+/// One keep-alive HTTP/1.1 connection to a replica.
+pub struct Conn {
+    io: TcpStream,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("buffered", &(self.end - self.start))
+            .finish()
+    }
+}
+
+/// Why an exchange failed. `Closed` before any response byte on a reused connection is the
+/// usual race with an upstream closing an idle connection.
+#[derive(Debug)]
+pub enum Error {
+    Io(std::io::Error),
+    /// The upstream closed the connection before a complete response head.
+    Closed,
+    Malformed(String),
+    Body(BoxError),
+    BodyTooLarge,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Closed => f.write_str("connection closed before a response"),
+            Error::Malformed(m) => write!(f, "malformed response: {m}"),
+            Error::Body(e) => write!(f, "request body: {e}"),
+            Error::BodyTooLarge => f.write_str("request body exceeds max_body_bytes"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl Conn {
+    pub fn new(io: TcpStream) -> Conn {
+        Conn {
+            io,
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// True when the connection can carry another request: the peer has not closed it and
+    /// sent nothing unasked. Reads only the reactor's cached readiness: no system call.
+    pub fn is_reusable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.start == self.end && self.io.poll_read_ready(&mut cx).is_pending()
+    }
+
+    /// Reads more bytes after `end`; Ok(0) at EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            return Poll::Ready(Err(std::io::Error::other(
+                "response head larger than 16 KiB",
+            )));
+        }
+        let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        self.end += n;
+        Poll::Ready(Ok(n))
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Sends `req` and reads the response head. The body reads from this connection and
+    /// gives it back to `replica`'s pool when it ends cleanly.
+    pub async fn send(
+        mut self,
+        req: Request<UpstreamBody>,
+        replica: Arc<Replica>,
+        max_idle: usize,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let (parts, mut body) = req.into_parts();
+        let is_head = parts.method == Method::HEAD;
+        let mut head = Vec::with_capacity(512);
+        head.extend_from_slice(parts.method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .as_bytes(),
+        );
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            // Framing is ours to write; Expect is answered by the gateway, not forwarded.
+            if name == header::CONTENT_LENGTH
+                || name == header::TRANSFER_ENCODING
+                || name == header::EXPECT
+            {
+                continue;
+            }
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        let chunked = match &body {
+            UpstreamBody::Empty => {
+                if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                    head.extend_from_slice(b"content-length: 0\r\n");
+                }
+                false
+            }
+            UpstreamBody::Full(b) => {
+                let n = b.as_ref().map_or(0, |b| b.len());
+                head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+                false
+            }
+            UpstreamBody::Stream { .. } => match body.size_hint().exact() {
+                Some(n) => {
+                    head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+                    false
+                }
+                None => {
+                    head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                    true
+                }
+            },
+        };
+        head.extend_from_slice(b"\r\n");
+        match &mut body {
+            UpstreamBody::Empty => self.io.write_all(&head).await?,
+            UpstreamBody::Full(b) => {
+                if let Some(b) = b.take() {
+                    head.extend_from_slice(&b);
+                }
+                self.io.write_all(&head).await?
+            }
+            UpstreamBody::Stream { .. } => {
+                self.io.write_all(&head).await?;
+                self.write_stream(&mut body, chunked).await?;
+            }
+        }
+
+        // Read the response head, skipping interim 1xx responses.
+        loop {
+            let parsed = self.parse_head(is_head)?;
+            if let Some((resp, framing, keep_alive)) = parsed {
+                if resp.status().is_informational() {
+                    continue;
+                }
+                let body = ResponseBody {
+                    conn: Some(self),
+                    framing,
+                    keep_alive,
+                    pool: Some((replica, max_idle)),
+                };
+                let (head, ()) = resp.into_parts();
+                let mut resp = Response::from_parts(head, body);
+                if matches!(resp.body().framing, Framing::Done) {
+                    resp.body_mut().release();
+                }
+                return Ok(resp);
+            }
+            let n = self.fill().await?;
+            if n == 0 {
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    async fn write_stream(&mut self, body: &mut UpstreamBody, chunked: bool) -> Result<(), Error> {
+        let mut body = Pin::new(body);
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            let frame = frame.map_err(|e| {
+                if crate::body::is_body_too_large(e.as_ref()) {
+                    Error::BodyTooLarge
+                } else {
+                    Error::Body(e)
+                }
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                self.io
+                    .write_all(format!("{:x}\r\n", data.len()).as_bytes())
+                    .await?;
+                self.io.write_all(&data).await?;
+                self.io.write_all(b"\r\n").await?;
+            } else {
+                self.io.write_all(&data).await?;
+            }
+        }
+        if chunked {
+            self.io.write_all(b"0\r\n\r\n").await?;
+        }
+        Ok(())
+    }
+
+    /// Parses a complete response head from the buffer, consuming it.
+    fn parse_head(
+        &mut self,
+        is_head: bool,
+    ) -> Result<Option<(Response<()>, Framing, bool)>, Error> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let data = &self.buf[self.start..self.end];
+        let len = match parsed.parse(data) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(Error::Malformed(e.to_string())),
+        };
+        // One allocation for the whole head; header values are slices of it.
+        let bytes = Bytes::copy_from_slice(&data[..len]);
+        let base = data.as_ptr() as usize;
+        let code = parsed.code.unwrap_or(0);
+        let status =
+            StatusCode::from_u16(code).map_err(|_| Error::Malformed(format!("status {code}")))?;
+        let version = if parsed.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let mut map = HeaderMap::with_capacity(parsed.headers.len());
+        let (mut length, mut chunked, mut te, mut close, mut keep_alive_10) =
+            (None, false, false, false, false);
+        for h in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| Error::Malformed(format!("header name {:?}", h.name)))?;
+            let off = h.value.as_ptr() as usize - base;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(off..off + h.value.len()))
+                .map_err(|_| Error::Malformed(format!("header {name}")))?;
+            if name == header::CONTENT_LENGTH {
+                let n: u64 = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| Error::Malformed("content-length".into()))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Error::Malformed("conflicting content-length".into()));
+                }
+                length = Some(n);
+            } else if name == header::TRANSFER_ENCODING {
+                te = true;
+                chunked = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.rsplit(',').next())
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            } else if name == header::CONNECTION {
+                let v = value.to_str().unwrap_or("");
+                close |= v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
+                keep_alive_10 |= v
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"));
+            }
+            map.append(name, value);
+        }
+        self.start += len;
+        let framing = if is_head || status.is_informational() || code == 204 || code == 304 {
+            Framing::Done
+        } else if te {
+            if chunked {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                Framing::UntilClose
+            }
+        } else if let Some(n) = length {
+            if n == 0 {
+                Framing::Done
+            } else {
+                Framing::Length(n)
+            }
+        } else {
+            Framing::UntilClose
+        };
+        let keep_alive = !close
+            && (version == Version::HTTP_11 || keep_alive_10)
+            && !matches!(framing, Framing::UntilClose);
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        *resp.headers_mut() = map;
+        Ok(Some((resp, framing, keep_alive)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a size line.
+    Size,
+    /// This many data bytes of the current chunk are left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines until an empty one.
+    Trailers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// A response body read straight from the upstream connection.
+#[derive(Debug)]
+pub struct ResponseBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Option<(Arc<Replica>, usize)>,
+}
+
+impl ResponseBody {
+    /// The body has ended: the connection goes back to the pool if it can carry another
+    /// request.
+    fn release(&mut self) {
+        self.framing = Framing::Done;
+        if let (Some(conn), Some((replica, max_idle))) = (self.conn.take(), self.pool.take()) {
+            if self.keep_alive && conn.start == conn.end {
+                replica.pools.put(crate::pool::Sender::Raw(conn), max_idle);
+            }
+        }
+    }
+
+    /// Takes one buffered line (without its CRLF), if a whole one is there.
+    fn take_line(conn: &mut Conn) -> Option<Vec<u8>> {
+        let data = &conn.buf[conn.start..conn.end];
+        let pos = data.windows(2).position(|w| w == b"\r\n")?;
+        let line = data[..pos].to_vec();
+        conn.start += pos + 2;
+        Some(line)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let framing = this.framing;
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let buffered = (conn.end - conn.start) as u64;
+            match framing {
+                Framing::Done => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) if buffered > 0 => {
+                    let n = left.min(buffered) as usize;
+                    let data = Bytes::copy_from_slice(&conn.buf[conn.start..conn.start + n]);
+                    conn.start += n;
+                    let left = left - n as u64;
+                    this.framing = match framing {
+                        Framing::Length(_) if left == 0 => Framing::Done,
+                        Framing::Length(_) => Framing::Length(left),
+                        _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
+                        _ => Framing::Chunked(Chunk::Data(left)),
+                    };
+                    if this.framing == Framing::Done {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::UntilClose if buffered > 0 => {
+                    let data = Bytes::copy_from_slice(&conn.buf[conn.start..conn.end]);
+                    conn.start = conn.end;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(state @ (Chunk::Size | Chunk::DataEnd | Chunk::Trailers)) => {
+                    if let Some(line) = Self::take_line(conn) {
+                        this.framing = match state {
+                            Chunk::Size => {
+                                let text = std::str::from_utf8(&line).unwrap_or("");
+                                let size = text.split(';').next().unwrap_or("").trim();
+                                match u64::from_str_radix(size, 16) {
+                                    Ok(0) => Framing::Chunked(Chunk::Trailers),
+                                    Ok(n) => Framing::Chunked(Chunk::Data(n)),
+                                    Err(_) => {
+                                        this.conn = None;
+                                        return Poll::Ready(Some(Err(Box::new(Error::Malformed(
+                                            format!("chunk size {text:?}"),
+                                        )))));
+                                    }
+                                }
+                            }
+                            Chunk::DataEnd if line.is_empty() => Framing::Chunked(Chunk::Size),
+                            Chunk::DataEnd => {
+                                this.conn = None;
+                                return Poll::Ready(Some(Err(Box::new(Error::Malformed(
+                                    "chunk without CRLF".into(),
+                                )))));
+                            }
+                            // Trailers are dropped; an empty line ends the body.
+                            _ if line.is_empty() => Framing::Done,
+                            _ => Framing::Chunked(Chunk::Trailers),
+                        };
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            // Need more bytes.
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) => {
+                    this.conn = None;
+                    if framing == Framing::UntilClose {
+                        this.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(Box::new(Error::Malformed(
+                        "connection closed mid-body".into(),
+                    )))));
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(Error::Io(e)))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A request body that failed because the client sent too much.
+pub fn is_too_large(e: &Error) -> bool {
+    matches!(e, Error::BodyTooLarge) || matches!(e, Error::Body(b) if b.is::<BodyTooLarge>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headroom_telemetry::Registry;
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A one-connection server: reads one request head (and `body` more bytes), answers
+    /// `reply` in pieces of `piece` bytes, then closes if `close`. Returns what it read.
+    async fn server(
+        reply: &'static [u8],
+        piece: usize,
+        close: bool,
+        body: usize,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n")
+                || got.len() < got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4 + body
+            {
+                let n = s.read(&mut b).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&b[..n]);
+            }
+            for part in reply.chunks(piece) {
+                s.write_all(part).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            if !close {
+                // Hold the connection open until the client is done with it.
+                let _ = s.read(&mut b).await;
+            }
+            got
+        });
+        (addr, task)
+    }
+
+    fn replica(addr: std::net::SocketAddr) -> Arc<Replica> {
+        Arc::new(Replica::new(
+            "s",
+            "r",
+            addr,
+            1,
+            std::time::Duration::from_millis(1),
+            1,
+            &Registry::new(),
+        ))
+    }
+
+    /// Sends one request through a fresh connection; returns the status and body (or the
+    /// error) and the bytes the server received.
+    async fn exchange(
+        method: Method,
+        body: UpstreamBody,
+        reply: &'static [u8],
+        piece: usize,
+        close: bool,
+    ) -> (Result<(StatusCode, Vec<u8>), String>, Vec<u8>) {
+        let body_len = match &body {
+            UpstreamBody::Full(Some(b)) => b.len(),
+            _ => 0,
+        };
+        let (addr, srv) = server(reply, piece, close, body_len).await;
+        let r = replica(addr);
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = "/x?y=1".parse().unwrap();
+        req.headers_mut()
+            .insert("host", HeaderValue::from_static("up"));
+        req.headers_mut()
+            .insert("content-length", HeaderValue::from_static("999"));
+        let result = match conn.send(req, r.clone(), 8).await {
+            Ok(resp) => {
+                let status = resp.status();
+                match resp.into_body().collect().await {
+                    Ok(b) => Ok((status, b.to_bytes().to_vec())),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        r.pools.clear();
+        (result, srv.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_request_head_is_written_and_a_content_length_body_read() {
+        let (res, got) = exchange(
+            Method::GET,
+            UpstreamBody::Empty,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            3,
+            false,
+        )
+        .await;
+        assert_eq!(res.unwrap(), (StatusCode::OK, b"hello".to_vec()));
+        let req = String::from_utf8(got).unwrap();
+        assert!(
+            req.starts_with("GET /x?y=1 HTTP/1.1\r\nhost: up\r\n\r\n"),
+            "{req:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_arriving_in_pieces_is_decoded() {
+        let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for piece in [1, 7, 200] {
+            let (res, _) = exchange(Method::GET, UpstreamBody::Empty, reply, piece, false).await;
+            assert_eq!(
+                res.unwrap(),
+                (StatusCode::OK, b"hello world".to_vec()),
+                "piece {piece}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_is_read_until_close() {
+        let (res, _) = exchange(
+            Method::GET,
+            UpstreamBody::Empty,
+            b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+            4,
+            true,
+        )
+        .await;
+        assert_eq!(res.unwrap(), (StatusCode::OK, b"until close".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_have_no_body() {
+        let (res, _) = exchange(
+            Method::HEAD,
+            UpstreamBody::Empty,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            100,
+            false,
+        )
+        .await;
+        assert_eq!(res.unwrap(), (StatusCode::OK, vec![]));
+        let (res, _) = exchange(
+            Method::GET,
+            UpstreamBody::Empty,
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            100,
+            false,
+        )
+        .await;
+        assert_eq!(res.unwrap(), (StatusCode::NO_CONTENT, vec![]));
+        let (res, _) = exchange(
+            Method::GET,
+            UpstreamBody::Empty,
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+            100,
+            false,
+        )
+        .await;
+        assert_eq!(res.unwrap(), (StatusCode::NOT_MODIFIED, vec![]));
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped() {
+        let reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+        let (res, _) = exchange(Method::GET, UpstreamBody::Empty, reply, 5, false).await;
+        assert_eq!(res.unwrap(), (StatusCode::CREATED, b"ok".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_framed_by_the_client_not_the_caller() {
+        let (res, got) = exchange(
+            Method::PUT,
+            UpstreamBody::Full(Some(Bytes::from_static(b"abc"))),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            100,
+            false,
+        )
+        .await;
+        assert_eq!(res.unwrap(), (StatusCode::OK, vec![]));
+        let req = String::from_utf8(got).unwrap();
+        assert!(req.contains("content-length: 3\r\n\r\nabc"), "{req:?}");
+        assert!(
+            !req.contains("999"),
+            "the caller's Content-Length is replaced: {req:?}"
+        );
+        let (_, got) = exchange(
+            Method::POST,
+            UpstreamBody::Empty,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            100,
+            false,
+        )
+        .await;
+        assert!(String::from_utf8(got)
+            .unwrap()
+            .contains("content-length: 0\r\n"));
+    }
+
+    #[tokio::test]
+    async fn broken_responses_are_errors() {
+        let (res, _) = exchange(Method::GET, UpstreamBody::Empty, b"", 1, true).await;
+        assert!(res.unwrap_err().contains("closed before a response"));
+        let (res, _) = exchange(
+            Method::GET,
+            UpstreamBody::Empty,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            100,
+            true,
+        )
+        .await;
+        assert!(res.unwrap_err().contains("closed mid-body"));
+        let (res, _) = exchange(
+            Method::GET,
+            UpstreamBody::Empty,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            100,
+            false,
+        )
+        .await;
+        assert!(res.unwrap_err().contains("chunk size"));
+        let (res, _) = exchange(
+            Method::GET,
+            UpstreamBody::Empty,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            100,
+            false,
+        )
+        .await;
+        assert!(res.unwrap_err().contains("conflicting content-length"));
+    }
+
+    #[tokio::test]
+    async fn only_clean_keep_alive_connections_return_to_the_pool() {
+        async fn pooled_after(reply: &'static [u8], close: bool) -> usize {
+            let (addr, srv) = server(reply, 100, close, 0).await;
+            let r = replica(addr);
+            let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+            let mut req = Request::new(UpstreamBody::Empty);
+            *req.uri_mut() = "/".parse().unwrap();
+            let resp = conn.send(req, r.clone(), 8).await.unwrap();
+            let _ = resp.into_body().collect().await;
+            let n = r.pools.idle_count();
+            r.pools.clear();
+            let _ = srv.await;
+            n
+        }
+        assert_eq!(
+            pooled_after(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await,
+            1
+        );
+        assert_eq!(
+            pooled_after(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                false
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            pooled_after(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await,
+            0
+        );
+        assert_eq!(pooled_after(b"HTTP/1.1 200 OK\r\n\r\nok", true).await, 0);
+    }
+}
