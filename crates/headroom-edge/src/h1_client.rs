@@ -27,6 +27,8 @@ const MAX_HEADERS: usize = 128;
 /// One keep-alive HTTP/1.1 connection to a replica.
 pub struct Conn {
     io: TcpStream,
+    /// The request head is built here; kept across requests so it is allocated once.
+    head: Vec<u8>,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -76,6 +78,7 @@ impl Conn {
     pub fn new(io: TcpStream) -> Conn {
         Conn {
             io,
+            head: Vec::with_capacity(1024),
             buf: vec![0; READ_BUF].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -125,7 +128,8 @@ impl Conn {
     ) -> Result<Response<ResponseBody>, Error> {
         let (parts, mut body) = req.into_parts();
         let is_head = parts.method == Method::HEAD;
-        let mut head = Vec::with_capacity(512);
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
         head.extend_from_slice(parts.method.as_str().as_bytes());
         head.push(b' ');
         head.extend_from_slice(
@@ -157,13 +161,12 @@ impl Conn {
                 false
             }
             UpstreamBody::Full(b) => {
-                let n = b.as_ref().map_or(0, |b| b.len());
-                head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+                content_length(&mut head, b.as_ref().map_or(0, |b| b.len() as u64));
                 false
             }
             UpstreamBody::Stream { .. } => match body.size_hint().exact() {
                 Some(n) => {
-                    head.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+                    content_length(&mut head, n);
                     false
                 }
                 None => {
@@ -185,6 +188,9 @@ impl Conn {
                 self.io.write_all(&head).await?;
                 self.write_stream(&mut body, chunked).await?;
             }
+        }
+        if head.capacity() <= 64 << 10 {
+            self.head = head;
         }
 
         // Read the response head, skipping interim 1xx responses.
@@ -332,6 +338,12 @@ impl Conn {
         *resp.headers_mut() = map;
         Ok(Some((resp, framing, keep_alive)))
     }
+}
+
+fn content_length(head: &mut Vec<u8>, n: u64) {
+    head.extend_from_slice(b"content-length: ");
+    head.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    head.extend_from_slice(b"\r\n");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
