@@ -5,11 +5,12 @@
 //! Query parameters shape one answer: `status=503`, `delay=50` (ms), `bytes=1000` (body size).
 //! `/healthz` answers the health status, which `POST /_control/health/503` changes;
 //! `/_control/count` tells how many requests were served (health and control excluded).
+//! `chunks=N` sends the answer in N body frames of unknown total length (so chunked).
 
 use bytes::Bytes;
 use clap::Args as ClapArgs;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -92,6 +93,60 @@ pub fn run(args: Args) -> ExitCode {
     })
 }
 
+/// A response body, whole (with a length) or in pieces (length unknown: sent chunked).
+struct Answer {
+    /// Frames still to send, last first.
+    frames: Vec<Bytes>,
+    length: Option<u64>,
+}
+
+impl Answer {
+    fn whole(body: String) -> Answer {
+        let length = Some(body.len() as u64);
+        Answer {
+            frames: vec![Bytes::from(body)],
+            length,
+        }
+    }
+
+    fn in_pieces(body: String, n: usize) -> Answer {
+        let bytes = Bytes::from(body);
+        let size = bytes.len().div_ceil(n.max(1)).max(1);
+        let mut frames: Vec<Bytes> = (0..bytes.len())
+            .step_by(size)
+            .map(|i| bytes.slice(i..(i + size).min(bytes.len())))
+            .collect();
+        frames.reverse();
+        Answer {
+            frames,
+            length: None,
+        }
+    }
+}
+
+impl http_body::Body for Answer {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.frames.pop().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.length {
+            Some(n) => http_body::SizeHint::with_exact(n),
+            None => http_body::SizeHint::default(),
+        }
+    }
+}
+
 fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -102,10 +157,10 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
 async fn answer(
     req: Request<Incoming>,
     state: Arc<State>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<Answer>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     let reply = |status: u16, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
+        let mut r = Response::new(Answer::whole(body));
         *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
         r.headers_mut().insert(
             "x-replica",
@@ -180,7 +235,15 @@ async fn answer(
     } else {
         body.push('\n');
     }
-    let mut r = reply(status, body);
+    let chunks: usize = query_param(q, "chunks")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut r = reply(status, String::new());
+    *r.body_mut() = if chunks > 0 {
+        Answer::in_pieces(body, chunks)
+    } else {
+        Answer::whole(body)
+    };
     if pad == 0 {
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,

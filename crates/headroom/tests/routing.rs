@@ -223,3 +223,16 @@ fn a_chunked_request_body_is_streamed_to_the_upstream() {
     assert_eq!(r.json()["body_bytes"], 3072);
     assert_eq!(r.json()["headers"]["transfer-encoding"], "chunked");
 }
+
+#[test]
+fn a_chunked_upstream_response_reaches_the_client_whole() {
+    let (h, _a, _b) = setup();
+    let r = h.get("/app/stream?chunks=7");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.json()["path"], "/app/stream");
+    // HEAD of the same: headers only.
+    let r = h.client().request("HEAD", "/app/stream?chunks=7", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+}

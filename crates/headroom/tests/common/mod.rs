@@ -329,6 +329,8 @@ impl Response {
 /// A blocking HTTP/1.1 client on one keep-alive connection.
 pub struct Client {
     reader: BufReader<TcpStream>,
+    /// The last request was HEAD: its response has no body, whatever its headers say.
+    head: bool,
 }
 
 impl Client {
@@ -338,6 +340,7 @@ impl Client {
         s.set_nodelay(true).unwrap();
         Client {
             reader: BufReader::new(s),
+            head: false,
         }
     }
 
@@ -367,6 +370,7 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::io::Result<Response> {
+        self.head = method == "HEAD";
         let mut raw = format!("{method} {path} HTTP/1.1\r\n");
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             raw.push_str("Host: test.local\r\n");
@@ -417,7 +421,9 @@ impl Client {
         }
         let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         let mut body = Vec::new();
-        if let Some(len) = get("content-length") {
+        if self.head {
+            // No body follows a HEAD response.
+        } else if let Some(len) = get("content-length") {
             body.resize(len.parse().unwrap(), 0);
             r.read_exact(&mut body)?;
         } else if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
