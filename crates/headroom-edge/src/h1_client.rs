@@ -636,6 +636,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn random_chunkings_and_read_splits_decode_to_the_same_body() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for case in 0..40 {
+            let body: Vec<u8> = (0..rng.usize(0..5000))
+                .map(|_| rng.alphanumeric() as u8)
+                .collect();
+            let mut wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec();
+            let mut at = 0;
+            while at < body.len() {
+                let n = rng.usize(1..=700).min(body.len() - at);
+                let ext = if rng.bool() { ";x=y" } else { "" };
+                wire.extend_from_slice(format!("{n:X}{ext}\r\n").as_bytes());
+                wire.extend_from_slice(&body[at..at + n]);
+                wire.extend_from_slice(b"\r\n");
+                at += n;
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let wire: &'static [u8] = Box::leak(wire.into_boxed_slice());
+            let piece = rng.usize(1..300);
+            let (res, _) = exchange(Method::GET, UpstreamBody::Empty, wire, piece, false).await;
+            assert_eq!(res.unwrap().1, body, "case {case}, piece {piece}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_body_without_length_is_read_until_close() {
         let (res, _) = exchange(
             Method::GET,
