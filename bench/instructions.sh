@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, for headroom and nginx as a proxy, counted
+# by valgrind's callgrind: repeatable on a shared, noisy machine where wall-clock time is
+# not. Both proxies run one worker in front of the same nginx `return 200` upstream and
+# serve the same requests (N GETs on 4 keep-alive connections, after a warm-up).
+#
+#   bash bench/instructions.sh          # N=2000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-2000}
+
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v nginx >/dev/null || need+=(nginx)
+if ((${#need[@]})); then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+cargo build --release -p headroom -q
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); HR=$(free_port); AD=$(free_port); NX=$(free_port)
+
+cat > "$TMP/upstream.conf" <<CONF
+worker_processes 1; daemon off; pid $TMP/up.pid; error_log $TMP/up.err;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok"; } } }
+CONF
+cat > "$TMP/proxy.conf" <<CONF
+worker_processes 1; master_process off; daemon off; pid $TMP/px.pid; error_log $TMP/px.err;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+cat > "$TMP/headroom.toml" <<CONF
+[global]
+access_log = "off"
+workers = 1
+watch = false
+[admin]
+bind = "127.0.0.1:$AD"
+[[listener]]
+bind = "127.0.0.1:$HR"
+[[route]]
+service = "app"
+[service.app]
+replicas = ["127.0.0.1:$UP"]
+CONF
+
+nginx -c "$TMP/upstream.conf" -e "$TMP/up.err" & PIDS+=($!)
+
+# measure NAME PORT COMMAND...: instructions per request of COMMAND's process tree.
+measure() {
+    local name=$1 port=$2; shift 2
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/$name.%p" "$@" 2>"$TMP/$name.vg" &
+    local vg=$!
+    PIDS+=($vg)
+    for _ in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
+    python3 - "$port" "$N" <<'PY'
+import http.client, subprocess, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+def run(k):
+    conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(4)]
+    for i in range(k):
+        c = conns[i % 4]; c.request("GET", "/"); r = c.getresponse(); r.read()
+        assert r.status == 200, r.status
+run(200)
+subprocess.run(["callgrind_control", "-z"], capture_output=True)
+run(n)
+subprocess.run(["callgrind_control", "-d"], capture_output=True)
+PY
+    kill "$vg" 2>/dev/null || true
+    wait "$vg" 2>/dev/null || true
+    local total
+    total=$(cat "$TMP"/"$name".*.1 2>/dev/null | awk '/^summary:/ {s += $2} END {print s+0}')
+    echo "$name $((total / N))"
+}
+
+echo "user-space instructions per proxied GET ($N requests, callgrind):"
+H=$(measure headroom "$HR" target/release/headroom serve --config "$TMP/headroom.toml" --workers 1)
+X=$(measure nginx "$NX" nginx -c "$TMP/proxy.conf" -e "$TMP/px.err")
+echo "  $H"
+echo "  $X"
+awk -v h="${H#* }" -v x="${X#* }" 'BEGIN { printf "  headroom/nginx = %.2f\n", h / x }'
