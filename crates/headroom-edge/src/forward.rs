@@ -56,7 +56,7 @@ impl UpstreamDone {
     }
 }
 
-/// Why an attempt failed; `retry_safe` says whether the request may be sent again.
+/// Why an attempt failed; `forward` decides from the kind whether a retry is safe.
 enum AttemptError {
     Connect(ConnectError),
     /// The connection broke before a complete response head.
@@ -398,7 +398,7 @@ async fn attempt_once(
             let send = conn.send(req, replica.clone(), cfg.max_idle);
             match tokio::time::timeout(cfg.request_timeout, send).await {
                 Ok(Ok(resp)) => Ok((resp.map(ClientBody::raw), None)),
-                Ok(Err(e)) if crate::h1_client::is_too_large(&e) => Err(AttemptError::BodyTooLarge),
+                Ok(Err(crate::h1_client::Error::BodyTooLarge)) => Err(AttemptError::BodyTooLarge),
                 Ok(Err(e)) => Err(AttemptError::Upstream { err: Box::new(e) }),
                 Err(_) => Err(AttemptError::Timeout),
             }

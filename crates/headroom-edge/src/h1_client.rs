@@ -7,7 +7,7 @@
 //! for HEAD, 1xx, 204 and 304; chunked when the last transfer coding is chunked; else
 //! Content-Length; else until the connection closes. Interim 1xx responses are skipped.
 
-use crate::body::{BodyTooLarge, BoxError, UpstreamBody};
+use crate::body::{BoxError, UpstreamBody};
 use crate::replica::Replica;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -503,11 +503,6 @@ impl Body for ResponseBody {
             _ => SizeHint::default(),
         }
     }
-}
-
-/// A request body that failed because the client sent too much.
-pub fn is_too_large(e: &Error) -> bool {
-    matches!(e, Error::BodyTooLarge) || matches!(e, Error::Body(b) if b.is::<BodyTooLarge>())
 }
 
 #[cfg(test)]

@@ -38,14 +38,19 @@ impl Lines {
         lines
     }
 
-    /// Waits for a line containing `needle`, for at most `limit` (a safety net, not a sync).
-    pub fn wait_for(&self, needle: &str, limit: Duration) -> Option<String> {
+    /// Waits until `pred` holds over the lines so far, woken by each new line; `limit` is a
+    /// safety net, not a sync. Returns what `pred` found, or None at the limit or at EOF.
+    pub fn wait_until<T>(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&[String]) -> Option<T>,
+    ) -> Option<T> {
         let (m, c) = &*self.0;
         let deadline = Instant::now() + limit;
         let mut guard = m.lock().unwrap();
         loop {
-            if let Some(l) = guard.0.iter().find(|l| l.contains(needle)) {
-                return Some(l.clone());
+            if let Some(found) = pred(&guard.0) {
+                return Some(found);
             }
             if guard.1 {
                 return None;
@@ -53,6 +58,19 @@ impl Lines {
             let left = deadline.checked_duration_since(Instant::now())?;
             guard = c.wait_timeout(guard, left).unwrap().0;
         }
+    }
+
+    /// Waits for a line containing `needle`, for at most `limit` (a safety net, not a sync).
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> Option<String> {
+        self.wait_until(limit, |lines| {
+            lines.iter().find(|l| l.contains(needle)).cloned()
+        })
+    }
+
+    /// Waits at most `limit` for a line beyond the first `seen`; true if one came.
+    pub fn wait_past(&self, seen: usize, limit: Duration) -> bool {
+        self.wait_until(limit, |lines| (lines.len() > seen).then_some(()))
+            .is_some()
     }
 
     pub fn all(&self) -> Vec<String> {
@@ -232,10 +250,14 @@ impl Headroom {
             .unwrap_or_else(|| panic!("no series {series} in\n{m}"))
     }
 
-    /// Polls /status until `pred` holds (the state change is the signal; 10 s safety net).
+    /// Reads /status until `pred` holds. Health transitions and ejections are logged, so a
+    /// new stderr line wakes the next read at once; states that change silently (an ejection
+    /// running out, in-flight counts draining) are read again after at most 50 ms.
+    /// 15 s is a safety net.
     pub fn wait_status(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
+            let seen = self.stderr.all().len();
             let s = self.status();
             if pred(&s) {
                 return;
@@ -244,7 +266,7 @@ impl Headroom {
                 Instant::now() < deadline,
                 "timed out waiting for {what}; status:\n{s:#}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            self.stderr.wait_past(seen, Duration::from_millis(50));
         }
     }
 
@@ -256,29 +278,23 @@ impl Headroom {
         assert!(ok.success());
     }
 
-    /// Rewrites the config file and sends SIGHUP; returns once the reload was logged.
+    /// Rewrites the config file and sends SIGHUP; returns the reload's logged outcome.
     pub fn reload(&self, config: &str) -> String {
-        let before =
-            self.stderr.count("config reloaded") + self.stderr.count("config not reloaded");
+        let outcome =
+            |l: &String| l.contains("config reloaded") || l.contains("config not reloaded");
+        let before = self.stderr.all().iter().filter(|l| outcome(l)).count();
         std::fs::write(&self.config, config).unwrap();
         self.signal("HUP");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let lines = self.stderr.all();
-            let outcomes: Vec<&String> = lines
-                .iter()
-                .filter(|l| l.contains("config reloaded") || l.contains("config not reloaded"))
-                .collect();
-            if outcomes.len() > before {
-                return outcomes[before].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no reload outcome logged:\n{}",
-                lines.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.stderr
+            .wait_until(Duration::from_secs(10), |lines| {
+                lines.iter().filter(|l| outcome(l)).nth(before).cloned()
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no reload outcome logged:\n{}",
+                    self.stderr.all().join("\n")
+                )
+            })
     }
 }
 
