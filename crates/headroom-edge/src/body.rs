@@ -21,16 +21,72 @@ impl std::fmt::Display for BodyTooLarge {
 }
 impl std::error::Error for BodyTooLarge {}
 
-/// True when `err` (or anything in its source chain) is [`BodyTooLarge`].
-pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+/// True when `err` or anything in its source chain is a `T`.
+fn caused_by<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<BodyTooLarge>() {
+        if e.is::<T>() {
             return true;
         }
         cur = e.source();
     }
     false
+}
+
+/// True when `err` (or anything in its source chain) is [`BodyTooLarge`].
+pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<BodyTooLarge>(err)
+}
+
+/// True when `err` (or anything in its source chain) is a client's HTTP/1.1 body that broke
+/// off or was malformed.
+pub fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<crate::h1::BodyError>(err)
+}
+
+/// A request body as the client sends it: none, read by our HTTP/1.1 server, or by hyper's
+/// h2 server.
+#[derive(Debug)]
+pub enum RequestBody {
+    Empty,
+    H1(crate::h1::server::H1Body),
+    H2(Incoming),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::H1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            RequestBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::H1(b) => b.is_end_stream(),
+            RequestBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::H1(b) => b.size_hint(),
+            RequestBody::H2(b) => b.size_hint(),
+        }
+    }
 }
 
 /// A request body on its way upstream.
@@ -41,7 +97,7 @@ pub enum UpstreamBody {
     Full(Option<Bytes>),
     /// Streamed from the client; errors with [`BodyTooLarge`] past `limit` bytes.
     Stream {
-        inner: Incoming,
+        inner: RequestBody,
         seen: u64,
         limit: u64,
     },
@@ -69,7 +125,7 @@ impl Body for UpstreamBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e))),
                     None => Poll::Ready(None),
                 }
             }
@@ -108,7 +164,7 @@ pub struct ClientBody {
 enum Inner {
     Full(Option<Bytes>),
     Upstream(Incoming),
-    Raw(crate::h1_client::ResponseBody),
+    Raw(crate::h1::client::ResponseBody),
 }
 
 impl ClientBody {
@@ -133,7 +189,7 @@ impl ClientBody {
         }
     }
 
-    pub fn raw(b: crate::h1_client::ResponseBody) -> Self {
+    pub fn raw(b: crate::h1::client::ResponseBody) -> Self {
         ClientBody {
             inner: Inner::Raw(b),
             bytes: 0,

@@ -2,7 +2,9 @@
 //! another replica when the failure and the budget allow.
 
 use crate::balancer::Tried;
-use crate::body::{is_body_too_large, BoxError, ClientBody, UpstreamBody};
+use crate::body::{
+    is_body_too_large, is_client_body_error, BoxError, ClientBody, RequestBody, UpstreamBody,
+};
 use crate::clock::now_ns;
 use crate::headers::{
     hash_key, host_for_uri, rewrite_path, strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST,
@@ -18,7 +20,6 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, info, warn};
@@ -65,10 +66,12 @@ enum AttemptError {
     },
     Timeout,
     BodyTooLarge,
+    /// The client's body broke off or was malformed: the client's fault, not the replica's.
+    ClientBody(BoxError),
 }
 
 pub(crate) async fn forward(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     route: &Route,
     target: &Target,
     ctx: &ConnCtx,
@@ -277,7 +280,9 @@ pub(crate) async fn forward(
         let may_retry = match &err {
             AttemptError::Connect(_) => true,
             AttemptError::Upstream { .. } => method_retryable && replayable.is_some(),
-            AttemptError::Timeout | AttemptError::BodyTooLarge => false,
+            AttemptError::Timeout | AttemptError::BodyTooLarge | AttemptError::ClientBody(_) => {
+                false
+            }
         };
         drop(inflight);
         let resp = match &err {
@@ -289,6 +294,18 @@ pub(crate) async fn forward(
                         "request body exceeds the limit of {} bytes",
                         ctx.max_body_bytes
                     ),
+                    request_id,
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+            AttemptError::ClientBody(e) => {
+                debug!(error = %e, "client body failed");
+                let mut r = json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("the request body could not be read: {e}"),
                     request_id,
                 );
                 r.headers_mut()
@@ -398,7 +415,8 @@ async fn attempt_once(
             let send = conn.send(req, replica.clone(), cfg.max_idle);
             match tokio::time::timeout(cfg.request_timeout, send).await {
                 Ok(Ok(resp)) => Ok((resp.map(ClientBody::raw), None)),
-                Ok(Err(crate::h1_client::Error::BodyTooLarge)) => Err(AttemptError::BodyTooLarge),
+                Ok(Err(crate::h1::client::Error::BodyTooLarge)) => Err(AttemptError::BodyTooLarge),
+                Ok(Err(crate::h1::client::Error::Body(e))) => Err(AttemptError::ClientBody(e)),
                 Ok(Err(e)) => Err(AttemptError::Upstream { err: Box::new(e) }),
                 Err(_) => Err(AttemptError::Timeout),
             }
@@ -412,8 +430,11 @@ async fn attempt_once(
             match tokio::time::timeout(cfg.request_timeout, send).await {
                 Ok(Ok(resp)) => Ok((resp.map(ClientBody::upstream), Some(Sender::H2(s)))),
                 Ok(Err(err)) => {
-                    if std::error::Error::source(&err).is_some_and(is_body_too_large) {
+                    let cause = std::error::Error::source(&err);
+                    if cause.is_some_and(is_body_too_large) {
                         Err(AttemptError::BodyTooLarge)
+                    } else if cause.is_some_and(is_client_body_error) {
+                        Err(AttemptError::ClientBody(Box::new(err)))
                     } else {
                         Err(AttemptError::Upstream { err: Box::new(err) })
                     }

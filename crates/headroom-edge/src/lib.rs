@@ -11,7 +11,7 @@ pub mod balancer;
 pub mod body;
 mod clock;
 mod forward;
-pub mod h1_client;
+pub mod h1;
 mod headers;
 pub mod health;
 pub mod listener;

@@ -2,11 +2,13 @@
 //! spreads connections over workers with no shared accept lock. Serves HTTP/1.1, h2c
 //! (prior knowledge) and TLS with ALPN; caps open connections; drains on shutdown.
 
+use crate::body::RequestBody;
+use crate::h1::server::{self, ClientReader, ClientWriter};
 use crate::proxy::{self, ConnCtx};
 use crate::Shared;
 use headroom_config::ListenerConfig;
 use headroom_telemetry::Gauge;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -148,17 +150,6 @@ pub async fn accept_loop(
     }
 }
 
-fn http1(cfg: &ListenerConfig) -> http1::Builder {
-    let mut b = http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_timeout)
-        // The header section limit (431 beyond) is exact; the read buffer itself may grow
-        // past it (hyper's default cap) so request bodies are read in large slices.
-        .max_header_size(cfg.max_header_bytes)
-        .keep_alive(true);
-    b
-}
-
 fn http2(cfg: &ListenerConfig) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
@@ -219,73 +210,72 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     ctx: Arc<ConnCtx>,
     cfg: &ListenerConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let svc = service_fn(move |req| proxy::handle(req, ctx.clone()));
-    // Each protocol's connection state is only as large as it needs: HTTP/1.1 inline in the
-    // task, h2 and TLS boxed (they are larger and rarer). An idle HTTP/1.1 connection's
-    // memory is what a proxy holding 10,000 of them pays.
+    // HTTP/1.1 is served by our own codec (h1::server), whose idle connections hold no
+    // buffer; h2 by hyper, boxed, as its connection state is larger and rarer.
     match tls {
         None => {
             match tokio::time::timeout(cfg.header_timeout, starts_with_h2_preface(&tcp)).await {
-                Ok(Ok(false)) => drive!(
-                    http1(cfg).serve_connection(TokioIo::new(tcp), svc),
-                    shutdown
-                ),
-                Ok(Ok(true)) => {
-                    Box::pin(async move {
-                        drive!(
-                            http2(cfg).serve_connection(TokioIo::new(tcp), svc),
-                            shutdown
-                        )
-                    })
+                Ok(Ok(false)) => {
+                    let (r, w) = tcp.into_split();
+                    server::serve(
+                        ClientReader::Plain(r),
+                        ClientWriter::Plain(w),
+                        ctx,
+                        cfg,
+                        shutdown,
+                    )
                     .await
                 }
+                Ok(Ok(true)) => Box::pin(serve_h2(TokioIo::new(tcp), ctx, cfg, shutdown)).await,
                 Ok(Err(_)) | Err(_) => {}
             }
         }
-        Some(acceptor) => Box::pin(serve_tls(tcp, acceptor, svc, cfg, shutdown)).await,
+        Some(acceptor) => Box::pin(serve_tls(tcp, acceptor, ctx, cfg, shutdown)).await,
     }
 }
 
-async fn serve_tls<S>(
-    tcp: tokio::net::TcpStream,
-    acceptor: TlsAcceptor,
-    svc: S,
+async fn serve_h2<I>(
+    io: I,
+    ctx: Arc<ConnCtx>,
     cfg: &ListenerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::ClientBody>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    {
-        {
-            let stream = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(tcp)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                drive!(
-                    http2(cfg).serve_connection(TokioIo::new(stream), svc),
-                    shutdown
-                );
-            } else {
-                drive!(
-                    http1(cfg).serve_connection(TokioIo::new(stream), svc),
-                    shutdown
-                );
-            }
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        proxy::handle(req.map(RequestBody::H2), ctx.clone())
+    });
+    drive!(http2(cfg).serve_connection(io, svc), shutdown)
+}
+
+async fn serve_tls(
+    tcp: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    ctx: Arc<ConnCtx>,
+    cfg: &ListenerConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let stream = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            return;
         }
+        Err(_) => return,
+    };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(TokioIo::new(stream), ctx, cfg, shutdown).await
+    } else {
+        let (r, w) = tokio::io::split(stream);
+        server::serve(
+            ClientReader::Tls(r),
+            ClientWriter::Tls(w),
+            ctx,
+            cfg,
+            shutdown,
+        )
+        .await
     }
 }

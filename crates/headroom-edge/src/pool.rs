@@ -26,13 +26,13 @@ pub fn set_worker(i: usize) {
 /// A connection ready to carry a request.
 pub enum Sender {
     /// headroom's own HTTP/1.1 client connection (`protocol = "http1"`).
-    Raw(crate::h1_client::Conn),
+    Raw(crate::h1::client::Conn),
     H2(http2::SendRequest<UpstreamBody>),
 }
 
 #[derive(Default)]
 struct Slot {
-    raw: Vec<(crate::h1_client::Conn, Instant)>,
+    raw: Vec<(crate::h1::client::Conn, Instant)>,
     h2: Option<http2::SendRequest<UpstreamBody>>,
 }
 
@@ -143,7 +143,7 @@ pub async fn connect(
     };
     let _ = tcp.set_nodelay(true);
     match protocol {
-        UpstreamProtocol::Http1 => Ok(Sender::Raw(crate::h1_client::Conn::new(tcp))),
+        UpstreamProtocol::Http1 => Ok(Sender::Raw(crate::h1::client::Conn::new(tcp))),
         UpstreamProtocol::H2 => {
             let io = TokioIo::new(tcp);
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())

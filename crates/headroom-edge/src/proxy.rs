@@ -4,7 +4,7 @@
 //! access log, connection back to the pool) when the response body ends.
 //! `forward` and its stages live in `forward.rs`, header work in `headers.rs`.
 
-use crate::body::{ClientBody, OnEnd};
+use crate::body::{ClientBody, OnEnd, RequestBody};
 use crate::forward::{forward, UpstreamDone};
 use crate::headers::{header_str, host_of, new_request_id, strip_hop_by_hop, X_REQUEST_ID};
 use crate::snapshot::{Route, RouteAction, Snapshot};
@@ -13,7 +13,6 @@ use headroom_telemetry::access_log::{self, Format};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -187,7 +186,7 @@ fn protocol_name(v: Version) -> &'static str {
 
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     ctx: Arc<ConnCtx>,
 ) -> Result<Response<ClientBody>, Infallible> {
     let start = Instant::now();

@@ -117,23 +117,83 @@ fn conflicting_content_lengths_are_a_400_and_close() {
 }
 
 #[test]
-fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
+fn content_length_with_transfer_encoding_is_a_400_and_closes() {
     let (h, up) = start("");
     // The classic CL.TE attack: the chunked body ends at "0", and "GET /smuggled" would be a
-    // second request to a proxy that trusted Content-Length.
+    // second request to a proxy that trusted Content-Length (or the other way round).
     let attack = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut c = h.client();
     let r = c.send_raw(attack).expect("a response");
-    // Per RFC 9112 §6.1 the message is framed by Transfer-Encoding alone, Content-Length is
-    // dropped before forwarding, and the connection is closed after the response.
-    assert_eq!(r.status, 200);
-    assert!(r.json()["headers"].get("content-length").is_none());
+    assert_eq!(r.status, 400);
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("Content-Length and Transfer-Encoding"));
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(
-        c.is_closed(),
-        "the connection is closed: nothing after the body is read as a request"
-    );
-    assert_eq!(up.served(), 1, "/smuggled never reached the upstream");
+    assert!(c.is_closed(), "nothing after the head is read as a request");
+    assert_eq!(up.served(), 0, "neither request reached the upstream");
+}
+
+#[test]
+fn obfuscated_transfer_encodings_and_duplicate_hosts_are_refused() {
+    let (h, up) = start("");
+    let cases: [(&[u8], u16); 8] = [
+        (b"Transfer-Encoding: xchunked\r\n", 400),
+        (b"Transfer-Encoding: chunked, chunked\r\n", 400),
+        (
+            b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+            400,
+        ),
+        (b"Transfer-Encoding: gzip, chunked\r\n", 501),
+        (b"Transfer-Encoding : chunked\r\n", 400),
+        (b"Content-Length: +5\r\n", 400),
+        (b"Content-Length: 5, 5\r\n", 400),
+        (b"Host: y\r\n", 400),
+    ];
+    for (extra, status) in cases {
+        let mut req = b"POST / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        req.extend_from_slice(extra);
+        req.extend_from_slice(b"\r\n0\r\n\r\n");
+        let (r, closed) = raw(&h, &req);
+        let what = String::from_utf8_lossy(extra);
+        assert_eq!(r.status, status, "{what}");
+        assert!(closed, "{what}");
+    }
+    assert_eq!(up.served(), 0);
+    // A chunk size the strict parser refuses ("+5" is hex to a lenient one). The body is
+    // streamed, so the upstream has its head already; the replica is not blamed for the
+    // client's body, even past the 5 consecutive failures that would eject it.
+    for _ in 0..6 {
+        let (r, closed) = raw(
+            &h,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n+5\r\nhello\r\n0\r\n\r\n",
+        );
+        assert_eq!(r.status, 400);
+        assert!(r.json()["message"].as_str().unwrap().contains("chunk size"));
+        assert!(closed);
+    }
+    let m = h.metrics();
+    let ejections = m
+        .lines()
+        .find(|l| l.starts_with("headroom_replica_ejections_total{"))
+        .expect("the ejection counter");
+    assert!(ejections.ends_with(" 0"), "{ejections}");
+    assert_eq!(h.client().get("/").status, 200);
+}
+
+#[test]
+fn other_http_versions_and_expectations_are_refused() {
+    let (h, up) = start("");
+    let (r, closed) = raw(&h, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 505);
+    assert!(closed);
+    let (r, closed) = raw(&h, b"GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n");
+    assert_eq!(r.status, 417);
+    assert!(closed);
+    let (r, closed) = raw(&h, b"GET nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 400, "a target that is neither a path nor a URL");
+    assert!(closed);
+    assert_eq!(up.served(), 0);
 }
 
 #[test]

@@ -128,8 +128,11 @@ fn a_bad_reload_is_rejected_and_the_running_config_stays() {
     let h = Headroom::start(&one_service(&a, "x"));
     let outcome = h.reload(&format!("{}[[route]]\nservice = \"nope\"\n", preamble()));
     assert!(outcome.contains("config not reloaded"), "{outcome}");
-    let log = h.stderr.all().join("\n");
-    assert!(log.contains("unknown service \"nope\""), "{log}");
+    // The errors follow the outcome line, on lines of their own.
+    let why = h
+        .stderr
+        .wait_for("unknown service \"nope\"", Duration::from_secs(10));
+    assert!(why.is_some(), "{}", h.stderr.all().join("\n"));
     assert_eq!(h.get("/").status, 200);
     assert_eq!(
         h.metric("headroom_config_reloads_total{result=\"rejected\"}"),

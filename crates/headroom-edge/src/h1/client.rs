@@ -7,6 +7,7 @@
 //! for HEAD, 1xx, 204 and 304; chunked when the last transfer coding is chunked; else
 //! Content-Length; else until the connection closes. Interim 1xx responses are skipped.
 
+use super::{Chunk, Framing, ReadBuffer, READ_BUF};
 use crate::body::{BoxError, UpstreamBody};
 use crate::replica::Replica;
 use bytes::Bytes;
@@ -16,11 +17,9 @@ use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// Read buffer per connection: the largest response head accepted, and the read size.
-const READ_BUF: usize = 16 << 10;
 /// Headers a response head may carry.
 const MAX_HEADERS: usize = 128;
 
@@ -29,16 +28,12 @@ pub struct Conn {
     io: TcpStream,
     /// The request head is built here; kept across requests so it is allocated once.
     head: Vec<u8>,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
+    rb: ReadBuffer,
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
-            .field("buffered", &(self.end - self.start))
-            .finish()
+        f.debug_struct("Conn").field("rb", &self.rb).finish()
     }
 }
 
@@ -79,9 +74,7 @@ impl Conn {
         Conn {
             io,
             head: Vec::with_capacity(1024),
-            buf: vec![0; READ_BUF].into_boxed_slice(),
-            start: 0,
-            end: 0,
+            rb: ReadBuffer::with_capacity(READ_BUF),
         }
     }
 
@@ -89,33 +82,14 @@ impl Conn {
     /// sent nothing unasked. Reads only the reactor's cached readiness: no system call.
     pub fn is_reusable(&self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        self.start == self.end && self.io.poll_read_ready(&mut cx).is_pending()
-    }
-
-    /// Reads more bytes after `end`; Ok(0) at EOF.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            return Poll::Ready(Err(std::io::Error::other(
-                "response head larger than 16 KiB",
-            )));
-        }
-        let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
-        let n = rb.filled().len();
-        self.end += n;
-        Poll::Ready(Ok(n))
+        self.rb.is_empty() && self.io.poll_read_ready(&mut cx).is_pending()
     }
 
     async fn fill(&mut self) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+        if self.rb.is_full() {
+            return Err(std::io::Error::other("response head larger than 16 KiB"));
+        }
+        std::future::poll_fn(|cx| self.rb.poll_fill(&mut self.io, cx)).await
     }
 
     /// Sends `req` and reads the response head. The body reads from this connection and
@@ -259,7 +233,7 @@ impl Conn {
     ) -> Result<Option<(Response<()>, Framing, bool)>, Error> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
-        let data = &self.buf[self.start..self.end];
+        let data = self.rb.data();
         let len = match parsed.parse(data) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -311,7 +285,7 @@ impl Conn {
             }
             map.append(name, value);
         }
-        self.start += len;
+        self.rb.consume(len);
         let framing = if is_head || status.is_informational() || code == 204 || code == 304 {
             Framing::Done
         } else if te {
@@ -346,26 +320,6 @@ fn content_length(head: &mut Vec<u8>, n: u64) {
     head.extend_from_slice(b"\r\n");
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Expecting a size line.
-    Size,
-    /// This many data bytes of the current chunk are left.
-    Data(u64),
-    /// The CRLF after a chunk's data.
-    DataEnd,
-    /// Trailer lines until an empty one.
-    Trailers,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked(Chunk),
-    UntilClose,
-    Done,
-}
-
 /// A response body read straight from the upstream connection.
 #[derive(Debug)]
 pub struct ResponseBody {
@@ -381,19 +335,10 @@ impl ResponseBody {
     fn release(&mut self) {
         self.framing = Framing::Done;
         if let (Some(conn), Some((replica, max_idle))) = (self.conn.take(), self.pool.take()) {
-            if self.keep_alive && conn.start == conn.end {
+            if self.keep_alive && conn.rb.is_empty() {
                 replica.pools.put(crate::pool::Sender::Raw(conn), max_idle);
             }
         }
-    }
-
-    /// Takes one buffered line (without its CRLF), if a whole one is there.
-    fn take_line(conn: &mut Conn) -> Option<Vec<u8>> {
-        let data = &conn.buf[conn.start..conn.end];
-        let pos = data.windows(2).position(|w| w == b"\r\n")?;
-        let line = data[..pos].to_vec();
-        conn.start += pos + 2;
-        Some(line)
     }
 }
 
@@ -406,102 +351,34 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        loop {
-            let framing = this.framing;
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let buffered = (conn.end - conn.start) as u64;
-            match framing {
-                Framing::Done => {
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = ready!(this.framing.poll_data(&mut conn.rb, &mut conn.io, cx));
+        match next {
+            Some(Ok(data)) => {
+                if this.framing.is_done() {
                     this.release();
-                    return Poll::Ready(None);
                 }
-                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) if buffered > 0 => {
-                    let n = left.min(buffered) as usize;
-                    let data = Bytes::copy_from_slice(&conn.buf[conn.start..conn.start + n]);
-                    conn.start += n;
-                    let left = left - n as u64;
-                    this.framing = match framing {
-                        Framing::Length(_) if left == 0 => Framing::Done,
-                        Framing::Length(_) => Framing::Length(left),
-                        _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
-                        _ => Framing::Chunked(Chunk::Data(left)),
-                    };
-                    if this.framing == Framing::Done {
-                        this.release();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::UntilClose if buffered > 0 => {
-                    let data = Bytes::copy_from_slice(&conn.buf[conn.start..conn.end]);
-                    conn.start = conn.end;
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::Chunked(state @ (Chunk::Size | Chunk::DataEnd | Chunk::Trailers)) => {
-                    if let Some(line) = Self::take_line(conn) {
-                        this.framing = match state {
-                            Chunk::Size => {
-                                let text = std::str::from_utf8(&line).unwrap_or("");
-                                let size = text.split(';').next().unwrap_or("").trim();
-                                match u64::from_str_radix(size, 16) {
-                                    Ok(0) => Framing::Chunked(Chunk::Trailers),
-                                    Ok(n) => Framing::Chunked(Chunk::Data(n)),
-                                    Err(_) => {
-                                        this.conn = None;
-                                        return Poll::Ready(Some(Err(Box::new(Error::Malformed(
-                                            format!("chunk size {text:?}"),
-                                        )))));
-                                    }
-                                }
-                            }
-                            Chunk::DataEnd if line.is_empty() => Framing::Chunked(Chunk::Size),
-                            Chunk::DataEnd => {
-                                this.conn = None;
-                                return Poll::Ready(Some(Err(Box::new(Error::Malformed(
-                                    "chunk without CRLF".into(),
-                                )))));
-                            }
-                            // Trailers are dropped; an empty line ends the body.
-                            _ if line.is_empty() => Framing::Done,
-                            _ => Framing::Chunked(Chunk::Trailers),
-                        };
-                        continue;
-                    }
-                }
-                _ => {}
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            // Need more bytes.
-            match ready!(conn.poll_fill(cx)) {
-                Ok(0) => {
-                    this.conn = None;
-                    if framing == Framing::UntilClose {
-                        this.framing = Framing::Done;
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Err(Box::new(Error::Malformed(
-                        "connection closed mid-body".into(),
-                    )))));
-                }
-                Ok(_) => continue,
-                Err(e) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(Box::new(Error::Io(e)))));
-                }
+            Some(Err(e)) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            None => {
+                this.release();
+                Poll::Ready(None)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Done
+        self.framing.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Done => SizeHint::with_exact(0),
-            Framing::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
+        self.framing.size_hint()
     }
 }
 
