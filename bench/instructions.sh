@@ -5,6 +5,7 @@
 # serve the same requests (N GETs on 4 keep-alive connections, after a warm-up).
 #
 #   bash bench/instructions.sh          # N=2000
+#   KEEP=/tmp/cg bash bench/instructions.sh   # keeps the callgrind files for callgrind_annotate
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -81,6 +82,7 @@ PY
     wait "$vg" 2>/dev/null || true
     local total
     total=$(cat "$TMP"/"$name".*.1 2>/dev/null | awk '/^summary:/ {s += $2} END {print s+0}')
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$TMP"/"$name".* "$KEEP"/; fi
     echo "$name $((total / N))"
 }
 

@@ -140,15 +140,15 @@ tree_pids() { # a process and all its descendants
     for c in $(pgrep -P "$1" 2>/dev/null || true); do tree_pids "$c"; done
 }
 
-cpu_ticks() { # utime+stime (fields 14, 15 of /proc/PID/stat) summed over the tree
-    local t=0 p s f
+cpu_ticks() { # "utime stime" (fields 14, 15 of /proc/PID/stat), each summed over the tree
+    local u=0 k=0 p s f
     for p in $(tree_pids "$1"); do
         s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         s=${s##*) } # drop "pid (comm) " — comm may contain spaces
         read -r -a f <<<"$s"
-        t=$((t + f[11] + f[12])) # field 14 and 15 overall = index 11 and 12 after comm
+        u=$((u + f[11])) k=$((k + f[12])) # fields 14 and 15 overall = index 11 and 12 after comm
     done
-    echo "$t"
+    echo "$u $k"
 }
 
 rss_kib() { # VmRSS summed over the tree, KiB
@@ -194,8 +194,8 @@ check_ok() { # one request through, body must be "ok"
 }
 
 # Per-round results are keyed "NAME,ROUND"; RPS/P50/P99/CPU keyed by NAME hold the medians.
-declare -A R_RPS R_P50 R_P99 R_CPU R_REQS
-declare -A RPS P50 P99 CPU RPS_MIN RPS_MAX RSS_IDLE RSS_WITH RSS_OPEN
+declare -A R_RPS R_P50 R_P99 R_CPU R_USR R_SYS R_REQS
+declare -A RPS P50 P99 CPU USR SYS RPS_MIN RPS_MAX RSS_IDLE RSS_WITH RSS_OPEN
 
 show_errors() { # show_errors NAME FILE — non-2xx responses, socket errors
     grep -E 'Non-2xx or 3xx responses|Socket errors' "$2" | sed "s/^ */  !! $1 ($(basename "$2" .txt)): /" || true
@@ -209,7 +209,7 @@ warm() { # warm NAME PORT — one unmeasured run
 }
 
 bench() { # bench NAME PORT ROUND [PROXY_ROOT_PID] — one measured run, stored under "NAME,ROUND"
-    local name=$1 port=$2 r=$3 root=${4:-} c0=0 c1=0 tck out k
+    local name=$1 port=$2 r=$3 root=${4:-} c0="0 0" c1="0 0" tck out k
     k="$name,$r"
     out="$TMP/$name.r$r.wrk.txt"
     printf '[round %d/%d] %-9s ' "$r" "$ROUNDS" "$name"
@@ -232,12 +232,14 @@ bench() { # bench NAME PORT ROUND [PROXY_ROOT_PID] — one measured run, stored 
     [[ ${R_REQS[$k]:-0} -gt 0 ]] || { echo; die "$name: could not parse wrk output:"$'\n'"$(cat "$out")"; }
     if [[ -n $root ]]; then
         tck=$(getconf CLK_TCK)
-        R_CPU[$k]=$(awk -v d=$((c1 - c0)) -v t="$tck" -v n="${R_REQS[$k]}" 'BEGIN { printf "%.2f", d / t * 1e6 / n }')
+        read -r R_CPU[$k] R_USR[$k] R_SYS[$k] < <(awk -v a="$c0" -v b="$c1" -v t="$tck" -v n="${R_REQS[$k]}" 'BEGIN {
+            split(a, x, " "); split(b, y, " "); u = (y[1] - x[1]) / t * 1e6 / n; s = (y[2] - x[2]) / t * 1e6 / n
+            printf "%.2f %.2f %.2f\n", u + s, u, s }')
     else
-        R_CPU[$k]="-"
+        R_CPU[$k]="-" R_USR[$k]="-" R_SYS[$k]="-"
     fi
-    printf '%10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %s µs/req  (%s requests)\n' \
-        "${R_RPS[$k]}" "${R_P50[$k]}" "${R_P99[$k]}" "${R_CPU[$k]}" "${R_REQS[$k]}"
+    printf '%10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %s µs/req (user %s, sys %s)  (%s requests)\n' \
+        "${R_RPS[$k]}" "${R_P50[$k]}" "${R_P99[$k]}" "${R_CPU[$k]}" "${R_USR[$k]}" "${R_SYS[$k]}" "${R_REQS[$k]}"
     show_errors "$name" "$out"
 }
 
@@ -263,6 +265,8 @@ summarize() { # medians and req/s range per target over all rounds
         mapfile -t vals < <(round_values R_P99 "$t"); P99[$t]=$(median "${vals[@]}")
         mapfile -t vals < <(round_values R_CPU "$t"); CPU[$t]=$(median "${vals[@]}")
         [[ ${CPU[$t]} == - ]] || CPU[$t]=$(awk -v c="${CPU[$t]}" 'BEGIN { printf "%.2f", c }')
+        mapfile -t vals < <(round_values R_USR "$t"); USR[$t]=$(median "${vals[@]}")
+        mapfile -t vals < <(round_values R_SYS "$t"); SYS[$t]=$(median "${vals[@]}")
     done
 }
 
@@ -525,6 +529,15 @@ for b in nginx haproxy; do
     printf 'paired cpu/req per round: headroom/%-8s %s  -> median %s\n' "$b" "${paired[*]}" \
         "$(awk -v m="$(median "${paired[@]/n\/a/-}")" 'BEGIN { if (m == "-") print "n/a"; else printf "%.2f", m }')"
 done
+for t in nginx haproxy headroom; do
+    awk -v n="$t" -v u="${USR[$t]}" -v k="${SYS[$t]}" 'BEGIN {
+        printf "cpu split: %-8s user %5.2f µs/req, sys %5.2f µs/req (kernel %.0f%%)\n", n, u, k, 100 * k / (u + k) }'
+done
+# The kernel's part is the same four socket calls for every proxy here (read the client,
+# write the upstream, read it, write the client); this line shows how low headroom/nginx
+# could go if headroom's user time were zero.
+awk -v k="${SYS[headroom]}" -v c="${CPU[nginx]}" 'BEGIN {
+    if (c + 0 > 0) printf "floor: headroom sys alone / nginx cpu = %.2f\n", k / c }'
 awk -v h="${P50[headroom]}" -v u="${P50[upstream]}" -v n="${P50[nginx]}" -v x="${P50[haproxy]}" 'BEGIN {
     printf "added p50 over direct: headroom +%.3f ms, nginx +%.3f ms, haproxy +%.3f ms\n", h - u, n - u, x - u }'
 if ((IDLE_CONNS > 0)); then
