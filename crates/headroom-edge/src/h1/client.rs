@@ -22,6 +22,9 @@ use tokio::net::TcpStream;
 
 /// Headers a response head may carry.
 const MAX_HEADERS: usize = 128;
+/// Room left in a response's header map for what the gateway adds (X-Request-Id, a route's
+/// additions), so adding them does not regrow the map.
+const RESPONSE_HEADERS_ADDED: usize = 2;
 
 /// One keep-alive HTTP/1.1 connection to a replica.
 pub struct Conn {
@@ -250,7 +253,7 @@ impl Conn {
         } else {
             Version::HTTP_11
         };
-        let mut map = HeaderMap::with_capacity(parsed.headers.len());
+        let mut map = HeaderMap::with_capacity(parsed.headers.len() + RESPONSE_HEADERS_ADDED);
         let (mut length, mut chunked, mut te, mut close, mut keep_alive_10) =
             (None, false, false, false, false);
         for h in parsed.headers.iter() {

@@ -32,6 +32,9 @@ use tokio_rustls::server::TlsStream;
 
 /// Header fields a request head may carry (431 beyond).
 const MAX_HEADERS: usize = 128;
+/// Room left in a request's header map for what `forward` adds (X-Forwarded-For, -Proto,
+/// -Host, X-Request-Id), so adding them does not regrow the map.
+const REQUEST_HEADERS_ADDED: usize = 4;
 /// Responses are written in pieces of at most this many bytes (head and small bodies are
 /// coalesced into one write up to it).
 const WRITE_COALESCE: usize = 16 << 10;
@@ -277,7 +280,7 @@ pub fn parse_head(data: &[u8], max_header_bytes: usize) -> Result<Option<(usize,
         _ => return reject(StatusCode::BAD_REQUEST, "invalid request target"),
     };
 
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    let mut map = HeaderMap::with_capacity(parsed.headers.len() + REQUEST_HEADERS_ADDED);
     let mut length: Option<u64> = None;
     let (mut te_codings, mut te_last_chunked, mut te_early_chunked) = (0, false, false);
     let (mut hosts, mut close, mut keep_alive_10, mut expect_continue) = (0, false, false, false);
