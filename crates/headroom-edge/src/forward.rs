@@ -7,8 +7,8 @@ use crate::body::{
 };
 use crate::clock::now_ns;
 use crate::headers::{
-    hash_key, host_for_uri, rewrite_path, strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO, X_REQUEST_ID,
+    hash_key, host_for_uri, rewrite_path, strip_hop_by_hop, upgrade_requested, X_FORWARDED_FOR,
+    X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::pool::{self, ConnectError, Sender};
 use crate::proxy::{json_error, ConnCtx, Finish};
@@ -121,7 +121,17 @@ pub(crate) async fn forward(
         }
     }
     let original_host = headers.get(header::HOST).cloned();
+    // An upgrade (WebSocket) asked of an HTTP/1.1 upstream is the one hop-by-hop request
+    // that goes on: the upstream's 101 turns both connections into one tunnel.
+    let upgrade = match cfg.protocol {
+        UpstreamProtocol::Http1 if parts.version == Version::HTTP_11 => upgrade_requested(headers),
+        _ => None,
+    };
     strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     for name in &route.request_remove {
         headers.remove(name);
     }

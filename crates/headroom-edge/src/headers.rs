@@ -61,6 +61,19 @@ fn hop_by_hop(name: &HeaderName) -> bool {
         || *name == PROXY_CONNECTION
 }
 
+/// The protocol a request asks to switch to (`Connection: upgrade` with an `Upgrade`
+/// header, RFC 9110 §7.8), if any.
+pub(crate) fn upgrade_requested(h: &HeaderMap) -> Option<HeaderValue> {
+    let listed = h.get(header::CONNECTION)?.to_str().ok()?;
+    if !listed
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    {
+        return None;
+    }
+    h.get(header::UPGRADE).cloned()
+}
+
 /// Headers that describe one hop only (RFC 9110 §7.6.1): never forwarded.
 /// One pass over the names finds them; most messages carry none but `Connection`, so only
 /// what is there is removed (a remove of an absent name still hashes it: 9% of a request's

@@ -43,6 +43,8 @@ pub struct Shared {
     pub live: Live,
     pub registry: Arc<Registry>,
     pub inflight: Arc<Gauge>,
+    /// Client connections switched to another protocol (WebSocket) and tunnelled.
+    pub tunnels: Arc<Gauge>,
     /// Counters for requests answered before a route was found (404, 400, 413).
     pub unrouted: Red,
     pub unrouted_latency: Arc<Histogram>,
@@ -74,6 +76,11 @@ impl Edge {
             snapshot: ArcSwap::from_pointee(snap),
             live,
             inflight: registry.gauge("headroom_inflight_requests", "Requests being served.", &[]),
+            tunnels: registry.gauge(
+                "headroom_tunnels_open",
+                "Client connections upgraded (WebSocket) and tunnelled to a replica.",
+                &[],
+            ),
             unrouted: snapshot::Red::new_unrouted(&registry),
             unrouted_latency: registry.histogram(
                 "headroom_request_duration_seconds",

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -86,7 +87,7 @@ pub fn run(args: Args) -> ExitCode {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| answer(req, state.clone()));
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
                     .await;
             });
         }
@@ -154,8 +155,34 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     })
 }
 
+/// Answers an upgrade request with 101, then writes its name and a newline and echoes every
+/// byte back until the client closes its side.
+fn switch_to_echo(
+    req: &mut Request<Incoming>,
+    protocol: http::HeaderValue,
+    name: String,
+) -> Response<Answer> {
+    let on = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on.await else { return };
+        let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+        if w.write_all(format!("{name}\n").as_bytes()).await.is_ok() {
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+        let _ = w.shutdown().await;
+    });
+    let mut r = Response::new(Answer::whole(String::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    r.headers_mut().insert(http::header::UPGRADE, protocol);
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    r
+}
+
 async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<Answer>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
@@ -186,6 +213,9 @@ async fn answer(
         return Ok(reply(200, format!("{}\n", state.served.load(Relaxed))));
     }
     state.served.fetch_add(1, Relaxed);
+    if let Some(protocol) = req.headers().get(http::header::UPGRADE).cloned() {
+        return Ok(switch_to_echo(&mut req, protocol, state.name.clone()));
+    }
     let query = req.uri().query().map(str::to_owned);
     let q = query.as_deref();
     let delay = query_param(q, "delay")

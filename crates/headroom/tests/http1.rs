@@ -193,3 +193,76 @@ fn a_client_that_reads_slowly_gets_the_whole_response() {
     r.read_exact(&mut body).unwrap();
     assert!(body.iter().all(|&b| b == b'x'));
 }
+
+/// Reads a response head (through the blank line) from `r`.
+fn read_head(r: &mut impl BufRead) -> String {
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(
+            r.read_line(&mut head).unwrap() > 0,
+            "closed in the head: {head}"
+        );
+    }
+    head
+}
+
+#[test]
+fn an_upgrade_is_tunnelled_both_ways_until_a_side_closes() {
+    let (h, up) = start();
+    let mut c = h.client();
+    // Bytes sent right behind the request, before the 101 arrives, must not be lost.
+    c.stream()
+        .write_all(
+            b"GET /up/ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly\n",
+        )
+        .unwrap();
+    let mut r = BufReader::new(c.stream().try_clone().unwrap());
+    let head = read_head(&mut r);
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("connection: upgrade\r\n"), "{head}");
+    assert!(head.contains("upgrade: websocket\r\n"), "{head}");
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "a\n", "the replica's greeting");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "early\n");
+    for msg in ["hello\n", "world\n"] {
+        c.stream().write_all(msg.as_bytes()).unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, msg);
+    }
+    assert_eq!(h.metric("headroom_tunnels_open"), 1.0);
+    assert_eq!(up.served(), 1);
+    // The client closes its side: the replica hears it, closes too, and the tunnel ends.
+    c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.metric("headroom_tunnels_open") != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tunnel never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_upgrade_header_without_connection_upgrade_is_a_plain_request() {
+    let (h, _up) = start();
+    let r = h
+        .client()
+        .request("GET", "/up/x", &[("Upgrade", "websocket")], b"");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.json()["headers"].get("upgrade").is_none(),
+        "hop-by-hop, not forwarded"
+    );
+}

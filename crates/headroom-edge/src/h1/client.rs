@@ -15,7 +15,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -37,6 +37,23 @@ pub struct Conn {
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn").field("rb", &self.rb).finish()
+    }
+}
+
+/// An upstream connection that answered 101 Switching Protocols, in the response's
+/// extensions until the client's connection is joined to it (`h1::server`).
+#[derive(Clone)]
+pub struct Upgraded {
+    conn: Arc<Mutex<Option<Conn>>>,
+    /// The protocol switched to, from the upstream's Upgrade header.
+    pub protocol: HeaderValue,
+}
+
+impl Upgraded {
+    /// The socket and the bytes the upstream sent after its 101; `None` once taken.
+    pub fn take(&self) -> Option<(TcpStream, ReadBuffer)> {
+        let conn = self.conn.lock().ok()?.take()?;
+        Some((conn.io, conn.rb))
     }
 }
 
@@ -105,6 +122,7 @@ impl Conn {
     ) -> Result<Response<ResponseBody>, Error> {
         let (parts, mut body) = req.into_parts();
         let is_head = parts.method == Method::HEAD;
+        let upgrading = parts.headers.contains_key(header::UPGRADE);
         let mut head = std::mem::take(&mut self.head);
         head.clear();
         head.extend_from_slice(parts.method.as_str().as_bytes());
@@ -174,6 +192,9 @@ impl Conn {
         loop {
             let parsed = self.parse_head(is_head)?;
             if let Some((resp, framing, keep_alive)) = parsed {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return self.switched(resp, upgrading);
+                }
                 if resp.status().is_informational() {
                     continue;
                 }
@@ -195,6 +216,35 @@ impl Conn {
                 return Err(Error::Closed);
             }
         }
+    }
+
+    /// A 101 answer: the connection now speaks another protocol and leaves HTTP (and the
+    /// pool) for good, carried to the client side in the response's extensions.
+    fn switched(
+        self,
+        resp: Response<()>,
+        upgrading: bool,
+    ) -> Result<Response<ResponseBody>, Error> {
+        if !upgrading {
+            return Err(Error::Malformed(
+                "101 to a request that asked for no upgrade".into(),
+            ));
+        }
+        let Some(protocol) = resp.headers().get(header::UPGRADE).cloned() else {
+            return Err(Error::Malformed("101 without an Upgrade header".into()));
+        };
+        let (mut head, ()) = resp.into_parts();
+        head.extensions.insert(Upgraded {
+            conn: Arc::new(Mutex::new(Some(self))),
+            protocol,
+        });
+        let body = ResponseBody {
+            conn: None,
+            framing: Framing::Done,
+            keep_alive: false,
+            pool: None,
+        };
+        Ok(Response::from_parts(head, body))
     }
 
     async fn write_stream(&mut self, body: &mut UpstreamBody, chunked: bool) -> Result<(), Error> {

@@ -10,6 +10,7 @@
 //! lengths, a final coding other than chunked, or two Host headers are a 400 and the
 //! connection is closed.
 
+use super::client::Upgraded;
 use super::{give_write_buf, take_write_buf, BodyError, Chunk, Framing, ReadBuffer, READ_BUF};
 use crate::body::{ClientBody, RequestBody};
 use crate::headers::new_request_id;
@@ -526,6 +527,10 @@ pub async fn serve(
             }
         }
         keep_alive &= !*shutdown.borrow();
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            switch(w, reader, resp, &ctx).await;
+            return;
+        }
         if !write_response(&mut w, resp, is_head, http10, &mut keep_alive).await {
             break;
         }
@@ -534,6 +539,66 @@ pub async fn serve(
         }
     }
     close(w, reader).await;
+}
+
+/// The upstream agreed to switch protocols (101): the client hears the same, and from then
+/// on bytes flow both ways untouched until either side closes. A 101 that cannot be
+/// honoured (the request had a body, or no upstream connection came with it) is a 502.
+async fn switch(
+    mut w: ClientWriter,
+    reader: Option<Reader>,
+    resp: Response<ClientBody>,
+    ctx: &ConnCtx,
+) {
+    let upstream = resp
+        .extensions()
+        .get::<Upgraded>()
+        .and_then(|u| Some((u.take()?, u.protocol.clone())));
+    let (Some(client), Some(((up_io, up_rb), protocol))) = (reader, upstream) else {
+        let resp = json_error(
+            StatusCode::BAD_GATEWAY,
+            "upgrade_failed",
+            "the upstream switched protocols on a request that cannot be tunnelled",
+            &new_request_id(),
+        );
+        let _ = write_response(&mut w, resp, false, false, &mut false).await;
+        return close(w, None).await;
+    };
+    let mut out = take_write_buf();
+    let (parts, body) = resp.into_parts();
+    drop(body);
+    write_head(&mut out, &parts, false);
+    out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
+    out.extend_from_slice(protocol.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    let sent = w.write_all(&out).await.is_ok();
+    give_write_buf(out);
+    if !sent {
+        return;
+    }
+    ctx.shared.tunnels.inc();
+    let Reader {
+        io: mut client_r,
+        rb: client_rb,
+    } = client;
+    let (mut up_r, mut up_w) = up_io.into_split();
+    let upward = async {
+        if !client_rb.is_empty() {
+            up_w.write_all(client_rb.data()).await?;
+        }
+        tokio::io::copy(&mut client_r, &mut up_w).await?;
+        up_w.shutdown().await
+    };
+    let downward = async {
+        if !up_rb.is_empty() {
+            w.write_all(up_rb.data()).await?;
+        }
+        tokio::io::copy(&mut up_r, &mut w).await?;
+        w.shutdown().await
+    };
+    // Each direction ends with a half-close passed on; an error on either ends both.
+    let _ = tokio::try_join!(upward, downward);
+    ctx.shared.tunnels.dec();
 }
 
 /// Closes the connection: our side first, then the client's unread bytes are drained for a
@@ -625,38 +690,7 @@ async fn write_response(
     };
 
     let mut out = take_write_buf();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(
-        parts
-            .status
-            .canonical_reason()
-            .unwrap_or("Unknown")
-            .as_bytes(),
-    );
-    out.extend_from_slice(b"\r\n");
-    let (mut has_date, mut has_length) = (false, false);
-    for (name, value) in &parts.headers {
-        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        if name == header::CONTENT_LENGTH {
-            // Ours to write, except a HEAD's or 304's, which describe a body not sent.
-            if !(no_body && code != 204) || has_length {
-                continue;
-            }
-            has_length = true;
-        }
-        has_date |= name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !has_date {
-        push_date(&mut out);
-    }
+    let has_length = write_head(&mut out, &parts, no_body && code != 204);
     match (delimit, size) {
         (Delimit::Length, Some(n)) => content_length(&mut out, n),
         (Delimit::None, Some(n)) if is_head && !has_length && n > 0 => content_length(&mut out, n),
@@ -679,6 +713,47 @@ async fn write_response(
     let ok = ok && w.flush().await.is_ok();
     give_write_buf(out);
     ok
+}
+
+/// Writes the status line and the response's own headers, without framing and connection
+/// headers (the caller's to add) and without the blank line. Content-Length is kept only if
+/// `keep_length` (a HEAD's or 304's, which describe a body not sent); returns whether it was.
+fn write_head(out: &mut Vec<u8>, parts: &http::response::Parts, keep_length: bool) -> bool {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    let (mut has_date, mut has_length) = (false, false);
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+        {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            if !keep_length || has_length {
+                continue;
+            }
+            has_length = true;
+        }
+        has_date |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_date {
+        push_date(out);
+    }
+    has_length
 }
 
 fn content_length(out: &mut Vec<u8>, n: u64) {
