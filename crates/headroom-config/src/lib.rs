@@ -53,6 +53,7 @@ pub struct ListenerConfig {
     pub tls: Option<TlsFiles>,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    pub body_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
 }

@@ -91,6 +91,10 @@ pub struct Listener {
     /// for the next request on an idle keep-alive connection. Default 15s.
     #[serde(default = "defaults::header_timeout")]
     pub header_timeout: Dur,
+    /// Longest a client may pause while sending a request body (408 beyond), like nginx's
+    /// `client_body_timeout`. Default 60s.
+    #[serde(default = "defaults::body_timeout")]
+    pub body_timeout: Dur,
     /// Largest header section accepted (431 beyond). Default 16KiB; minimum 8KiB.
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: Size,
@@ -329,6 +333,9 @@ mod defaults {
     }
     pub fn header_timeout() -> Dur {
         Dur(Duration::from_secs(15))
+    }
+    pub fn body_timeout() -> Dur {
+        Dur(Duration::from_secs(60))
     }
     pub fn max_header_bytes() -> Size {
         Size(16 << 10)

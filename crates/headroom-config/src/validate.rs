@@ -183,6 +183,14 @@ fn validate_listeners(
                 format!("{bind} is bound by two listeners"),
             );
         }
+        for (k, d) in [
+            ("header_timeout", &l.header_timeout),
+            ("body_timeout", &l.body_timeout),
+        ] {
+            if d.0.is_zero() {
+                r.error(at, Some(k.into()), "must be more than 0s");
+            }
+        }
         if l.max_header_bytes.0 < 8192 {
             r.error(
                 at,
@@ -210,6 +218,7 @@ fn validate_listeners(
             tls,
             max_connections: l.max_connections.max(1),
             header_timeout: l.header_timeout.0,
+            body_timeout: l.body_timeout.0,
             max_header_bytes: l.max_header_bytes.0 as usize,
             max_body_bytes: l.max_body_bytes.0,
         });
@@ -696,6 +705,27 @@ replicas = ["127.0.0.1:9003"]
         assert_eq!(e.0.len(), 1, "{e}");
         assert_eq!(e.0[0].line, 7);
         assert!(e.0[0].message.contains("did you mean \"catalog\""), "{e}");
+    }
+
+    #[test]
+    fn listener_timeouts_must_be_more_than_zero() {
+        let text = GOOD.replace(
+            "bind = \"127.0.0.1:8080\"",
+            "bind = \"127.0.0.1:8080\"\nheader_timeout = \"0s\"\nbody_timeout = \"0s\"",
+        );
+        let e = check(&text).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(e.0.len(), 2, "{msg}");
+        assert!(
+            msg.contains("header_timeout: must be more than 0s"),
+            "{msg}"
+        );
+        assert!(msg.contains("body_timeout: must be more than 0s"), "{msg}");
+        let c = check(GOOD).unwrap();
+        assert_eq!(
+            c.listeners[0].body_timeout,
+            std::time::Duration::from_secs(60)
+        );
     }
 
     #[test]

@@ -44,6 +44,19 @@ pub fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
     caused_by::<crate::h1::BodyError>(err)
 }
 
+/// True when `err` (or anything in its source chain) is a client's HTTP/1.1 body that
+/// paused past the listener's `body_timeout`.
+pub fn is_client_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(crate::h1::BodyError::TimedOut(_)) = e.downcast_ref() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// A request body as the client sends it: none, read by our HTTP/1.1 server, or by hyper's
 /// h2 server.
 #[derive(Debug)]

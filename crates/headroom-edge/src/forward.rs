@@ -3,7 +3,8 @@
 
 use crate::balancer::Tried;
 use crate::body::{
-    is_body_too_large, is_client_body_error, BoxError, ClientBody, RequestBody, UpstreamBody,
+    is_body_too_large, is_client_body_error, is_client_body_timeout, BoxError, ClientBody,
+    RequestBody, UpstreamBody,
 };
 use crate::clock::now_ns;
 use crate::headers::{
@@ -174,15 +175,7 @@ pub(crate) async fn forward(
                 replayable = Some(b.to_bytes());
                 body_slot = None;
             }
-            Err(e) => {
-                debug!(error = %e, "client body failed");
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the request body could not be read",
-                    request_id,
-                );
-            }
+            Err(e) => return client_body_failed(e.as_ref(), request_id),
         }
     } else {
         replayable = None;
@@ -310,18 +303,7 @@ pub(crate) async fn forward(
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return r;
             }
-            AttemptError::ClientBody(e) => {
-                debug!(error = %e, "client body failed");
-                let mut r = json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!("the request body could not be read: {e}"),
-                    request_id,
-                );
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return r;
-            }
+            AttemptError::ClientBody(e) => return client_body_failed(e.as_ref(), request_id),
             AttemptError::Connect(e) => {
                 service.connect_errors.inc();
                 passive_failure(service, replica);
@@ -363,6 +345,29 @@ pub(crate) async fn forward(
         }
         last_error = Some(resp);
     }
+}
+
+/// The client's body broke off, was malformed, or paused past `body_timeout`: 400 or 408,
+/// and the connection is closed (the rest of the body cannot be told from a next request).
+fn client_body_failed(
+    e: &(dyn std::error::Error + 'static),
+    request_id: &HeaderValue,
+) -> Response<ClientBody> {
+    debug!(error = %e, "client body failed");
+    let (status, kind) = if is_client_body_timeout(e) {
+        (StatusCode::REQUEST_TIMEOUT, "request_timeout")
+    } else {
+        (StatusCode::BAD_REQUEST, "bad_request")
+    };
+    let mut r = json_error(
+        status,
+        kind,
+        &format!("the request body could not be read: {e}"),
+        request_id,
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn take_retry(service: &Service) -> bool {

@@ -47,6 +47,11 @@ pub fn serve_config(
     let path = path.map(Path::to_path_buf);
     let watch = config.global.watch;
     let edge = rt.block_on(async {
+        // Handlers first: a SIGHUP sent as soon as "listening" is logged must reload, not
+        // kill the process (its default action).
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let edge = Edge::start(config).await?;
         for (name, addr) in edge.listener_addrs() {
             info!(listener = %name, %addr, "listening");
@@ -54,9 +59,6 @@ pub fn serve_config(
         if let Some(addr) = edge.admin_addr() {
             info!(%addr, "admin listening (/metrics, /status)");
         }
-        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut last_seen = path.as_deref().and_then(modified);
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {

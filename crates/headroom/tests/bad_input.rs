@@ -265,3 +265,44 @@ fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     // Nothing more is sent: the gateway closes the idle connection (20 s read timeout = safety net).
     assert!(c.is_closed());
 }
+
+#[test]
+fn a_client_that_stalls_mid_body_gets_408_and_the_replica_is_not_blamed() {
+    let (h, _up) = start("body_timeout = \"300ms\"");
+    // POST streams its body upstream; PUT (idempotent, small) is buffered for replay first.
+    // Both stall after 3 of 10 bytes.
+    for _ in 0..3 {
+        for method in ["POST", "PUT"] {
+            let mut c = h.client();
+            let r = c
+                .send_raw(
+                    format!("{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+                        .as_bytes(),
+                )
+                .expect("a response");
+            assert_eq!(r.status, 408, "{method}");
+            assert_eq!(r.json()["error"], "request_timeout");
+            assert!(c.is_closed(), "{method}");
+        }
+    }
+    let m = h.metrics();
+    let ejections = m
+        .lines()
+        .find(|l| l.starts_with("headroom_replica_ejections_total{"))
+        .expect("the ejection counter");
+    assert!(ejections.ends_with(" 0"), "{ejections}");
+    assert_eq!(h.client().get("/").status, 200);
+}
+
+#[test]
+fn refused_requests_are_counted_before_routing() {
+    let (h, _up) = start("");
+    for _ in 0..3 {
+        let (r, _) = raw(&h, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n");
+        assert_eq!(r.status, 400);
+    }
+    assert_eq!(
+        h.metric("headroom_requests_total{route=\"\",service=\"\",class=\"4xx\"}"),
+        3.0
+    );
+}

@@ -206,6 +206,8 @@ pub enum BodyError {
     /// The peer closed the connection before the body's end.
     Closed,
     Malformed(String),
+    /// The client paused longer than the listener's `body_timeout` (408).
+    TimedOut(std::time::Duration),
 }
 
 impl std::fmt::Display for BodyError {
@@ -214,6 +216,7 @@ impl std::fmt::Display for BodyError {
             BodyError::Io(e) => write!(f, "{e}"),
             BodyError::Closed => f.write_str("connection closed mid-body"),
             BodyError::Malformed(m) => write!(f, "malformed body: {m}"),
+            BodyError::TimedOut(d) => write!(f, "no body bytes for {d:?}"),
         }
     }
 }

@@ -20,6 +20,7 @@ use headroom_config::ListenerConfig;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -128,6 +129,10 @@ pub struct H1Body {
     reader: Option<Reader>,
     framing: Framing,
     back: Returned,
+    /// The longest pause between body bytes (`body_timeout`).
+    timeout: std::time::Duration,
+    /// Armed the first time the body has to wait for the client; moved on with each read.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for H1Body {
@@ -158,8 +163,22 @@ impl Body for H1Body {
         let Some(r) = this.reader.as_mut() else {
             return Poll::Ready(None);
         };
-        let next = ready!(this.framing.poll_data(&mut r.rb, &mut r.io, cx));
-        Poll::Ready(next.map(|r| r.map(Frame::data)))
+        match this.framing.poll_data(&mut r.rb, &mut r.io, cx) {
+            Poll::Ready(next) => {
+                if let Some(t) = this.timer.as_mut() {
+                    t.as_mut().reset(tokio::time::Instant::now() + this.timeout);
+                }
+                Poll::Ready(next.map(|r| r.map(Frame::data)))
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError::TimedOut(timeout))))
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -463,6 +482,8 @@ pub async fn serve(
                     StatusCode::EXPECTATION_FAILED => "expectation_failed",
                     _ => "bad_request",
                 };
+                // Counted with the requests answered before routing (route "").
+                ctx.shared.unrouted.record(r.status.as_u16());
                 let resp = json_error(r.status, kind, &r.message, &new_request_id());
                 let _ = write_response(&mut w, resp, false, false, &mut false).await;
                 break;
@@ -471,6 +492,7 @@ pub async fn serve(
             // keep-alive connection is just closed, as nginx does.
             Err(_) => {
                 if !rd.rb.is_empty() {
+                    ctx.shared.unrouted.record(408);
                     let resp = json_error(
                         StatusCode::REQUEST_TIMEOUT,
                         "request_timeout",
@@ -507,6 +529,8 @@ pub async fn serve(
                 reader: reader.take(),
                 framing,
                 back: back.get_or_insert_with(Default::default).clone(),
+                timeout: cfg.body_timeout,
+                timer: None,
             })
         };
         let (parts, ()) = request.into_parts();
