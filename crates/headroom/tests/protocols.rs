@@ -158,13 +158,36 @@ async fn tls_terminates_with_alpn_for_h2_and_http11() {
         .send_request(
             Request::get("/secure")
                 .header("host", "localhost")
-                .body(Empty::<Bytes>::new())
+                .body(http_body_util::Full::new(Bytes::new()))
                 .unwrap(),
         )
         .await
         .unwrap();
     assert_eq!(resp.version(), Version::HTTP_11);
     assert_eq!(resp.status(), 200);
+    let _ = resp.into_body().collect().await.unwrap();
+    // The same TLS connection carries a request body, then a chunked response.
+    let resp = send
+        .send_request(
+            Request::post("/secure/upload")
+                .header("host", "localhost")
+                .body(http_body_util::Full::new(Bytes::from_static(b"hello over tls")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(body_json(resp).await["body_bytes"], 14);
+    let resp = send
+        .send_request(
+            Request::get("/secure/stream?chunks=4")
+                .header("host", "localhost")
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["transfer-encoding"], "chunked");
+    assert_eq!(body_json(resp).await["path"], "/secure/stream");
     let _ = std::fs::remove_dir_all(dir);
 }
 
