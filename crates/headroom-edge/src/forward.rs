@@ -415,19 +415,15 @@ async fn attempt_once(
     };
     // The body leaves our hands only now, after a connection exists.
     let body = take_body(body_slot).unwrap_or(UpstreamBody::Empty);
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri.clone();
-    // Once connected, a request that cannot be sent again gives its headers away instead
-    // of copying them.
-    *req.headers_mut() = if last {
-        std::mem::take(&mut parts.headers)
-    } else {
-        parts.headers.clone()
-    };
     match sender {
         Sender::Raw(conn) => {
-            let send = conn.send(req, replica.clone(), cfg.max_idle);
+            // Our HTTP/1.1 client borrows the head: no copy even if a retry may follow.
+            let head = crate::h1::client::RequestHead {
+                method: &parts.method,
+                uri,
+                headers: &parts.headers,
+            };
+            let send = conn.send(head, body, replica.clone(), cfg.max_idle);
             match tokio::time::timeout(cfg.request_timeout, send).await {
                 Ok(Ok(resp)) => Ok((resp.map(ClientBody::raw), None)),
                 Ok(Err(crate::h1::client::Error::BodyTooLarge)) => Err(AttemptError::BodyTooLarge),
@@ -437,6 +433,16 @@ async fn attempt_once(
             }
         }
         Sender::H2(mut s) => {
+            let mut req = Request::new(body);
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = uri.clone();
+            // hyper takes the headers by value: a request that cannot be sent again gives
+            // its headers away instead of copying them.
+            *req.headers_mut() = if last {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
             *req.version_mut() = Version::HTTP_2;
             let send = async {
                 s.ready().await?;

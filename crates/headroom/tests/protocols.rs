@@ -171,7 +171,9 @@ async fn tls_terminates_with_alpn_for_h2_and_http11() {
         .send_request(
             Request::post("/secure/upload")
                 .header("host", "localhost")
-                .body(http_body_util::Full::new(Bytes::from_static(b"hello over tls")))
+                .body(http_body_util::Full::new(Bytes::from_static(
+                    b"hello over tls",
+                )))
                 .unwrap(),
         )
         .await
