@@ -423,13 +423,22 @@ async fn attempt_once(
                 uri,
                 headers: &parts.headers,
             };
-            let send = conn.send(head, body, replica.clone(), cfg.max_idle);
-            match tokio::time::timeout(cfg.request_timeout, send).await {
-                Ok(Ok(resp)) => Ok((resp.map(ClientBody::raw), None)),
-                Ok(Err(crate::h1::client::Error::BodyTooLarge)) => Err(AttemptError::BodyTooLarge),
-                Ok(Err(crate::h1::client::Error::Body(e))) => Err(AttemptError::ClientBody(e)),
-                Ok(Err(e)) => Err(AttemptError::Upstream { err: Box::new(e) }),
-                Err(_) => Err(AttemptError::Timeout),
+            let sent = conn
+                .send(
+                    head,
+                    body,
+                    replica.clone(),
+                    cfg.max_idle,
+                    cfg.request_timeout,
+                )
+                .await;
+            use crate::h1::client::Error;
+            match sent {
+                Ok(resp) => Ok((resp.map(ClientBody::raw), None)),
+                Err(Error::BodyTooLarge) => Err(AttemptError::BodyTooLarge),
+                Err(Error::Body(e)) => Err(AttemptError::ClientBody(e)),
+                Err(Error::TimedOut) => Err(AttemptError::Timeout),
+                Err(e) => Err(AttemptError::Upstream { err: Box::new(e) }),
             }
         }
         Sender::H2(mut s) => {

@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -32,6 +33,8 @@ pub struct Conn {
     /// The request head is built here; kept across requests so it is allocated once.
     head: Vec<u8>,
     rb: ReadBuffer,
+    /// `request_timeout`'s timer, kept across requests.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -75,6 +78,8 @@ pub enum Error {
     Malformed(String),
     Body(BoxError),
     BodyTooLarge,
+    /// No complete response head within the request timeout.
+    TimedOut,
 }
 
 impl std::fmt::Display for Error {
@@ -85,6 +90,7 @@ impl std::fmt::Display for Error {
             Error::Malformed(m) => write!(f, "malformed response: {m}"),
             Error::Body(e) => write!(f, "request body: {e}"),
             Error::BodyTooLarge => f.write_str("request body exceeds max_body_bytes"),
+            Error::TimedOut => f.write_str("no response within the request timeout"),
         }
     }
 }
@@ -103,6 +109,7 @@ impl Conn {
             io,
             head: Vec::with_capacity(1024),
             rb: ReadBuffer::with_capacity(READ_BUF),
+            timer: None,
         }
     }
 
@@ -120,17 +127,56 @@ impl Conn {
         std::future::poll_fn(|cx| self.rb.poll_fill(&mut self.io, cx)).await
     }
 
-    /// Sends `req` and reads the response head. The body reads from this connection and
-    /// gives it back to `replica`'s pool when it ends cleanly.
+    /// Sends `req` and reads the response head, within `timeout`. The body reads from this
+    /// connection and gives it back to `replica`'s pool when it ends cleanly.
     pub async fn send(
         mut self,
         req: RequestHead<'_>,
-        mut body: UpstreamBody,
+        body: UpstreamBody,
         replica: Arc<Replica>,
         max_idle: usize,
+        timeout: Duration,
     ) -> Result<Response<ResponseBody>, Error> {
-        let is_head = *req.method == Method::HEAD;
         let upgrading = req.headers.contains_key(header::UPGRADE);
+        // The connection's own timer, moved later for each request (an atomic store in
+        // tokio, where a new timer per request was a timer-wheel insert and removal).
+        let mut timer = self
+            .timer
+            .take()
+            .unwrap_or_else(|| Box::pin(tokio::time::sleep(timeout)));
+        timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+        let outcome = tokio::select! {
+            biased;
+            r = self.exchange(req, body) => r,
+            () = timer.as_mut() => Err(Error::TimedOut),
+        };
+        self.timer = Some(timer);
+        let (resp, framing, keep_alive) = outcome?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return self.switched(resp, upgrading);
+        }
+        let body = ResponseBody {
+            conn: Some(self),
+            framing,
+            keep_alive,
+            pool: Some((replica, max_idle)),
+        };
+        let (head, ()) = resp.into_parts();
+        let mut resp = Response::from_parts(head, body);
+        if matches!(resp.body().framing, Framing::Done) {
+            resp.body_mut().release();
+        }
+        Ok(resp)
+    }
+
+    /// Writes the request and reads the final response head (interim 1xx skipped, but a
+    /// 101 returned).
+    async fn exchange(
+        &mut self,
+        req: RequestHead<'_>,
+        mut body: UpstreamBody,
+    ) -> Result<(Response<()>, Framing, bool), Error> {
+        let is_head = *req.method == Method::HEAD;
         let mut head = std::mem::take(&mut self.head);
         head.clear();
         head.extend_from_slice(req.method.as_str().as_bytes());
@@ -197,26 +243,13 @@ impl Conn {
 
         // Read the response head, skipping interim 1xx responses.
         loop {
-            let parsed = self.parse_head(is_head)?;
-            if let Some((resp, framing, keep_alive)) = parsed {
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    return self.switched(resp, upgrading);
-                }
-                if resp.status().is_informational() {
+            if let Some((resp, framing, keep_alive)) = self.parse_head(is_head)? {
+                if resp.status().is_informational()
+                    && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+                {
                     continue;
                 }
-                let body = ResponseBody {
-                    conn: Some(self),
-                    framing,
-                    keep_alive,
-                    pool: Some((replica, max_idle)),
-                };
-                let (head, ()) = resp.into_parts();
-                let mut resp = Response::from_parts(head, body);
-                if matches!(resp.body().framing, Framing::Done) {
-                    resp.body_mut().release();
-                }
-                return Ok(resp);
+                return Ok((resp, framing, keep_alive));
             }
             let n = self.fill().await?;
             if n == 0 {
@@ -534,7 +567,10 @@ mod tests {
             uri: &uri,
             headers: &headers,
         };
-        let result = match conn.send(head, body, r.clone(), 8).await {
+        let result = match conn
+            .send(head, body, r.clone(), 8, Duration::from_secs(10))
+            .await
+        {
             Ok(resp) => {
                 let status = resp.status();
                 match resp.into_body().collect().await {
@@ -730,7 +766,13 @@ mod tests {
                 headers: &HeaderMap::new(),
             };
             let resp = conn
-                .send(head, UpstreamBody::Empty, r.clone(), 8)
+                .send(
+                    head,
+                    UpstreamBody::Empty,
+                    r.clone(),
+                    8,
+                    Duration::from_secs(10),
+                )
                 .await
                 .unwrap();
             let _ = resp.into_body().collect().await;

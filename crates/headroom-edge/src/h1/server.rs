@@ -465,12 +465,19 @@ pub async fn serve(
     });
     // Made at the first request with a body, then reused.
     let mut back: Option<Returned> = None;
+    // One timer for the connection's life, moved later for each request: moving a pending
+    // deadline later is an atomic store in tokio, where a timer per request was an insert
+    // into and a removal from the timer wheel each time.
+    let mut deadline = std::pin::pin!(tokio::time::sleep(cfg.header_timeout));
     while let Some(rd) = reader.as_mut() {
-        let outcome = tokio::time::timeout(
-            cfg.header_timeout,
-            read_head(rd, cfg.max_header_bytes, &mut shutdown),
-        )
-        .await;
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + cfg.header_timeout);
+        let outcome = tokio::select! {
+            biased;
+            o = read_head(rd, cfg.max_header_bytes, &mut shutdown) => Ok(o),
+            () = deadline.as_mut() => Err(()),
+        };
         let head = match outcome {
             Ok(HeadOutcome::Head(h)) => h,
             Ok(HeadOutcome::Closed) => break,
