@@ -77,51 +77,49 @@ pub(crate) fn upgrade_requested(h: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Headers that describe one hop only (RFC 9110 §7.6.1): never forwarded.
-/// One pass over the names finds them; most messages carry none but `Connection`, so only
-/// what is there is removed (a remove of an absent name still hashes it: 9% of a request's
-/// instructions before this change, by callgrind).
+/// One pass over the names finds them. Most messages carry none, or only a `Connection`
+/// that lists no header (`keep-alive`, `close`): those take the short ways out, which matter
+/// as this runs twice per proxied request (callgrind: removing absent names was 9% of a
+/// request's instructions once; parsing a plain `keep-alive` 2%).
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let mut found: [Option<HeaderName>; 4] = Default::default();
-    let mut n = 0;
-    let mut more = false;
+    let (mut n, mut besides_connection) = (0, false);
     for name in h.keys().filter(|k| hop_by_hop(k)) {
-        if n < found.len() {
-            found[n] = Some(name.clone());
-            n += 1;
-        } else {
-            more = true;
-        }
+        n += 1;
+        besides_connection |= *name != header::CONNECTION;
     }
     if n == 0 {
         return;
     }
-    if let Some(listed) = h.get(header::CONNECTION).and_then(|v| v.to_str().ok()) {
-        // Usually "keep-alive" or "close": names of no header, or of one removed below.
-        let extra: Vec<HeaderName> = listed
+    let listed: Vec<HeaderName> = match h.get(header::CONNECTION) {
+        Some(v) if lists_other_headers(v) => v
+            .to_str()
+            .unwrap_or("")
             .split(',')
             .map(str::trim)
-            // The usual tokens name no header to remove: skip them before making a name.
-            .filter(|n| {
-                !n.eq_ignore_ascii_case("keep-alive")
-                    && !n.eq_ignore_ascii_case("close")
-                    && !n.eq_ignore_ascii_case("upgrade")
-            })
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .filter(|n| !hop_by_hop(n) && h.contains_key(n))
-            .collect();
-        for name in extra {
+            .collect(),
+        _ => Vec::new(),
+    };
+    if besides_connection {
+        let all: Vec<HeaderName> = h.keys().filter(|k| hop_by_hop(k)).cloned().collect();
+        for name in all {
             h.remove(name);
         }
+    } else {
+        h.remove(header::CONNECTION);
     }
-    for name in found.into_iter().flatten() {
+    for name in listed {
         h.remove(name);
     }
-    if more {
-        let rest: Vec<HeaderName> = h.keys().filter(|k| hop_by_hop(k)).cloned().collect();
-        for name in rest {
-            h.remove(name);
-        }
-    }
+}
+
+/// False for the usual single `Connection` tokens, which name no header.
+fn lists_other_headers(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !(b.eq_ignore_ascii_case(b"keep-alive")
+        || b.eq_ignore_ascii_case(b"close")
+        || b.eq_ignore_ascii_case(b"upgrade"))
 }
 
 pub(crate) fn rewrite_path(route: &Route, path: &str) -> Option<String> {
@@ -204,6 +202,15 @@ mod tests {
         plain.insert("accept", HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut plain);
         assert_eq!(plain.len(), 2);
+
+        // Only a Connection header: the usual token, then one naming another header.
+        for (value, left) in [("Keep-Alive", 2), ("x-a", 1)] {
+            let mut h = plain.clone();
+            h.insert("connection", HeaderValue::from_static(value));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), left, "{value}: {h:?}");
+            assert!(!h.contains_key("connection") && h.contains_key("accept"));
+        }
     }
 
     #[test]
