@@ -8,21 +8,7 @@ use std::time::Duration;
 
 fn start(listener_extra: &str) -> (Headroom, Upstream) {
     let up = Upstream::start("a");
-    let cfg = format!(
-        "{}[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n",
-        preamble()
-            .replace(
-                "bind = \"127.0.0.1:0\"\n\n[[route]]",
-                "bind = \"127.0.0.1:0\"\n"
-            )
-            .replacen(
-                "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
-                &format!("name = \"public\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n"),
-                1
-            ),
-        up.addr
-    );
-    (Headroom::start(&cfg), up)
+    (Headroom::start(&one_route_config(&up, listener_extra)), up)
 }
 
 fn raw(h: &Headroom, bytes: &[u8]) -> (Response, bool) {
@@ -172,12 +158,7 @@ fn obfuscated_transfer_encodings_and_duplicate_hosts_are_refused() {
         assert!(r.json()["message"].as_str().unwrap().contains("chunk size"));
         assert!(closed);
     }
-    let m = h.metrics();
-    let ejections = m
-        .lines()
-        .find(|l| l.starts_with("headroom_replica_ejections_total{"))
-        .expect("the ejection counter");
-    assert!(ejections.ends_with(" 0"), "{ejections}");
+    assert_no_ejections(&h);
     assert_eq!(h.client().get("/").status, 200);
 }
 
@@ -285,12 +266,7 @@ fn a_client_that_stalls_mid_body_gets_408_and_the_replica_is_not_blamed() {
             assert!(c.is_closed(), "{method}");
         }
     }
-    let m = h.metrics();
-    let ejections = m
-        .lines()
-        .find(|l| l.starts_with("headroom_replica_ejections_total{"))
-        .expect("the ejection counter");
-    assert!(ejections.ends_with(" 0"), "{ejections}");
+    assert_no_ejections(&h);
     assert_eq!(h.client().get("/").status, 200);
 }
 

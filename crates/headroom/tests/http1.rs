@@ -98,20 +98,7 @@ fn expect_100_continue_is_answered_before_the_body_is_sent() {
 #[test]
 fn a_body_over_the_limit_announced_with_expect_gets_413_without_100() {
     let up = Upstream::start("a");
-    let cfg = format!(
-        "{}[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n",
-        preamble()
-            .replace(
-                "bind = \"127.0.0.1:0\"\n\n[[route]]",
-                "bind = \"127.0.0.1:0\"\n"
-            )
-            .replacen(
-                "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
-                "name = \"public\"\nbind = \"127.0.0.1:0\"\nmax_body_bytes = 100\n",
-                1
-            ),
-        up.addr
-    );
+    let cfg = one_route_config(&up, "max_body_bytes = 100");
     let h = Headroom::start(&cfg);
     let mut c = h.client();
     let r = c

@@ -494,6 +494,31 @@ pub fn preamble() -> String {
     "[global]\nwatch = false\nshutdown_timeout = \"10s\"\n\n[admin]\nbind = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"public\"\nbind = \"127.0.0.1:0\"\n\n".to_string()
 }
 
+/// One route to one service with `up` as its replica, and `listener_extra` (TOML lines) added
+/// to the listener.
+pub fn one_route_config(up: &Upstream, listener_extra: &str) -> String {
+    format!(
+        "{}[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n",
+        preamble().replacen(
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
+            &format!("name = \"public\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n"),
+            1
+        ),
+        up.addr
+    )
+}
+
+/// Asserts that no replica has been ejected since the start.
+pub fn assert_no_ejections(h: &Headroom) {
+    let m = h.metrics();
+    let ejections: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("headroom_replica_ejections_total{"))
+        .collect();
+    assert!(!ejections.is_empty(), "no ejection counter in\n{m}");
+    assert!(ejections.iter().all(|l| l.ends_with(" 0")), "{ejections:?}");
+}
+
 pub fn replicas(ups: &[&Upstream]) -> String {
     ups.iter()
         .map(|u| format!("\"{}\"", u.addr))
