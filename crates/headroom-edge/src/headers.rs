@@ -115,7 +115,7 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// False for the usual single `Connection` tokens, which name no header.
-fn lists_other_headers(v: &HeaderValue) -> bool {
+pub(crate) fn lists_other_headers(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !(b.eq_ignore_ascii_case(b"keep-alive")
         || b.eq_ignore_ascii_case(b"close")

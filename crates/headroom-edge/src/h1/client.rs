@@ -9,6 +9,7 @@
 
 use super::{Chunk, Framing, ReadBuffer, READ_BUF};
 use crate::body::{BoxError, UpstreamBody};
+use crate::headers::lists_other_headers;
 use crate::replica::Replica;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -379,12 +380,20 @@ impl Conn {
                     .ok()
                     .and_then(|v| v.rsplit(',').next())
                     .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+                // Hop-by-hop, read here for framing and never forwarded: not kept.
+                continue;
             } else if name == header::CONNECTION {
                 let v = value.to_str().unwrap_or("");
                 close |= v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
                 keep_alive_10 |= v
                     .split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"));
+                // Kept only when it names headers that must go too (strip_hop_by_hop).
+                if !lists_other_headers(&value) {
+                    continue;
+                }
+            } else if name.as_str() == "keep-alive" {
+                continue;
             }
             map.append(name, value);
         }
@@ -752,6 +761,47 @@ mod tests {
         )
         .await;
         assert!(res.unwrap_err().contains("conflicting content-length"));
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_response_headers_are_left_out_unless_connection_names_others() {
+        async fn headers_of(reply: &'static [u8]) -> HeaderMap {
+            let (addr, srv) = server(reply, 100, false, 0).await;
+            let r = replica(addr);
+            let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+            let head = RequestHead {
+                method: &Method::GET,
+                uri: &Uri::from_static("/"),
+                headers: &HeaderMap::new(),
+            };
+            let resp = conn
+                .send(
+                    head,
+                    UpstreamBody::Empty,
+                    r.clone(),
+                    8,
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+            let headers = resp.headers().clone();
+            let _ = resp.into_body().collect().await;
+            r.pools.clear();
+            let _ = srv.await;
+            headers
+        }
+        let h = headers_of(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n0\r\n\r\n").await;
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-a"));
+        // A Connection naming another header stays, so that header is stripped with it.
+        let h = headers_of(
+            b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(
+            h.contains_key("connection") && h.contains_key("x-secret"),
+            "{h:?}"
+        );
     }
 
     #[tokio::test]
