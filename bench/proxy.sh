@@ -523,11 +523,18 @@ for b in nginx haproxy; do
         "$(ratio "${RPS[headroom]}" "${RPS[$b]}")" "$(ratio "${P99[headroom]}" "${P99[$b]}")" \
         "$(ratio "${CPU[headroom]}" "${CPU[$b]}")"
 done
-for b in nginx haproxy; do
-    paired=()
-    for ((r = 1; r <= ROUNDS; r++)); do paired+=("$(ratio "${R_CPU[headroom,$r]}" "${R_CPU[$b,$r]}")"); done
-    printf 'paired cpu/req per round: headroom/%-8s %s  -> median %s\n' "$b" "${paired[*]}" \
-        "$(awk -v m="$(median "${paired[@]/n\/a/-}")" 'BEGIN { if (m == "-") print "n/a"; else printf "%.2f", m }')"
+# Paired per round: both proxies met the same machine state within seconds of each other,
+# so these ratios are steadier than ratios of medians taken over different rounds.
+for what in R_RPS R_CPU; do
+    label="cpu/req"; [[ $what == R_RPS ]] && label="req/s"
+    declare -n vals=$what
+    for b in nginx haproxy; do
+        paired=()
+        for ((r = 1; r <= ROUNDS; r++)); do paired+=("$(ratio "${vals[headroom,$r]}" "${vals[$b,$r]}")"); done
+        printf 'paired %-7s per round: headroom/%-8s %s  -> median %s\n' "$label" "$b" "${paired[*]}" \
+            "$(awk -v m="$(median "${paired[@]/n\/a/-}")" 'BEGIN { if (m == "-") print "n/a"; else printf "%.2f", m }')"
+    done
+    unset -n vals
 done
 for t in nginx haproxy headroom; do
     awk -v n="$t" -v u="${USR[$t]}" -v k="${SYS[$t]}" 'BEGIN {
