@@ -325,105 +325,121 @@ impl Conn {
         &mut self,
         is_head: bool,
     ) -> Result<Option<(Response<()>, Framing, bool)>, Error> {
-        // Uninitialised slots: zeroing 128 headers (4 KiB) on every call cost more than
-        // parsing a typical response head.
-        let mut slots =
-            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut []);
-        let data = self.rb.data();
-        if data.is_empty() {
+        let Some((len, head)) = parse_response_head(self.rb.data(), is_head)? else {
             return Ok(None);
-        }
-        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut parsed,
-            data,
-            &mut slots,
-        ) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(Error::Malformed(e.to_string())),
         };
-        // One allocation for the whole head; header values are slices of it.
-        let bytes = Bytes::copy_from_slice(&data[..len]);
-        let base = data.as_ptr() as usize;
-        let code = parsed.code.unwrap_or(0);
-        let status =
-            StatusCode::from_u16(code).map_err(|_| Error::Malformed(format!("status {code}")))?;
-        let version = if parsed.version == Some(0) {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        };
-        let mut map = HeaderMap::with_capacity(parsed.headers.len() + RESPONSE_HEADERS_ADDED);
-        let (mut length, mut chunked, mut te, mut close, mut keep_alive_10) =
-            (None, false, false, false, false);
-        for h in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| Error::Malformed(format!("header name {:?}", h.name)))?;
-            let off = h.value.as_ptr() as usize - base;
-            let value = HeaderValue::from_maybe_shared(bytes.slice(off..off + h.value.len()))
-                .map_err(|_| Error::Malformed(format!("header {name}")))?;
-            if name == header::CONTENT_LENGTH {
-                let n: u64 = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or_else(|| Error::Malformed("content-length".into()))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Error::Malformed("conflicting content-length".into()));
-                }
-                length = Some(n);
-            } else if name == header::TRANSFER_ENCODING {
-                te = true;
-                chunked = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.rsplit(',').next())
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-                // Hop-by-hop, read here for framing and never forwarded: not kept.
-                continue;
-            } else if name == header::CONNECTION {
-                let v = value.to_str().unwrap_or("");
-                close |= v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
-                keep_alive_10 |= v
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"));
-                // Kept only when it names headers that must go too (strip_hop_by_hop).
-                if !lists_other_headers(&value) {
-                    continue;
-                }
-            } else if name.as_str() == "keep-alive" {
-                continue;
-            }
-            map.append(name, value);
-        }
         self.rb.consume(len);
-        let framing = if is_head || status.is_informational() || code == 204 || code == 304 {
-            Framing::Done
-        } else if te {
-            if chunked {
-                Framing::Chunked(Chunk::Size)
-            } else {
-                Framing::UntilClose
+        Ok(Some(head))
+    }
+}
+
+/// What a response head says: the response without its body, how the body is framed, and
+/// whether the connection may carry another request.
+type ResponseHead = (Response<()>, Framing, bool);
+
+/// Parses a response head at the start of `data`: `Ok(None)` while it is incomplete, else
+/// its length and what it says. `is_head`: the request was HEAD (no body follows).
+#[doc(hidden)]
+pub fn parse_response_head(
+    data: &[u8],
+    is_head: bool,
+) -> Result<Option<(usize, ResponseHead)>, Error> {
+    // Uninitialised slots: zeroing 128 headers (4 KiB) on every call cost more than
+    // parsing a typical response head.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    if data.is_empty() {
+        return Ok(None);
+    }
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        data,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Error::Malformed(e.to_string())),
+    };
+    // One allocation for the whole head; header values are slices of it.
+    let bytes = Bytes::copy_from_slice(&data[..len]);
+    let base = data.as_ptr() as usize;
+    let code = parsed.code.unwrap_or(0);
+    let status =
+        StatusCode::from_u16(code).map_err(|_| Error::Malformed(format!("status {code}")))?;
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut map = HeaderMap::with_capacity(parsed.headers.len() + RESPONSE_HEADERS_ADDED);
+    let (mut length, mut chunked, mut te, mut close, mut keep_alive_10) =
+        (None, false, false, false, false);
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| Error::Malformed(format!("header name {:?}", h.name)))?;
+        let off = h.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(off..off + h.value.len()))
+            .map_err(|_| Error::Malformed(format!("header {name}")))?;
+        if name == header::CONTENT_LENGTH {
+            let n: u64 = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| Error::Malformed("content-length".into()))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Malformed("conflicting content-length".into()));
             }
-        } else if let Some(n) = length {
-            if n == 0 {
-                Framing::Done
-            } else {
-                Framing::Length(n)
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            te = true;
+            chunked = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            // Hop-by-hop, read here for framing and never forwarded: not kept.
+            continue;
+        } else if name == header::CONNECTION {
+            let v = value.to_str().unwrap_or("");
+            close |= v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
+            keep_alive_10 |= v
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"));
+            // Kept only when it names headers that must go too (strip_hop_by_hop).
+            if !lists_other_headers(&value) {
+                continue;
             }
+        } else if name.as_str() == "keep-alive" {
+            continue;
+        }
+        map.append(name, value);
+    }
+    let framing = if is_head || status.is_informational() || code == 204 || code == 304 {
+        Framing::Done
+    } else if te {
+        if chunked {
+            Framing::Chunked(Chunk::Size)
         } else {
             Framing::UntilClose
-        };
-        let keep_alive = !close
-            && (version == Version::HTTP_11 || keep_alive_10)
-            && !matches!(framing, Framing::UntilClose);
-        let mut resp = Response::new(());
-        *resp.status_mut() = status;
-        *resp.version_mut() = version;
-        *resp.headers_mut() = map;
-        Ok(Some((resp, framing, keep_alive)))
-    }
+        }
+    } else if let Some(n) = length {
+        if n == 0 {
+            Framing::Done
+        } else {
+            Framing::Length(n)
+        }
+    } else {
+        Framing::UntilClose
+    };
+    let keep_alive = !close
+        && (version == Version::HTTP_11 || keep_alive_10)
+        && !matches!(framing, Framing::UntilClose);
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = map;
+    Ok(Some((len, (resp, framing, keep_alive))))
 }
 
 fn content_length(head: &mut Vec<u8>, n: u64) {
@@ -802,6 +818,47 @@ mod tests {
             h.contains_key("connection") && h.contains_key("x-secret"),
             "{h:?}"
         );
+    }
+
+    /// A hostile or broken upstream: mutated responses never panic the parser, a head is
+    /// never complete before its end, and a body never decodes to more than arrived.
+    #[test]
+    fn mutated_responses_never_break_the_parsers_invariants() {
+        let seeds: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x\r\nabc\r\n0\r\nT: y\r\n\r\n",
+            b"HTTP/1.0 101 Switching\r\nUpgrade: websocket\r\nConnection: x-a\r\nX-A: 1\r\n\r\n",
+        ];
+        let alphabet = b"\r\n :;,0123456789abcdefABCDEF\t\x00\x7f\xff-chunkedHTTP";
+        let mut rng = fastrand::Rng::with_seed(2027);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..20_000 {
+            let mut d = seeds[rng.usize(..seeds.len())].to_vec();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(..d.len());
+                match rng.u8(..3) {
+                    0 => d[at] = alphabet[rng.usize(..alphabet.len())],
+                    1 => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                    _ => d.truncate(at.max(1)),
+                }
+            }
+            let Ok(Some((len, (_, mut framing, _)))) = parse_response_head(&d, rng.bool()) else {
+                continue;
+            };
+            assert!(len <= d.len());
+            assert!(
+                !matches!(parse_response_head(&d[..len - 1], false), Ok(Some(_))),
+                "complete before its end: {:?}",
+                String::from_utf8_lossy(&d)
+            );
+            let mut rb = ReadBuffer::with_capacity(READ_BUF);
+            let mut io: &[u8] = &d[len..];
+            let mut got = 0;
+            while let Poll::Ready(Some(Ok(b))) = framing.poll_data(&mut rb, &mut io, &mut cx) {
+                got += b.len();
+            }
+            assert!(got <= d.len() - len);
+        }
     }
 
     #[tokio::test]
