@@ -271,11 +271,20 @@ fn a_client_that_stalls_mid_body_gets_408_and_the_replica_is_not_blamed() {
 }
 
 #[test]
-fn refused_requests_are_counted_before_routing() {
+fn refused_requests_are_counted_before_routing_and_logged() {
     let (h, _up) = start("");
     for _ in 0..3 {
         let (r, _) = raw(&h, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n");
         assert_eq!(r.status, 400);
+        // The access log has a line with the id the client was given.
+        let id = r.json()["request_id"].as_str().unwrap().to_string();
+        let line = h
+            .stdout
+            .wait_for(&id, Duration::from_secs(10))
+            .expect("an access log line for the refused request");
+        let j: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(j["status"], 400);
+        assert_eq!(j["route"], "");
     }
     assert_eq!(
         h.metric("headroom_requests_total{route=\"\",service=\"\",class=\"4xx\"}"),

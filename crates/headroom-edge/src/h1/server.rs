@@ -17,6 +17,7 @@ use crate::headers::new_request_id;
 use crate::proxy::{self, json_error, ConnCtx};
 use bytes::Bytes;
 use headroom_config::ListenerConfig;
+use headroom_telemetry::access_log;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -489,24 +490,22 @@ pub async fn serve(
                     StatusCode::EXPECTATION_FAILED => "expectation_failed",
                     _ => "bad_request",
                 };
-                // Counted with the requests answered before routing (route "").
-                ctx.shared.unrouted.record(r.status.as_u16());
-                let resp = json_error(r.status, kind, &r.message, &new_request_id());
-                let _ = write_response(&mut w, resp, false, false, &mut false).await;
+                refuse(&mut w, &ctx, r.status, kind, &r.message).await;
                 break;
             }
             // Headers too slow, or idle too long. A partial head hears 408; a silent
             // keep-alive connection is just closed, as nginx does.
             Err(_) => {
                 if !rd.rb.is_empty() {
-                    ctx.shared.unrouted.record(408);
-                    let resp = json_error(
+                    let message = "the request head did not arrive in time";
+                    refuse(
+                        &mut w,
+                        &ctx,
                         StatusCode::REQUEST_TIMEOUT,
                         "request_timeout",
-                        "the request head did not arrive in time",
-                        &new_request_id(),
-                    );
-                    let _ = write_response(&mut w, resp, false, false, &mut false).await;
+                        message,
+                    )
+                    .await;
                 }
                 break;
             }
@@ -574,6 +573,48 @@ pub async fn serve(
         }
     }
     close(w, reader).await;
+}
+
+/// Answers a request refused before routing (its head was malformed, too large, or too
+/// slow), counts it with the requests answered before routing (route ""), and writes its
+/// access log line; the caller closes the connection.
+async fn refuse(
+    w: &mut ClientWriter,
+    ctx: &ConnCtx,
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+) {
+    ctx.shared.unrouted.record(status.as_u16());
+    let request_id = new_request_id();
+    let resp = json_error(status, kind, message, &request_id);
+    let bytes = resp.body().size_hint().exact().unwrap_or(0);
+    if let Some(format) = ctx.shared.snapshot.load().access_log {
+        access_log::write(
+            format,
+            &access_log::Entry {
+                time: std::time::SystemTime::now(),
+                request_id: request_id.to_str().unwrap_or(""),
+                client: ctx.client.ip(),
+                // The head could not be read: there is no method or target to log.
+                method: "-",
+                host: "",
+                path: "-",
+                protocol: "HTTP/1.1",
+                route: "",
+                service: "",
+                replica: "",
+                status: status.as_u16(),
+                bytes,
+                duration: std::time::Duration::ZERO,
+                upstream_duration: None,
+                attempts: 0,
+                user_agent: "",
+                referer: "",
+            },
+        );
+    }
+    let _ = write_response(w, resp, false, false, &mut false).await;
 }
 
 /// The upstream agreed to switch protocols (101): the client hears the same, and from then
