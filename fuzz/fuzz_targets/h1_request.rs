@@ -4,5 +4,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    headroom_edge::h1::server::fuzz_check(data);
+    headroom_edge::h1::request::fuzz_check(data);
 });

@@ -7,7 +7,7 @@
 //! for HEAD, 1xx, 204 and 304; chunked when the last transfer coding is chunked; else
 //! Content-Length; else until the connection closes. Interim 1xx responses are skipped.
 
-use super::{Chunk, Framing, ReadBuffer, READ_BUF};
+use super::{content_length, Chunk, Framing, ReadBuffer, READ_BUF};
 use crate::body::{BoxError, UpstreamBody};
 use crate::headers::lists_other_headers;
 use crate::replica::Replica;
@@ -465,12 +465,6 @@ pub fn fuzz_check(data: &[u8]) {
         }
         assert!(got <= data.len() - len);
     }
-}
-
-fn content_length(head: &mut Vec<u8>, n: u64) {
-    head.extend_from_slice(b"content-length: ");
-    head.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    head.extend_from_slice(b"\r\n");
 }
 
 /// A response body read straight from the upstream connection.

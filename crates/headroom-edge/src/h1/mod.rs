@@ -10,6 +10,8 @@
 //! request is being read or written and given back when the connection goes idle.
 
 pub mod client;
+pub mod request;
+mod response;
 pub mod server;
 
 use bytes::Bytes;
@@ -171,6 +173,19 @@ pub fn give_write_buf(mut b: Vec<u8>) {
             f.push(b);
         }
     });
+}
+
+/// True when the comma-separated header value lists `token` (case-insensitive).
+pub(crate) fn has_token(v: &http::HeaderValue, token: &str) -> bool {
+    v.to_str()
+        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Appends a `content-length` header line.
+pub(crate) fn content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Where the chunked decoder is within a body (RFC 9112 §7.1).

@@ -1,0 +1,213 @@
+//! Writing a response to a client over HTTP/1.1: the head and the body frames that are
+//! ready at once go out in one write; Content-Length when the size is known, else chunked
+//! (or delimited by the close for HTTP/1.0).
+
+use super::server::ClientWriter;
+use super::{content_length, give_write_buf, has_token, take_write_buf};
+use crate::body::ClientBody;
+use bytes::Bytes;
+use http::header;
+use http::Response;
+use http_body::{Body, Frame};
+use std::pin::Pin;
+use std::task::Poll;
+use tokio::io::AsyncWriteExt;
+
+/// Responses are written in pieces of at most this many bytes (head and small bodies are
+/// coalesced into one write up to it).
+const WRITE_COALESCE: usize = 16 << 10;
+
+/// How the response body is delimited on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delimit {
+    None,
+    Length,
+    Chunked,
+    Close,
+}
+
+/// Appends `date: <now>\r\n`, formatted at most once a second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(d.1.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// What the writer does next: a body frame arrived, or the body is not ready and what is
+/// buffered should go out first.
+enum Step {
+    Frame(Option<Result<Frame<Bytes>, crate::body::BoxError>>),
+    Flush,
+}
+
+/// Writes `resp`; returns false when the connection cannot be used again (a write failed or
+/// the body broke off). Sets `keep_alive` false when the response demands a close.
+pub(super) async fn write_response(
+    w: &mut ClientWriter,
+    resp: Response<ClientBody>,
+    is_head: bool,
+    http10: bool,
+    keep_alive: &mut bool,
+) -> bool {
+    let (parts, mut body) = resp.into_parts();
+    let code = parts.status.as_u16();
+    let no_body = is_head || parts.status.is_informational() || code == 204 || code == 304;
+    if parts
+        .headers
+        .get(header::CONNECTION)
+        .is_some_and(|v| has_token(v, "close"))
+    {
+        *keep_alive = false;
+    }
+    let size = body.size_hint().exact();
+    let delimit = match size {
+        _ if no_body => Delimit::None,
+        Some(_) => Delimit::Length,
+        None if !http10 => Delimit::Chunked,
+        None => {
+            *keep_alive = false;
+            Delimit::Close
+        }
+    };
+
+    let mut out = take_write_buf();
+    let has_length = write_head(&mut out, &parts, no_body && code != 204);
+    match (delimit, size) {
+        (Delimit::Length, Some(n)) => content_length(&mut out, n),
+        (Delimit::None, Some(n)) if is_head && !has_length && n > 0 => content_length(&mut out, n),
+        (Delimit::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !*keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let ok = if delimit == Delimit::None {
+        drop(body);
+        w.write_all(&out).await.is_ok()
+    } else {
+        write_body(w, &mut body, &mut out, delimit == Delimit::Chunked).await
+    };
+    let ok = ok && w.flush().await.is_ok();
+    give_write_buf(out);
+    ok
+}
+
+/// Writes the status line and the response's own headers, without framing and connection
+/// headers (the caller's to add) and without the blank line. Content-Length is kept only if
+/// `keep_length` (a HEAD's or 304's, which describe a body not sent); returns whether it was.
+pub(super) fn write_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    keep_length: bool,
+) -> bool {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    let (mut has_date, mut has_length) = (false, false);
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+        {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            if !keep_length || has_length {
+                continue;
+            }
+            has_length = true;
+        }
+        has_date |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_date {
+        push_date(out);
+    }
+    has_length
+}
+
+/// Writes the body after the head already in `out`. Frames that are ready at once are
+/// coalesced with the head into one write; `out` is flushed whenever the body has to wait.
+async fn write_body(
+    w: &mut ClientWriter,
+    body: &mut ClientBody,
+    out: &mut Vec<u8>,
+    chunked: bool,
+) -> bool {
+    loop {
+        let step = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(f) => Poll::Ready(Step::Frame(f)),
+            Poll::Pending if !out.is_empty() => Poll::Ready(Step::Flush),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        let data = match step {
+            Step::Flush => {
+                if w.write_all(out).await.is_err() {
+                    return false;
+                }
+                out.clear();
+                continue;
+            }
+            Step::Frame(None) => break,
+            // The body broke off: the client must not take what it got for the whole.
+            Step::Frame(Some(Err(_))) => return false,
+            Step::Frame(Some(Ok(frame))) => match frame.into_data() {
+                Ok(d) if !d.is_empty() => d,
+                _ => continue,
+            },
+        };
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if out.len() + data.len() <= WRITE_COALESCE {
+            out.extend_from_slice(&data);
+        } else {
+            if w.write_all(out).await.is_err() || w.write_all(&data).await.is_err() {
+                return false;
+            }
+            out.clear();
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_COALESCE {
+            if w.write_all(out).await.is_err() {
+                return false;
+            }
+            out.clear();
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    out.is_empty() || w.write_all(out).await.is_ok()
+}
