@@ -849,19 +849,7 @@ mod tests {
             b"HTTP/1.0 101 Switching\r\nUpgrade: websocket\r\nConnection: x-a\r\nX-A: 1\r\n\r\n",
         ];
         let alphabet = b"\r\n :;,0123456789abcdefABCDEF\t\x00\x7f\xff-chunkedHTTP";
-        let mut rng = fastrand::Rng::with_seed(2027);
-        for _ in 0..20_000 {
-            let mut d = seeds[rng.usize(..seeds.len())].to_vec();
-            for _ in 0..rng.usize(1..4) {
-                let at = rng.usize(..d.len());
-                match rng.u8(..3) {
-                    0 => d[at] = alphabet[rng.usize(..alphabet.len())],
-                    1 => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
-                    _ => d.truncate(at.max(1)),
-                }
-            }
-            fuzz_check(&d);
-        }
+        crate::h1::for_each_mutation(&seeds, alphabet, 2027, 20_000, fuzz_check);
     }
 
     #[tokio::test]

@@ -357,6 +357,31 @@ impl Framing {
     }
 }
 
+/// Feeds `check` `n` mutations of the `seeds` (byte flips, insertions and cuts drawn from
+/// `alphabet`), from a fixed `seed`: the seeded stand-in for the fuzzers, run by `cargo test`.
+#[cfg(test)]
+pub(crate) fn for_each_mutation(
+    seeds: &[&[u8]],
+    alphabet: &[u8],
+    seed: u64,
+    n: usize,
+    mut check: impl FnMut(&[u8]),
+) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for _ in 0..n {
+        let mut d = seeds[rng.usize(..seeds.len())].to_vec();
+        for _ in 0..rng.usize(1..4) {
+            let at = rng.usize(..d.len());
+            match rng.u8(..3) {
+                0 => d[at] = alphabet[rng.usize(..alphabet.len())],
+                1 => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
+                _ => d.truncate(at.max(1)),
+            }
+        }
+        check(&d);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

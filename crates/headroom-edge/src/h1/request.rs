@@ -438,19 +438,7 @@ GET http://example.com/d?q HTTP/1.1\r\nHost: example.com\r\n\r\n";
             b"GET http://h:1/d HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n\r\n",
         ];
         let alphabet = b"\r\n :;,0123456789abcdefABCDEF\t\x00\x7f\xff/?#%+-chunkedHTTP";
-        let mut rng = fastrand::Rng::with_seed(2026);
-        for _ in 0..20_000 {
-            let mut d = seeds[rng.usize(..seeds.len())].to_vec();
-            for _ in 0..rng.usize(1..4) {
-                let at = rng.usize(..d.len());
-                match rng.u8(..3) {
-                    0 => d[at] = alphabet[rng.usize(..alphabet.len())],
-                    1 => d.insert(at, alphabet[rng.usize(..alphabet.len())]),
-                    _ => d.truncate(at.max(1)),
-                }
-            }
-            fuzz_check(&d);
-        }
+        crate::h1::for_each_mutation(&seeds, alphabet, 2026, 20_000, fuzz_check);
     }
 
     #[test]

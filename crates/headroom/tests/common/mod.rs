@@ -250,21 +250,36 @@ impl Headroom {
             .unwrap_or_else(|| panic!("no series {series} in\n{m}"))
     }
 
-    /// Reads /status until `pred` holds. Health transitions and ejections are logged, so a
-    /// new stderr line wakes the next read at once; states that change silently (an ejection
-    /// running out, in-flight counts draining) are read again after at most 50 ms.
-    /// 15 s is a safety net.
+    /// Reads /status until `pred` holds. See [`Headroom::wait_state`].
     pub fn wait_status(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+        self.wait_state(what, || self.status(), pred);
+    }
+
+    /// Reads one metric series until it has `value`. See [`Headroom::wait_state`].
+    pub fn wait_metric(&self, series: &str, value: f64) {
+        self.wait_state(series, || self.metric(series), |v| *v == value);
+    }
+
+    /// Reads a state with `read` until `pred` holds. Health transitions and ejections are
+    /// logged, so a new stderr line wakes the next read at once; states that change silently
+    /// (an ejection running out, in-flight counts draining, a tunnel closing) are read again
+    /// after at most 50 ms. 15 s is a safety net.
+    fn wait_state<T: std::fmt::Debug>(
+        &self,
+        what: &str,
+        read: impl Fn() -> T,
+        pred: impl Fn(&T) -> bool,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let seen = self.stderr.all().len();
-            let s = self.status();
+            let s = read();
             if pred(&s) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what}; status:\n{s:#}"
+                "timed out waiting for {what}; last read:\n{s:#?}"
             );
             self.stderr.wait_past(seen, Duration::from_millis(50));
         }
