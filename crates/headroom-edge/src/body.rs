@@ -21,40 +21,38 @@ impl std::fmt::Display for BodyTooLarge {
 }
 impl std::error::Error for BodyTooLarge {}
 
-/// True when `err` or anything in its source chain is a `T`.
-fn caused_by<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+/// The first `T` in `err`'s source chain, `err` itself included.
+fn cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<T>() {
-            return true;
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
         }
         cur = e.source();
     }
-    false
+    None
 }
 
 /// True when `err` (or anything in its source chain) is [`BodyTooLarge`].
 pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
-    caused_by::<BodyTooLarge>(err)
+    cause::<BodyTooLarge>(err).is_some()
 }
 
 /// True when `err` (or anything in its source chain) is a client's HTTP/1.1 body that broke
 /// off or was malformed.
 pub fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    caused_by::<crate::h1::BodyError>(err)
+    cause::<crate::h1::BodyError>(err).is_some()
 }
 
 /// True when `err` (or anything in its source chain) is a client's HTTP/1.1 body that
 /// paused past the listener's `body_timeout`.
 pub fn is_client_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(crate::h1::BodyError::TimedOut(_)) = e.downcast_ref() {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
+    matches!(
+        cause::<crate::h1::BodyError>(err),
+        Some(crate::h1::BodyError::TimedOut(_))
+    )
 }
 
 /// A request body as the client sends it: none, read by our HTTP/1.1 server, or by hyper's
