@@ -21,7 +21,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "headroom", version, propagate_version = true)]
 #[command(
-    after_help = "Examples:\n  headroom demo                              # try it: a gateway in front of three demo replicas\n  headroom check --config headroom.toml      # validate a config (exit 2 on errors)\n  headroom serve --config headroom.toml      # run the gateway"
+    after_help = "Examples:\n  headroom demo                              # try it: a gateway in front of three demo replicas\n  headroom check --config headroom.toml      # validate a config (exit 2 on errors)\n  headroom serve --config headroom.toml      # run the gateway\n  headroom bench --find-max --slo 'p99<200ms' http://127.0.0.1:8080/   # how much load it takes"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,6 +65,8 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         replicas: usize,
     },
+    /// Load an HTTP target: closed or open loop, latency percentiles, capacity search.
+    Bench(Box<headroom_bench::Args>),
     /// A demo upstream server that answers with its name (used by `demo` and the tests).
     #[command(hide = true)]
     DemoUpstream(upstream::Args),
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
             admin_port,
             replicas,
         } => demo::run(port, admin_port, replicas),
+        Command::Bench(args) => headroom_bench::run(*args),
         Command::DemoUpstream(args) => upstream::run(args),
     }
 }

@@ -6,6 +6,10 @@
 //! `/healthz` answers the health status, which `POST /_control/health/503` changes;
 //! `/_control/count` tells how many requests were served (health and control excluded).
 //! `chunks=N` sends the answer in N body frames of unknown total length (so chunked).
+//! For `headroom bench`'s tests, two shapes of a struggling server: `--concurrency K` serves
+//! at most K requests at once (the rest queue), so with `--delay-ms D` its capacity is K/D;
+//! `--stall-for S --stall-every P` holds every request that arrives in the first S of each
+//! period P until that stall ends, as a stop-the-world pause would.
 
 use bytes::Bytes;
 use clap::Args as ClapArgs;
@@ -36,6 +40,15 @@ pub struct Args {
     /// Share of requests answered 500 (0.0 to 1.0).
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
+    /// Serve at most this many requests at once; the others wait their turn (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    concurrency: usize,
+    /// Length of each stall (with --stall-every), e.g. 500ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stall_for: Option<Duration>,
+    /// Period of the stalls, counted from start, e.g. 2s.
+    #[arg(long, value_parser = humantime::parse_duration, requires = "stall_for")]
+    stall_every: Option<Duration>,
 }
 
 struct State {
@@ -44,6 +57,22 @@ struct State {
     error_rate: f64,
     health: AtomicU16,
     served: AtomicU64,
+    /// `--concurrency`: one permit per request being served.
+    slots: Option<tokio::sync::Semaphore>,
+    /// `--stall-for` and `--stall-every`, with the instant the periods count from.
+    stall: Option<(Duration, Duration, tokio::time::Instant)>,
+}
+
+impl State {
+    /// How long a request arriving now waits for the current stall to end (zero outside one).
+    fn stall_left(&self) -> Duration {
+        let Some((length, period, since)) = self.stall else {
+            return Duration::ZERO;
+        };
+        let period_ns = period.as_nanos().max(1);
+        let into = Duration::from_nanos((since.elapsed().as_nanos() % period_ns) as u64);
+        length.saturating_sub(into)
+    }
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -77,6 +106,14 @@ pub fn run(args: Args) -> ExitCode {
             error_rate: args.error_rate,
             health: AtomicU16::new(200),
             served: AtomicU64::new(0),
+            slots: (args.concurrency > 0).then(|| tokio::sync::Semaphore::new(args.concurrency)),
+            stall: args.stall_for.map(|s| {
+                (
+                    s,
+                    args.stall_every.unwrap_or(s * 2),
+                    tokio::time::Instant::now(),
+                )
+            }),
         });
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -237,6 +274,14 @@ async fn answer(
         .await
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
+    let stall = state.stall_left();
+    if !stall.is_zero() {
+        tokio::time::sleep(stall).await;
+    }
+    let _slot = match &state.slots {
+        Some(s) => s.acquire().await.ok(),
+        None => None,
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
