@@ -210,10 +210,12 @@ impl Args {
                     let (t, path) = request::parse_url(url)?;
                     match &target {
                         None => target = Some(t),
-                        Some(first) if *first != t => return Err(format!(
+                        Some(first) if *first != t => {
+                            return Err(format!(
                             "{url:?}: every URL must share one origin ({}); mix paths, not hosts",
                             first.origin()
-                        )),
+                        ))
+                        }
                         Some(_) => {}
                     }
                     specs.push(RequestSpec {

@@ -27,8 +27,13 @@ use tokio::time::{sleep_until, Instant};
 
 /// A request that waits more than this for a free connection counts as late.
 const LATE: Duration = Duration::from_millis(1);
-/// Open loop: connections each worker opens before the first request.
+/// Open loop: the most requests released but not yet started, per worker; beyond it the
+/// generator is hopelessly behind and the rest count as never sent.
+const MAX_QUEUED: usize = 65_536;
+/// Open loop: the fewest connections each worker opens before the first request.
 const INITIAL_CONNECTIONS: usize = 4;
+/// Open loop: each worker starts with connections for the requests due in this long.
+const BURST: Duration = Duration::from_millis(2);
 
 /// Everything a run needs, checked and built before it starts.
 pub struct Plan {
@@ -155,7 +160,9 @@ pub fn run(
     }
     let ended = ends.iter().map(|e| e.ended).max().unwrap_or(start);
     let warm_end = start + plan.warmup;
-    let elapsed = ended.saturating_duration_since(warm_end);
+    // The window ends at --duration at the latest: the pacer's grace after it is not load.
+    let window_end = plan.duration.map_or(ended, |d| ended.min(start + d));
+    let elapsed = window_end.saturating_duration_since(warm_end);
     let (due, unsent) = match &plan.load {
         Load::Open { rate, .. } => {
             let mut at_end = ended.saturating_duration_since(start);
@@ -252,7 +259,12 @@ fn worker(
             max_connections,
         } => {
             let max = (share(*max_connections as u64, threads, w) as usize).max(1);
-            (Some(*rate), INITIAL_CONNECTIONS.min(max), max)
+            // Enough loops for what falls due in one timer tick (the pacer wakes once a
+            // millisecond and releases everything due by then): a burst of the generator's
+            // own making must not queue behind too few connections.
+            let per_worker = rate.from.max(rate.to) / threads as f64;
+            let burst = (per_worker * BURST.as_secs_f64()).ceil() as usize;
+            (Some(*rate), burst.max(INITIAL_CONNECTIONS).min(max), max)
         }
     };
     let (loops_wanted, max_loops) = if plan.http2 {
@@ -399,8 +411,11 @@ impl Worker {
                 }
                 let next = self.queue.borrow_mut().pop_front();
                 if let Some((due, released)) = next {
-                    if Instant::now() - released > LATE && due >= self.warm_end {
-                        self.rec.borrow_mut().late += 1;
+                    if Instant::now() - released > LATE {
+                        if due >= self.warm_end {
+                            self.rec.borrow_mut().late += 1;
+                        }
+                        self.grow.notify_one();
                     }
                     break released;
                 }
@@ -454,6 +469,8 @@ impl Worker {
 /// its latency; the grower is asked for another connection.
 async fn pacer(ctx: Rc<Worker>, rate: Rate) {
     let mut i = ctx.next.get();
+    // Released in a row without waiting for the timer: the generator is behind.
+    let mut behind = 0u32;
     while !ctx.stopping.get() && ctx.quota.get() > 0 {
         let Some(offset) = rate.time_of(i) else { break };
         let due = ctx.start + Duration::from_secs_f64(offset);
@@ -461,7 +478,20 @@ async fn pacer(ctx: Rc<Worker>, rate: Rate) {
             break;
         }
         if due > Instant::now() {
+            behind = 0;
             sleep_until(due).await;
+        } else {
+            behind += 1;
+            if ctx.queue.borrow().len() >= MAX_QUEUED {
+                // More due than the loops can ever take: stop releasing until they catch up
+                // (what stays unreleased is reported as never sent), and let them run.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            if behind & 63 == 0 {
+                // Never starve the loops (and the end-of-run timer) on this one thread.
+                tokio::task::yield_now().await;
+            }
         }
         i += ctx.stride;
         ctx.quota.set(ctx.quota.get() - 1);
@@ -472,7 +502,10 @@ async fn pacer(ctx: Rc<Worker>, rate: Rate) {
             q.len()
         };
         ctx.ready.notify_one();
-        if waiting > ctx.idle.get() {
+        // The oldest request has waited too long for a loop: every one is busy (a slow or
+        // stalled target holds them), so open another connection, as new users would.
+        let oldest = ctx.queue.borrow().front().map(|&(_, released)| released);
+        if waiting > ctx.idle.get() && oldest.is_some_and(|r| Instant::now() - r > LATE) {
             ctx.grow.notify_one();
         }
     }

@@ -72,6 +72,12 @@ fn execute(args: &Args) -> Result<ExitCode, Fail> {
             .map(against::Admin::parse)
             .transpose(),
     )?;
+    // Every option is checked before the target is contacted.
+    let search_plan = match (&setup.slo, args.find_max) {
+        (Some(slo), true) => Some(usage(search_plan(args, slo.clone()))?),
+        _ => None,
+    };
+    let single_load = usage(args.load())?;
     preflight(&setup.connector, args.timeout, args.http2).map_err(Fail::Target)?;
     let stop = interrupt_on_ctrl_c();
     let protocol = if args.http2 { "HTTP/2" } else { "HTTP/1.1" };
@@ -85,9 +91,7 @@ fn execute(args: &Args) -> Result<ExitCode, Fail> {
     let mut slo_broken = false;
     let interrupted;
     let summary;
-    if args.find_max {
-        let slo = setup.slo.clone().unwrap_or_default();
-        let plan = usage(search_plan(args, slo))?;
+    if let Some(plan) = search_plan {
         let warmup = args.warmup.unwrap_or(args.step / 5);
         eprintln!(
             "headroom bench: finding the highest rate {} {} meets {} ({} steps, {} warm-up)",
@@ -137,7 +141,7 @@ fn execute(args: &Args) -> Result<ExitCode, Fail> {
         slo_broken = found.max_rate.is_none();
         report.search = Some(found);
     } else {
-        let load = usage(args.load())?;
+        let load = single_load;
         let duration = args.duration(&load);
         let warmup = args.warmup.unwrap_or_default();
         let plan = usage(args.plan(&setup, load.clone(), duration, warmup, false))?;
@@ -329,7 +333,7 @@ fn shortfall(run: &RunReport, load: &Load) -> Option<String> {
         "this machine could not generate more (try --threads, or run the generator on another machine)".into()
     };
     Some(format!(
-        "could not send {}/s: sent {}/s ({:.1}%); {} requests started late, {} never started: {why}",
+        "could not send {}/s: sent {}/s ({:.1}%); {} requests waited for a free connection, {} never started: {why}",
         report::rate(requested),
         report::rate(run.sent_rate),
         run.sent_rate / requested * 100.0,
@@ -366,9 +370,11 @@ fn preflight(connector: &connect::Connector, timeout: Duration, http2: bool) -> 
 }
 
 /// Ctrl-C stops the run (the results so far are printed); a second Ctrl-C exits at once.
+/// Returns once the handler is installed, so a Ctrl-C right after the run starts is caught.
 fn interrupt_on_ctrl_c() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
-    let _ = std::thread::Builder::new()
+    let (installed_tx, installed) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
         .name("bench-signals".into())
         .spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -378,15 +384,21 @@ fn interrupt_on_ctrl_c() -> watch::Receiver<bool> {
                 return;
             };
             rt.block_on(async {
-                if tokio::signal::ctrl_c().await.is_err() {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut sigint) = signal(SignalKind::interrupt()) else {
                     return;
-                }
+                };
+                let _ = installed_tx.send(());
+                sigint.recv().await;
                 let _ = tx.send(true);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(INTERRUPTED.into());
-                }
+                sigint.recv().await;
+                std::process::exit(INTERRUPTED.into());
             });
         });
+    if spawned.is_ok() {
+        // An error here means the handler could not be installed: Ctrl-C then kills at once.
+        let _ = installed.recv();
+    }
     rx
 }
 
