@@ -123,8 +123,10 @@ pub fn run(
     let mut finish = |index: u32, rec: Recorder, total: &mut Recorder, timeline: &mut Vec<Row>| {
         let t = index as f64 * interval;
         total.merge(&rec);
-        // Intervals wholly inside the warm-up recorded nothing: they are not on the timeline.
-        if t + interval > warm {
+        // Intervals wholly inside the warm-up recorded nothing, and one that starts at the
+        // end holds only the last stragglers: neither is on the timeline.
+        let after_end = plan.duration.is_some_and(|d| t >= d.as_secs_f64() - 1e-9);
+        if t + interval > warm && !after_end {
             let row = Row::of(&rec, t, interval);
             on_interval(Progress {
                 elapsed: Duration::from_secs_f64(t + interval),

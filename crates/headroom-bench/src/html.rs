@@ -121,22 +121,22 @@ fn chart(
             .filter(|&&p| pct_x(p) <= x1 + 1e-9)
             .map(|&p| (p, format!("p{p}")))
             .collect(),
-        XAxis::Linear => (0..=5)
-            .map(|i| {
-                let v = x0 + (x1 - x0) * i as f64 / 5.0;
-                (
-                    v,
-                    if v.abs() >= 100.0 {
-                        format!("{v:.0}")
-                    } else {
-                        format!("{v:.3}")
-                            .trim_end_matches('0')
-                            .trim_end_matches('.')
-                            .to_string()
-                    },
-                )
-            })
-            .collect(),
+        XAxis::Linear => {
+            // Round steps (1, 2, 2.5, 5 × 10ⁿ), about five of them.
+            let step = nice_max((x1 - x0) / 5.0);
+            let first = (x0 / step).ceil() as i64;
+            let last = (x1 / step + 1e-9).floor() as i64;
+            (first..=last)
+                .map(|k| {
+                    let v = k as f64 * step;
+                    let text = format!("{v:.3}");
+                    (
+                        v,
+                        text.trim_end_matches('0').trim_end_matches('.').to_string(),
+                    )
+                })
+                .collect()
+        }
     };
     for (v, label) in ticks {
         let x = sx(v);

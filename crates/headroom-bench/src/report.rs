@@ -387,7 +387,8 @@ fn bytes(n: u64) -> String {
     }
 }
 
-fn short(v: f64) -> String {
+/// A figure as the summary shows it: whole numbers with thousands separators.
+pub fn short(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         thousands(v.abs() as u64)
     } else {

@@ -100,13 +100,23 @@ impl Step {
                 .collect();
             broken.join("; ")
         };
+        let seen = self
+            .headroom
+            .as_ref()
+            .map(|h| {
+                let parts: Vec<String> = crate::against::headline(h)
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", crate::report::short(*v)))
+                    .collect();
+                format!("  [headroom: {}]", parts.join(", "))
+            })
+            .unwrap_or_default();
         format!(
-            "{:>9}/s  p50 {:>8}  p99 {:>8}  errors {:>6.2}%  {}",
+            "{:>9}/s  p50 {:>8}  p99 {:>8}  errors {:>6.2}%  {why}{seen}",
             crate::report::rate(self.rate),
             crate::report::duration_ms(self.latency_ms.p50),
             crate::report::duration_ms(self.latency_ms.p99),
             self.error_rate * 100.0,
-            why
         )
     }
 }

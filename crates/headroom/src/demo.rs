@@ -135,6 +135,9 @@ retry = {{ attempts = 2, on_status = [500, 502, 503, 504] }}
     say!("                                                       # all 200: replica-3's errors are retried");
     say!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency");
     say!("  curl -s http://127.0.0.1:{admin_port}/metrics         # Prometheus metrics");
+    say!("  headroom bench --rate 500/s -d 10s http://127.0.0.1:{port}/             # load it, open loop");
+    say!("  headroom bench --find-max --slo 'p99<50ms,errors<1%' --step 3s \\");
+    say!("      --against http://127.0.0.1:{admin_port} http://127.0.0.1:{port}/   # how much can it take?");
     say!();
     say!("replica-2 answers in 20 ms, the others in 2 ms: p2c-ewma sends it less traffic.");
     say!("replica-3 fails 5% of requests: retries hide that from clients.");
