@@ -512,3 +512,38 @@ fn against_records_what_headroom_saw() {
     assert_eq!(seen["responses_5xx"], 0.0);
     assert_eq!(seen["replicas_healthy"], 1.0);
 }
+
+#[test]
+fn a_target_that_goes_away_mid_run_is_counted_not_fatal() {
+    let mut up = Upstream::start("a");
+    let target = url(&up);
+    let child = Command::new(BIN)
+        .args(["bench", "-c", "2", "-d", "3s", "-q", "--json", "-", &target])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the target once the load is under way; each look is a request, no sleep.
+    while up.served() < 200 {}
+    up.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &r["run"];
+    assert!(run["status"]["200"].as_u64().unwrap() >= 200);
+    let connect = run["errors"]["connect"].as_u64().unwrap();
+    assert!(connect > 0, "reconnecting to a dead target fails: {run:#}");
+    assert!(run["error_rate"].as_f64().unwrap() > 0.0);
+    let first = run["first_errors"].as_array().unwrap();
+    assert!(
+        first
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("cannot connect to")),
+        "{first:?}"
+    );
+}
