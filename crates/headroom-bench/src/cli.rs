@@ -11,6 +11,8 @@ use clap::Args as ClapArgs;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How long a run lasts without --duration, --requests or a ramp's own length.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Closed loop: connections when `-c` is not given (oha's default).
 pub const CLOSED_CONNECTIONS: usize = 50;
 /// Open loop: the most connections when `-c` is not given (k6's maxVUs is of this order).
@@ -21,8 +23,9 @@ pub const OPEN_MAX_CONNECTIONS: usize = 1000;
 #[command(after_help = "Load models:
   closed loop (default)   -c connections, each sending its next request when the last is answered
   open loop               --rate 5000/s or --ramp '100..10000/s over 60s': requests are due at fixed
-                          times whatever the server does; latency counts from when each was due,
-                          so a stalled server cannot hide its stalls (coordinated omission)
+                          times whatever the server does; a request that waits for a busy
+                          connection has the wait counted in its latency, so a stalled server
+                          cannot hide its stalls (coordinated omission corrected)
 
 Exit codes: 0 done; 1 the SLO broken, a regression against --compare, or the target unreachable;
             2 bad options or files; 130 interrupted by Ctrl-C (partial results are printed).
@@ -184,6 +187,16 @@ impl Args {
         if self.streams == 0 {
             return Err("--streams must be at least 1".into());
         }
+        if self.http2 && self.no_keepalive {
+            return Err("--no-keepalive is for HTTP/1.1: HTTP/2 carries requests as streams on kept connections (use --streams 1 with -c for many connections)".into());
+        }
+        if self.find_max && self.warmup.is_some_and(|w| w >= self.step) {
+            return Err(format!(
+                "--warmup {} leaves nothing to measure in a --step of {}",
+                humantime::format_duration(self.warmup.unwrap_or_default()),
+                humantime::format_duration(self.step)
+            ));
+        }
         if self.timeout.is_zero() || self.interval.is_zero() {
             return Err("--timeout and --interval must be more than 0s".into());
         }
@@ -259,9 +272,19 @@ impl Args {
     pub fn load(&self) -> Result<Load, String> {
         let rate = match (&self.rate, &self.ramp) {
             (Some(r), _) => Some(Rate::constant(schedule::parse_rate(r)?)),
-            (None, Some(r)) => Some(schedule::parse_ramp(r, self.duration.unwrap_or_default())?),
+            (None, Some(r)) => Some(schedule::parse_ramp(
+                r,
+                self.duration.unwrap_or(DEFAULT_DURATION),
+            )?),
             (None, None) => None,
         };
+        if rate.is_some() && self.connections.is_some_and(|c| c < self.threads) {
+            return Err(format!(
+                "--connections {} is fewer than --threads {}: each thread of an open loop needs a connection",
+                self.connections.unwrap_or(0),
+                self.threads
+            ));
+        }
         Ok(match rate {
             Some(rate) => Load::Open {
                 rate,
@@ -287,7 +310,7 @@ impl Args {
         if self.requests.is_some() {
             return None;
         }
-        Some(Duration::from_secs(10))
+        Some(DEFAULT_DURATION)
     }
 
     pub fn plan(

@@ -4,12 +4,12 @@
 //! them into the timeline and the totals.
 //!
 //! Open loop and coordinated omission: request `i` is due at `rate.time_of(i)`, whatever the
-//! server does. A loop that is free before a request is due sleeps until then and measures
-//! from when it sends; a request that is already due when a loop gets to it (every
-//! connection was busy) is measured from its *due* time, so the time it waited for the
-//! stalled server counts in its latency, as wrk2 and k6's arrival-rate executors do. The
-//! timer's own lateness (up to a millisecond) is the generator's, not the server's, and is
-//! not charged.
+//! server does. A pacer releases each request when it is due into a queue the loops take
+//! from; a request that finds every connection busy waits there, and its latency counts
+//! from its release, so the time it waited for a stalled server counts, as wrk2 and k6's
+//! arrival-rate executors do. The pacer's own timer lateness (about a millisecond tick) is
+//! the generator's, not the server's, and is not charged, unless requests were already
+//! waiting: then the late one is measured from its due time, as it would have waited too.
 
 use crate::connect::{Connector, ErrorKind, Failure};
 use crate::h1;
@@ -73,6 +73,8 @@ pub struct Outcome {
     pub in_flight_at_end: u64,
     /// Ctrl-C ended the run early.
     pub interrupted: bool,
+    /// The timeline's resolution.
+    pub interval: Duration,
 }
 
 /// The live view the progress bar draws, sent once per interval.
@@ -127,7 +129,11 @@ pub fn run(
         // end holds only the last stragglers: neither is on the timeline.
         let after_end = plan.duration.is_some_and(|d| t >= d.as_secs_f64() - 1e-9);
         if t + interval > warm && !after_end {
-            let row = Row::of(&rec, t, interval);
+            // The part of the interval that was measured: after the warm-up, before the end.
+            let until = plan
+                .duration
+                .map_or(t + interval, |d| (t + interval).min(d.as_secs_f64()));
+            let row = Row::of(&rec, t, until - t.max(warm));
             on_interval(Progress {
                 elapsed: Duration::from_secs_f64(t + interval),
                 last: &row,
@@ -161,6 +167,17 @@ pub fn run(
         }
     }
     let ended = ends.iter().map(|e| e.ended).max().unwrap_or(start);
+    // A run that ended early (--requests, Ctrl-C) measured its last interval only in part.
+    if let Some(last) = timeline.last_mut() {
+        let end = plan.duration.map_or(ended, |d| ended.min(start + d));
+        let span = end.saturating_duration_since(start).as_secs_f64() - last.t_s.max(warm);
+        if span > 0.0 && span < interval {
+            *last = Row {
+                rps: last.requests as f64 / span,
+                ..last.clone()
+            };
+        }
+    }
     let warm_end = start + plan.warmup;
     // The window ends at --duration at the latest: the pacer's grace after it is not load.
     let window_end = plan.duration.map_or(ended, |d| ended.min(start + d));
@@ -193,6 +210,7 @@ pub fn run(
         unsent,
         in_flight_at_end: ends.iter().map(|e| e.in_flight).sum(),
         interrupted: *stop.borrow(),
+        interval: plan.interval,
     })
 }
 
@@ -328,7 +346,7 @@ fn worker(
         let stopped = tokio::select! {
             _ = sleep_until(deadline) => false,
             _ = ctx.done.notified() => false,
-            _ = stop.wait_for(|s| *s) => true,
+            _ = stopped_by(&mut stop) => true,
         };
         // Open loop: the pacer's timer runs up to a few milliseconds late; let it release
         // what was due before the end, so those count as sent rather than never sent.
@@ -362,6 +380,13 @@ fn worker(
         }
     });
     Ok(end)
+}
+
+/// Resolves when `stop` turns true; never, if its sender is gone (no Ctrl-C handler).
+async fn stopped_by(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Hands the interval's record to the runner at each interval boundary.
@@ -497,10 +522,13 @@ async fn pacer(ctx: Rc<Worker>, rate: Rate) {
         }
         i += ctx.stride;
         ctx.quota.set(ctx.quota.get() - 1);
-        // Measured from release, not from `due`: the timer's lateness is the generator's.
+        // Measured from release: the timer's lateness (about a tick) is the generator's.
+        // But when requests are already waiting for a connection, this one would have
+        // waited behind them had it been released on time: it is measured from `due`.
         let waiting = {
             let mut q = ctx.queue.borrow_mut();
-            q.push_back((due, Instant::now()));
+            let released = if q.is_empty() { Instant::now() } else { due };
+            q.push_back((due, released));
             q.len()
         };
         ctx.ready.notify_one();
@@ -583,13 +611,28 @@ impl H2Shared {
                 continue;
             }
             self.connecting.borrow_mut()[slot] = true;
+            // Cleared however the connect ends, a timeout dropping it mid-way included, so
+            // the loops waiting for this slot are never left waiting for nothing.
+            let guard = Connecting { shared: self, slot };
             let result = h2::connect(connector).await;
-            self.connecting.borrow_mut()[slot] = false;
-            self.ready.notify_waiters();
+            drop(guard);
             let sender = result?;
             self.conns.borrow_mut()[slot] = Some(sender.clone());
             return Ok((sender, true));
         }
+    }
+}
+
+/// Marks an HTTP/2 slot as connecting while it lives.
+struct Connecting<'a> {
+    shared: &'a H2Shared,
+    slot: usize,
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.shared.connecting.borrow_mut()[self.slot] = false;
+        self.shared.ready.notify_waiters();
     }
 }
 

@@ -189,6 +189,8 @@ pub struct Conn {
     end: usize,
     /// Responses read on this connection so far.
     served: u64,
+    /// Bytes read on this connection so far.
+    received: u64,
 }
 
 /// What one exchange brought back.
@@ -207,18 +209,19 @@ impl Conn {
             start: 0,
             end: 0,
             served: 0,
+            received: 0,
         }
     }
 
     /// Reads more bytes after the ones held; returns how many (0: the peer closed).
-    async fn fill(&mut self) -> Result<usize, Failure> {
+    async fn read_more(&mut self) -> std::io::Result<usize> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         } else if self.end == self.buf.len() {
             if self.start == 0 {
-                return Err(Failure::new(
-                    ErrorKind::Protocol,
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
                     format!("response head larger than {BUF} bytes"),
                 ));
             }
@@ -226,13 +229,14 @@ impl Conn {
             self.end -= self.start;
             self.start = 0;
         }
-        let n = self
-            .stream
-            .read(&mut self.buf[self.end..])
-            .await
-            .map_err(|e| Failure::io(&e))?;
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
         self.end += n;
+        self.received += n as u64;
         Ok(n)
+    }
+
+    async fn fill(&mut self) -> Result<usize, Failure> {
+        self.read_more().await.map_err(|e| Failure::io(&e))
     }
 
     /// Reads one response; returns its status, its size, and whether the connection can
@@ -294,9 +298,18 @@ impl Conn {
             Framing::UntilClose => {
                 bytes += (self.end - self.start) as u64;
                 self.start = self.end;
-                while self.fill().await? > 0 {
-                    bytes += (self.end - self.start) as u64;
-                    self.start = self.end;
+                loop {
+                    match self.read_more().await {
+                        Ok(0) => break,
+                        Ok(_) => {
+                            bytes += (self.end - self.start) as u64;
+                            self.start = self.end;
+                        }
+                        // A TLS server that closes without close_notify: the close is the
+                        // end of this body all the same (it has no other end).
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                        Err(e) => return Err(Failure::io(&e)),
+                    }
                 }
             }
         }
@@ -323,6 +336,7 @@ pub async fn exchange(
             }
         };
         let reused = c.served > 0;
+        let received = c.received;
         let sent = c.stream.write_all(&req.h1).await;
         let result = match sent {
             Ok(()) => c.read_response(req.head).await,
@@ -331,7 +345,7 @@ pub async fn exchange(
         match result {
             Ok((status, bytes_in, keep_alive)) => {
                 c.served += 1;
-                if !keep_alive {
+                if !keep_alive || req.close {
                     *conn = None;
                 }
                 return Ok(Exchanged {
@@ -341,7 +355,9 @@ pub async fn exchange(
                 });
             }
             Err(f) => {
-                let stale = reused && f.kind == ErrorKind::Reset && c.start == c.end;
+                // Stale only if not one byte of an answer came: a response cut short is a
+                // failure, never retried.
+                let stale = reused && f.kind == ErrorKind::Reset && c.received == received;
                 *conn = None;
                 if !stale || connected {
                     return Err(f);

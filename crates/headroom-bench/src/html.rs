@@ -253,13 +253,7 @@ pub fn page(report: &Report, summary: &str) -> String {
             XAxis::Linear,
             &[
                 series("responses/s", &|r| r.rps),
-                series("errors/s", &|r| {
-                    if r.requests > 0 {
-                        r.errors as f64 * r.rps / r.requests as f64
-                    } else {
-                        0.0
-                    }
-                }),
+                series("errors/s", &|r| r.errors as f64 / run.interval_s.max(1e-9)),
             ],
             None,
             &per_s,

@@ -1,9 +1,9 @@
 //! `headroom bench`: a load generator that measures honestly and finds how much load a
 //! target takes before it breaks its SLO.
 //!
-//! Closed loop like wrk and oha, or open loop at a constant or ramping arrival rate with
-//! latency counted from each request's due time (coordinated omission corrected, as wrk2
-//! and k6's arrival-rate executors do). Results are HdrHistograms; the capacity search
+//! Closed loop like wrk and oha, or open loop at a constant or ramping arrival rate where a
+//! request's wait for a busy connection counts in its latency (coordinated omission
+//! corrected, as wrk2 and k6's arrival-rate executors do). Results are HdrHistograms; the capacity search
 //! (`--find-max`) steps the arrival rate up, then bisects, until the highest rate that meets
 //! the SLO is known within a tolerance.
 
@@ -119,6 +119,8 @@ fn execute(args: &Args) -> Result<ExitCode, Fail> {
                     load_report(&load, args.threads),
                     warmup.as_secs_f64(),
                 );
+                // Judged on the whole histogram, for any percentile an objective names.
+                run.slo = Some(plan.slo.check(&outcome.total));
                 if let (Some(a), Some(before)) = (&admin, before) {
                     run.headroom = Some(against::during(&before, &a.scrape()?));
                 }
@@ -170,7 +172,7 @@ fn execute(args: &Args) -> Result<ExitCode, Fail> {
         }
         run.warnings.extend(shortfall(&run, &load));
         if let Some(slo) = &setup.slo {
-            let verdicts = slo.check(&run);
+            let verdicts = slo.check(&outcome.total);
             slo_broken = verdicts.iter().any(|v| !v.met);
             run.slo = Some(verdicts);
         }

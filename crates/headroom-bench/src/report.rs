@@ -102,6 +102,9 @@ pub struct RunReport {
     /// Ctrl-C ended the run early: these are partial results.
     pub interrupted: bool,
     pub warnings: Vec<String>,
+    /// The timeline's resolution, in seconds.
+    #[serde(default)]
+    pub interval_s: f64,
     pub timeline: Vec<Row>,
     /// The latency distribution: `[percentile, ms]` pairs, for plots.
     pub distribution: Vec<[f64; 2]>,
@@ -208,6 +211,7 @@ impl RunReport {
             first_errors: t.first_errors.clone(),
             interrupted: o.interrupted,
             warnings: Vec::new(),
+            interval_s: o.interval.as_secs_f64(),
             timeline: o.timeline.clone(),
             distribution,
             slo: None,

@@ -50,6 +50,8 @@ pub struct Prepared {
     pub body: Bytes,
     /// A HEAD request: its response has no body whatever its headers say.
     pub head: bool,
+    /// The request says `connection: close`: its connection is not used again.
+    pub close: bool,
 }
 
 /// The requests of a run and how often each is sent. Picking is a fastrand draw over the
@@ -143,6 +145,10 @@ fn prepare(target: &Target, s: &RequestSpec, keepalive: bool) -> Result<Prepared
     if !keepalive && !has("connection") {
         head.push_str("connection: close\r\n");
     }
+    let close = !keepalive
+        || s.headers.iter().any(|(n, v)| {
+            n == http::header::CONNECTION && v.as_bytes().eq_ignore_ascii_case(b"close")
+        });
     head.push_str("\r\n");
     let mut h1 = head.into_bytes();
     h1.extend_from_slice(&s.body);
@@ -156,6 +162,7 @@ fn prepare(target: &Target, s: &RequestSpec, keepalive: bool) -> Result<Prepared
         headers: h2_headers,
         body: s.body.clone(),
         head: s.method == Method::HEAD,
+        close,
     })
 }
 

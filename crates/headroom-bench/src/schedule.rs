@@ -123,13 +123,20 @@ pub fn parse_ramp(s: &str, default_over: Duration) -> Result<Rate, String> {
     let (from, to) = range.split_once("..").ok_or_else(|| {
         format!("ramp {s:?}: expected FROM..TO/s [over DURATION], e.g. '100..10000/s over 60s'")
     })?;
-    let unit = to.split_once('/').map(|(_, u)| u).unwrap_or("s");
-    let from = if from.trim() == "0" {
-        0.0
-    } else {
-        parse_rate(&format!("{}/{unit}", from.trim().trim_end_matches("/s")))?
-    };
+    let unit = to.split_once('/').map(|(_, u)| u.trim()).unwrap_or("s");
     let to = parse_rate(to)?;
+    // FROM may carry its own unit (`1/ms..2/ms`); without one it takes TO's. 0 is allowed:
+    // a ramp may start from nothing.
+    let from = from.trim();
+    let from_with_unit = if from.contains('/') {
+        from.to_string()
+    } else {
+        format!("{from}/{unit}")
+    };
+    let from = match from_with_unit.split_once('/') {
+        Some((n, _)) if n.trim().parse::<f64>() == Ok(0.0) => 0.0,
+        _ => parse_rate(&from_with_unit)?,
+    };
     if over.is_zero() {
         return Err(format!("ramp {s:?}: its duration must be more than 0"));
     }
@@ -184,6 +191,19 @@ mod tests {
         );
         let r = parse_ramp("0..50/s", Duration::from_secs(10)).unwrap();
         assert_eq!((r.from, r.to, r.over), (0.0, 50.0, Duration::from_secs(10)));
+        let r = parse_ramp("1/ms..2/ms over 1m", Duration::ZERO).unwrap();
+        assert_eq!(
+            (r.from, r.to, r.over),
+            (1000.0, 2000.0, Duration::from_secs(60))
+        );
+        let r = parse_ramp("120/m..10/s", Duration::from_secs(1)).unwrap();
+        assert_eq!((r.from, r.to), (2.0, 10.0));
+        assert_eq!(
+            parse_ramp("0/s..50/s", Duration::from_secs(1))
+                .unwrap()
+                .from,
+            0.0
+        );
     }
 
     #[test]

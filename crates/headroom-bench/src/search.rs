@@ -65,8 +65,9 @@ pub struct SearchReport {
 }
 
 impl Step {
+    /// `r.slo`, when the run was judged from its histogram, else `slo` on its figures.
     pub fn of(rate: f64, r: &RunReport, slo: &Slo) -> Step {
-        let verdicts = slo.check(r);
+        let verdicts = r.slo.clone().unwrap_or_else(|| slo.check(r));
         let requested = r.requested_rate.unwrap_or(rate);
         let generator_limited = r.sent_rate < SENT_ENOUGH * requested;
         Step {

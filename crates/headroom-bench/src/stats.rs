@@ -136,6 +136,25 @@ impl Recorder {
     }
 }
 
+impl crate::slo::Measured for Recorder {
+    fn quantile_ms(&self, q: f64) -> f64 {
+        Recorder::quantile_ms(self, q)
+    }
+    fn mean_ms(&self) -> f64 {
+        if self.latency.is_empty() {
+            0.0
+        } else {
+            self.latency.mean() / 1e6
+        }
+    }
+    fn max_ms(&self) -> f64 {
+        self.latency.max() as f64 / 1e6
+    }
+    fn error_rate(&self) -> f64 {
+        Recorder::error_rate(self)
+    }
+}
+
 /// One interval of the run's timeline.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Row {
@@ -187,6 +206,18 @@ mod tests {
             r.statuses().collect::<Vec<_>>(),
             vec![(200, 1), (404, 1), (503, 1)]
         );
+    }
+
+    #[test]
+    fn an_slo_reads_any_percentile_from_the_histogram() {
+        use crate::slo::{Measured, Slo};
+        let mut r = Recorder::default();
+        for ms in 1..=100u64 {
+            r.response(ms * 1_000_000, 200, 0, 0);
+        }
+        assert!((Measured::quantile_ms(&r, 0.98) - 98.0).abs() < 0.1);
+        let v = Slo::parse("p98<98.5ms,p97<97ms").unwrap().check(&r);
+        assert_eq!((v[0].met, v[1].met), (true, false));
     }
 
     #[test]

@@ -211,7 +211,7 @@ fn json_csv_and_html_outputs_hold_what_they_promise() {
 #[test]
 fn bad_input_gets_a_clear_error_and_exit_code() {
     let up = Upstream::start("a");
-    let cases: [(&[&str], i32, &str); 7] = [
+    let cases: [(&[&str], i32, &str); 10] = [
         (&["http://127.0.0.1:1/"], 1, "cannot connect to 127.0.0.1:1"),
         (&["localhost:8080/"], 2, "expected http://host[:port]/path"),
         (&["ftp://127.0.0.1/"], 2, "not supported"),
@@ -229,6 +229,38 @@ fn bad_input_gets_a_clear_error_and_exit_code() {
             &["--rate", "lots", "http://127.0.0.1:1/"],
             2,
             "not a number",
+        ),
+        (
+            &[
+                "--find-max",
+                "--slo",
+                "p99<1s",
+                "--step",
+                "1s",
+                "--warmup",
+                "2s",
+                "http://127.0.0.1:1/",
+            ],
+            2,
+            "leaves nothing to measure",
+        ),
+        (
+            &["--http2", "--no-keepalive", "http://127.0.0.1:1/"],
+            2,
+            "--no-keepalive is for HTTP/1.1",
+        ),
+        (
+            &[
+                "--rate",
+                "10/s",
+                "-c",
+                "1",
+                "-t",
+                "2",
+                "http://127.0.0.1:1/",
+            ],
+            2,
+            "fewer than --threads",
         ),
         (
             &["--compare", "/nonexistent/base.json", "http://127.0.0.1:1/"],
@@ -546,4 +578,48 @@ fn a_target_that_goes_away_mid_run_is_counted_not_fatal() {
             .any(|e| e.as_str().unwrap().starts_with("cannot connect to")),
         "{first:?}"
     );
+}
+
+/// A server that answers the first request on each connection, then cuts the second
+/// response short (10 of 100 promised bytes) and closes.
+fn cutting_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                for answer in [
+                    &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..],
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789",
+                ] {
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if conn.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_response_cut_short_is_a_reset_error_and_never_resent() {
+    let addr = cutting_server();
+    let r = bench_json(&["-c", "1", "-n", "10", &format!("http://{addr}/")]);
+    let run = &r["run"];
+    assert_eq!(run["status"]["200"], 5, "{run:#}");
+    assert_eq!(run["errors"]["reset"], 5, "{run:#}");
+    assert_eq!(run["connections_opened"], 5);
+    let first = run["first_errors"][0].as_str().unwrap();
+    assert!(first.contains("with 90 body bytes to come"), "{first}");
 }
