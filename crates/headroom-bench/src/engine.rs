@@ -523,11 +523,14 @@ async fn pacer(ctx: Rc<Worker>, rate: Rate) {
         i += ctx.stride;
         ctx.quota.set(ctx.quota.get() - 1);
         // Measured from release: the timer's lateness (about a tick) is the generator's.
-        // But when requests are already waiting for a connection, this one would have
-        // waited behind them had it been released on time: it is measured from `due`.
+        // But when requests have been waiting for a connection for longer than that, this
+        // one would have waited behind them had it been released on time: it is measured
+        // from `due`. (Requests of the same tick's burst wait less: they do not count.)
         let waiting = {
             let mut q = ctx.queue.borrow_mut();
-            let released = if q.is_empty() { Instant::now() } else { due };
+            let now = Instant::now();
+            let backlog = q.front().is_some_and(|&(_, r)| now - r > LATE);
+            let released = if backlog { due } else { now };
             q.push_back((due, released));
             q.len()
         };
