@@ -456,46 +456,12 @@ fn http2_cleartext_shares_connections_between_streams() {
 }
 
 fn tls_headroom(up: &Upstream) -> (Headroom, String) {
-    let dir = temp_dir();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (the README's test command installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cert, key) = make_cert(&temp_dir());
     let config = one_route_config(
         up,
-        &format!(
-            "tls = {{ cert = \"{}\", key = \"{}\" }}",
-            cert.display(),
-            key.display()
-        ),
+        &format!("tls = {{ cert = \"{cert}\", key = \"{key}\" }}"),
     );
-    (Headroom::start(&config), cert.display().to_string())
+    (Headroom::start(&config), cert)
 }
 
 #[test]
@@ -622,4 +588,35 @@ fn a_response_cut_short_is_a_reset_error_and_never_resent() {
     assert_eq!(run["connections_opened"], 5);
     let first = run["first_errors"][0].as_str().unwrap();
     assert!(first.contains("with 90 body bytes to come"), "{first}");
+}
+
+#[test]
+fn find_max_records_what_headroom_saw_at_each_step() {
+    let up = Upstream::start("a");
+    let h = Headroom::start(&one_route_config(&up, ""));
+    let admin = format!("http://{}", h.admin.expect("admin listener"));
+    let r = bench_json(&[
+        "--find-max",
+        "--slo",
+        "p99<1s",
+        "--start",
+        "100/s",
+        "--step",
+        "1s",
+        "--max-steps",
+        "2",
+        "--against",
+        &admin,
+        &format!("http://{}/", h.addr),
+    ]);
+    let steps = r["search"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    for (step, rate) in steps.iter().zip([100.0, 200.0]) {
+        assert_eq!(step["rate"], rate);
+        // headroom served the step's requests (warm-up included: it counts them all).
+        let seen = step["headroom"]["requests"].as_f64().unwrap();
+        assert!((rate * 0.9..=rate * 1.1).contains(&seen), "{step:#}");
+        assert_eq!(step["headroom"]["replicas_healthy"], 1.0);
+    }
+    assert_eq!(r["search"]["max_rate"], 200.0);
 }
