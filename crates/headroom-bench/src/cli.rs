@@ -35,8 +35,10 @@ Examples:
   headroom bench -c 200 -d 30s -H 'x-api-key: k' http://127.0.0.1:8080/products
   headroom bench --rate 2000/s -d 60s --slo 'p99<50ms,errors<0.1%' http://127.0.0.1:8080/
   headroom bench --ramp '100..10000/s over 2m' --html report.html http://127.0.0.1:8080/
-  headroom bench --find-max --slo 'p99<200ms,errors<1%' --against http://127.0.0.1:9901 http://127.0.0.1:8080/
-  headroom bench -m POST --body-file order.json -H 'content-type: application/json' http://127.0.0.1:8080/orders
+  headroom bench --find-max --slo 'p99<200ms,errors<1%' \\
+      --against http://127.0.0.1:9901 http://127.0.0.1:8080/
+  headroom bench -m POST --body-file order.json \\
+      -H 'content-type: application/json' http://127.0.0.1:8080/orders
   headroom bench --scenario mix.toml -d 30s --json > result.json
   headroom bench --save baseline.json http://127.0.0.1:8080/     # then, in CI:
   headroom bench --compare baseline.json --threshold 10% http://127.0.0.1:8080/")]
@@ -91,7 +93,7 @@ pub struct Args {
     /// Trust the CA certificates in this PEM file instead of the web's roots.
     #[arg(long, conflicts_with = "insecure")]
     pub cacert: Option<PathBuf>,
-    /// Open a new connection for every request ('connection: close').
+    /// HTTP/1.1: open a new connection for every request ('connection: close').
     #[arg(long)]
     pub no_keepalive: bool,
     /// A request without a whole response by then is a timeout error.
