@@ -108,6 +108,10 @@ pub struct RunReport {
     pub timeline: Vec<Row>,
     /// The latency distribution: `[percentile, ms]` pairs, for plots.
     pub distribution: Vec<[f64; 2]>,
+    /// How many responses took how long: `[upper bound in ms, count]`, in buckets spaced
+    /// evenly on a log scale from the fastest response to the slowest.
+    #[serde(default)]
+    pub histogram: Vec<[f64; 2]>,
     /// `--slo`: each objective against this run.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub slo: Option<Vec<Verdict>>,
@@ -142,6 +146,37 @@ impl Measured for RunReport {
     fn error_rate(&self) -> f64 {
         self.error_rate
     }
+}
+
+/// Buckets of the latency histogram the summary draws.
+const HISTOGRAM_BUCKETS: u32 = 10;
+
+/// `HISTOGRAM_BUCKETS` log-spaced buckets from the fastest response to the slowest.
+fn histogram_buckets(h: &hdrhistogram::Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let (lo, hi) = (h.min().max(1) as f64, h.max().max(1) as f64);
+    let mut out = Vec::new();
+    let mut below = h.lowest_equivalent(h.min());
+    for k in 1..=HISTOGRAM_BUCKETS {
+        let edge = (lo * (hi / lo).powf(k as f64 / HISTOGRAM_BUCKETS as f64)).round() as u64;
+        let upper = if k == HISTOGRAM_BUCKETS {
+            h.max()
+        } else {
+            edge.max(below)
+        };
+        // Values the histogram keeps as equal are counted in one bucket only.
+        let upper = h.highest_equivalent(upper);
+        let count = if upper >= below {
+            h.count_between(below, upper)
+        } else {
+            0
+        };
+        out.push([upper as f64 / 1e6, count as f64]);
+        below = upper + 1;
+    }
+    out
 }
 
 /// Percentiles the distribution lists: fine near the tail, where plots look.
@@ -214,6 +249,7 @@ impl RunReport {
             interval_s: o.interval.as_secs_f64(),
             timeline: o.timeline.clone(),
             distribution,
+            histogram: histogram_buckets(h),
             slo: None,
             headroom: None,
         }
@@ -266,6 +302,27 @@ impl RunReport {
                 cell(l.max),
                 cell(l.mean)
             );
+            let total: f64 = self.histogram.iter().map(|[_, n]| n).sum();
+            let most = self.histogram.iter().map(|[_, n]| *n).fold(0.0, f64::max);
+            for [upper, n] in &self.histogram {
+                let width = if most > 0.0 {
+                    (n / most * 40.0).round() as usize
+                } else {
+                    0
+                };
+                // A bucket with any response shows, however thin.
+                let bar = match (width, *n > 0.0) {
+                    (0, true) => "▏".to_string(),
+                    (w, _) => "█".repeat(w),
+                };
+                let _ = writeln!(
+                    s,
+                    "   ≤ {:>8} {:<40} {:>5.1}%",
+                    duration_ms(*upper),
+                    bar,
+                    n / total.max(1.0) * 100.0
+                );
+            }
         }
         let statuses: Vec<String> = self
             .status
@@ -403,6 +460,25 @@ pub fn short(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_buckets_hold_every_response_once_up_to_the_slowest() {
+        let mut h = crate::stats::histogram();
+        for ms in [1u64, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 1000] {
+            h.record(ms * 1_000_000).unwrap();
+        }
+        let b = histogram_buckets(&h);
+        assert_eq!(b.len(), HISTOGRAM_BUCKETS as usize);
+        assert_eq!(b.iter().map(|[_, n]| n).sum::<f64>(), 13.0);
+        assert!((b.last().unwrap()[0] - 1000.0).abs() < 1.0);
+        assert!(b.windows(2).all(|w| w[0][0] < w[1][0]), "{b:?}");
+        let mut one = crate::stats::histogram();
+        one.record(5_000_000).unwrap();
+        assert_eq!(
+            histogram_buckets(&one).iter().map(|[_, n]| n).sum::<f64>(),
+            1.0
+        );
+    }
 
     #[test]
     fn numbers_read_like_a_person_writes_them() {

@@ -190,6 +190,13 @@ fn json_csv_and_html_outputs_hold_what_they_promise() {
     ] {
         assert!(!timeline[0][key].is_null(), "timeline[].{key}");
     }
+    let counted: f64 = run["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b[1].as_f64().unwrap())
+        .sum();
+    assert_eq!(counted, 300.0, "the histogram holds every response once");
     let dist = run["distribution"].as_array().unwrap();
     assert_eq!(dist.last().unwrap()[0], 100.0);
     let csv = std::fs::read_to_string(&csv).unwrap();
