@@ -29,6 +29,18 @@ fn bench_json(args: &[&str]) -> Value {
     })
 }
 
+/// The run's stdout, once it is known to have exited with `code` (both streams shown if not).
+fn stdout_with_code(out: &Output, code: i32) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn url(up: &Upstream) -> String {
     format!("http://{}/", up.addr)
 }
@@ -292,8 +304,7 @@ fn bad_input_gets_a_clear_error_and_exit_code() {
         "-q",
         &url(&up),
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let stdout = stdout_with_code(&out, 0);
     assert!(
         stdout.contains("could not send 5,000,000/s: sent "),
         "{stdout}"
@@ -323,8 +334,7 @@ fn ctrl_c_prints_the_partial_results_and_exits_130() {
         .unwrap();
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    let stdout = stdout_with_code(&out, 130);
     assert!(stdout.contains("interrupted: partial results"), "{stdout}");
     assert!(stdout.contains("status    200: "), "{stdout}");
 }
@@ -358,8 +368,7 @@ fn compare_exits_1_on_a_regression_and_0_within_the_threshold() {
         "1000%",
         &url(&fast),
     ]);
-    let stdout = String::from_utf8_lossy(&again.stdout);
-    assert_eq!(again.status.code(), Some(0), "{stdout}");
+    let stdout = stdout_with_code(&again, 0);
     assert!(
         stdout.contains("compared with the baseline") && !stdout.contains("REGRESSION"),
         "{stdout}"
@@ -374,8 +383,7 @@ fn compare_exits_1_on_a_regression_and_0_within_the_threshold() {
         base.to_str().unwrap(),
         &url(&slow),
     ]);
-    let stdout = String::from_utf8_lossy(&worse.stdout);
-    assert_eq!(worse.status.code(), Some(1), "{stdout}");
+    let stdout = stdout_with_code(&worse, 1);
     let p50 = stdout
         .lines()
         .find(|l| l.trim_start().starts_with("p50"))
@@ -388,8 +396,7 @@ fn compare_exits_1_on_a_regression_and_0_within_the_threshold() {
 fn a_broken_slo_exits_1_and_says_which_objective() {
     let up = Upstream::start_with("a", &["--error-rate", "1.0"]);
     let out = bench(&["-n", "50", "-c", "1", "-q", "--slo", "errors<1%", &url(&up)]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let stdout = stdout_with_code(&out, 1);
     assert!(
         stdout.contains("SLO       BROKEN: errors 100.00% (breaks errors<1%)"),
         "{stdout}"
