@@ -27,9 +27,14 @@ pub(crate) fn new_request_id() -> HeaderValue {
 
 /// The request's host without port: from the URI (HTTP/2, absolute form) or the Host header.
 pub(crate) fn host_of<B>(req: &Request<B>) -> Option<&str> {
-    let raw = match req.uri().authority() {
+    host_from(req.uri(), req.headers().get(header::HOST))
+}
+
+/// [`host_of`] from a request's URI and `Host` header.
+pub(crate) fn host_from<'a>(uri: &'a http::Uri, host: Option<&'a HeaderValue>) -> Option<&'a str> {
+    let raw = match uri.authority() {
         Some(a) => a.as_str(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?,
+        None => host?.to_str().ok()?,
     };
     let raw = raw.rsplit('@').next().unwrap_or(raw);
     Some(if raw.starts_with('[') {
@@ -37,13 +42,6 @@ pub(crate) fn host_of<B>(req: &Request<B>) -> Option<&str> {
     } else {
         raw.split(':').next().unwrap_or(raw)
     })
-}
-
-pub(crate) fn header_str(h: &HeaderMap, name: HeaderName) -> String {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
 }
 
 /// The hop-by-hop header names every message loses, whether `Connection` lists them or not.

@@ -4,7 +4,7 @@
 
 use crate::body::RequestBody;
 use crate::h1::server::{self, ClientReader, ClientWriter};
-use crate::proxy::{self, ConnCtx};
+use crate::pipeline::{self, ConnCtx};
 use crate::Shared;
 use headroom_config::ListenerConfig;
 use headroom_telemetry::Gauge;
@@ -245,7 +245,7 @@ async fn serve_h2<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        proxy::handle(req.map(RequestBody::H2), ctx.clone())
+        pipeline::handle(req.map(RequestBody::H2), ctx.clone())
     });
     drive!(http2(cfg).serve_connection(io, svc), shutdown)
 }

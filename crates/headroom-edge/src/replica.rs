@@ -181,6 +181,32 @@ impl Replica {
         {
             return None;
         }
+        Some(self.eject(now, outlier))
+    }
+
+    /// The replica refused a connection (nothing listens) and the service has health
+    /// checks: it is out at once, and back after `rise` passing checks. True when this took
+    /// it out.
+    pub fn refused_until_checks_pass(&self) -> bool {
+        self.checks_ok.store(0, Relaxed);
+        let was = self.healthy.swap(false, Relaxed);
+        self.refresh_gauge(now_ns());
+        was
+    }
+
+    /// The replica refused a connection and the service has no health checks: it is
+    /// ejected at once for the back-off's next length (from `base_ejection`), whatever
+    /// `consecutive_failures` and `max_ejected` say — a refused connection is not a guess.
+    /// `consecutive_failures = 0` (passive ejection off) keeps it in. Returns the length when
+    /// this ejected it.
+    pub fn refused(&self, now: u64, outlier: &OutlierConfig) -> Option<Duration> {
+        if outlier.consecutive_failures == 0 || self.is_ejected(now) {
+            return None;
+        }
+        Some(self.eject(now, outlier))
+    }
+
+    fn eject(&self, now: u64, outlier: &OutlierConfig) -> Duration {
         let k = self.ejections.fetch_add(1, Relaxed).min(20);
         let length = outlier
             .base_ejection
@@ -190,7 +216,7 @@ impl Replica {
         self.passive_failures.store(0, Relaxed);
         self.ejections_total.inc();
         self.health_gauge.set(0);
-        Some(length)
+        length
     }
 
     /// Re-reads availability into the health gauge (ejections end silently).

@@ -3,6 +3,8 @@
 //! by stable ids while building, so they survive the swap.
 
 use crate::balancer::Balancer;
+use crate::pipeline::admit::Admission;
+use crate::pipeline::lookup::CacheRule;
 use crate::replica::Replica;
 use crate::retry::RetryBudget;
 use bytes::Bytes;
@@ -79,6 +81,10 @@ pub struct Route {
     pub request_remove: Vec<HeaderName>,
     pub response_add: Vec<(HeaderName, HeaderValue)>,
     pub response_remove: Vec<HeaderName>,
+    /// Admission policies (guard), checked in order by the `admit` phase; empty: skipped.
+    pub admit: Box<[Admission]>,
+    /// The cache rule the `lookup` phase applies; `None`: skipped.
+    pub cache: Option<CacheRule>,
     /// Red for fixed responses, redirects and requests that never reached a service.
     pub red: Red,
     pub latency: Arc<Histogram>,
@@ -350,6 +356,8 @@ impl Snapshot {
                     request_remove: header_names(&rc.request_headers.remove),
                     response_add: header_pairs(&rc.response_headers.add),
                     response_remove: header_names(&rc.response_headers.remove),
+                    admit: Box::new([]),
+                    cache: None,
                     red: Red::new(registry, &rc.name, ""),
                     latency: registry.histogram(
                         "headroom_request_duration_seconds",

@@ -1,0 +1,147 @@
+//! One attempt at a replica, in two phases: `connect` (reuse a pooled connection of this
+//! worker, or open one) and `send` (write the request, read the response head).
+
+use crate::body::{is_body_too_large, is_client_body_error, ClientBody, UpstreamBody};
+use crate::error::{ErrorKind, ProxyError};
+use crate::pool::{self, ConnectError, Sender};
+use crate::replica::Replica;
+use crate::snapshot::Service;
+use http::{Request, Response, Uri, Version};
+use std::sync::Arc;
+
+/// Counts a request in flight on a replica until dropped, however the request ends
+/// (completed, failed, or abandoned by a client that went away).
+pub(crate) struct InFlight(Arc<Replica>);
+
+impl InFlight {
+    pub(crate) fn new(replica: &Arc<Replica>) -> Self {
+        replica.inflight.inc();
+        InFlight(replica.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.dec();
+    }
+}
+
+/// The upstream side of a request whose response is streaming to the client.
+pub(crate) struct UpstreamDone {
+    pub(super) inflight: InFlight,
+    pub(super) sender: Option<Sender>,
+    pub(super) max_idle: usize,
+}
+
+impl UpstreamDone {
+    /// The response ended: a completed exchange leaves a reusable connection for the pool.
+    pub(crate) fn finish(self, complete: bool) {
+        if let (true, Some(sender)) = (complete, self.sender) {
+            self.inflight.0.pools.put(sender, self.max_idle);
+        }
+    }
+}
+
+/// connect: a live pooled connection of this worker, or a new one.
+pub(super) async fn connect(replica: &Replica, service: &Service) -> Result<Sender, ProxyError> {
+    let cfg = &service.cfg;
+    if let Some(s) = replica.pools.take(cfg.idle_timeout) {
+        return Ok(s);
+    }
+    // Boxed: connecting is rare (pools) and its future is large; inline it would be copied
+    // with every request's state.
+    Box::pin(pool::connect(replica.addr, cfg.protocol, cfg.connect_timeout))
+        .await
+        .map_err(|e| {
+            let kind = match &e {
+                ConnectError::Timeout => ErrorKind::ConnectTimeout,
+                ConnectError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    ErrorKind::ConnectRefused
+                }
+                _ => ErrorKind::ConnectFailed,
+            };
+            ProxyError::new(kind, e.to_string())
+        })
+}
+
+/// send: the request over `sender`; the response head, or why there is none. `last`: no
+/// retry can follow, so the request's headers may be given away instead of copied.
+pub(super) async fn send(
+    sender: Sender,
+    replica: &Arc<Replica>,
+    service: &Service,
+    parts: &mut http::request::Parts,
+    uri: &Uri,
+    body: UpstreamBody,
+    last: bool,
+) -> Result<(Response<ClientBody>, Option<Sender>), ProxyError> {
+    let cfg = &service.cfg;
+    match sender {
+        Sender::Raw(conn) => {
+            // Our HTTP/1.1 client borrows the head: no copy even if a retry may follow.
+            let head = crate::h1::client::RequestHead {
+                method: &parts.method,
+                uri,
+                headers: &parts.headers,
+            };
+            let sent = conn
+                .send(
+                    head,
+                    body,
+                    replica.clone(),
+                    cfg.max_idle,
+                    cfg.request_timeout,
+                )
+                .await;
+            use crate::h1::client::Error;
+            match sent {
+                Ok(resp) => Ok((resp.map(ClientBody::raw), None)),
+                Err(Error::BodyTooLarge) => Err(ProxyError::bare(ErrorKind::BodyTooLarge)),
+                Err(Error::Body(e)) => Err(client_body_error(e)),
+                Err(Error::TimedOut) => Err(ProxyError::bare(ErrorKind::UpstreamTimeout)),
+                Err(e) => Err(ProxyError::new(ErrorKind::UpstreamBroken, e)),
+            }
+        }
+        Sender::H2(mut s) => {
+            let mut req = Request::new(body);
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = uri.clone();
+            // hyper takes the headers by value: a request that cannot be sent again gives
+            // its headers away instead of copying them.
+            *req.headers_mut() = if last {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            *req.version_mut() = Version::HTTP_2;
+            let send = async {
+                s.ready().await?;
+                s.send_request(req).await
+            };
+            match tokio::time::timeout(cfg.request_timeout, send).await {
+                Ok(Ok(resp)) => Ok((resp.map(ClientBody::upstream), Some(Sender::H2(s)))),
+                Ok(Err(err)) => {
+                    let cause = std::error::Error::source(&err);
+                    if cause.is_some_and(is_body_too_large) {
+                        Err(ProxyError::bare(ErrorKind::BodyTooLarge))
+                    } else if cause.is_some_and(is_client_body_error) {
+                        Err(client_body_error(Box::new(err)))
+                    } else {
+                        Err(ProxyError::new(ErrorKind::UpstreamBroken, err))
+                    }
+                }
+                Err(_) => Err(ProxyError::bare(ErrorKind::UpstreamTimeout)),
+            }
+        }
+    }
+}
+
+/// The client's body broke off, was malformed, or paused past `body_timeout`.
+fn client_body_error(e: crate::body::BoxError) -> ProxyError {
+    let kind = if crate::body::is_client_body_timeout(e.as_ref()) {
+        ErrorKind::ClientBodyTimeout
+    } else {
+        ErrorKind::ClientBody
+    };
+    ProxyError::new(kind, e)
+}

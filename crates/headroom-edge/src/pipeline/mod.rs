@@ -1,0 +1,123 @@
+//! The request pipeline: one straight line of named phases (the README's "Request
+//! lifecycle" chart uses these names):
+//!
+//! ```text
+//! receive → route → admit → lookup → forward (pick → connect → send → retry) → respond → log
+//! ```
+//!
+//! - [`receive`](receive::receive): the request id, `Host`, the declared body size.
+//! - [`route`](route::route): the first matching route, and for a split its target.
+//! - [`admit`](admit::admit): the route's admission policies (guard: auth, limits, shedding).
+//! - [`lookup`](lookup::lookup): the route's cache rule (a hit answers here).
+//! - [`forward`](crate::forward::forward), or the route's own fixed answer or redirect.
+//! - [`respond`](respond::respond): every answer, early or not, leaves through here.
+//! - [`log`](context::RequestCtx::log): metrics and the access log line, once, when the
+//!   response body has been sent or the client went away.
+//!
+//! Any phase may end the request early with an [`Answer`]; there is one exit, so metrics
+//! and the log line are recorded the same way whatever happened. A route's policies are
+//! compiled into its [`Route`](crate::snapshot::Route) at snapshot build time: a route with
+//! none skips `admit` and `lookup` without a lookup or an allocation.
+
+pub mod admit;
+mod context;
+pub mod lookup;
+mod receive;
+mod respond;
+mod route;
+
+pub use context::{ConnCtx, Record, RequestCtx};
+pub use respond::json_error;
+
+use crate::body::{ClientBody, RequestBody};
+use crate::snapshot::RouteAction;
+use http::{Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// An early answer from any phase: the status, a stable machine-readable `kind` for the
+/// JSON error body, a message for people, and whether the connection must close after it
+/// (the client sent something that makes the rest of the connection unreadable).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub close: bool,
+}
+
+impl Answer {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Answer {
+            status,
+            kind,
+            message: message.into(),
+            close: false,
+        }
+    }
+
+    /// The connection closes after this answer.
+    pub fn close(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// 413, closing: the unread rest of the body would be parsed as the next request.
+    pub fn body_too_large(limit: u64) -> Self {
+        Answer::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+        .close()
+    }
+}
+
+/// Serves one request through the phases. Never fails: every error becomes a response.
+pub async fn handle(
+    req: Request<RequestBody>,
+    conn: Arc<ConnCtx>,
+) -> Result<Response<ClientBody>, Infallible> {
+    let mut ctx = RequestCtx::new(conn, &req);
+    let outcome = run(req, &mut ctx).await;
+    Ok(respond::respond(outcome, ctx))
+}
+
+/// The phases up to `respond`, each of which may answer early.
+async fn run(
+    req: Request<RequestBody>,
+    ctx: &mut RequestCtx,
+) -> Result<Response<ClientBody>, Answer> {
+    receive::receive(&req, &ctx.conn)?;
+    let routed = route::route(&ctx.snap, &req, &ctx.conn, &mut ctx.record)?;
+    let route = routed.route;
+    if !route.admit.is_empty() {
+        admit::admit(&route.admit, &req, &mut ctx.record).await?;
+    }
+    if let Some(rule) = &route.cache {
+        if let lookup::Lookup::Hit(resp) = lookup::lookup(rule, &req, &mut ctx.record).await {
+            return Ok(resp);
+        }
+    }
+    match (&route.action, routed.target) {
+        (_, Some(target)) => {
+            crate::forward::forward(req, route, target, &ctx.conn, &ctx.request_id, &mut ctx.record)
+                .await
+        }
+        (
+            RouteAction::Respond {
+                status,
+                body,
+                content_type,
+            },
+            None,
+        ) => Ok(respond::fixed(*status, body, content_type)),
+        (RouteAction::Redirect { to, status }, None) => Ok(respond::redirect(to, *status, &req)),
+        // A forwarding route always has a target (route::route picks one).
+        (RouteAction::Forward(_) | RouteAction::Split { .. }, None) => Err(Answer::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "route without a target",
+        )),
+    }
+}

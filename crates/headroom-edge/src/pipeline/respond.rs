@@ -1,0 +1,88 @@
+//! respond: every answer leaves through here — a replica's response, a fixed response, a
+//! redirect, or an early [`Answer`] from any phase. The route's response header edits are
+//! applied, the request id is set, and the request's context rides on the body until it
+//! ends, when `log` runs.
+
+use super::context::RequestCtx;
+use super::Answer;
+use crate::body::ClientBody;
+use crate::headers::{strip_hop_by_hop, X_REQUEST_ID};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+pub(super) fn respond(
+    outcome: Result<Response<ClientBody>, Answer>,
+    ctx: RequestCtx,
+) -> Response<ClientBody> {
+    let mut resp = match outcome {
+        Ok(resp) => resp,
+        Err(answer) => {
+            let mut r = json_error(answer.status, answer.kind, &answer.message, &ctx.request_id);
+            if answer.close {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    if let Some(r) = ctx.record.route {
+        let route = &ctx.snap.routes[r];
+        strip_hop_by_hop(h);
+        for name in &route.response_remove {
+            h.remove(name);
+        }
+        for (k, v) in &route.response_add {
+            h.insert(k.clone(), v.clone());
+        }
+    }
+    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let mut ctx = Box::new(ctx);
+    ctx.record.status = resp.status().as_u16();
+    resp.body_mut().set_on_end(ctx);
+    resp
+}
+
+/// A JSON error body: `{"error": kind, "message": ..., "request_id": ...}`.
+pub fn json_error(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    request_id: &HeaderValue,
+) -> Response<ClientBody> {
+    let body = serde_json::json!({
+        "error": kind,
+        "message": message,
+        "request_id": request_id.to_str().unwrap_or(""),
+    });
+    let mut resp = Response::new(ClientBody::full(format!("{body}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A route's `respond` action.
+pub(super) fn fixed(status: u16, body: &Bytes, content_type: &HeaderValue) -> Response<ClientBody> {
+    let mut resp = Response::new(ClientBody::full(body.clone()));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type.clone());
+    resp
+}
+
+/// A route's `redirect` action: `{path}` and `{query}` are filled in from the request.
+pub(super) fn redirect<B>(to: &str, status: u16, req: &Request<B>) -> Response<ClientBody> {
+    let location = to
+        .replace("{path}", req.uri().path())
+        .replace("{query}", req.uri().query().unwrap_or(""));
+    let mut resp = Response::new(ClientBody::empty());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
