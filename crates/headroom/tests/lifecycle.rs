@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -333,4 +334,60 @@ fn shutdown_gives_up_on_requests_still_running_at_the_deadline() {
         stuck.join().unwrap().is_err(),
         "the stuck request's connection was closed"
     );
+}
+
+/// The demo's promise ("all 200: replica-3's errors are retried") holds after a replica is
+/// killed: the dead one's refused connects cost no attempt, so a retry never lands on it.
+#[test]
+fn demo_answers_all_200_after_a_replica_is_killed() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, admin) = (free(), free());
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = Lines::follow(child.stderr.take().unwrap());
+    err.wait_for("admin listening", Duration::from_secs(20))
+        .expect("demo started");
+    // The demo's replicas are its child processes; replica-1 is the fast, reliable one.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+        .unwrap();
+    let victim = children
+        .split_whitespace()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("replica-1\0"))
+        })
+        .expect("replica-1 is a child of the demo")
+        .to_string();
+    assert!(Command::new("kill")
+        .args(["-9", &victim])
+        .status()
+        .unwrap()
+        .success());
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = Client::connect(addr);
+    let mut statuses = BTreeMap::new();
+    for _ in 0..60 {
+        *statuses.entry(c.get("/").status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, BTreeMap::from([(200, 60)]));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }

@@ -316,3 +316,72 @@ fn a_failed_connect_is_retried_for_any_method() {
     }
     assert!(h.metric("headroom_upstream_errors_total{service=\"s\",kind=\"connect\"}") >= 1.0);
 }
+
+#[test]
+fn a_refused_connect_does_not_use_up_the_last_attempt() {
+    // Round-robin sends the first try to the dead replica, the retry on 500 to "flaky":
+    // if the refused connect counted as an attempt, the flaky 500 would be the last word.
+    let mut dead = Upstream::start("dead");
+    dead.kill();
+    let flaky = Upstream::start_with("flaky", &["--error-rate", "1.0"]);
+    let good = Upstream::start("good");
+    let h = Headroom::start(&service_config(
+        &[&dead, &flaky, &good],
+        "balance = \"round-robin\"\nretry = { attempts = 2, on_status = [500], budget = \"100%\" }\noutlier = { consecutive_failures = 1000 }",
+    ));
+    let mut c = h.client();
+    for i in 0..30 {
+        let r = c.get("/");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.replica(), "good");
+    }
+}
+
+#[test]
+fn a_refused_connect_takes_the_replica_out_at_once() {
+    let mut dead = Upstream::start("dead");
+    dead.kill();
+    let good = Upstream::start("good");
+    let dead_addr = dead.addr.to_string();
+    // Without health checks: ejected for base_ejection at the first refusal, although
+    // consecutive_failures is far from reached.
+    let h = Headroom::start(&service_config(
+        &[&dead, &good],
+        "balance = \"round-robin\"\noutlier = { consecutive_failures = 50, base_ejection = \"1m\" }",
+    ));
+    let mut c = h.client();
+    assert_eq!(c.get("/").status, 200);
+    assert!(replica_state(&h.status(), &dead_addr, "ejected"));
+    let errors = h.metric("headroom_upstream_errors_total{service=\"s\",kind=\"connect\"}");
+    for _ in 0..10 {
+        assert_eq!(c.get("/").status, 200);
+    }
+    assert_eq!(
+        h.metric("headroom_upstream_errors_total{service=\"s\",kind=\"connect\"}"),
+        errors,
+        "no more connects to the ejected replica"
+    );
+    drop(h);
+    // With health checks: out until its checks pass again. `fall = 1000`: the checks
+    // themselves never take it out during the test, so only the refused connect can.
+    let mut gone = Upstream::start("gone");
+    let gone_addr = gone.addr.to_string();
+    let h = Headroom::start(&service_config(
+        &[&gone, &good],
+        "balance = \"round-robin\"\nhealth = { interval = \"200ms\", rise = 1, fall = 1000 }",
+    ));
+    gone.kill();
+    let mut c = h.client();
+    for _ in 0..4 {
+        assert_eq!(c.get("/").status, 200);
+    }
+    let st = h.status();
+    assert!(!replica_state(&st, &gone_addr, "healthy"), "{st:#}");
+    assert_eq!(
+        h.metric("headroom_upstream_errors_total{service=\"s\",kind=\"connect\"}"),
+        1.0
+    );
+    // Back on its address: the next passing check brings it back.
+    let _back = Upstream::start_on(&gone_addr, "gone", &[]);
+    h.wait_status("the replica back", |st| replica_state(st, &gone_addr, "healthy"));
+}
