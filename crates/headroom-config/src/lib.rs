@@ -17,6 +17,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The largest replica weight (the smallest is 1). The round-robin schedule holds one slot
+/// per unit of weight and the hash ring 160 points, so weights are bounded.
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// A validated config, ready to build a routing table from.
 #[derive(Debug, Clone)]
 pub struct Config {

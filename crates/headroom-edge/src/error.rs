@@ -91,7 +91,10 @@ impl ProxyError {
     /// What the client hears. `replica` names the replica in upstream errors;
     /// `request_timeout` and `max_body_bytes` fill in the messages that cite them.
     pub fn answer(&self, replica: &str, request_timeout: Duration, max_body_bytes: u64) -> Answer {
-        let cause = self.source.as_ref().map_or(String::new(), |e| e.to_string());
+        let cause = self
+            .source
+            .as_ref()
+            .map_or(String::new(), |e| e.to_string());
         match self.kind {
             ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::ConnectFailed => {
                 Answer::new(
@@ -160,7 +163,11 @@ mod tests {
             ErrorKind::ClientBody,
             ErrorKind::ClientBodyTimeout,
         ] {
-            assert_eq!(ProxyError::bare(kind).retry(), RetrySafety::Never, "{kind:?}");
+            assert_eq!(
+                ProxyError::bare(kind).retry(),
+                RetrySafety::Never,
+                "{kind:?}"
+            );
         }
     }
 

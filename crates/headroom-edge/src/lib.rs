@@ -16,9 +16,10 @@ pub mod h1;
 mod headers;
 pub mod health;
 pub mod listener;
-pub mod pool;
 pub mod pipeline;
+pub mod pool;
 pub mod replica;
+pub mod replica_set;
 pub mod retry;
 pub mod snapshot;
 mod tls;
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::info;
 
 /// State every worker and the control plane share.
 #[derive(Debug)]
@@ -51,6 +53,43 @@ pub struct Shared {
     pub unrouted_latency: Arc<Histogram>,
     reloads_ok: Arc<Counter>,
     reloads_failed: Arc<Counter>,
+    /// The snapshot's generation: bumped by every reload and every replica-set change.
+    generation: AtomicU64,
+    /// Serialises snapshot rebuilds, so a reload and a runtime change never lose each
+    /// other's work. Held only while a snapshot is built (control plane, never per request).
+    rebuilding: Mutex<()>,
+}
+
+impl Shared {
+    pub(crate) fn rebuild_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.rebuilding.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Builds and swaps in a snapshot of the config in force and the live membership.
+    /// The caller holds [`Shared::rebuild_lock`].
+    pub(crate) fn rebuild_locked(&self) -> u64 {
+        let generation = self.generation.fetch_add(1, Relaxed) + 1;
+        let snap = Snapshot::build(&self.config.load(), &self.live, generation);
+        self.snapshot.store(Arc::new(snap));
+        generation
+    }
+}
+
+/// What a reload from `old` to `new` cannot apply in a running process, if anything.
+/// Everything else takes effect: routes, services (replicas, weights, balancing, timeouts,
+/// health checks, outlier ejection, retry budgets), the access log format, the admin token
+/// and `shutdown_timeout`.
+fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
+    if old.listeners != new.listeners {
+        return Some("listeners changed");
+    }
+    if old.global.workers != new.global.workers {
+        return Some("global.workers changed");
+    }
+    if old.admin.as_ref().map(|a| a.bind) != new.admin.as_ref().map(|a| a.bind) {
+        return Some("admin.bind or admin.enabled changed");
+    }
+    None
 }
 
 /// A running gateway.
@@ -61,7 +100,6 @@ pub struct Edge {
     workers: Vec<std::thread::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     health: Mutex<Vec<JoinHandle<()>>>,
-    generation: AtomicU64,
 }
 
 impl Edge {
@@ -72,7 +110,6 @@ impl Edge {
         let workers = config.global.workers.max(1);
         let live = Live::new(registry.clone(), workers);
         let snap = Snapshot::build(&config, &live, 1);
-        let shutdown_timeout = config.global.shutdown_timeout;
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
             live,
@@ -100,6 +137,8 @@ impl Edge {
             ),
             registry,
             config: ArcSwap::from_pointee(config.clone()),
+            generation: AtomicU64::new(1),
+            rebuilding: Mutex::new(()),
         });
 
         let bound = config
@@ -180,6 +219,8 @@ impl Edge {
                             }
                         }
                         // Every connection holds a drain sender: recv() ends when the last closes.
+                        // Read now: a reload may have changed it.
+                        let shutdown_timeout = shared.config.load().global.shutdown_timeout;
                         let _ = tokio::time::timeout(shutdown_timeout, drain_rx.recv()).await;
                         access_log::flush_thread();
                     });
@@ -195,7 +236,6 @@ impl Edge {
             admin_addr,
             workers: threads,
             shutdown: shutdown_tx,
-            generation: AtomicU64::new(1),
         };
         Ok(edge)
     }
@@ -214,20 +254,22 @@ impl Edge {
     /// need a restart: such a config is rejected and the running one stays.
     pub fn reload(&self, config: Config) -> Result<u64, String> {
         let current = self.shared.config.load_full();
-        let same_listeners = current.listeners.len() == config.listeners.len()
-            && current
-                .listeners
-                .iter()
-                .zip(&config.listeners)
-                .all(|(a, b)| a == b);
-        if !same_listeners {
+        if let Some(reason) = needs_restart(&current, &config) {
             self.shared.reloads_failed.inc();
-            return Err("listeners changed: restart headroom to apply listener changes (routes and services reload live); the running config stays".into());
+            return Err(format!("{reason}: restart headroom to apply it (routes, services and the rest reload live); the running config stays"));
         }
-        let generation = self.generation.fetch_add(1, Relaxed) + 1;
-        let snap = Snapshot::build(&config, &self.shared.live, generation);
-        self.shared.snapshot.store(Arc::new(snap));
-        self.shared.config.store(Arc::new(config));
+        let generation = {
+            let _serial = self.shared.rebuild_lock();
+            for (service, n) in self.shared.live.reconcile_membership(&config) {
+                info!(
+                    service,
+                    replicas = n,
+                    "reload keeps the replicas added at runtime"
+                );
+            }
+            self.shared.config.store(Arc::new(config));
+            self.shared.rebuild_locked()
+        };
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         for t in health.drain(..) {
             t.abort();

@@ -34,6 +34,8 @@ pub struct Replica {
     ejections: AtomicU32,
     /// When the replica last became available (clock ns), for slow start.
     available_since: AtomicU64,
+    /// Draining: no new requests; removed when its in-flight ones are done.
+    draining: AtomicBool,
     pub pools: PoolSlots,
     health_gauge: Arc<Gauge>,
     ejections_total: Arc<Counter>,
@@ -74,6 +76,7 @@ impl Replica {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             available_since: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             pools: PoolSlots::new(workers),
             health_gauge,
             ejections_total: registry.counter(
@@ -84,9 +87,39 @@ impl Replica {
         }
     }
 
-    /// Takes traffic: actively healthy and not passively ejected.
+    /// Takes traffic: actively healthy, not passively ejected, not draining.
     pub fn is_available(&self, now: u64) -> bool {
-        self.healthy.load(Relaxed) && self.ejected_until.load(Relaxed) <= now
+        self.healthy.load(Relaxed)
+            && self.ejected_until.load(Relaxed) <= now
+            && !self.draining.load(Relaxed)
+    }
+
+    /// A replica added at runtime: in slow start from now and, when `checked` (its service
+    /// has health checks), out until its first passing check.
+    pub fn start_at_runtime(&self, checked: bool) {
+        self.available_since.store(now_ns(), Relaxed);
+        if checked {
+            self.healthy.store(false, Relaxed);
+            // One pass brings it in, whatever `rise` says: it was never seen failing.
+            self.checks_ok.store(u32::MAX / 2, Relaxed);
+        }
+        self.refresh_gauge(now_ns());
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Relaxed);
+        self.refresh_gauge(now_ns());
+    }
+
+    /// Ends a drain; true if it was draining.
+    pub fn undrain(&self) -> bool {
+        let was = self.draining.swap(false, Relaxed);
+        self.refresh_gauge(now_ns());
+        was
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
     }
 
     pub fn is_healthy(&self) -> bool {

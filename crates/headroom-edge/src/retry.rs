@@ -29,6 +29,13 @@ impl RetryBudget {
         }
     }
 
+    /// True when the budget was made with these terms (a reload that keeps them keeps the
+    /// budget and its saved tokens).
+    pub fn has_terms(&self, share: f64, min_per_second: u32) -> bool {
+        self.deposit == (share * 1000.0).round() as i64
+            && self.min_per_second == u64::from(min_per_second)
+    }
+
     /// Called once per original request.
     pub fn deposit(&self) {
         if self.deposit > 0 && self.balance.load(Relaxed) < self.cap {

@@ -6,15 +6,15 @@ use crate::balancer::Balancer;
 use crate::pipeline::admit::Admission;
 use crate::pipeline::lookup::CacheRule;
 use crate::replica::Replica;
+use crate::replica_set::{set_weight, Membership, Source};
 use crate::retry::RetryBudget;
 use bytes::Bytes;
-use headroom_config::{Action, Config, HostMatch, PathMatch, ServiceConfig};
+use headroom_config::{Action, Config, HostMatch, PathMatch, RouteConfig, ServiceConfig};
 use headroom_telemetry::access_log::Format;
 use headroom_telemetry::{Counter, Histogram, Registry};
 use http::{HeaderName, HeaderValue, Method};
-use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The routing table in force.
@@ -120,6 +120,8 @@ pub struct Service {
     pub name: Arc<str>,
     pub cfg: ServiceConfig,
     pub replicas: Vec<Arc<Replica>>,
+    /// Where each replica came from, by index.
+    pub sources: Vec<Source>,
     pub balancer: Balancer,
     pub budget: Arc<RetryBudget>,
     pub retry_methods: Vec<Method>,
@@ -131,6 +133,55 @@ pub struct Service {
 }
 
 impl Service {
+    fn new(
+        name: &str,
+        sc: &ServiceConfig,
+        replicas: Vec<Arc<Replica>>,
+        sources: Vec<Source>,
+        budget: Arc<RetryBudget>,
+        registry: &Registry,
+    ) -> Service {
+        let labels = [("service", name)];
+        let err = |kind: &str| {
+            registry.counter(
+                "headroom_upstream_errors_total",
+                "Failed upstream attempts, by service and kind.",
+                &[("service", name), ("kind", kind)],
+            )
+        };
+        Service {
+            name: name.into(),
+            balancer: Balancer::new(sc.balance, &replicas),
+            replicas,
+            sources,
+            budget,
+            retry_methods: sc
+                .retry
+                .methods
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
+            upstream_latency: registry.histogram(
+                "headroom_upstream_duration_seconds",
+                "Time from sending a request upstream to its response headers.",
+                &labels,
+            ),
+            retries: registry.counter(
+                "headroom_retries_total",
+                "Retries sent to another replica.",
+                &labels,
+            ),
+            retries_denied: registry.counter(
+                "headroom_retries_denied_total",
+                "Retries not sent because the retry budget was spent.",
+                &labels,
+            ),
+            connect_errors: err("connect"),
+            timeouts: err("timeout"),
+            cfg: sc.clone(),
+        }
+    }
+
     /// Share of replicas passively ejected right now, counting one more.
     pub fn ejected_share_with_one_more(&self, now: u64) -> f64 {
         let ejected = self.replicas.iter().filter(|r| r.is_ejected(now)).count() + 1;
@@ -145,6 +196,10 @@ pub struct Live {
     pub workers: usize,
     replicas: Mutex<HashMap<(String, String), Arc<Replica>>>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    membership: Mutex<Membership>,
+    /// Route and service names of the last build, so a reload can forget the series of
+    /// those it removed.
+    names: Mutex<(HashSet<String>, HashSet<String>)>,
 }
 
 impl Live {
@@ -154,8 +209,122 @@ impl Live {
             workers,
             replicas: Mutex::default(),
             budgets: Mutex::default(),
+            membership: Mutex::default(),
+            names: Mutex::default(),
         }
     }
+
+    pub(crate) fn membership(&self) -> MutexGuard<'_, Membership> {
+        self.membership.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the live state of a replica about to be added at runtime: in slow start from
+    /// now, and, when its service has health checks, out until its first passing check.
+    pub(crate) fn prepare_runtime_replica(
+        &self,
+        service: &str,
+        label: &str,
+        addr: std::net::SocketAddr,
+        weight: u32,
+        checked: bool,
+    ) {
+        let mut replicas = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (service.to_string(), label.to_string());
+        if replicas.get(&key).is_some_and(|r| r.addr == addr) {
+            return;
+        }
+        let initial = mean_ewma(
+            replicas
+                .iter()
+                .filter(|((s, _), _)| s == service)
+                .map(|(_, r)| r),
+        );
+        let r = Replica::new(
+            service,
+            label,
+            addr,
+            weight,
+            initial,
+            self.workers,
+            &self.registry,
+        );
+        r.start_at_runtime(checked);
+        replicas.insert(key, Arc::new(r));
+    }
+
+    /// Keeps runtime replicas only of services that still exist, and forgets config
+    /// replicas drained at runtime (a reload brings the file's replicas back). Returns the
+    /// count of runtime replicas kept, by service.
+    pub(crate) fn reconcile_membership(&self, cfg: &Config) -> Vec<(String, usize)> {
+        let mut m = self.membership();
+        m.removed.clear();
+        m.added.retain(|service, list| {
+            let stays = cfg.services.contains_key(service);
+            if !stays {
+                tracing::info!(
+                    service,
+                    replicas = list.len(),
+                    "service removed by the reload: its runtime-added replicas go too"
+                );
+            }
+            stays && !list.is_empty()
+        });
+        m.added
+            .iter()
+            .map(|(s, list)| (s.clone(), list.len()))
+            .collect()
+    }
+}
+
+/// The mean peak-EWMA latency of `replicas`, 1 ms when there are none: where a replica new
+/// to a service starts, so it is neither flooded as "fastest" nor starved as "slowest" (the
+/// floor RTT of linkerd's balancer, learnt).
+fn mean_ewma<'a>(replicas: impl Iterator<Item = &'a Arc<Replica>>) -> Duration {
+    let (mut sum, mut n) = (0.0, 0u32);
+    for r in replicas {
+        sum += r.ewma();
+        n += 1;
+    }
+    if n == 0 {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_nanos((sum / f64::from(n)) as u64)
+    }
+}
+
+/// One member of a service as a build sees it.
+struct Member<'a> {
+    label: &'a str,
+    addr: std::net::SocketAddr,
+    weight: u32,
+    source: Source,
+}
+
+/// The service's members: the config's (less those drained at runtime), then the runtime
+/// additions.
+fn members<'a>(name: &str, sc: &'a ServiceConfig, m: &'a Membership) -> Vec<Member<'a>> {
+    let mut out: Vec<Member<'a>> = sc
+        .replicas
+        .iter()
+        .filter(|r| !m.removed.contains(&(name.to_string(), r.label.clone())))
+        .map(|r| Member {
+            label: &r.label,
+            addr: r.addr,
+            weight: r.weight,
+            source: Source::Config,
+        })
+        .collect();
+    for a in m.added.get(name).into_iter().flatten() {
+        if !sc.replicas.iter().any(|r| r.label == a.label) {
+            out.push(Member {
+                label: &a.label,
+                addr: a.addr,
+                weight: a.weight,
+                source: a.source,
+            });
+        }
+    }
+    out
 }
 
 fn header_pairs(pairs: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
@@ -178,104 +347,169 @@ fn header_names(names: &[String]) -> Vec<HeaderName> {
         .collect()
 }
 
+impl Route {
+    /// Compiles one route: its matcher, action, header edits, policies and counters.
+    fn build(
+        rc: &RouteConfig,
+        services: &HashMap<&str, Arc<Service>>,
+        listener_names: &[String],
+        registry: &Registry,
+    ) -> Route {
+        let target = |svc: &str| Target {
+            service: services[svc].clone(),
+            red: Red::new(registry, &rc.name, svc),
+        };
+        let action = match &rc.action {
+            Action::Forward(s) => RouteAction::Forward(target(s)),
+            Action::Split(parts) => {
+                let mut total = 0;
+                let targets = parts
+                    .iter()
+                    .map(|(s, w)| {
+                        total += w;
+                        (target(s), total)
+                    })
+                    .collect();
+                RouteAction::Split { targets, total }
+            }
+            Action::Redirect { to, status } => RouteAction::Redirect {
+                to: to.clone(),
+                status: *status,
+            },
+            Action::Respond {
+                status,
+                body,
+                content_type,
+            } => RouteAction::Respond {
+                status: *status,
+                body: Bytes::from(body.clone()),
+                content_type: HeaderValue::from_str(content_type)
+                    .unwrap_or(HeaderValue::from_static("text/plain")),
+            },
+        };
+        let listeners = if rc.listeners.is_empty() {
+            u64::MAX
+        } else {
+            rc.listeners
+                .iter()
+                .filter_map(|l| listener_names.iter().position(|n| n == l))
+                .fold(0u64, |m, i| m | (1 << i.min(63)))
+        };
+        Route {
+            name: rc.name.as_str().into(),
+            listeners,
+            host: rc.matcher.host.clone(),
+            path: rc.matcher.path.clone(),
+            methods: rc
+                .matcher
+                .methods
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
+            headers: header_pairs(&rc.matcher.headers),
+            action,
+            strip_prefix: rc.strip_prefix.clone().or_else(|| {
+                // rewrite_prefix alone replaces the matched path_prefix.
+                match (&rc.rewrite_prefix, &rc.matcher.path) {
+                    (Some(_), PathMatch::Prefix(p)) => Some(p.clone()),
+                    _ => None,
+                }
+            }),
+            rewrite_prefix: rc.rewrite_prefix.clone(),
+            request_add: header_pairs(&rc.request_headers.add),
+            request_remove: header_names(&rc.request_headers.remove),
+            response_add: header_pairs(&rc.response_headers.add),
+            response_remove: header_names(&rc.response_headers.remove),
+            admit: Box::new([]),
+            cache: None,
+            red: Red::new(registry, &rc.name, ""),
+            latency: registry.histogram(
+                "headroom_request_duration_seconds",
+                "Time from receiving a request to the end of its response, by route.",
+                &[("route", rc.name.as_str())],
+            ),
+        }
+    }
+}
+
+/// Forgets the metric series of routes and services the new config no longer has, so
+/// `/metrics` does not report them for the life of the process.
+fn forget_removed(live: &Live, cfg: &Config) {
+    let routes: HashSet<String> = cfg.routes.iter().map(|r| r.name.clone()).collect();
+    let services: HashSet<String> = cfg.services.keys().cloned().collect();
+    let mut names = live.names.lock().unwrap_or_else(|p| p.into_inner());
+    for gone in names.0.difference(&routes) {
+        live.registry.remove_series("route", gone);
+    }
+    for gone in names.1.difference(&services) {
+        live.registry.remove_series("service", gone);
+    }
+    *names = (routes, services);
+}
+
 impl Snapshot {
-    /// Builds the table for `cfg`, reusing live replica state from `live`.
+    /// Builds the table for `cfg` and the runtime membership, reusing live replica state,
+    /// budgets and metric series from `live`; forgets the series of replicas, routes and
+    /// services that are gone.
     pub fn build(cfg: &Config, live: &Live, generation: u64) -> Snapshot {
         let registry = &live.registry;
+        let membership = live.membership();
         let mut live_replicas = live.replicas.lock().unwrap_or_else(|p| p.into_inner());
         let mut budgets = live.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keep = std::collections::HashSet::new();
+        let mut keep = HashSet::new();
 
         let mut services: HashMap<&str, Arc<Service>> = HashMap::new();
         for (name, sc) in &cfg.services {
-            // A new replica starts at the service's mean latency: not flooded as "fastest",
-            // not starved as "slowest" (the floor RTT of linkerd's balancer, learnt).
-            let known: Vec<f64> = sc
-                .replicas
-                .iter()
-                .filter_map(|r| live_replicas.get(&(name.clone(), r.label.clone())))
-                .map(|r| r.ewma())
-                .collect();
-            let initial = if known.is_empty() {
-                Duration::from_millis(1)
-            } else {
-                Duration::from_nanos((known.iter().sum::<f64>() / known.len() as f64) as u64)
-            };
-            let replicas: Vec<Arc<Replica>> = sc
-                .replicas
-                .iter()
-                .map(|rc| {
-                    let key = (name.clone(), rc.label.clone());
-                    keep.insert(key.clone());
-                    let r = match live_replicas.get(&key) {
-                        Some(r) if r.addr == rc.addr => r.clone(),
-                        _ => {
-                            let r = Arc::new(Replica::new(
-                                name,
-                                &rc.label,
-                                rc.addr,
-                                rc.weight,
-                                initial,
-                                live.workers,
-                                registry,
-                            ));
-                            live_replicas.insert(key, r.clone());
-                            r
-                        }
-                    };
-                    r.weight.store(rc.weight, Relaxed);
-                    r
-                })
-                .collect();
+            let members = members(name, sc, &membership);
+            let initial = mean_ewma(
+                members
+                    .iter()
+                    .filter_map(|m| live_replicas.get(&(name.clone(), m.label.to_string()))),
+            );
+            let mut replicas = Vec::with_capacity(members.len());
+            for m in &members {
+                let key = (name.clone(), m.label.to_string());
+                keep.insert(key.clone());
+                let r = match live_replicas.get(&key) {
+                    Some(r) if r.addr == m.addr => r.clone(),
+                    _ => {
+                        let r = Arc::new(Replica::new(
+                            name,
+                            m.label,
+                            m.addr,
+                            m.weight,
+                            initial,
+                            live.workers,
+                            registry,
+                        ));
+                        live_replicas.insert(key, r.clone());
+                        r
+                    }
+                };
+                set_weight(&r, m.weight);
+                replicas.push(r);
+            }
+            // A budget is kept across reloads (its saved tokens with it) unless its terms
+            // changed: then the new terms take effect at once.
             let budget = budgets
                 .entry(name.clone())
+                .and_modify(|b| {
+                    if !b.has_terms(sc.retry.budget, sc.retry.min_per_second) {
+                        *b = Arc::new(RetryBudget::new(sc.retry.budget, sc.retry.min_per_second));
+                    }
+                })
                 .or_insert_with(|| {
                     Arc::new(RetryBudget::new(sc.retry.budget, sc.retry.min_per_second))
                 })
                 .clone();
-            let labels = [("service", name.as_str())];
-            let err = |kind: &str| {
-                registry.counter(
-                    "headroom_upstream_errors_total",
-                    "Failed upstream attempts, by service and kind.",
-                    &[("service", name.as_str()), ("kind", kind)],
-                )
-            };
+            let sources = members.iter().map(|m| m.source).collect();
             services.insert(
                 name.as_str(),
-                Arc::new(Service {
-                    name: name.as_str().into(),
-                    balancer: Balancer::new(sc.balance, &replicas),
-                    replicas,
-                    budget,
-                    retry_methods: sc
-                        .retry
-                        .methods
-                        .iter()
-                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-                        .collect(),
-                    upstream_latency: registry.histogram(
-                        "headroom_upstream_duration_seconds",
-                        "Time from sending a request upstream to its response headers.",
-                        &labels,
-                    ),
-                    retries: registry.counter(
-                        "headroom_retries_total",
-                        "Retries sent to another replica.",
-                        &labels,
-                    ),
-                    retries_denied: registry.counter(
-                        "headroom_retries_denied_total",
-                        "Retries not sent because the retry budget was spent.",
-                        &labels,
-                    ),
-                    connect_errors: err("connect"),
-                    timeouts: err("timeout"),
-                    cfg: sc.clone(),
-                }),
+                Arc::new(Service::new(name, sc, replicas, sources, budget, registry)),
             );
         }
-        // Replicas that left the config: close their connections and forget their series.
+        drop(membership);
+        // Replicas that left: close their connections and forget their series.
         live_replicas.retain(|key, r| {
             let stays = keep.contains(key);
             if !stays {
@@ -290,83 +524,9 @@ impl Snapshot {
         let routes = cfg
             .routes
             .iter()
-            .map(|rc| {
-                let target = |svc: &str| Target {
-                    service: services[svc].clone(),
-                    red: Red::new(registry, &rc.name, svc),
-                };
-                let action = match &rc.action {
-                    Action::Forward(s) => RouteAction::Forward(target(s)),
-                    Action::Split(parts) => {
-                        let mut total = 0;
-                        let targets = parts
-                            .iter()
-                            .map(|(s, w)| {
-                                total += w;
-                                (target(s), total)
-                            })
-                            .collect();
-                        RouteAction::Split { targets, total }
-                    }
-                    Action::Redirect { to, status } => RouteAction::Redirect {
-                        to: to.clone(),
-                        status: *status,
-                    },
-                    Action::Respond {
-                        status,
-                        body,
-                        content_type,
-                    } => RouteAction::Respond {
-                        status: *status,
-                        body: Bytes::from(body.clone()),
-                        content_type: HeaderValue::from_str(content_type)
-                            .unwrap_or(HeaderValue::from_static("text/plain")),
-                    },
-                };
-                let listeners = if rc.listeners.is_empty() {
-                    u64::MAX
-                } else {
-                    rc.listeners
-                        .iter()
-                        .filter_map(|l| listener_names.iter().position(|n| n == l))
-                        .fold(0u64, |m, i| m | (1 << i.min(63)))
-                };
-                Route {
-                    name: rc.name.as_str().into(),
-                    listeners,
-                    host: rc.matcher.host.clone(),
-                    path: rc.matcher.path.clone(),
-                    methods: rc
-                        .matcher
-                        .methods
-                        .iter()
-                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-                        .collect(),
-                    headers: header_pairs(&rc.matcher.headers),
-                    action,
-                    strip_prefix: rc.strip_prefix.clone().or_else(|| {
-                        // rewrite_prefix alone replaces the matched path_prefix.
-                        match (&rc.rewrite_prefix, &rc.matcher.path) {
-                            (Some(_), PathMatch::Prefix(p)) => Some(p.clone()),
-                            _ => None,
-                        }
-                    }),
-                    rewrite_prefix: rc.rewrite_prefix.clone(),
-                    request_add: header_pairs(&rc.request_headers.add),
-                    request_remove: header_names(&rc.request_headers.remove),
-                    response_add: header_pairs(&rc.response_headers.add),
-                    response_remove: header_names(&rc.response_headers.remove),
-                    admit: Box::new([]),
-                    cache: None,
-                    red: Red::new(registry, &rc.name, ""),
-                    latency: registry.histogram(
-                        "headroom_request_duration_seconds",
-                        "Time from receiving a request to the end of its response, by route.",
-                        &[("route", rc.name.as_str())],
-                    ),
-                }
-            })
+            .map(|rc| Route::build(rc, &services, &listener_names, registry))
             .collect();
+        forget_removed(live, cfg);
 
         let mut services: Vec<Arc<Service>> = services.into_values().collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));

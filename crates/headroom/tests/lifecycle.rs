@@ -364,8 +364,8 @@ fn demo_answers_all_200_after_a_replica_is_killed() {
     err.wait_for("admin listening", Duration::from_secs(20))
         .expect("demo started");
     // The demo's replicas are its child processes; replica-1 is the fast, reliable one.
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
-        .unwrap();
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
     let victim = children
         .split_whitespace()
         .find(|pid| {

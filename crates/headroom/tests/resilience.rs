@@ -383,5 +383,7 @@ fn a_refused_connect_takes_the_replica_out_at_once() {
     );
     // Back on its address: the next passing check brings it back.
     let _back = Upstream::start_on(&gone_addr, "gone", &[]);
-    h.wait_status("the replica back", |st| replica_state(st, &gone_addr, "healthy"));
+    h.wait_status("the replica back", |st| {
+        replica_state(st, &gone_addr, "healthy")
+    });
 }

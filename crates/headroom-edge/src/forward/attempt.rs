@@ -50,18 +50,22 @@ pub(super) async fn connect(replica: &Replica, service: &Service) -> Result<Send
     }
     // Boxed: connecting is rare (pools) and its future is large; inline it would be copied
     // with every request's state.
-    Box::pin(pool::connect(replica.addr, cfg.protocol, cfg.connect_timeout))
-        .await
-        .map_err(|e| {
-            let kind = match &e {
-                ConnectError::Timeout => ErrorKind::ConnectTimeout,
-                ConnectError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    ErrorKind::ConnectRefused
-                }
-                _ => ErrorKind::ConnectFailed,
-            };
-            ProxyError::new(kind, e.to_string())
-        })
+    Box::pin(pool::connect(
+        replica.addr,
+        cfg.protocol,
+        cfg.connect_timeout,
+    ))
+    .await
+    .map_err(|e| {
+        let kind = match &e {
+            ConnectError::Timeout => ErrorKind::ConnectTimeout,
+            ConnectError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                ErrorKind::ConnectRefused
+            }
+            _ => ErrorKind::ConnectFailed,
+        };
+        ProxyError::new(kind, e.to_string())
+    })
 }
 
 /// send: the request over `sender`; the response head, or why there is none. `last`: no

@@ -149,16 +149,8 @@ pub(crate) async fn forward(
         let sent_at = Instant::now();
         let may_retry = idempotent && replay.replayable() && record.attempts < max_attempts;
         let body = replay.take().unwrap_or(UpstreamBody::Empty);
-        let result = attempt::send(
-            sender,
-            replica,
-            service,
-            &mut parts,
-            &uri,
-            body,
-            !may_retry,
-        )
-        .await;
+        let result =
+            attempt::send(sender, replica, service, &mut parts, &uri, body, !may_retry).await;
 
         // retry?
         let failure = match result {

@@ -12,16 +12,11 @@ use http::{Request, Response};
 #[derive(Debug)]
 pub enum CacheRule {}
 
-/// What the cache had.
-pub enum Lookup {
-    Hit(Response<ClientBody>),
-    Miss,
-}
-
+/// A hit's response (`Some`), or `None` to go on to `forward`.
 pub(super) async fn lookup(
     rule: &CacheRule,
     _req: &Request<RequestBody>,
     _record: &mut Record,
-) -> Lookup {
+) -> Option<Response<ClientBody>> {
     match *rule {}
 }

@@ -95,14 +95,21 @@ async fn run(
         admit::admit(&route.admit, &req, &mut ctx.record).await?;
     }
     if let Some(rule) = &route.cache {
-        if let lookup::Lookup::Hit(resp) = lookup::lookup(rule, &req, &mut ctx.record).await {
+        if let Some(resp) = lookup::lookup(rule, &req, &mut ctx.record).await {
             return Ok(resp);
         }
     }
     match (&route.action, routed.target) {
         (_, Some(target)) => {
-            crate::forward::forward(req, route, target, &ctx.conn, &ctx.request_id, &mut ctx.record)
-                .await
+            crate::forward::forward(
+                req,
+                route,
+                target,
+                &ctx.conn,
+                &ctx.request_id,
+                &mut ctx.record,
+            )
+            .await
         }
         (
             RouteAction::Respond {

@@ -32,7 +32,12 @@ pub(super) fn route<'s>(
         return Err(Answer::new(
             StatusCode::NOT_FOUND,
             "no_route",
-            format!("no route matches {} {}{}", req.method(), host, req.uri().path()),
+            format!(
+                "no route matches {} {}{}",
+                req.method(),
+                host,
+                req.uri().path()
+            ),
         ));
     };
     record.route = Some(index);
