@@ -160,3 +160,24 @@ fn weighted_split_holds_within_statistical_tolerance() {
         "orders-v2 got {got} of {n}: {counts:?}"
     );
 }
+
+#[test]
+fn a_replica_weight_outside_1_to_1000_is_a_config_error_at_its_line() {
+    let text = |w: &str| {
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:8080\"\n[[route]]\nservice = \"s\"\n[service.s]\nbalance = \"round-robin\"\nreplicas = [\"127.0.0.1:9001\",\n  {{ addr = \"127.0.0.1:9002\", weight = {w} }}]\n"
+        )
+    };
+    // u32::MAX used to pass and then abort the gateway building a schedule of 4 billion slots.
+    for w in ["4294967295", "1001", "0"] {
+        let ran = run_with_config("check", &text(w));
+        assert_eq!(ran.code, Some(2), "weight {w}: {}", ran.stderr);
+        let want = format!(
+            "{}:8:3: service \"s\": replicas.weight: {w}: a replica weight must be from 1 to 1000",
+            ran.file
+        );
+        assert!(ran.stderr.contains(&want), "weight {w}:\n{}", ran.stderr);
+    }
+    let ran = run_with_config("check", &text("1000"));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+}
