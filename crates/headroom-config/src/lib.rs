@@ -17,8 +17,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The largest replica weight (the smallest is 1). The round-robin schedule holds one slot
-/// per unit of weight and the hash ring 160 points, so weights are bounded.
+/// The largest replica weight (the smallest is 1). Config files outside 1..=1000 are refused;
+/// the balancer clamps any other source (the admin API) to it. A thousand-to-one spread is
+/// finer than any real fleet needs, and keeps the round-robin schedule and the hash ring
+/// small (see `headroom_edge::balancer`).
 pub const MAX_WEIGHT: u32 = 1000;
 
 /// A validated config, ready to build a routing table from.

@@ -230,6 +230,18 @@ pub enum Balance {
     Hash,
 }
 
+impl Balance {
+    /// The name as written in the config file (`"p2c-ewma"`), for `/status` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastRequests => "least-requests",
+            Balance::P2cEwma => "p2c-ewma",
+            Balance::Hash => "hash",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamProtocol {

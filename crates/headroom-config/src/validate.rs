@@ -499,11 +499,14 @@ fn validate_service(
             ReplicaSpec::Addr(a) => (a.clone(), 1),
             ReplicaSpec::Weighted { addr, weight } => (addr.clone(), *weight),
         };
-        if weight == 0 {
+        if !(1..=crate::MAX_WEIGHT).contains(&weight) {
             r.error(
                 rep.span().start,
                 key("replicas.weight"),
-                "a replica weight must be at least 1",
+                format!(
+                    "{weight}: a replica weight must be from 1 to {}",
+                    crate::MAX_WEIGHT
+                ),
             );
         }
         match resolve_addr(&label) {

@@ -1,18 +1,68 @@
 //! The admin listener: `/metrics` (Prometheus text), `/status` (JSON), `/healthz`.
 //! Loopback by default; when `admin.token` is set every request needs `Authorization: Bearer <token>`.
+//!
+//! It runs on the control runtime, not on a worker, so a saturated data plane cannot starve
+//! it; and it guards itself: at most [`MAX_CONNECTIONS`] connections at once (more wait in
+//! the accept queue), [`HEADER_READ_TIMEOUT`] to send a request head, a back-off on accept
+//! errors (out of file descriptors) instead of a spin, and a constant-time token check.
 
 use crate::clock::now_ns;
 use crate::Shared;
 use bytes::Bytes;
 use headroom_config::{AdminConfig, RouteConfig};
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::sync::watch;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, warn};
+
+/// Admin connections served at once. Scrapers and operators need a handful; the cap bounds
+/// what a misbehaving client can hold (memory, file descriptors). Connections beyond it wait
+/// in the kernel's accept queue until one closes.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long an admin connection may take to send a request head, and sit idle between
+/// requests: an idle connection gives its slot back after this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pauses after failed accepts (EMFILE, ENFILE, ENOBUFS...): 10 ms, doubling to 1 s, back to
+/// 10 ms after a success. A failed accept leaves the connection queued, so retrying at once
+/// would fail again at once: a spin that burns the control thread.
+#[derive(Debug)]
+struct AcceptBackoff {
+    next: Duration,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        AcceptBackoff { next: Self::FIRST }
+    }
+
+    /// The pause after this failure; the next one will be twice as long (up to `MAX`).
+    fn failed(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        pause
+    }
+
+    fn succeeded(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// True while no failure has happened since the last success (to log a streak once).
+    fn is_fresh(&self) -> bool {
+        self.next == Self::FIRST
+    }
+}
 
 /// Binds the admin listener now (so errors surface at start) and serves it until shutdown.
 pub async fn bind(cfg: &AdminConfig) -> Result<tokio::net::TcpListener, String> {
@@ -28,10 +78,35 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let token = Arc::new(token);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = AcceptBackoff::new();
     loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        // A slot before accepting: at the cap, connections wait in the accept queue.
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => return },
             _ = shutdown.changed() => return,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => {
+                backoff.succeeded();
+                tcp
+            }
+            Err(e) => {
+                if backoff.is_fresh() {
+                    warn!(error = %e, "admin: accept failed; retrying with back-off (10ms to 1s)");
+                } else {
+                    debug!(error = %e, "admin: accept failed");
+                }
+                let pause = backoff.failed();
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
         };
         let (shared, token) = (shared.clone(), token.clone());
         tokio::spawn(async move {
@@ -41,11 +116,26 @@ pub async fn serve(
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await;
+            drop(slot);
         });
     }
+}
+
+/// True when `headers` carry `Authorization: Bearer <token>`. The scheme is matched without
+/// regard to case (RFC 9110 §11.1); the token is compared in constant time, so the time
+/// taken tells nothing of how much of a guess was right (only, at most, the token's length).
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let Some((scheme, given)) = value.split_at_checked(7) else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case(b"bearer ") && bool::from(given.ct_eq(token.as_bytes()))
 }
 
 fn reply(
@@ -64,12 +154,7 @@ fn reply(
 
 fn answer(req: Request<Incoming>, shared: &Shared, token: Option<&str>) -> Response<Full<Bytes>> {
     if let Some(token) = token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token) {
+        if !authorized(req.headers(), token) {
             let mut r = reply(StatusCode::UNAUTHORIZED, "application/json", "{\"error\":\"unauthorized\",\"message\":\"send Authorization: Bearer <admin.token>\"}\n");
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -118,7 +203,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                 .collect();
             serde_json::json!({
                 "service": &*s.name,
-                "balance": format!("{:?}", s.cfg.balance),
+                "balance": s.cfg.balance.as_str(),
                 "replicas": replicas,
             })
         })
@@ -154,4 +239,44 @@ fn route_json(r: &RouteConfig) -> serde_json::Value {
         },
         "action": action,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_doubles_from_10ms_to_1s_and_resets_on_success() {
+        let mut b = AcceptBackoff::new();
+        let ms: Vec<u128> = (0..9).map(|_| b.failed().as_millis()).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert!(!b.is_fresh());
+        b.succeeded();
+        assert!(b.is_fresh());
+        assert_eq!(b.failed(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn only_the_exact_bearer_token_is_authorized() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            authorized(&h, "s3cret")
+        };
+        assert!(!authorized(&HeaderMap::new(), "s3cret"));
+        assert!(with("Bearer s3cret"));
+        assert!(with("bearer s3cret"), "the scheme is case-insensitive");
+        for wrong in [
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "Bearer S3CRET",
+            "Bearer  s3cret",
+            "Basic s3cret",
+            "s3cret",
+            "Bearer",
+            "",
+        ] {
+            assert!(!with(wrong), "{wrong:?}");
+        }
+    }
 }

@@ -2,17 +2,35 @@
 //! choices), peak-EWMA (power of two choices over latency x load, the default), or
 //! consistent hashing. Every algorithm skips unavailable and already-tried replicas,
 //! honours slow start, and allocates nothing.
+//!
+//! Weights are clamped to `1..=MAX_WEIGHT` whatever their source (the config refuses others;
+//! the admin API may not), so no weight can overflow the ring or blow up the schedule.
+//!
+//! Consistent hashing is XXH3-64 with seed 0 over specified bytes (see [`hash_bytes`] and
+//! [`ring_point`]), not `std`'s `DefaultHasher`, whose algorithm may change between Rust
+//! releases: instances built apart must send a key to the same replica.
 
 use crate::replica::Replica;
-use headroom_config::Balance;
-use std::hash::{Hash, Hasher};
+use headroom_config::{Balance, MAX_WEIGHT};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Virtual nodes per unit of weight on the hash ring: enough for an even spread
-/// (±10% at 3 replicas) while a ring of 100 replicas stays under 2 MB.
+/// (±10% at 3 replicas) while a ring of 100 replicas of weight 1 is 16,000 points (256 KiB).
 const VNODES: u32 = 160;
+
+/// The most points a hash ring holds: 2^18, 4 MiB at 16 bytes a point, sorted in tens of
+/// milliseconds on a snapshot build. Below it a replica has `160 × weight` points; above it
+/// every replica's count is scaled down in proportion (at least 1 point each), which keeps
+/// the shares and costs a little evenness. Reached from about 1,640 units of weight in all
+/// (e.g. 2 replicas of weight 1000).
+pub const MAX_RING_POINTS: usize = 1 << 18;
+
+/// The longest weighted round-robin schedule: 2^16 slots (256 KiB). Weights are first divided
+/// by their greatest common divisor; a schedule still longer is scaled down in proportion.
+/// Building it costs slots × replicas steps.
+pub const MAX_SCHEDULE: usize = 1 << 16;
 
 /// Replicas already tried by this request (bit i = replica i; replicas past 64 are never excluded).
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,35 +56,78 @@ pub enum Balancer {
     LeastRequests,
     P2cEwma,
     Hash {
+        /// (point, replica index), sorted by point.
         ring: Vec<(u64, u32)>,
     },
 }
 
-pub fn hash_of(value: impl Hash) -> u64 {
-    // SipHash with fixed keys: stable across processes, so every instance hashes alike.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
+/// The hash of a request's key: XXH3-64, seed 0, over exactly these bytes (a header's or a
+/// cookie's value; for the client IP see `headers::hash_key`). Specified, so stable across
+/// builds, Rust releases and instances. Costs ~10 ns for a short key.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// Point `vnode` of the replica labelled `label` on the hash ring: XXH3-64 (seed 0) of the
+/// bytes `label ++ "#" ++ vnode in decimal`, e.g. `127.0.0.1:9001#0`. The label is the
+/// replica as written in the config, so every instance with the same config builds the same
+/// ring.
+pub fn ring_point(label: &str, vnode: u32) -> u64 {
+    ring_point_in(&mut Vec::new(), label, vnode)
+}
+
+fn ring_point_in(scratch: &mut Vec<u8>, label: &str, vnode: u32) -> u64 {
+    scratch.clear();
+    scratch.extend_from_slice(label.as_bytes());
+    scratch.push(b'#');
+    scratch.extend_from_slice(itoa::Buffer::new().format(vnode).as_bytes());
+    hash_bytes(scratch)
+}
+
+/// A replica's weight as the balancer uses it: clamped to `1..=MAX_WEIGHT`.
+fn weight(r: &Replica) -> u32 {
+    r.weight.load(Relaxed).clamp(1, MAX_WEIGHT)
+}
+
+/// Points each replica gets on the ring: `VNODES × weight`, scaled down to fit
+/// `MAX_RING_POINTS`.
+fn ring_points(weights: &[u32]) -> Vec<u32> {
+    let full = |w: u32| u64::from(w) * u64::from(VNODES);
+    let total: u64 = weights.iter().map(|w| full(*w)).sum();
+    let cap = MAX_RING_POINTS as u64;
+    weights
+        .iter()
+        .map(|w| {
+            if total <= cap {
+                full(*w) as u32
+            } else {
+                // full ≤ 160,000 and cap = 2^18: the product fits in u64 with room to spare.
+                (full(*w) * cap / total).max(1) as u32
+            }
+        })
+        .collect()
 }
 
 impl Balancer {
+    /// Builds the balancer for `replicas` (at snapshot build, not per request). Weights are
+    /// clamped to `1..=MAX_WEIGHT`; the round-robin schedule and the hash ring are bounded by
+    /// `MAX_SCHEDULE` and `MAX_RING_POINTS`.
     pub fn new(kind: Balance, replicas: &[Arc<Replica>]) -> Self {
-        let weights: Vec<u32> = replicas
-            .iter()
-            .map(|r| r.weight.load(Relaxed).max(1))
-            .collect();
+        let weights: Vec<u32> = replicas.iter().map(|r| weight(r)).collect();
         match kind {
             Balance::RoundRobin => Balancer::RoundRobin {
                 next: AtomicUsize::new(0),
-                schedule: smooth_wrr_schedule(&weights),
+                schedule: smooth_wrr_schedule(&schedule_weights(&weights)),
             },
             Balance::LeastRequests => Balancer::LeastRequests,
             Balance::P2cEwma => Balancer::P2cEwma,
             Balance::Hash => {
-                let mut ring = Vec::new();
+                let points = ring_points(&weights);
+                let mut ring = Vec::with_capacity(points.iter().map(|p| *p as usize).sum());
+                let mut scratch = Vec::new();
                 for (i, r) in replicas.iter().enumerate() {
-                    for v in 0..VNODES * weights[i] {
-                        ring.push((hash_of((&*r.label, v)), i as u32));
+                    for v in 0..points[i] {
+                        ring.push((ring_point_in(&mut scratch, &r.label, v), i as u32));
                     }
                 }
                 ring.sort_unstable();
@@ -119,8 +180,7 @@ impl Balancer {
                         let cost = |i: usize| {
                             let r = &replicas[i];
                             let load = (r.inflight.get().max(0) + 1) as f64;
-                            let scale = f64::from(r.weight.load(Relaxed).max(1))
-                                * r.slow_start_factor(now, slow_start);
+                            let scale = f64::from(weight(r)) * r.slow_start_factor(now, slow_start);
                             match self {
                                 Balancer::P2cEwma => r.ewma() * load / scale,
                                 _ => load / scale,
@@ -142,6 +202,30 @@ impl Balancer {
             }
         }
     }
+}
+
+/// Weights for the round-robin schedule: divided by their greatest common divisor (equal
+/// weights give one slot each), then scaled down in proportion if they still add up to more
+/// than `MAX_SCHEDULE` slots.
+fn schedule_weights(weights: &[u32]) -> Vec<u32> {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let g = weights.iter().fold(0, |g, w| gcd(g, *w)).max(1);
+    let reduced: Vec<u32> = weights.iter().map(|w| w / g).collect();
+    let total: u64 = reduced.iter().map(|w| u64::from(*w)).sum();
+    let cap = MAX_SCHEDULE as u64;
+    if total <= cap {
+        return reduced;
+    }
+    reduced
+        .iter()
+        .map(|w| (u64::from(*w) * cap / total).max(1) as u32)
+        .collect()
 }
 
 /// Interleaves indices by weight so heavy replicas are spread out (nginx's smooth WRR):
@@ -193,7 +277,7 @@ mod tests {
     fn counts(b: &Balancer, rs: &[Arc<Replica>], n: usize) -> Vec<usize> {
         let mut c = vec![0; rs.len()];
         for i in 0..n {
-            let key = Some(hash_of(i));
+            let key = Some(hash_bytes(&i.to_le_bytes()));
             c[b.pick(rs, Tried::default(), key, 1, Duration::ZERO)
                 .unwrap()] += 1;
         }
@@ -265,8 +349,14 @@ mod tests {
         let b = Balancer::new(Balance::Hash, &rs);
         let before: Vec<usize> = (0..10_000u64)
             .map(|k| {
-                b.pick(&rs, Tried::default(), Some(hash_of(k)), 1, Duration::ZERO)
-                    .unwrap()
+                b.pick(
+                    &rs,
+                    Tried::default(),
+                    Some(hash_bytes(&k.to_le_bytes())),
+                    1,
+                    Duration::ZERO,
+                )
+                .unwrap()
             })
             .collect();
         let mut spread = [0usize; 4];
@@ -279,12 +369,112 @@ mod tests {
         let moved = (0..10_000u64)
             .filter(|k| {
                 let after = b
-                    .pick(&rs, Tried::default(), Some(hash_of(k)), 1, Duration::ZERO)
+                    .pick(
+                        &rs,
+                        Tried::default(),
+                        Some(hash_bytes(&k.to_le_bytes())),
+                        1,
+                        Duration::ZERO,
+                    )
                     .unwrap();
                 after != before[*k as usize]
             })
             .count();
         // Only the keys of the replica that left move: ~1/4.
         assert_eq!(moved, spread[3]);
+    }
+
+    /// Fixed vectors, computed independently with the reference C library (libxxhash 0.8.1,
+    /// `XXH3_64bits`): a change of hash, seed or hashed bytes moves users between replicas
+    /// across a fleet, so it must fail here first.
+    #[test]
+    fn hashing_is_xxh3_over_specified_bytes() {
+        assert_eq!(hash_bytes(b""), 0x2d06800538d394c2);
+        assert_eq!(hash_bytes(b"user-42"), 0x50fe4b21cf7b09cd);
+        assert_eq!(ring_point("127.0.0.1:9000", 0), 0x22d4f2f4c5e834ec);
+        assert_eq!(ring_point("127.0.0.1:9001", 159), 0xd646ce385c4c5e42);
+        let rs = replicas(&[1, 1, 1]);
+        let b = Balancer::new(Balance::Hash, &rs);
+        let Balancer::Hash { ring } = &b else {
+            unreachable!()
+        };
+        assert_eq!(ring.len(), 3 * 160);
+        // key -> (its hash, the first ring point at or after it, the replica that owns it)
+        for (key, hash, point, replica) in [
+            ("user-1", 0x7c7615c11438e5c9, 0x7d8daf8d343ddbf3, 2),
+            ("user-2", 0x20333bb6481664d4, 0x22a06364c25f213a, 1),
+            ("user-3", 0xa67a7f4df31cf255, 0xa6a14c003c31d1e9, 0),
+            ("user-42", 0x50fe4b21cf7b09cd, 0x517f3dbc6a75a84d, 2),
+            ("bob", 0x1403c0c40f49b8e5, 0x14b3bc4af817870c, 1),
+        ] {
+            assert_eq!(hash_bytes(key.as_bytes()), hash, "{key}");
+            let at = ring.partition_point(|(h, _)| *h < hash);
+            assert_eq!(ring[at], (point, replica as u32), "{key}");
+            let picked = b.pick(&rs, Tried::default(), Some(hash), 1, Duration::ZERO);
+            assert_eq!(picked, Some(replica), "{key}");
+        }
+    }
+
+    #[test]
+    fn any_weight_builds_a_bounded_balancer() {
+        // The admin API may hand the balancer any u32: clamped to MAX_WEIGHT, never an
+        // overflow or a schedule of 4 billion slots.
+        let rs = replicas(&[u32::MAX, 1, 0]);
+        let b = Balancer::new(Balance::RoundRobin, &rs);
+        let Balancer::RoundRobin { schedule, .. } = &b else {
+            unreachable!()
+        };
+        assert_eq!(schedule.len(), MAX_WEIGHT as usize + 2);
+        assert_eq!(counts(&b, &rs, schedule.len()), vec![1000, 1, 1]);
+
+        let b = Balancer::new(Balance::Hash, &rs);
+        let Balancer::Hash { ring } = &b else {
+            unreachable!()
+        };
+        assert!(ring.len() <= MAX_RING_POINTS, "{}", ring.len());
+        let owned = |i: u32| ring.iter().filter(|(_, r)| *r == i).count();
+        assert_eq!(owned(1), owned(2), "weights 0 and 1 both count as 1");
+        assert!(owned(1) >= 1);
+        assert!(owned(0) >= 999 * owned(1), "{} vs {}", owned(0), owned(1));
+
+        let p = Balancer::new(Balance::P2cEwma, &rs);
+        assert!(p
+            .pick(&rs, Tried::default(), None, 1, Duration::ZERO)
+            .is_some());
+    }
+
+    #[test]
+    fn a_ring_past_the_cap_keeps_every_replicas_share() {
+        let rs = replicas(&[MAX_WEIGHT, MAX_WEIGHT, MAX_WEIGHT / 2]);
+        let b = Balancer::new(Balance::Hash, &rs);
+        let Balancer::Hash { ring } = &b else {
+            unreachable!()
+        };
+        assert!(ring.len() <= MAX_RING_POINTS);
+        assert!(
+            ring.len() > MAX_RING_POINTS - 3,
+            "the cap is used: {}",
+            ring.len()
+        );
+        let owned = |i: u32| ring.iter().filter(|(_, r)| *r == i).count();
+        assert_eq!(owned(0), owned(1));
+        // Shares as the weights say, to the rounding of one point.
+        assert!(
+            owned(0).abs_diff(2 * owned(2)) <= 2,
+            "{} vs {}",
+            owned(0),
+            owned(2)
+        );
+    }
+
+    #[test]
+    fn equal_weights_give_one_slot_each() {
+        assert_eq!(schedule_weights(&[1000, 1000, 500]), vec![2, 2, 1]);
+        let many = vec![MAX_WEIGHT; 100];
+        assert_eq!(schedule_weights(&many), vec![1; 100]);
+        let spread: Vec<u32> = (1..=200).map(|w| w * 5 + 1).collect();
+        let scaled = schedule_weights(&spread);
+        let total: u32 = scaled.iter().sum();
+        assert!(total as usize <= MAX_SCHEDULE, "{total}");
     }
 }

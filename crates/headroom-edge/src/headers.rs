@@ -1,12 +1,12 @@
 //! Header work of the hot path: hop-by-hop stripping, forwarding headers, the request id,
 //! the host, path rewrites and hash keys.
 
-use crate::balancer::hash_of;
+use crate::balancer::hash_bytes;
 use crate::snapshot::Route;
 use headroom_config::HashKey;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Request;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -133,14 +133,22 @@ pub(crate) fn rewrite_path(route: &Route, path: &str) -> Option<String> {
     Some(out)
 }
 
+/// The request's hash key for `balance = "hash"`: XXH3-64 (seed 0, see
+/// [`hash_bytes`]) of a header's value, a cookie's value (the bytes after `NAME=`), or the
+/// client IP's octets (4 for IPv4, 16 for IPv6; an IPv4-mapped IPv6 address, as a dual-stack
+/// listener sees IPv4 clients, counts as its IPv4 address). None when the header or cookie
+/// is absent (the balancer then picks at random).
 pub(crate) fn hash_key(key: &HashKey, headers: &HeaderMap, client: SocketAddr) -> Option<u64> {
     match key {
-        HashKey::ClientIp => Some(hash_of(client.ip())),
-        HashKey::Header(name) => headers.get(name.as_str()).map(|v| hash_of(v.as_bytes())),
+        HashKey::ClientIp => Some(match client.ip().to_canonical() {
+            IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+            IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+        }),
+        HashKey::Header(name) => headers.get(name.as_str()).map(|v| hash_bytes(v.as_bytes())),
         HashKey::Cookie(name) => headers.get_all(header::COOKIE).iter().find_map(|v| {
             v.to_str().ok()?.split(';').find_map(|kv| {
                 let (k, val) = kv.trim().split_once('=')?;
-                (k == name).then(|| hash_of(val.as_bytes()))
+                (k == name).then(|| hash_bytes(val.as_bytes()))
             })
         }),
     }
@@ -217,7 +225,28 @@ mod tests {
         h.insert("cookie", HeaderValue::from_static("a=1; session=abc; b=2"));
         let ip: SocketAddr = "1.2.3.4:5".parse().unwrap();
         let k = hash_key(&HashKey::Cookie("session".into()), &h, ip);
-        assert_eq!(k, Some(hash_of(b"abc".as_slice())));
+        assert_eq!(k, Some(hash_bytes(b"abc")));
         assert_eq!(hash_key(&HashKey::Cookie("none".into()), &h, ip), None);
+    }
+
+    /// Fixed vectors from the reference C library (libxxhash, `XXH3_64bits`): what is
+    /// hashed for each kind of key is part of the contract between instances.
+    #[test]
+    fn hash_keys_are_xxh3_of_specified_bytes() {
+        let h = HeaderMap::new();
+        let key = |ip: &str| hash_key(&HashKey::ClientIp, &h, ip.parse().unwrap());
+        assert_eq!(key("1.2.3.4:5"), Some(0x988b7b9033ac4622));
+        assert_eq!(key("[::ffff:1.2.3.4]:5"), Some(0x988b7b9033ac4622));
+        assert_eq!(key("[2001:db8::1]:5"), Some(0x275c8fa58c2d19a0));
+        let mut h = HeaderMap::new();
+        h.insert("x-user", HeaderValue::from_static("user-42"));
+        h.insert("cookie", HeaderValue::from_static("session=user-42"));
+        let ip: SocketAddr = "1.2.3.4:5".parse().unwrap();
+        for k in [
+            HashKey::Header("x-user".into()),
+            HashKey::Cookie("session".into()),
+        ] {
+            assert_eq!(hash_key(&k, &h, ip), Some(0x50fe4b21cf7b09cd), "{k:?}");
+        }
     }
 }

@@ -1,15 +1,16 @@
-//! Active health checks: a GET to each replica's health path every interval, with
-//! rise/fall thresholds; plus the housekeeping tick that notices ejections ending.
+//! Active health checks: a GET to each replica's health path every interval, in the
+//! service's protocol (HTTP/1.1, or h2 with prior knowledge), with rise/fall thresholds;
+//! plus the housekeeping tick that notices ejections ending.
 
 use crate::clock::now_ns;
 use crate::replica::Replica;
 use crate::snapshot::Service;
 use crate::Shared;
 use bytes::Bytes;
-use headroom_config::HealthConfig;
+use headroom_config::{HealthConfig, UpstreamProtocol};
 use http_body_util::Empty;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -50,8 +51,9 @@ async fn check_service(service: Arc<Service>) {
         tick.tick().await;
         let checks = service.replicas.iter().map(|r| {
             let (r, hc, name) = (r.clone(), hc.clone(), service.name.clone());
+            let protocol = service.cfg.protocol;
             tokio::spawn(async move {
-                let result = probe(&r, &hc).await;
+                let result = probe(&r, &hc, protocol).await;
                 let ok = result.is_ok();
                 match r.record_check(ok, hc.rise, hc.fall) {
                     Some(true) => info!(service = %name, replica = %r.label, "replica is healthy again"),
@@ -66,26 +68,60 @@ async fn check_service(service: Arc<Service>) {
     }
 }
 
-/// One check on a fresh connection (a pooled one could hide a dead listener).
-pub async fn probe(r: &Replica, hc: &HealthConfig) -> Result<(), String> {
+/// One check on a fresh connection (a pooled one could hide a dead listener), in `protocol`:
+/// a replica that speaks only h2 must be probed in h2, or it never counts as healthy.
+pub async fn probe(
+    r: &Replica,
+    hc: &HealthConfig,
+    protocol: UpstreamProtocol,
+) -> Result<(), String> {
     let work = async {
         let tcp = tokio::net::TcpStream::connect(r.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) = http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = http::Request::get(hc.path.as_str())
-            .header(http::header::HOST, &*r.label)
-            .header(http::header::USER_AGENT, "headroom-health/1")
-            .header(http::header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
+        let io = TokioIo::new(tcp);
+        let status = match protocol {
+            UpstreamProtocol::Http1 => {
+                let (mut sender, conn) = http1::handshake(io)
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                let req = http::Request::get(hc.path.as_str())
+                    .header(http::header::HOST, &*r.label)
+                    .header(http::header::USER_AGENT, "headroom-health/1")
+                    .header(http::header::CONNECTION, "close")
+                    .body(Empty::<Bytes>::new())
+                    .map_err(|e| e.to_string())?;
+                sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status()
+            }
+            UpstreamProtocol::H2 => {
+                let (mut sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| format!("h2 handshake: {e}"))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                // h2 carries the host as :authority, which hyper takes from an absolute URI;
+                // Connection headers are not allowed. Dropping the sender closes the connection.
+                let uri = format!("http://{}{}", r.label, hc.path);
+                let req = http::Request::get(uri.as_str())
+                    .header(http::header::USER_AGENT, "headroom-health/1")
+                    .body(Empty::<Bytes>::new())
+                    .map_err(|e| format!("health path {:?}: {e}", hc.path))?;
+                sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status()
+            }
+        };
+        let status = status.as_u16();
         if (hc.expect.0..=hc.expect.1).contains(&status) {
             Ok(())
         } else {
@@ -95,5 +131,67 @@ pub async fn probe(r: &Replica, hc: &HealthConfig) -> Result<(), String> {
     match tokio::time::timeout(hc.timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {:?}", hc.timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use headroom_telemetry::Registry;
+
+    /// A replica that speaks only h2 (prior knowledge) and answers 204 on any path.
+    async fn h2_only_replica() -> Replica {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        let mut r = http::Response::new(Empty::<Bytes>::new());
+                        *r.status_mut() = http::StatusCode::NO_CONTENT;
+                        Ok::<_, std::convert::Infallible>(r)
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        let label = addr.to_string();
+        Replica::new(
+            "s",
+            &label,
+            addr,
+            1,
+            Duration::from_millis(1),
+            1,
+            &Registry::new(),
+        )
+    }
+
+    fn check() -> HealthConfig {
+        HealthConfig {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            expect: (200, 299),
+            rise: 1,
+            fall: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_h2_only_replica_passes_an_h2_probe_and_fails_an_http1_one() {
+        let r = h2_only_replica().await;
+        assert_eq!(probe(&r, &check(), UpstreamProtocol::H2).await, Ok(()));
+        assert!(probe(&r, &check(), UpstreamProtocol::Http1).await.is_err());
+        let strict = HealthConfig {
+            expect: (200, 200),
+            ..check()
+        };
+        assert_eq!(
+            probe(&r, &strict, UpstreamProtocol::H2).await,
+            Err("status 204".into())
+        );
     }
 }

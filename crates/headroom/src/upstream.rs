@@ -10,6 +10,7 @@
 //! at most K requests at once (the rest queue), so with `--delay-ms D` its capacity is K/D;
 //! `--stall-for S --stall-every P` holds every request that arrives in the first S of each
 //! period P until that stall ends, as a stop-the-world pause would.
+//! `--h2-only` refuses HTTP/1.1 and speaks h2 with prior knowledge only (like a gRPC server).
 
 use bytes::Bytes;
 use clap::Args as ClapArgs;
@@ -49,6 +50,9 @@ pub struct Args {
     /// Period of the stalls, counted from start, e.g. 2s.
     #[arg(long, value_parser = humantime::parse_duration, requires = "stall_for")]
     stall_every: Option<Duration>,
+    /// Speak only h2 with prior knowledge (HTTP/1.1 requests are refused), as a gRPC backend.
+    #[arg(long)]
+    h2_only: bool,
 }
 
 struct State {
@@ -121,11 +125,19 @@ pub fn run(args: Args) -> ExitCode {
             };
             let _ = tcp.set_nodelay(true);
             let state = state.clone();
+            let h2_only = args.h2_only;
             tokio::spawn(async move {
                 let svc = service_fn(move |req| answer(req, state.clone()));
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
-                    .await;
+                let b = auto::Builder::new(TokioExecutor::new());
+                let _ = if h2_only {
+                    // (http2_only is ignored by serve_connection_with_upgrades.)
+                    b.http2_only()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await
+                } else {
+                    b.serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .await
+                };
             });
         }
     })

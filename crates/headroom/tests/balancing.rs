@@ -160,3 +160,51 @@ fn weighted_split_holds_within_statistical_tolerance() {
         "orders-v2 got {got} of {n}: {counts:?}"
     );
 }
+
+#[test]
+fn a_replica_weight_outside_1_to_1000_is_a_config_error_at_its_line() {
+    let text = |w: &str| {
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:8080\"\n[[route]]\nservice = \"s\"\n[service.s]\nbalance = \"round-robin\"\nreplicas = [\"127.0.0.1:9001\",\n  {{ addr = \"127.0.0.1:9002\", weight = {w} }}]\n"
+        )
+    };
+    // u32::MAX used to pass and then abort the gateway building a schedule of 4 billion slots.
+    for w in ["4294967295", "1001", "0"] {
+        let ran = run_with_config("check", &text(w));
+        assert_eq!(ran.code, Some(2), "weight {w}: {}", ran.stderr);
+        let want = format!(
+            "{}:8:3: service \"s\": replicas.weight: {w}: a replica weight must be from 1 to 1000",
+            ran.file
+        );
+        assert!(ran.stderr.contains(&want), "weight {w}:\n{}", ran.stderr);
+    }
+    let ran = run_with_config("check", &text("1000"));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+}
+
+#[test]
+fn an_h2_only_replica_becomes_healthy_through_h2_health_checks_and_serves() {
+    // A free port for the replica, taken before it runs: until it does, checks fail.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = format!(
+        "{}[[route]]\nservice = \"s\"\n\n[service.s]\nprotocol = \"h2\"\nreplicas = [\"{addr}\"]\nhealth = {{ path = \"/healthz\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }}\n",
+        preamble()
+    );
+    let h = Headroom::start(&cfg);
+    let healthy = |s: &serde_json::Value| s["services"][0]["replicas"][0]["healthy"].as_bool();
+    h.wait_status("the absent replica to fail its check", |s| {
+        healthy(s) == Some(false)
+    });
+    // A replica that refuses HTTP/1.1: an HTTP/1.1 probe would never let it back in.
+    let _up = Upstream::start_on(&addr.to_string(), "h2", &["--h2-only"]);
+    h.wait_status("the h2 replica to pass its h2 check", |s| {
+        healthy(s) == Some(true)
+    });
+    let r = h.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.replica(), "h2");
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+}
