@@ -4,7 +4,6 @@
 
 use crate::clock::now_ns;
 use crate::replica::Replica;
-use crate::snapshot::Service;
 use crate::Shared;
 use bytes::Bytes;
 use headroom_config::{HealthConfig, UpstreamProtocol};
@@ -22,8 +21,14 @@ pub fn spawn_checks(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
     let mut tasks: Vec<JoinHandle<()>> = snap
         .services
         .iter()
-        .filter(|s| s.cfg.health.is_some())
-        .map(|s| tokio::spawn(check_service(s.clone())))
+        .filter_map(|s| {
+            let hc = s.cfg.health.clone()?;
+            Some(tokio::spawn(check_service(
+                shared.clone(),
+                s.name.clone(),
+                hc,
+            )))
+        })
         .collect();
     let shared = shared.clone();
     tasks.push(tokio::spawn(async move {
@@ -41,14 +46,21 @@ pub fn spawn_checks(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
     tasks
 }
 
-async fn check_service(service: Arc<Service>) {
-    let Some(hc) = service.cfg.health.clone() else {
-        return;
-    };
+/// Checks `name`'s replicas every `hc.interval`, and at once when a replica is added at
+/// runtime (`Shared::health_kick`). The replicas are read from the snapshot in force at each
+/// round, so replicas added or removed at runtime are checked without a restart.
+async fn check_service(shared: Arc<Shared>, name: Arc<str>, hc: HealthConfig) {
     let mut tick = tokio::time::interval(hc.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.health_kick.notified() => {}
+        }
+        let snap = shared.snapshot.load_full();
+        let Some(service) = snap.services.iter().find(|s| s.name == name) else {
+            return;
+        };
         let checks = service.replicas.iter().map(|r| {
             let (r, hc, name) = (r.clone(), hc.clone(), service.name.clone());
             let protocol = service.cfg.protocol;

@@ -55,6 +55,8 @@ pub struct Shared {
     reloads_failed: Arc<Counter>,
     /// The snapshot's generation: bumped by every reload and every replica-set change.
     generation: AtomicU64,
+    /// Wakes the health checks at once (a replica was added at runtime).
+    pub(crate) health_kick: tokio::sync::Notify,
     /// Serialises snapshot rebuilds, so a reload and a runtime change never lose each
     /// other's work. Held only while a snapshot is built (control plane, never per request).
     rebuilding: Mutex<()>,
@@ -139,6 +141,7 @@ impl Edge {
             config: ArcSwap::from_pointee(config.clone()),
             generation: AtomicU64::new(1),
             rebuilding: Mutex::new(()),
+            health_kick: tokio::sync::Notify::new(),
         });
 
         let bound = config
@@ -154,12 +157,7 @@ impl Edge {
             Some(a) => {
                 let l = admin::bind(a).await?;
                 let addr = l.local_addr().ok();
-                tokio::spawn(admin::serve(
-                    l,
-                    a.token.clone(),
-                    shared.clone(),
-                    shutdown_rx.clone(),
-                ));
+                tokio::spawn(admin::serve(l, shared.clone(), shutdown_rx.clone()));
                 addr
             }
             None => None,

@@ -335,6 +335,29 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_added_at_runtime_ramps_up_after_its_first_passing_check() {
+        let r = replica();
+        r.start_at_runtime(true);
+        assert!(!r.is_available(now_ns()), "out until checked");
+        // rise = 3, but one pass is enough for a replica never seen failing.
+        assert_eq!(r.record_check(true, 3, 3), Some(true));
+        assert!(r.slow_start_factor(now_ns(), Duration::from_secs(60)) < 0.5);
+        let unchecked = replica();
+        unchecked.start_at_runtime(false);
+        assert!(unchecked.is_available(now_ns()));
+        assert!(unchecked.slow_start_factor(now_ns(), Duration::from_secs(60)) < 0.5);
+    }
+
+    #[test]
+    fn a_draining_replica_takes_no_traffic_until_undrained() {
+        let r = replica();
+        r.start_draining();
+        assert!(!r.is_available(now_ns()));
+        assert!(r.undrain());
+        assert!(r.is_available(now_ns()));
+    }
+
+    #[test]
     fn slow_start_ramps_from_ten_percent() {
         let r = replica();
         r.record_check(false, 1, 1);

@@ -154,6 +154,9 @@ impl Shared {
         self.live
             .prepare_runtime_replica(service, &label, addr, weight, sc.health.is_some());
         let generation = self.rebuild_locked();
+        if sc.health.is_some() {
+            self.health_kick.notify_waiters();
+        }
         info!(service, replica = %label, source = source.as_str(), generation, "replica added");
         Ok(())
     }

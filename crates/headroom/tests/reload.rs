@@ -137,3 +137,16 @@ fn a_reload_that_cannot_take_effect_is_refused_with_the_reason() {
     );
     assert_eq!(statuses(&h, 1), vec![200]);
 }
+
+#[test]
+fn a_reload_applies_a_changed_admin_token() {
+    let up = Upstream::start("up");
+    let h = Headroom::start(&config(&[&up], ""));
+    assert_eq!(h.admin_get("/status").status, 200);
+    h.reload(&config(&[&up], "").replacen(
+        "[admin]\nbind = \"127.0.0.1:0\"",
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken = \"t0ken\"",
+        1,
+    ));
+    assert_eq!(h.admin_get("/status").status, 401);
+}

@@ -6,6 +6,8 @@
 //! the accept queue), [`HEADER_READ_TIMEOUT`] to send a request head, a back-off on accept
 //! errors (out of file descriptors) instead of a spin, and a constant-time token check.
 
+mod replicas;
+
 use crate::clock::now_ns;
 use crate::Shared;
 use bytes::Bytes;
@@ -71,13 +73,13 @@ pub async fn bind(cfg: &AdminConfig) -> Result<tokio::net::TcpListener, String> 
         .map_err(|e| format!("admin: cannot bind {}: {e}", cfg.bind))
 }
 
+/// Serves the admin listener until shutdown. The token is read from the config in force at
+/// each request, so a reload that changes it takes effect at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    token: Option<String>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let token = Arc::new(token);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = AcceptBackoff::new();
     loop {
@@ -108,11 +110,11 @@ pub async fn serve(
                 }
             }
         };
-        let (shared, token) = (shared.clone(), token.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let (shared, token) = (shared.clone(), token.clone());
-                async move { Ok::<_, Infallible>(answer(req, &shared, token.as_deref())) }
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(answer(req, &shared).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -138,7 +140,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     scheme.eq_ignore_ascii_case(b"bearer ") && bool::from(given.ct_eq(token.as_bytes()))
 }
 
-fn reply(
+pub(super) fn reply(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -152,8 +154,9 @@ fn reply(
     r
 }
 
-fn answer(req: Request<Incoming>, shared: &Shared, token: Option<&str>) -> Response<Full<Bytes>> {
-    if let Some(token) = token {
+async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<Bytes>> {
+    let config = shared.config.load();
+    if let Some(token) = config.admin.as_ref().and_then(|a| a.token.as_deref()) {
         if !authorized(req.headers(), token) {
             let mut r = reply(StatusCode::UNAUTHORIZED, "application/json", "{\"error\":\"unauthorized\",\"message\":\"send Authorization: Bearer <admin.token>\"}\n");
             r.headers_mut().insert(
@@ -163,6 +166,11 @@ fn answer(req: Request<Incoming>, shared: &Shared, token: Option<&str>) -> Respo
             return r;
         }
     }
+    drop(config);
+    if let Some(rest) = req.uri().path().strip_prefix("/services/") {
+        let rest = rest.to_string();
+        return replicas::answer(req, &rest, shared).await;
+    }
     match req.uri().path() {
         "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.registry.render()),
         "/status" => reply(StatusCode::OK, "application/json", format!("{:#}\n", status_json(shared))),
@@ -170,7 +178,7 @@ fn answer(req: Request<Incoming>, shared: &Shared, token: Option<&str>) -> Respo
         _ => reply(
             StatusCode::NOT_FOUND,
             "application/json",
-            "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics, /status, /healthz\"}\n",
+            "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics, /status, /healthz, /services/NAME/replicas\"}\n",
         ),
     }
 }
@@ -187,7 +195,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             let replicas: Vec<serde_json::Value> = s
                 .replicas
                 .iter()
-                .map(|r| {
+                .enumerate()
+                .map(|(i, r)| {
                     serde_json::json!({
                         "replica": &*r.label,
                         "address": r.addr.to_string(),
@@ -198,6 +207,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                         "inflight": r.inflight.get(),
                         "ewma_ms": (r.ewma() / 1e4).round() / 100.0,
                         "idle_connections": r.pools.idle_count(),
+                        "source": s.sources.get(i).map_or("config", |s| s.as_str()),
+                        "draining": r.is_draining(),
                     })
                 })
                 .collect();
