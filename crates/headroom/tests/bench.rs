@@ -228,6 +228,60 @@ fn json_csv_and_html_outputs_hold_what_they_promise() {
 }
 
 #[test]
+fn json_is_a_flag_and_a_file_option_never_swallows_the_url() {
+    let up = Upstream::start("a");
+    let target = url(&up);
+    // `--json` just before the URL: the URL is the target, not a file to write.
+    let out = bench(&["-n", "20", "-c", "1", "-q", "--json", &target]);
+    let r: Value = serde_json::from_str(&stdout_with_code(&out, 0)).unwrap();
+    assert_eq!(r["run"]["requests"], 20);
+    // --json-file writes the report, and the summary still prints.
+    let dir = temp_dir();
+    let file = dir.join("run.json");
+    let file_arg = file.to_str().unwrap();
+    let out = bench(&[
+        "-n",
+        "20",
+        "-c",
+        "1",
+        "-q",
+        "--json-file",
+        file_arg,
+        &target,
+    ]);
+    let stdout = stdout_with_code(&out, 0);
+    assert!(stdout.starts_with("headroom bench: "), "{stdout}");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(saved["run"]["requests"], 20);
+    let _ = std::fs::remove_dir_all(&dir);
+    // A file option written without its file says what happened (clap alone said only
+    // that no URL was given).
+    for option in [
+        "--json-file",
+        "--csv",
+        "--html",
+        "--save",
+        "--compare",
+        "--body-file",
+        "--cacert",
+    ] {
+        let out = bench(&["-n", "1", option, &target]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{option}: {stderr}");
+        let says = format!("{option} takes a file name, but got the URL \"{target}\"");
+        assert!(stderr.contains(&says), "{option}: {stderr}");
+    }
+    // The old `--json FILE` form is pointed to --json-file.
+    let out = bench(&["-n", "1", "--json", "run.json", &target]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("write a file with --json-file run.json"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_input_gets_a_clear_error_and_exit_code() {
     let up = Upstream::start("a");
     let cases: [(&[&str], i32, &str); 10] = [
@@ -530,7 +584,7 @@ fn a_target_that_goes_away_mid_run_is_counted_not_fatal() {
     let mut up = Upstream::start("a");
     let target = url(&up);
     let child = Command::new(BIN)
-        .args(["bench", "-c", "2", "-d", "3s", "-q", "--json", "-", &target])
+        .args(["bench", "-c", "2", "-d", "3s", "-q", "--json", &target])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
