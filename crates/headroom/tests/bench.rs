@@ -119,7 +119,6 @@ fn find_max_lands_near_a_known_capacity() {
         "--warmup",
         "500ms",
         "--json",
-        "-",
         "-q",
         &url(&up),
     ]);
