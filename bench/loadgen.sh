@@ -94,7 +94,7 @@ sys.exit(rc)' "$f" "$@"
 }
 run_wrk() { cpu "$1.cpu" "${PIN_GEN[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$URL" >"$1" 2>&1; awk '/^Requests\/sec:/ {print $2}' "$1"; }
 run_headroom() {
-    cpu "$1.cpu" "${PIN_GEN[@]}" "$HEADROOM" bench -q -t 1 -c "$CONNS" -d "$DURATION" --json - "$URL" >"$1" 2>"$1.err"
+    cpu "$1.cpu" "${PIN_GEN[@]}" "$HEADROOM" bench -q -t 1 -c "$CONNS" -d "$DURATION" --json "$URL" >"$1" 2>"$1.err"
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["run"]["throughput_rps"])' "$1"
 }
 run_oha() {
@@ -144,7 +144,7 @@ echo "open loop: headroom bench --rate at a share of its closed-loop ceiling ($(
 for share in 0.2 0.5 0.8; do
     rate=$(python3 -c "print(int($CEILING * $share))")
     out="$TMP/open.$share.json"
-    "${PIN_GEN[@]}" "$HEADROOM" bench -q -t 1 --rate "$rate/s" -d "$DURATION" --json - "$URL" >"$out" 2>"$out.err" || die "open loop at $rate/s failed, see $out"
+    "${PIN_GEN[@]}" "$HEADROOM" bench -q -t 1 --rate "$rate/s" -d "$DURATION" --json "$URL" >"$out" 2>"$out.err" || die "open loop at $rate/s failed, see $out"
     python3 - "$out" "$rate" "$share" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))["run"]

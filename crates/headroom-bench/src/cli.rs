@@ -27,6 +27,10 @@ pub const OPEN_MAX_CONNECTIONS: usize = 1000;
                           connection has the wait counted in its latency, so a stalled server
                           cannot hide its stalls (coordinated omission corrected)
 
+Output: the summary on stdout, progress on stderr. --json prints the report as JSON on stdout
+        instead; --json-file, --csv and --html write files (a file option takes its file
+        name, so `--csv t.csv URL`, never `--csv URL`).
+
 Exit codes: 0 done; 1 the SLO broken, a regression against --compare, or the target unreachable;
             2 bad options or files; 130 interrupted by Ctrl-C (partial results are printed).
 
@@ -40,6 +44,7 @@ Examples:
   headroom bench -m POST --body-file order.json \\
       -H 'content-type: application/json' http://127.0.0.1:8080/orders
   headroom bench --scenario mix.toml -d 30s --json > result.json
+  headroom bench --json-file run.json --csv run.csv http://127.0.0.1:8080/
   headroom bench --save baseline.json http://127.0.0.1:8080/     # then, in CI:
   headroom bench --compare baseline.json --threshold 10% http://127.0.0.1:8080/")]
 pub struct Args {
@@ -76,7 +81,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "body_file")]
     pub body: Option<String>,
     /// The request body, read from a file.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE", value_parser = FileArg)]
     pub body_file: Option<PathBuf>,
     /// A TOML file with a weighted mix of requests (see the README), instead of URLs.
     #[arg(long, conflicts_with_all = ["urls", "body", "body_file"])]
@@ -91,7 +96,7 @@ pub struct Args {
     #[arg(short = 'k', long)]
     pub insecure: bool,
     /// Trust the CA certificates in this PEM file instead of the web's roots.
-    #[arg(long, conflicts_with = "insecure")]
+    #[arg(long, value_name = "FILE", value_parser = FileArg, conflicts_with = "insecure")]
     pub cacert: Option<PathBuf>,
     /// HTTP/1.1: open a new connection for every request ('connection: close').
     #[arg(long)]
@@ -132,21 +137,25 @@ pub struct Args {
     /// Also record what headroom's admin endpoint (/metrics) saw: e.g. http://127.0.0.1:9901.
     #[arg(long)]
     pub against: Option<String>,
-    /// Print the results as JSON on stdout, or write them to a file.
-    #[arg(long, num_args = 0..=1, default_missing_value = "-", value_name = "FILE")]
-    pub json: Option<String>,
+    /// Print the results as JSON on stdout, instead of the summary (progress and warnings
+    /// stay on stderr). A flag: it takes no value.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the results as JSON to this file (the summary still prints).
+    #[arg(long, value_name = "FILE", value_parser = FileArg)]
+    pub json_file: Option<PathBuf>,
     /// Write the timeline (or, with --find-max, the curve) as CSV.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = FileArg)]
     pub csv: Option<PathBuf>,
     /// Write an HTML report with plots (self-contained, viewable offline).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = FileArg)]
     pub html: Option<PathBuf>,
     /// Keep the results as a baseline for --compare.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = FileArg)]
     pub save: Option<PathBuf>,
     /// Compare with a saved baseline; a change beyond --threshold in the worse direction
     /// exits 1.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = FileArg)]
     pub compare: Option<PathBuf>,
     /// --compare: the relative change that counts as a regression.
     #[arg(long, default_value = "10%")]
@@ -154,6 +163,40 @@ pub struct Args {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// The value of a file option (`--csv`, `--html`, `--json-file`...). A URL is refused: it is
+/// the target, swallowed by an option written without its file (`--csv http://host/`), and
+/// clap alone would only say that no URL was given.
+#[derive(Clone)]
+struct FileArg;
+
+impl clap::builder::TypedValueParser for FileArg {
+    type Value = PathBuf;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<PathBuf, clap::Error> {
+        let text = value.to_string_lossy();
+        let head = text.get(..8).unwrap_or(&text).to_ascii_lowercase();
+        if head.starts_with("http://") || head.starts_with("https://") {
+            let option = arg
+                .and_then(|a| a.get_long())
+                .map(|l| format!("--{l}"))
+                .unwrap_or_else(|| "this option".into());
+            let message = format!(
+                "{option} takes a file name, but got the URL {text:?}: give the file first and \
+                 the URL last, as in `{option} FILE {text}`\n"
+            );
+            return Err(
+                clap::Error::raw(clap::error::ErrorKind::InvalidValue, message).with_cmd(cmd),
+            );
+        }
+        Ok(PathBuf::from(value))
+    }
 }
 
 /// `5%` or `5` (percent), as a fraction.
@@ -222,7 +265,16 @@ impl Args {
                 let mut target = None;
                 let mut specs = Vec::new();
                 for url in &self.urls {
-                    let (t, path) = request::parse_url(url)?;
+                    let (t, path) = request::parse_url(url).map_err(|e| {
+                        // `--json FILE` wrote a file before --json became a flag.
+                        if self.json && url == "-" {
+                            format!("{e}; note that --json takes no value (it prints on stdout): drop the \"-\"")
+                        } else if self.json && !url.contains("://") {
+                            format!("{e}; note that --json takes no value (it prints on stdout): write a file with --json-file {url}")
+                        } else {
+                            e
+                        }
+                    })?;
                     match &target {
                         None => target = Some(t),
                         Some(first) if *first != t => {

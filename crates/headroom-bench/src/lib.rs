@@ -186,7 +186,7 @@ fn execute(args: &Args) -> Result<ExitCode, Fail> {
         report.run = Some(run);
     }
 
-    let json_to_stdout = args.json.as_deref() == Some("-");
+    let json_to_stdout = args.json;
     if !json_to_stdout {
         print!("{summary}");
     }
@@ -206,10 +206,11 @@ fn execute(args: &Args) -> Result<ExitCode, Fail> {
         }
     }
     let json = serde_json::to_string_pretty(&report).map_err(|e| Fail::Target(e.to_string()))?;
-    match args.json.as_deref() {
-        Some("-") => println!("{json}"),
-        Some(file) => write_file(file.as_ref(), &json)?,
-        None => {}
+    if args.json {
+        println!("{json}");
+    }
+    if let Some(file) = &args.json_file {
+        write_file(file, &json)?;
     }
     if let Some(file) = &args.csv {
         let csv = match (&report.run, &report.search) {

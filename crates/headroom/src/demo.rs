@@ -135,9 +135,13 @@ retry = {{ attempts = 2, on_status = [500, 502, 503, 504] }}
     say!("                                                       # all 200: replica-3's errors are retried");
     say!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency");
     say!("  curl -s http://127.0.0.1:{admin_port}/metrics         # Prometheus metrics");
-    say!("  headroom bench --rate 500/s -d 10s http://127.0.0.1:{port}/             # load it, open loop");
-    say!("  headroom bench --find-max --slo 'p99<50ms,errors<1%' --step 3s \\");
+    let (bin, on_path) = shell_name_of_this_binary();
+    say!("  {bin} bench --rate 500/s -d 10s http://127.0.0.1:{port}/   # load it, open loop");
+    say!("  {bin} bench --find-max --slo 'p99<50ms,errors<1%' --step 3s \\");
     say!("      --against http://127.0.0.1:{admin_port} http://127.0.0.1:{port}/   # how much can it take?");
+    if !on_path {
+        say!("  (`cargo install --path crates/headroom` puts `headroom` on your PATH)");
+    }
     say!();
     say!("replica-2 answers in 20 ms, the others in 2 ms: p2c-ewma sends it less traffic.");
     say!("replica-3 fails 5% of requests: retries hide that from clients.");
@@ -145,4 +149,54 @@ retry = {{ attempts = 2, on_status = [500, 502, 503, 504] }}
     let code = crate::serve::serve_config(config, None, |_| {});
     drop(replicas);
     code
+}
+
+/// How a shell runs this very binary, for the commands the demo prints: `headroom` when that
+/// name on PATH is this file (true), else this file's path, quoted for the shell if need be
+/// (false): after `cargo run -- demo` no `headroom` is on PATH, and the lines must still run
+/// as pasted.
+fn shell_name_of_this_binary() -> (String, bool) {
+    let Ok(exe) = std::env::current_exe() else {
+        return ("headroom".into(), false);
+    };
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .any(|dir| dir.join("headroom").canonicalize().is_ok_and(|p| p == exe))
+    });
+    if on_path {
+        return ("headroom".into(), true);
+    }
+    (shell_quote(&exe.to_string_lossy()), false)
+}
+
+/// `s` as one shell word: as is when it holds only safe characters, else in single quotes.
+fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn paths_are_quoted_only_when_a_shell_would_split_them() {
+        assert_eq!(
+            shell_quote("/work/target/debug/headroom"),
+            "/work/target/debug/headroom"
+        );
+        assert_eq!(
+            shell_quote("/home/me/my code/headroom"),
+            "'/home/me/my code/headroom'"
+        );
+        assert_eq!(
+            shell_quote("/tmp/it's/headroom"),
+            "'/tmp/it'\\''s/headroom'"
+        );
+    }
 }

@@ -180,18 +180,28 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// How many descriptors the process has open with a number below `below`.
+fn open_fds(pid: u32, below: usize) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
+        .filter(|fd| *fd < below)
+        .count()
+}
+
 #[test]
 fn out_of_file_descriptors_the_admin_backs_off_and_recovers() {
     let h = Headroom::start(&format!("{}{}", preamble(), fixed_response()));
     let pid = h.child.id();
     // Lower the running gateway's descriptor limit to what it has open plus twenty (room
     // for the few a worker still starting may open after "listening" is logged).
-    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    let limit = format!("--nofile={0}:{0}", open + 20);
+    let limit = open_fds(pid, usize::MAX) + 20;
     let ok = std::process::Command::new("prlimit")
-        .args(["--pid", &pid.to_string(), &limit])
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
         .status()
         .expect("prlimit (util-linux)");
     assert!(ok.success());
@@ -199,6 +209,13 @@ fn out_of_file_descriptors_the_admin_backs_off_and_recovers() {
     let clients: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(h.addr).unwrap())
         .collect();
+    // Wait until the workers have accepted all they can: every descriptor number below the
+    // limit is taken. (Nothing signals it but /proc, read every 10 ms; 10 s is a safety net.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid, limit) < limit {
+        assert!(Instant::now() < deadline, "descriptors never ran out");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // An admin request now fails to be accepted (EMFILE), and keeps failing.
     let mut c = Client::connect(h.admin.unwrap());
     c.stream()

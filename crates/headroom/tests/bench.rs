@@ -119,7 +119,6 @@ fn find_max_lands_near_a_known_capacity() {
         "--warmup",
         "500ms",
         "--json",
-        "-",
         "-q",
         &url(&up),
     ]);
@@ -225,6 +224,60 @@ fn json_csv_and_html_outputs_hold_what_they_promise() {
         "viewable offline"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn json_is_a_flag_and_a_file_option_never_swallows_the_url() {
+    let up = Upstream::start("a");
+    let target = url(&up);
+    // `--json` just before the URL: the URL is the target, not a file to write.
+    let out = bench(&["-n", "20", "-c", "1", "-q", "--json", &target]);
+    let r: Value = serde_json::from_str(&stdout_with_code(&out, 0)).unwrap();
+    assert_eq!(r["run"]["requests"], 20);
+    // --json-file writes the report, and the summary still prints.
+    let dir = temp_dir();
+    let file = dir.join("run.json");
+    let file_arg = file.to_str().unwrap();
+    let out = bench(&[
+        "-n",
+        "20",
+        "-c",
+        "1",
+        "-q",
+        "--json-file",
+        file_arg,
+        &target,
+    ]);
+    let stdout = stdout_with_code(&out, 0);
+    assert!(stdout.starts_with("headroom bench: "), "{stdout}");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(saved["run"]["requests"], 20);
+    let _ = std::fs::remove_dir_all(&dir);
+    // A file option written without its file says what happened (clap alone said only
+    // that no URL was given).
+    for option in [
+        "--json-file",
+        "--csv",
+        "--html",
+        "--save",
+        "--compare",
+        "--body-file",
+        "--cacert",
+    ] {
+        let out = bench(&["-n", "1", option, &target]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{option}: {stderr}");
+        let says = format!("{option} takes a file name, but got the URL \"{target}\"");
+        assert!(stderr.contains(&says), "{option}: {stderr}");
+    }
+    // The old `--json FILE` form is pointed to --json-file.
+    let out = bench(&["-n", "1", "--json", "run.json", &target]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("write a file with --json-file run.json"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -530,7 +583,7 @@ fn a_target_that_goes_away_mid_run_is_counted_not_fatal() {
     let mut up = Upstream::start("a");
     let target = url(&up);
     let child = Command::new(BIN)
-        .args(["bench", "-c", "2", "-d", "3s", "-q", "--json", "-", &target])
+        .args(["bench", "-c", "2", "-d", "3s", "-q", "--json", &target])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -633,4 +686,98 @@ fn find_max_records_what_headroom_saw_at_each_step() {
         assert_eq!(step["headroom"]["replicas_healthy"], 1.0);
     }
     assert_eq!(r["search"]["max_rate"], 200.0);
+}
+
+/// Runs `command` as a shell would, with `path` as PATH, until it has started loading
+/// (its first line on stderr), then interrupts it; returns its exit code and stdout.
+fn run_until_started(command: &str, path: &str) -> (Option<i32>, String, String) {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .env("PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Lines::follow(child.stdout.take().unwrap());
+    let err = Lines::follow(child.stderr.take().unwrap());
+    let started = err.wait_for("headroom bench: ", Duration::from_secs(20));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let code = child.wait().unwrap().code();
+    assert!(
+        started.is_some(),
+        "{command:?} did not start (exit {code:?}):\n{}",
+        err.all().join("\n")
+    );
+    // Both pipes close with the process; wait for every line to be read.
+    out.wait_until(Duration::from_secs(5), |_| None::<()>);
+    (code, out.all().join("\n"), err.all().join("\n"))
+}
+
+#[test]
+fn the_demos_bench_lines_run_as_printed() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, admin) = (free(), free());
+    // No `headroom` on this PATH, as after `cargo run -- demo`.
+    let path = "/usr/bin:/bin";
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--port", &port.to_string()])
+        .args(["--admin-port", &admin.to_string()])
+        .env("PATH", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Lines::follow(demo.stdout.take().unwrap());
+    let err = Lines::follow(demo.stderr.take().unwrap());
+    err.wait_for("admin listening", Duration::from_secs(20))
+        .expect("demo started");
+    out.wait_for("Ctrl-C stops the demo", Duration::from_secs(5))
+        .expect("demo printed what to try");
+    let printed = out.all();
+    let commands: Vec<String> = printed
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains(" bench "))
+        .map(|(i, l)| {
+            // A line ending in `\` goes on on the next; a `#` starts a comment.
+            let mut command = l.clone();
+            if command.ends_with('\\') {
+                command = format!("{command}\n{}", printed[i + 1]);
+            }
+            command.split(" # ").next().unwrap().trim().to_string()
+        })
+        .collect();
+    assert_eq!(commands.len(), 2, "{printed:#?}");
+    let exe = std::fs::canonicalize(BIN).unwrap();
+    for command in &commands {
+        assert!(
+            command.starts_with(&format!("{} bench ", exe.display())),
+            "{command}"
+        );
+        let (code, stdout, stderr) = run_until_started(command, path);
+        assert_eq!(code, Some(130), "{command}:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!("http://127.0.0.1:{port}")),
+            "{command}:\n{stdout}"
+        );
+    }
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("cargo install --path crates/headroom")),
+        "{printed:#?}"
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status();
+    assert_eq!(demo.wait().unwrap().code(), Some(0));
 }
