@@ -347,9 +347,10 @@ fn ip(s: &str) -> IpAddr {
 #[tokio::test]
 async fn the_udp_resolver_returns_a_and_aaaa_records_and_follows_changes() {
     let dns = DnsResponder::start().unwrap();
+    // In no order, with a duplicate: the lookup sorts and deduplicates.
     dns.set(
         "app.internal",
-        Answer::Records(vec![ip("127.0.0.3"), ip("::1"), ip("127.0.0.2")]),
+        Answer::Records(vec![ip("127.0.0.3"), ip("::1"), ip("127.0.0.2"), ip("127.0.0.3")]),
     );
     let resolver = Resolver::Server(dns.addr());
     assert_eq!(

@@ -447,6 +447,19 @@ mod tests {
     }
 
     #[test]
+    fn a_pointer_forwards_is_refused_even_to_a_valid_name() {
+        let q = query(7, "app.internal", TYPE_A).unwrap();
+        let mut m = reply(&q, 0x8180, &[]);
+        m[7] = 2;
+        // The A record's owner points at the name carried in the next record's data.
+        let name_at = m.len() + 16 + 12;
+        m.extend(record(&[0xC0, name_at as u8], TYPE_A, &[1, 2, 3, 4]));
+        m.extend(record(&AT_QNAME, 16, b"\x03app\x08internal\x00"));
+        assert_eq!(&m[name_at..name_at + 4], b"\x03app");
+        assert!(matches!(parse_reply(&m, &q), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
     fn records_of_the_wrong_size_are_errors() {
         let q = query(7, "app.internal", TYPE_A).unwrap();
         let bad = record(&AT_QNAME, TYPE_A, &[10, 0, 0]);
