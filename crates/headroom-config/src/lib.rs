@@ -167,7 +167,8 @@ pub struct ReplicaConfig {
 /// replica at `port` with `weight`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsDiscovery {
-    /// Lower-case host name, without a trailing dot (`app.internal`).
+    /// Lower-case host name as written (`app.internal`, or `app.internal.` to skip the
+    /// system resolver's search domains).
     pub name: String,
     pub port: u16,
     /// Default 5s; never zero.

@@ -534,7 +534,7 @@ fn validate_dns_replicas(
     })
 }
 
-/// Splits `"app.internal:8080"` into a lower-case host name (trailing dot removed) and a port.
+/// Splits `"app.internal:8080"` into a lower-case host name and a port.
 fn parse_dns_target(s: &str) -> Result<(String, u16), String> {
     let example = "expected \"host:port\", like \"app.internal:8080\"";
     let Some((host, port)) = s.rsplit_once(':') else {
@@ -548,20 +548,23 @@ fn parse_dns_target(s: &str) -> Result<(String, u16), String> {
             ))
         }
     };
-    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
-    if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+    // The trailing dot is kept: it tells the system resolver the name is absolute, so the
+    // resolv.conf search list (Kubernetes' ndots:5) is skipped.
+    let host = host.to_ascii_lowercase();
+    let bare = host.strip_suffix('.').unwrap_or(&host);
+    if bare.parse::<std::net::IpAddr>().is_ok() || bare.starts_with('[') {
         return Err(format!(
             "\"{s}\" is an IP address, not a name to resolve: list it as replicas = [\"{s}\"]"
         ));
     }
     // RFC 1035 limits: labels of 1 to 63 bytes, 253 characters in all. `_` is allowed
     // because service names use it (`_http._tcp`); anything else would never resolve.
-    let labels_ok = host.split('.').all(|l| {
+    let labels_ok = bare.split('.').all(|l| {
         (1..=63).contains(&l.len())
             && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
-    if host.is_empty() || host.len() > 253 || !labels_ok {
+    if bare.is_empty() || bare.len() > 253 || !labels_ok {
         return Err(format!("\"{host}\" is not a DNS name: labels of letters, digits, '-' and '_', 1 to 63 characters each, separated by dots; {example}"));
     }
     Ok((host, port))

@@ -22,7 +22,7 @@ fn dns_replicas_become_a_discovery_with_defaults() {
     assert_eq!(
         app.discovery,
         Some(DnsDiscovery {
-            name: "app.internal".into(),
+            name: "app.internal.".into(),
             port: 8080,
             interval: Duration::from_secs(5),
             weight: 1,

@@ -64,9 +64,30 @@ struct FakeSink {
     service: &'static str,
     replicas: Mutex<BTreeSet<SocketAddr>>,
     calls: Mutex<Vec<Call>>,
+    /// Woken on every call (a stored permit, so no wake-up is lost).
+    changed: tokio::sync::Notify,
 }
 
 impl FakeSink {
+    fn new(service: &'static str) -> FakeSink {
+        FakeSink {
+            service,
+            replicas: Mutex::default(),
+            calls: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+    /// Waits until the replicas are `want`, woken by each change; the limit is a safety net.
+    async fn wait_for(&self, want: &[SocketAddr]) {
+        while self.replicas() != want {
+            let woken = tokio::time::timeout(Duration::from_secs(10), self.changed.notified());
+            assert!(
+                woken.await.is_ok(),
+                "replicas stayed {:?}, want {want:?}",
+                self.replicas()
+            );
+        }
+    }
     fn replicas(&self) -> Vec<SocketAddr> {
         self.replicas.lock().unwrap().iter().copied().collect()
     }
@@ -84,11 +105,13 @@ impl ReplicaSink for FakeSink {
         assert_eq!(service, self.service);
         self.replicas.lock().unwrap().insert(addr);
         self.calls.lock().unwrap().push(Call::Add(addr, weight));
+        self.changed.notify_one();
     }
     fn drain_dns_replica(&self, service: &str, addr: SocketAddr) {
         assert_eq!(service, self.service);
         self.replicas.lock().unwrap().remove(&addr);
         self.calls.lock().unwrap().push(Call::Drain(addr));
+        self.changed.notify_one();
     }
 }
 
@@ -115,11 +138,7 @@ impl Harness {
     /// `service` names the loop in its log events: one name per test.
     fn start(service: &'static str) -> Harness {
         capture();
-        let sink = Arc::new(FakeSink {
-            service,
-            replicas: Mutex::default(),
-            calls: Mutex::default(),
-        });
+        let sink = Arc::new(FakeSink::new(service));
         let failures = Arc::new(Counter::default());
         let (tx, asks) = mpsc::unbounded_channel();
         let lookup = move || {
@@ -350,7 +369,12 @@ async fn the_udp_resolver_returns_a_and_aaaa_records_and_follows_changes() {
     // In no order, with a duplicate: the lookup sorts and deduplicates.
     dns.set(
         "app.internal",
-        Answer::Records(vec![ip("127.0.0.3"), ip("::1"), ip("127.0.0.2"), ip("127.0.0.3")]),
+        Answer::Records(vec![
+            ip("127.0.0.3"),
+            ip("::1"),
+            ip("127.0.0.2"),
+            ip("127.0.0.3"),
+        ]),
     );
     let resolver = Resolver::Server(dns.addr());
     assert_eq!(
@@ -437,4 +461,50 @@ async fn the_system_resolver_reads_etc_hosts() {
     let mut sorted = found.clone();
     sorted.dedup();
     assert_eq!(sorted, found, "no duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_a_dns_server_and_keeps_the_set_while_it_fails() {
+    let dns = Arc::new(DnsResponder::start().unwrap());
+    dns.set(
+        "app.internal",
+        Answer::Records(vec![ip("127.0.0.2"), ip("127.0.0.3")]),
+    );
+    let sink = Arc::new(FakeSink::new("run"));
+    let failures = Arc::new(Counter::default());
+    let spec = DnsDiscovery {
+        name: "app.internal".into(),
+        port: 9000,
+        interval: Duration::from_millis(20),
+        weight: 1,
+    };
+    let task = tokio::spawn(run(
+        sink.clone(),
+        "run".into(),
+        spec,
+        Resolver::Server(dns.addr()),
+        failures.clone(),
+    ));
+    sink.wait_for(&addrs(&["127.0.0.2:9000", "127.0.0.3:9000"]))
+        .await;
+    dns.set(
+        "app.internal",
+        Answer::Records(vec![ip("127.0.0.3"), ip("127.0.0.4")]),
+    );
+    sink.wait_for(&addrs(&["127.0.0.3:9000", "127.0.0.4:9000"]))
+        .await;
+
+    dns.set("app.internal", Answer::ServerFailure);
+    // Two more rounds of queries (A and AAAA each) mean the first failing one is done.
+    let seen = dns.queries();
+    let d = dns.clone();
+    let waited =
+        tokio::task::spawn_blocking(move || d.wait_for_queries(seen + 4, Duration::from_secs(10)));
+    assert!(waited.await.unwrap());
+    assert!(failures.get() >= 1);
+    assert_eq!(
+        sink.replicas(),
+        addrs(&["127.0.0.3:9000", "127.0.0.4:9000"])
+    );
+    task.abort();
 }
