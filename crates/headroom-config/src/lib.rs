@@ -44,6 +44,8 @@ pub struct GlobalConfig {
     pub shutdown_timeout: Duration,
     pub access_log: AccessLogFormat,
     pub watch: bool,
+    /// DNS server queried for `replicas = { dns = ... }`; `None`: the system resolver.
+    pub resolver: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,7 +139,10 @@ pub struct ServiceConfig {
     pub name: String,
     pub balance: Balance,
     pub hash_on: Option<HashKey>,
+    /// The replicas listed in the file; empty when `discovery` is set.
     pub replicas: Vec<ReplicaConfig>,
+    /// `replicas = { dns = ... }`: the replicas come from DNS instead of the list.
+    pub discovery: Option<DnsDiscovery>,
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -161,6 +166,20 @@ pub struct ReplicaConfig {
     /// As written in the file (`localhost:9001`): the replica's stable id.
     pub label: String,
     pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// Replicas discovered by resolving `name` every `interval`: each A and AAAA record is a
+/// replica at `port` with `weight`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsDiscovery {
+    /// Lower-case host name as written (`app.internal`, or `app.internal.` to skip the
+    /// system resolver's search domains).
+    pub name: String,
+    pub port: u16,
+    /// Default 5s; never zero.
+    pub interval: Duration,
+    /// Default 1; never zero.
     pub weight: u32,
 }
 

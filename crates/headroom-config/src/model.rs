@@ -34,6 +34,9 @@ pub struct Global {
     pub access_log: AccessLogFormat,
     /// Reload when the config file changes on disk. Default true.
     pub watch: bool,
+    /// DNS server for `replicas = { dns = ... }`: `"ip"` or `"ip:port"` (port 53 by default).
+    /// Default none: the system resolver (getaddrinfo: /etc/hosts, resolv.conf).
+    pub resolver: Option<Spanned<String>>,
 }
 
 impl Default for Global {
@@ -43,6 +46,7 @@ impl Default for Global {
             shutdown_timeout: Dur(Duration::from_secs(30)),
             access_log: AccessLogFormat::Json,
             watch: true,
+            resolver: None,
         }
     }
 }
@@ -196,7 +200,8 @@ pub struct Service {
     pub balance: Balance,
     /// For `balance = "hash"`: "header:NAME", "cookie:NAME" or "client-ip".
     pub hash_on: Option<Spanned<String>>,
-    pub replicas: Vec<Spanned<ReplicaSpec>>,
+    /// A list of replicas, or `{ dns = "host:port" }` to discover them.
+    pub replicas: Spanned<Replicas>,
     #[serde(default)]
     pub protocol: UpstreamProtocol,
     #[serde(default = "defaults::connect_timeout")]
@@ -248,6 +253,56 @@ pub enum UpstreamProtocol {
     #[default]
     Http1,
     H2,
+}
+
+/// A service's `replicas`: a list, or a DNS name resolved periodically.
+#[derive(Debug, Clone)]
+pub enum Replicas {
+    List(Vec<Spanned<ReplicaSpec>>),
+    Dns(DnsReplicas),
+}
+
+// By hand rather than `#[serde(untagged)]`: an untagged enum buffers its input, and the
+// buffered value loses the spans that `Spanned` list items need for file:line errors.
+impl<'de> Deserialize<'de> for Replicas {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Replicas;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list like [\"127.0.0.1:9001\"] or a table like { dns = \"app.internal:8080\" }")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Replicas, A::Error> {
+                let mut list = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    list.push(item);
+                }
+                Ok(Replicas::List(list))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Replicas, A::Error> {
+                DnsReplicas::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Replicas::Dns)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `{ dns = "app.internal:8080", interval = "5s", weight = 1 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsReplicas {
+    /// `"host:port"`: every A and AAAA record of host is a replica at that port.
+    pub dns: Spanned<String>,
+    /// How often the name is resolved again. Default 5s.
+    #[serde(default = "defaults::dns_interval")]
+    pub interval: Spanned<Dur>,
+    /// Weight of every discovered replica. Default 1.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
 }
 
 /// `"127.0.0.1:9001"` or `{ addr = "127.0.0.1:9001", weight = 2 }`.
@@ -381,6 +436,9 @@ mod defaults {
     }
     pub fn weight() -> u32 {
         1
+    }
+    pub fn dns_interval() -> Spanned<Dur> {
+        Spanned::new(0..0, Dur(Duration::from_secs(5)))
     }
     pub fn health_path() -> String {
         "/healthz".into()

@@ -1,7 +1,7 @@
 //! From the file's shape ([`crate::model`]) to a typed [`Config`], collecting every error.
 
 use crate::error::{did_you_mean, Reporter};
-use crate::model::{self, ReplicaSpec};
+use crate::model::{self, ReplicaSpec, Replicas};
 use crate::*;
 use std::net::ToSocketAddrs;
 use toml::Spanned;
@@ -26,6 +26,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
         shutdown_timeout: raw.global.shutdown_timeout.0,
         access_log: raw.global.access_log,
         watch: raw.global.watch,
+        resolver: validate_resolver(&mut r, raw.global.resolver.as_ref()),
     };
     let admin = validate_admin(&mut r, &raw.admin);
     let listeners = validate_listeners(&mut r, &raw.listener, base_dir);
@@ -92,7 +93,7 @@ fn explain_toml_error(message: &str, line_key: Option<String>) -> (Option<String
     if message.starts_with("data did not match any variant of untagged enum ReplicaSpec") {
         return (
             line_key,
-            "a replica is \"host:port\" or { addr = \"host:port\", weight = N }".into(),
+            "a replica is \"host:port\" or { addr = \"host:port\", weight = N }; to discover replicas use replicas = { dns = \"host:port\" }".into(),
         );
     }
     (line_key, message.replace("invalid type: ", "wrong type: "))
@@ -476,6 +477,99 @@ fn validate_route(
     (r.errors.len() == errors_before).then_some(cfg)
 }
 
+/// `[global] resolver`: an IP address, with an optional port (53 by default), like nginx's
+/// `resolver`. A host name is refused: resolving the resolver would need a resolver.
+fn validate_resolver(r: &mut Reporter, raw: Option<&Spanned<String>>) -> Option<SocketAddr> {
+    let raw = raw?;
+    let text = raw.get_ref().trim();
+    let parsed = text.parse::<SocketAddr>().ok().or_else(|| {
+        let ip = text.trim_start_matches('[').trim_end_matches(']');
+        ip.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    });
+    if parsed.is_none() {
+        r.error(
+            raw.span().start,
+            Some("global.resolver".into()),
+            format!("\"{text}\" is not a DNS server address: expected an IP address with an optional port, like \"127.0.0.1:53\" or \"[::1]:5353\""),
+        );
+    }
+    parsed
+}
+
+/// `replicas = { dns = "host:port", interval, weight }`.
+fn validate_dns_replicas(
+    r: &mut Reporter,
+    at: usize,
+    key: &dyn Fn(&str) -> Option<String>,
+    d: &model::DnsReplicas,
+) -> Option<DnsDiscovery> {
+    let errors_before = r.errors.len();
+    let target = parse_dns_target(d.dns.get_ref());
+    if let Err(e) = &target {
+        r.error(d.dns.span().start, key("replicas.dns"), e.clone());
+    }
+    if d.interval.get_ref().0.is_zero() {
+        let at = if d.interval.span().start > 0 {
+            d.interval.span().start
+        } else {
+            at
+        };
+        r.error(at, key("replicas.interval"), "must be more than 0s");
+    }
+    if d.weight == 0 {
+        r.error(
+            at,
+            key("replicas.weight"),
+            "a replica weight must be at least 1",
+        );
+    }
+    let (name, port) = target.ok()?;
+    (r.errors.len() == errors_before).then(|| DnsDiscovery {
+        name,
+        port,
+        interval: d.interval.get_ref().0,
+        weight: d.weight,
+    })
+}
+
+/// Splits `"app.internal:8080"` into a lower-case host name and a port.
+fn parse_dns_target(s: &str) -> Result<(String, u16), String> {
+    let example = "expected \"host:port\", like \"app.internal:8080\"";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("\"{s}\" has no port: {example}"));
+    };
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 => p,
+        _ => {
+            return Err(format!(
+                "\"{port}\" in \"{s}\" is not a port (1 to 65535): {example}"
+            ))
+        }
+    };
+    // The trailing dot is kept: it tells the system resolver the name is absolute, so the
+    // resolv.conf search list (Kubernetes' ndots:5) is skipped.
+    let host = host.to_ascii_lowercase();
+    let bare = host.strip_suffix('.').unwrap_or(&host);
+    if bare.parse::<std::net::IpAddr>().is_ok() || bare.starts_with('[') {
+        return Err(format!(
+            "\"{s}\" is an IP address, not a name to resolve: list it as replicas = [\"{s}\"]"
+        ));
+    }
+    // RFC 1035 limits: labels of 1 to 63 bytes, 253 characters in all. `_` is allowed
+    // because service names use it (`_http._tcp`); anything else would never resolve.
+    let labels_ok = bare.split('.').all(|l| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if bare.is_empty() || bare.len() > 253 || !labels_ok {
+        return Err(format!("\"{host}\" is not a DNS name: labels of letters, digits, '-' and '_', 1 to 63 characters each, separated by dots; {example}"));
+    }
+    Ok((host, port))
+}
+
 fn validate_service(
     r: &mut Reporter,
     name: &Spanned<String>,
@@ -486,15 +580,24 @@ fn validate_service(
     let errors_before = r.errors.len();
     let key = |k: &str| Some(format!("service \"{}\": {k}", name.get_ref()));
 
-    if s.replicas.is_empty() {
-        r.error(
-            at,
-            key("replicas"),
-            "a service needs at least one replica, like replicas = [\"127.0.0.1:9001\"]",
-        );
-    }
+    let (list, discovery) = match s.replicas.get_ref() {
+        Replicas::List(list) => {
+            if list.is_empty() {
+                r.error(
+                    at,
+                    key("replicas"),
+                    "a service needs at least one replica, like replicas = [\"127.0.0.1:9001\"]",
+                );
+            }
+            (list.as_slice(), None)
+        }
+        Replicas::Dns(d) => {
+            let at = s.replicas.span().start;
+            (&[][..], validate_dns_replicas(r, at, &key, d))
+        }
+    };
     let mut replicas: Vec<ReplicaConfig> = Vec::new();
-    for rep in &s.replicas {
+    for rep in list {
         let (label, weight) = match rep.get_ref() {
             ReplicaSpec::Addr(a) => (a.clone(), 1),
             ReplicaSpec::Weighted { addr, weight } => (addr.clone(), *weight),
@@ -622,6 +725,7 @@ fn validate_service(
         balance: s.balance,
         hash_on,
         replicas,
+        discovery,
         protocol: s.protocol,
         connect_timeout: s.connect_timeout.0,
         request_timeout: s.request_timeout.0,

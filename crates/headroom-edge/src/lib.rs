@@ -10,6 +10,7 @@ pub mod admin;
 pub mod balancer;
 pub mod body;
 mod clock;
+pub mod discovery;
 pub mod error;
 mod forward;
 pub mod h1;
