@@ -95,6 +95,14 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     None
 }
 
+/// The control plane's tasks for the config in force: health checks, housekeeping and DNS
+/// discovery. A reload aborts and restarts them (discovery resolves again at once).
+fn control_tasks(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
+    let mut tasks = health::spawn_checks(shared);
+    tasks.extend(replica_set::spawn_discovery(shared));
+    tasks
+}
+
 /// A running gateway.
 pub struct Edge {
     pub shared: Arc<Shared>,
@@ -229,7 +237,7 @@ impl Edge {
         }
 
         let edge = Edge {
-            health: Mutex::new(health::spawn_checks(&shared)),
+            health: Mutex::new(control_tasks(&shared)),
             shared,
             listeners,
             admin_addr,
@@ -273,7 +281,7 @@ impl Edge {
         for t in health.drain(..) {
             t.abort();
         }
-        *health = health::spawn_checks(&self.shared);
+        *health = control_tasks(&self.shared);
         self.shared.reloads_ok.inc();
         Ok(generation)
     }

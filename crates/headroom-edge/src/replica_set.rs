@@ -244,6 +244,61 @@ impl Shared {
     }
 }
 
+/// The live replica set as DNS discovery sees it.
+pub(crate) struct DnsSink(pub Arc<Shared>);
+
+impl crate::discovery::ReplicaSink for DnsSink {
+    fn dns_replicas(&self, service: &str) -> Vec<SocketAddr> {
+        self.0.replicas_from(service, Source::Dns)
+    }
+
+    /// A replica of that address that is draining is kept (its record came back).
+    fn add_dns_replica(&self, service: &str, addr: SocketAddr, weight: u32) {
+        match self.0.add_replica(service, addr, weight, Source::Dns) {
+            Ok(()) | Err(ReplicaError::Exists(_)) => {}
+            Err(e) => tracing::warn!(service, %addr, error = %e, "DNS replica not added"),
+        }
+    }
+
+    fn drain_dns_replica(&self, service: &str, addr: SocketAddr) {
+        if let Err(e) = self
+            .0
+            .spawn_drain(service, &addr.to_string(), DNS_DRAIN_DEADLINE)
+        {
+            tracing::debug!(service, %addr, error = %e, "DNS replica already gone");
+        }
+    }
+}
+
+/// How long a replica whose DNS record vanished may finish its requests.
+pub const DNS_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Starts one discovery task per service with `replicas = { dns = ... }`.
+pub(crate) fn spawn_discovery(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+    let config = shared.config.load_full();
+    let resolver = crate::discovery::Resolver::from_config(config.global.resolver);
+    let sink: Arc<dyn crate::discovery::ReplicaSink> = Arc::new(DnsSink(shared.clone()));
+    config
+        .services
+        .iter()
+        .filter_map(|(name, sc)| {
+            let spec = sc.discovery.clone()?;
+            let failures = shared.registry.counter(
+                "headroom_dns_lookup_failures_total",
+                "DNS lookups of discovered services that failed or came back empty (the last set stays).",
+                &[("service", name.as_str())],
+            );
+            Some(tokio::spawn(crate::discovery::run(
+                sink.clone(),
+                name.clone(),
+                spec,
+                resolver.clone(),
+                failures,
+            )))
+        })
+        .collect()
+}
+
 /// Replicas keep their weight as an atomic: a rebuild stores the configured one.
 pub(crate) fn set_weight(r: &Replica, weight: u32) {
     r.weight

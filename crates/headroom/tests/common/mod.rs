@@ -260,6 +260,11 @@ impl Headroom {
         self.wait_state(series, || self.metric(series), |v| *v == value);
     }
 
+    /// Reads one metric series until it is at least `min`.
+    pub fn wait_metric_at_least(&self, series: &str, min: f64) {
+        self.wait_state(series, || self.metric(series), |v| *v >= min);
+    }
+
     /// Reads a state with `read` until `pred` holds. Health transitions and ejections are
     /// logged, so a new stderr line wakes the next read at once; states that change silently
     /// (an ejection running out, in-flight counts draining, a tunnel closing) are read again
