@@ -292,7 +292,7 @@ pub(crate) fn spawn_discovery(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHand
                 sink.clone(),
                 name.clone(),
                 spec,
-                resolver.clone(),
+                resolver,
                 failures,
             )))
         })
