@@ -62,6 +62,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// Longest a client may take to accept response bytes.
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
 }
@@ -145,7 +147,10 @@ pub struct ServiceConfig {
     pub discovery: Option<DnsDiscovery>,
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
+    /// From the end of the request to the response head.
     pub request_timeout: Duration,
+    /// Longest pause between response body bytes.
+    pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
     pub health: Option<HealthConfig>,

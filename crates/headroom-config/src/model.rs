@@ -99,6 +99,10 @@ pub struct Listener {
     /// `client_body_timeout`. Default 60s.
     #[serde(default = "defaults::body_timeout")]
     pub body_timeout: Dur,
+    /// Longest a client may take to accept response bytes (the connection is closed beyond),
+    /// like nginx's `send_timeout`. Default 60s.
+    #[serde(default = "defaults::send_timeout")]
+    pub send_timeout: Dur,
     /// Largest header section accepted (431 beyond). Default 16KiB; minimum 8KiB.
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: Size,
@@ -206,9 +210,14 @@ pub struct Service {
     pub protocol: UpstreamProtocol,
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Dur,
-    /// Time for the upstream to send response headers. Default 30s.
+    /// Time for the upstream to send response headers, from the end of the request (and
+    /// the longest it may take to accept each write of the request). Default 30s.
     #[serde(default = "defaults::request_timeout")]
     pub request_timeout: Dur,
+    /// Longest pause between response body bytes from the upstream (the response is cut
+    /// off beyond), like nginx's `proxy_read_timeout`. Default 60s.
+    #[serde(default = "defaults::read_timeout")]
+    pub read_timeout: Dur,
     /// Idle pooled upstream connections are closed after this. Default 90s.
     #[serde(default = "defaults::pool_idle_timeout")]
     pub idle_timeout: Dur,
@@ -404,6 +413,9 @@ mod defaults {
     pub fn body_timeout() -> Dur {
         Dur(Duration::from_secs(60))
     }
+    pub fn send_timeout() -> Dur {
+        Dur(Duration::from_secs(60))
+    }
     pub fn max_header_bytes() -> Size {
         Size(16 << 10)
     }
@@ -424,6 +436,9 @@ mod defaults {
     }
     pub fn request_timeout() -> Dur {
         Dur(Duration::from_secs(30))
+    }
+    pub fn read_timeout() -> Dur {
+        Dur(Duration::from_secs(60))
     }
     pub fn pool_idle_timeout() -> Dur {
         Dur(Duration::from_secs(90))

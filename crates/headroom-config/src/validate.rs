@@ -187,6 +187,7 @@ fn validate_listeners(
         for (k, d) in [
             ("header_timeout", &l.header_timeout),
             ("body_timeout", &l.body_timeout),
+            ("send_timeout", &l.send_timeout),
         ] {
             if d.0.is_zero() {
                 r.error(at, Some(k.into()), "must be more than 0s");
@@ -220,6 +221,7 @@ fn validate_listeners(
             max_connections: l.max_connections.max(1),
             header_timeout: l.header_timeout.0,
             body_timeout: l.body_timeout.0,
+            send_timeout: l.send_timeout.0,
             max_header_bytes: l.max_header_bytes.0 as usize,
             max_body_bytes: l.max_body_bytes.0,
         });
@@ -713,6 +715,9 @@ fn validate_service(
             "must be at least 1 (1 means no retries)",
         );
     }
+    if s.read_timeout.0.is_zero() {
+        r.error(at, key("read_timeout"), "must be more than 0s");
+    }
     if s.outlier.base_ejection.0 > s.outlier.max_ejection.0 {
         r.error(
             at,
@@ -729,6 +734,7 @@ fn validate_service(
         protocol: s.protocol,
         connect_timeout: s.connect_timeout.0,
         request_timeout: s.request_timeout.0,
+        read_timeout: s.read_timeout.0,
         idle_timeout: s.idle_timeout.0,
         max_idle: s.max_idle,
         health,
@@ -832,6 +838,39 @@ replicas = ["127.0.0.1:9003"]
         assert_eq!(
             c.listeners[0].body_timeout,
             std::time::Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn send_and_read_timeouts_default_to_60s_and_must_be_more_than_zero() {
+        let c = check(GOOD).unwrap();
+        let minute = std::time::Duration::from_secs(60);
+        assert_eq!(c.listeners[0].send_timeout, minute);
+        assert_eq!(c.services["catalog"].read_timeout, minute);
+        let text = GOOD
+            .replace(
+                "bind = \"127.0.0.1:8080\"",
+                "bind = \"127.0.0.1:8080\"\nsend_timeout = \"0s\"",
+            )
+            .replace(
+                "replicas = [\"127.0.0.1:9003\"]",
+                "replicas = [\"127.0.0.1:9003\"]\nread_timeout = \"0ms\"",
+            );
+        let e = check(&text).unwrap_err();
+        let msg = e.to_string();
+        assert_eq!(e.0.len(), 2, "{msg}");
+        assert!(msg.contains("send_timeout: must be more than 0s"), "{msg}");
+        assert!(
+            msg.contains("service \"orders\": read_timeout: must be more than 0s"),
+            "{msg}"
+        );
+        let text = GOOD.replace(
+            "replicas = [\"127.0.0.1:9003\"]",
+            "replicas = [\"127.0.0.1:9003\"]\nread_timeout = \"5m\"",
+        );
+        assert_eq!(
+            check(&text).unwrap().services["orders"].read_timeout,
+            minute * 5
         );
     }
 
