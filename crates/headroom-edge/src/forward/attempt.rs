@@ -7,6 +7,7 @@ use crate::pool::{self, ConnectError, Sender};
 use crate::replica::Replica;
 use crate::snapshot::Service;
 use http::{Request, Response, Uri, Version};
+use hyper::client::conn::http2;
 use std::sync::Arc;
 
 /// Counts a request in flight on a replica until dropped, however the request ends
@@ -29,15 +30,17 @@ impl Drop for InFlight {
 /// The upstream side of a request whose response is streaming to the client.
 pub(crate) struct UpstreamDone {
     pub(super) inflight: InFlight,
-    pub(super) sender: Option<Sender>,
+    /// An h2 connection goes back to the pool here; an HTTP/1.1 one is given back by its
+    /// response body when it ends.
+    pub(super) h2: Option<http2::SendRequest<UpstreamBody>>,
     pub(super) max_idle: usize,
 }
 
 impl UpstreamDone {
     /// The response ended: a completed exchange leaves a reusable connection for the pool.
     pub(crate) fn finish(self, complete: bool) {
-        if let (true, Some(sender)) = (complete, self.sender) {
-            self.inflight.0.pools.put(sender, self.max_idle);
+        if let (true, Some(h2)) = (complete, self.h2) {
+            self.inflight.0.pools.put(Sender::H2(h2), self.max_idle);
         }
     }
 }
@@ -78,7 +81,7 @@ pub(super) async fn send(
     uri: &Uri,
     body: UpstreamBody,
     last: bool,
-) -> Result<(Response<ClientBody>, Option<Sender>), ProxyError> {
+) -> Result<(Response<ClientBody>, Option<http2::SendRequest<UpstreamBody>>), ProxyError> {
     let cfg = &service.cfg;
     match sender {
         Sender::Raw(conn) => {
@@ -123,7 +126,7 @@ pub(super) async fn send(
                 s.send_request(req).await
             };
             match tokio::time::timeout(cfg.request_timeout, send).await {
-                Ok(Ok(resp)) => Ok((resp.map(ClientBody::upstream), Some(Sender::H2(s)))),
+                Ok(Ok(resp)) => Ok((resp.map(ClientBody::upstream), Some(s))),
                 Ok(Err(err)) => {
                     let cause = std::error::Error::source(&err);
                     if cause.is_some_and(is_body_too_large) {

@@ -103,20 +103,24 @@ pub(crate) async fn forward(
     let mut tried = Tried::default();
     // Connect failures do not use up attempts, but there are only so many replicas to try.
     let mut connect_failures = 0;
-    let pick = |tried: &mut Tried| {
+    // pick: an available, untried replica. Its clock reading also stamps the attempt's
+    // latency sample.
+    let mut picked_at = 0;
+    let pick = |tried: &mut Tried, picked_at: &mut u64| {
+        *picked_at = now_ns();
         let i = service
             .balancer
-            .pick(replicas, *tried, key, now_ns(), cfg.slow_start)?;
+            .pick(replicas, *tried, key, *picked_at, cfg.slow_start)?;
         tried.add(i);
         Some(i)
     };
-    let Some(mut i) = pick(&mut tried) else {
+    let Some(mut i) = pick(&mut tried, &mut picked_at) else {
         return Err(no_healthy_replica(service));
     };
     loop {
         // pick (done: `i`)
         let replica = &replicas[i];
-        record.replica = Some(replica.label.clone());
+        record.replica = Some(i);
 
         // connect
         let sender = match attempt::connect(replica, service).await {
@@ -125,7 +129,7 @@ pub(crate) async fn forward(
                 connect_failed(service, replica, &e);
                 connect_failures += 1;
                 let next = (connect_failures < replicas.len().min(64))
-                    .then(|| pick(&mut tried))
+                    .then(|| pick(&mut tried, &mut picked_at))
                     .flatten();
                 match next {
                     Some(n) => {
@@ -154,10 +158,10 @@ pub(crate) async fn forward(
 
         // retry?
         let failure = match result {
-            Ok((resp, sender)) => {
+            Ok((resp, h2)) => {
                 let status = resp.status();
                 let took = sent_at.elapsed();
-                let done_at = now_ns();
+                let done_at = picked_at + crate::clock::ns(took);
                 replica.observe_latency(took, done_at);
                 service.upstream_latency.observe(took);
                 record.upstream_duration = Some(took);
@@ -168,7 +172,7 @@ pub(crate) async fn forward(
                 }
                 if may_retry && cfg.retry.on_status.contains(&status.as_u16()) {
                     // Only when another replica can take it: else this answer stands.
-                    if let Some(n) = pick(&mut tried).filter(|_| take_retry(service)) {
+                    if let Some(n) = pick(&mut tried, &mut picked_at).filter(|_| take_retry(service)) {
                         debug!(replica = %replica.label, %status, "retrying on status");
                         i = n;
                         continue;
@@ -178,7 +182,7 @@ pub(crate) async fn forward(
                 head.version = Version::HTTP_11;
                 record.upstream = Some(UpstreamDone {
                     inflight,
-                    sender,
+                    h2,
                     max_idle: cfg.max_idle,
                 });
                 return Ok(Response::from_parts(head, body));
@@ -202,7 +206,7 @@ pub(crate) async fn forward(
         if !(retry && replay.available()) {
             return Err(answer);
         }
-        match pick(&mut tried).filter(|_| take_retry(service)) {
+        match pick(&mut tried, &mut picked_at).filter(|_| take_retry(service)) {
             Some(n) => i = n,
             None => return Err(answer),
         }

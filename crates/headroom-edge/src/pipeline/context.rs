@@ -3,7 +3,7 @@
 
 use crate::forward::UpstreamDone;
 use crate::headers::{host_from, new_request_id, X_REQUEST_ID};
-use crate::snapshot::{Red, RouteAction, Snapshot};
+use crate::snapshot::{Red, RouteAction, Snapshot, Target};
 use crate::Shared;
 use headroom_telemetry::access_log::{self, Format};
 use headroom_telemetry::Histogram;
@@ -34,8 +34,8 @@ pub struct Record {
     pub target: Option<usize>,
     /// Requests sent upstream (connect failures that sent nothing are not counted).
     pub attempts: u32,
-    /// The replica of the last attempt.
-    pub replica: Option<Arc<str>>,
+    /// Index (in its target's service) of the replica of the last attempt.
+    pub replica: Option<usize>,
     /// Time from sending upstream to the response head, of the attempt that answered.
     pub upstream_duration: Option<Duration>,
     /// The upstream exchange whose response is streaming, released when it ends.
@@ -65,7 +65,8 @@ pub struct RequestCtx {
     pub request_id: HeaderValue,
     pub start: Instant,
     pub record: Record,
-    log: Option<LogFields>,
+    /// Boxed: only requests that are logged pay for it.
+    log: Option<Box<LogFields>>,
     ended: bool,
 }
 
@@ -80,7 +81,8 @@ impl RequestCtx {
             Some(v) if !v.is_empty() && v.len() <= 128 => v.clone(),
             _ => new_request_id(),
         };
-        let log = snap.access_log.map(|format| LogFields {
+        let log = snap.access_log.map(|format| {
+            Box::new(LogFields {
             format,
             time: SystemTime::now(),
             method: req.method().clone(),
@@ -89,6 +91,7 @@ impl RequestCtx {
             version: req.version(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
             referer: req.headers().get(header::REFERER).cloned(),
+            })
         });
         RequestCtx {
             conn,
@@ -103,7 +106,7 @@ impl RequestCtx {
 
     /// The counters and latency histogram this request is counted in: its target's, else
     /// its route's, else those of requests answered before routing.
-    fn counters(&self) -> (&Red, &Histogram, Option<&str>) {
+    fn counters(&self) -> (&Red, &Histogram, Option<&Target>) {
         let shared = &self.conn.shared;
         let Some(r) = self.record.route else {
             return (&shared.unrouted, &shared.unrouted_latency, None);
@@ -115,7 +118,7 @@ impl RequestCtx {
             _ => None,
         };
         match target {
-            Some(t) => (&t.red, &route.latency, Some(&*t.service.name)),
+            Some(t) => (&t.red, &route.latency, Some(t)),
             None => (&route.red, &route.latency, None),
         }
     }
@@ -138,7 +141,7 @@ impl RequestCtx {
         if let Some(up) = self.record.upstream.take() {
             up.finish(complete);
         }
-        let (red, latency, service) = self.counters();
+        let (red, latency, target) = self.counters();
         latency.observe(elapsed);
         red.record(status);
         self.conn.shared.inflight.dec();
@@ -156,8 +159,11 @@ impl RequestCtx {
                 path: l.uri.path_and_query().map_or("/", |p| p.as_str()),
                 protocol: protocol_name(l.version),
                 route,
-                service: service.unwrap_or(""),
-                replica: self.record.replica.as_deref().unwrap_or(""),
+                service: target.map_or("", |t| &*t.service.name),
+                replica: target
+                    .zip(self.record.replica)
+                    .and_then(|(t, i)| t.service.replicas.get(i))
+                    .map_or("", |r| &*r.label),
                 status,
                 bytes,
                 duration: elapsed,

@@ -78,7 +78,9 @@ pub async fn handle(
     req: Request<RequestBody>,
     conn: Arc<ConnCtx>,
 ) -> Result<Response<ClientBody>, Infallible> {
-    let mut ctx = RequestCtx::new(conn, &req);
+    // Boxed from the start: the context rides on the response body until `log`, and a box
+    // made now is moved as a pointer instead of copied through every phase.
+    let mut ctx = Box::new(RequestCtx::new(conn, &req));
     let outcome = run(req, &mut ctx).await;
     Ok(respond::respond(outcome, ctx))
 }
@@ -88,8 +90,8 @@ async fn run(
     req: Request<RequestBody>,
     ctx: &mut RequestCtx,
 ) -> Result<Response<ClientBody>, Answer> {
-    receive::receive(&req, &ctx.conn)?;
-    let routed = route::route(&ctx.snap, &req, &ctx.conn, &mut ctx.record)?;
+    let host = receive::receive(&req, &ctx.conn)?;
+    let routed = route::route(&ctx.snap, &req, host, &ctx.conn, &mut ctx.record)?;
     let route = routed.route;
     if !route.admit.is_empty() {
         admit::admit(&route.admit, &req, &mut ctx.record).await?;

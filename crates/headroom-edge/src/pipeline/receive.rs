@@ -11,9 +11,11 @@ use http_body::Body as _;
 
 /// 400 for an HTTP/1.1 request without `Host`; 413 for a body declared over the limit.
 /// Both close the connection: the client is not trusted with the rest of it (an unread body
-/// would be parsed as the next request).
-pub(super) fn receive(req: &Request<RequestBody>, conn: &ConnCtx) -> Result<(), Answer> {
-    if req.version() == Version::HTTP_11 && host_of(req).is_none_or(str::is_empty) {
+/// would be parsed as the next request). Returns the request's host (without port; empty
+/// when an HTTP/1.0 request has none), which routing matches.
+pub(super) fn receive<'r>(req: &'r Request<RequestBody>, conn: &ConnCtx) -> Result<&'r str, Answer> {
+    let host = host_of(req).unwrap_or("");
+    if req.version() == Version::HTTP_11 && host.is_empty() {
         return Err(Answer::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -24,5 +26,5 @@ pub(super) fn receive(req: &Request<RequestBody>, conn: &ConnCtx) -> Result<(), 
     if req.body().size_hint().lower() > conn.max_body_bytes {
         return Err(Answer::body_too_large(conn.max_body_bytes));
     }
-    Ok(())
+    Ok(host)
 }

@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode};
 
 pub(super) fn respond(
     outcome: Result<Response<ClientBody>, Answer>,
-    ctx: RequestCtx,
+    mut ctx: Box<RequestCtx>,
 ) -> Response<ClientBody> {
     let mut resp = match outcome {
         Ok(resp) => resp,
@@ -38,7 +38,6 @@ pub(super) fn respond(
         }
     }
     h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-    let mut ctx = Box::new(ctx);
     ctx.record.status = resp.status().as_u16();
     resp.body_mut().set_on_end(ctx);
     resp

@@ -4,7 +4,6 @@
 use super::context::{ConnCtx, Record};
 use super::Answer;
 use crate::body::RequestBody;
-use crate::headers::host_of;
 use crate::snapshot::{Route, RouteAction, Snapshot, Target};
 use http::{Request, StatusCode};
 
@@ -18,10 +17,10 @@ pub(super) struct Routed<'s> {
 pub(super) fn route<'s>(
     snap: &'s Snapshot,
     req: &Request<RequestBody>,
+    host: &str,
     conn: &ConnCtx,
     record: &mut Record,
 ) -> Result<Routed<'s>, Answer> {
-    let host = host_of(req).unwrap_or("");
     let Some((index, route)) = snap.route(
         conn.listener,
         req.method(),
