@@ -81,7 +81,13 @@ pub(super) async fn send(
     uri: &Uri,
     body: UpstreamBody,
     last: bool,
-) -> Result<(Response<ClientBody>, Option<http2::SendRequest<UpstreamBody>>), ProxyError> {
+) -> Result<
+    (
+        Response<ClientBody>,
+        Option<http2::SendRequest<UpstreamBody>>,
+    ),
+    ProxyError,
+> {
     let cfg = &service.cfg;
     match sender {
         Sender::Raw(conn) => {

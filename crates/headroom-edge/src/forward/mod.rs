@@ -172,7 +172,9 @@ pub(crate) async fn forward(
                 }
                 if may_retry && cfg.retry.on_status.contains(&status.as_u16()) {
                     // Only when another replica can take it: else this answer stands.
-                    if let Some(n) = pick(&mut tried, &mut picked_at).filter(|_| take_retry(service)) {
+                    if let Some(n) =
+                        pick(&mut tried, &mut picked_at).filter(|_| take_retry(service))
+                    {
                         debug!(replica = %replica.label, %status, "retrying on status");
                         i = n;
                         continue;

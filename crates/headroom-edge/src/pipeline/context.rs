@@ -83,14 +83,14 @@ impl RequestCtx {
         };
         let log = snap.access_log.map(|format| {
             Box::new(LogFields {
-            format,
-            time: SystemTime::now(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            host: req.headers().get(header::HOST).cloned(),
-            version: req.version(),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            referer: req.headers().get(header::REFERER).cloned(),
+                format,
+                time: SystemTime::now(),
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                host: req.headers().get(header::HOST).cloned(),
+                version: req.version(),
+                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                referer: req.headers().get(header::REFERER).cloned(),
             })
         });
         RequestCtx {

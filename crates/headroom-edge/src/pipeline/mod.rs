@@ -73,7 +73,21 @@ impl Answer {
     }
 }
 
+/// Ends the phases with `$answer` when a phase answers early.
+macro_rules! phase {
+    ($phases:lifetime, $result:expr) => {
+        match $result {
+            Ok(v) => v,
+            Err(answer) => break $phases Err(answer),
+        }
+    };
+}
+
 /// Serves one request through the phases. Never fails: every error becomes a response.
+///
+/// The phases run inside one labelled block rather than a function of their own: the
+/// request and the response are then moved once each instead of once per call level
+/// (callgrind: ~150 instructions per request of `memcpy`).
 pub async fn handle(
     req: Request<RequestBody>,
     conn: Arc<ConnCtx>,
@@ -81,52 +95,60 @@ pub async fn handle(
     // Boxed from the start: the context rides on the response body until `log`, and a box
     // made now is moved as a pointer instead of copied through every phase.
     let mut ctx = Box::new(RequestCtx::new(conn, &req));
-    let outcome = run(req, &mut ctx).await;
-    Ok(respond::respond(outcome, ctx))
-}
-
-/// The phases up to `respond`, each of which may answer early.
-async fn run(
-    req: Request<RequestBody>,
-    ctx: &mut RequestCtx,
-) -> Result<Response<ClientBody>, Answer> {
-    let host = receive::receive(&req, &ctx.conn)?;
-    let routed = route::route(&ctx.snap, &req, host, &ctx.conn, &mut ctx.record)?;
-    let route = routed.route;
-    if !route.admit.is_empty() {
-        admit::admit(&route.admit, &req, &mut ctx.record).await?;
-    }
-    if let Some(rule) = &route.cache {
-        if let Some(resp) = lookup::lookup(rule, &req, &mut ctx.record).await {
-            return Ok(resp);
+    let outcome = 'phases: {
+        let host = phase!('phases, receive::receive(&req, &ctx.conn));
+        let ctx = &mut *ctx;
+        let routed = phase!(
+            'phases,
+            route::route(&ctx.snap, &req, host, &ctx.conn, &mut ctx.record)
+        );
+        let route = routed.route;
+        if !route.admit.is_empty() {
+            phase!(
+                'phases,
+                admit::admit(&route.admit, &req, &mut ctx.record).await
+            );
         }
-    }
-    match (&route.action, routed.target) {
-        (_, Some(target)) => {
-            crate::forward::forward(
-                req,
-                route,
-                target,
-                &ctx.conn,
-                &ctx.request_id,
-                &mut ctx.record,
-            )
-            .await
+        if let Some(rule) = &route.cache {
+            if let Some(resp) = lookup::lookup(rule, &req, &mut ctx.record).await {
+                break 'phases Ok(resp);
+            }
         }
-        (
-            RouteAction::Respond {
-                status,
-                body,
-                content_type,
-            },
-            None,
-        ) => Ok(respond::fixed(*status, body, content_type)),
-        (RouteAction::Redirect { to, status }, None) => Ok(respond::redirect(to, *status, &req)),
-        // A forwarding route always has a target (route::route picks one).
-        (RouteAction::Forward(_) | RouteAction::Split { .. }, None) => Err(Answer::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "route without a target",
-        )),
-    }
+        match (&route.action, routed.target) {
+            (_, Some(target)) => {
+                crate::forward::forward(
+                    req,
+                    route,
+                    target,
+                    &ctx.conn,
+                    &ctx.request_id,
+                    &mut ctx.record,
+                )
+                .await
+            }
+            (
+                RouteAction::Respond {
+                    status,
+                    body,
+                    content_type,
+                },
+                None,
+            ) => Ok(respond::fixed(*status, body, content_type)),
+            (RouteAction::Redirect { to, status }, None) => {
+                Ok(respond::redirect(to, *status, &req))
+            }
+            // A forwarding route always has a target (route::route picks one).
+            (RouteAction::Forward(_) | RouteAction::Split { .. }, None) => Err(Answer::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "route without a target",
+            )),
+        }
+    };
+    let mut resp = match outcome {
+        Ok(resp) => resp,
+        Err(answer) => respond::answer(answer, &ctx.request_id),
+    };
+    respond::respond(&mut resp, ctx);
+    Ok(resp)
 }

@@ -13,7 +13,10 @@ use http_body::Body as _;
 /// Both close the connection: the client is not trusted with the rest of it (an unread body
 /// would be parsed as the next request). Returns the request's host (without port; empty
 /// when an HTTP/1.0 request has none), which routing matches.
-pub(super) fn receive<'r>(req: &'r Request<RequestBody>, conn: &ConnCtx) -> Result<&'r str, Answer> {
+pub(super) fn receive<'r>(
+    req: &'r Request<RequestBody>,
+    conn: &ConnCtx,
+) -> Result<&'r str, Answer> {
     let host = host_of(req).unwrap_or("");
     if req.version() == Version::HTTP_11 && host.is_empty() {
         return Err(Answer::new(

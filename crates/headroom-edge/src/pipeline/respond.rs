@@ -11,21 +11,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
-pub(super) fn respond(
-    outcome: Result<Response<ClientBody>, Answer>,
-    mut ctx: Box<RequestCtx>,
-) -> Response<ClientBody> {
-    let mut resp = match outcome {
-        Ok(resp) => resp,
-        Err(answer) => {
-            let mut r = json_error(answer.status, answer.kind, &answer.message, &ctx.request_id);
-            if answer.close {
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            r
-        }
-    };
+pub(super) fn respond(resp: &mut Response<ClientBody>, mut ctx: Box<RequestCtx>) {
     let h = resp.headers_mut();
     if let Some(r) = ctx.record.route {
         let route = &ctx.snap.routes[r];
@@ -40,7 +26,16 @@ pub(super) fn respond(
     h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     ctx.record.status = resp.status().as_u16();
     resp.body_mut().set_on_end(ctx);
-    resp
+}
+
+/// An early answer as a JSON error response, closing the connection if it says so.
+pub(super) fn answer(answer: Answer, request_id: &HeaderValue) -> Response<ClientBody> {
+    let mut r = json_error(answer.status, answer.kind, &answer.message, request_id);
+    if answer.close {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// A JSON error body: `{"error": kind, "message": ..., "request_id": ...}`.
