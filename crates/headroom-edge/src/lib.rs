@@ -25,7 +25,7 @@ mod tls;
 use arc_swap::ArcSwap;
 use headroom_config::Config;
 use headroom_telemetry::access_log;
-use headroom_telemetry::{Counter, Gauge, Histogram, Registry};
+use headroom_telemetry::{Counter, Gauge, Histogram, Registry, UpDownCounter};
 use listener::WorkerListener;
 use snapshot::{Live, Red, Snapshot};
 use std::net::SocketAddr;
@@ -42,7 +42,8 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     pub live: Live,
     pub registry: Arc<Registry>,
-    pub inflight: Arc<Gauge>,
+    /// Requests being served, over all workers: sharded, as it changes twice per request.
+    pub inflight: Arc<UpDownCounter>,
     /// Client connections switched to another protocol (WebSocket) and tunnelled.
     pub tunnels: Arc<Gauge>,
     /// Counters for requests answered before a route was found (404, 400, 413).
@@ -67,15 +68,20 @@ impl Edge {
     /// Binds every listener and starts the workers. Call inside the control runtime:
     /// health checks and the admin listener are spawned on it.
     pub async fn start(config: Config) -> Result<Edge, String> {
-        let registry = Arc::new(Registry::new());
         let workers = config.global.workers.max(1);
+        // One shard per worker for the per-request metrics, one for every other thread.
+        let registry = Arc::new(Registry::with_shards(workers + 1));
         let live = Live::new(registry.clone(), workers);
         let snap = Snapshot::build(&config, &live, 1);
         let shutdown_timeout = config.global.shutdown_timeout;
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
             live,
-            inflight: registry.gauge("headroom_inflight_requests", "Requests being served.", &[]),
+            inflight: registry.up_down_counter(
+                "headroom_inflight_requests",
+                "Requests being served.",
+                &[],
+            ),
             tunnels: registry.gauge(
                 "headroom_tunnels_open",
                 "Client connections upgraded (WebSocket) and tunnelled to a replica.",
@@ -155,6 +161,7 @@ impl Edge {
                         }
                     };
                     pool::set_worker(w);
+                    headroom_telemetry::set_worker(w);
                     rt.block_on(async move {
                         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
                         for l in ls {

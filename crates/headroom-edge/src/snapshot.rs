@@ -274,7 +274,7 @@ impl Snapshot {
             let stays = keep.contains(key);
             if !stays {
                 r.pools.clear();
-                registry.remove_series("replica", &r.label);
+                registry.remove_series(&[("service", &key.0), ("replica", &r.label)]);
             }
             stays
         });
