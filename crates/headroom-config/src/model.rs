@@ -32,6 +32,9 @@ pub struct Global {
     pub shutdown_timeout: Dur,
     /// Access log format: "json" (default), "combined" or "off".
     pub access_log: AccessLogFormat,
+    /// Access log file, appended to and created if missing; relative to the config file's
+    /// directory. Default none: stdout.
+    pub access_log_path: Option<Spanned<String>>,
     /// Reload when the config file changes on disk. Default true.
     pub watch: bool,
 }
@@ -42,6 +45,7 @@ impl Default for Global {
             workers: 0,
             shutdown_timeout: Dur(Duration::from_secs(30)),
             access_log: AccessLogFormat::Json,
+            access_log_path: None,
             watch: true,
         }
     }

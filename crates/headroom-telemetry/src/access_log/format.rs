@@ -1,11 +1,6 @@
-//! One structured line per request, JSON or combined log format, buffered per thread.
-//!
-//! Each worker thread appends to its own buffer (no lock per request) and writes it to
-//! stdout when it passes 32 KiB or when the worker's 100 ms tick calls [`flush_thread`].
+//! The two line formats: JSON, and Apache/nginx "combined".
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,37 +32,6 @@ pub struct Entry<'a> {
     pub attempts: u32,
     pub user_agent: &'a str,
     pub referer: &'a str,
-}
-
-const FLUSH_AT: usize = 32 << 10;
-
-thread_local! {
-    static BUFFER: RefCell<String> = RefCell::new(String::with_capacity(FLUSH_AT + 1024));
-}
-
-/// Appends one line for `e` to this thread's buffer.
-pub fn write(format: Format, e: &Entry) {
-    BUFFER.with(|b| {
-        let mut b = b.borrow_mut();
-        format_entry(&mut b, format, e);
-        if b.len() >= FLUSH_AT {
-            flush_buffer(&mut b);
-        }
-    });
-}
-
-/// Writes this thread's buffered lines to stdout.
-pub fn flush_thread() {
-    BUFFER.with(|b| flush_buffer(&mut b.borrow_mut()));
-}
-
-fn flush_buffer(b: &mut String) {
-    if !b.is_empty() {
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not take the proxy down: the line is dropped.
-        let _ = out.write_all(b.as_bytes()).and_then(|_| out.flush());
-        b.clear();
-    }
 }
 
 /// Renders one line (with its newline) onto `out`.
