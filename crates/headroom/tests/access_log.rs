@@ -1,5 +1,5 @@
 //! The access log as an operator meets it: a stdout nobody reads, a file that logrotate
-//! renames (SIGUSR1), a path that cannot be opened.
+//! renames (SIGUSR1), a path that cannot be opened, and hostile values in the combined format.
 
 mod common;
 use common::*;
@@ -236,4 +236,42 @@ fn an_access_log_file_that_cannot_be_opened_stops_the_start() {
     );
     assert_eq!(status.code(), Some(1), "{all}");
     assert!(!all.contains(" listening "), "{all}");
+}
+
+/// What a client sends cannot break a combined line: quotes, backslashes and control
+/// bytes come out as nginx writes them (`\xHH`), and a request id cannot forge a field.
+#[test]
+fn combined_lines_escape_what_the_client_sent() {
+    let up = Upstream::start("a");
+    let config =
+        one_route_config(&up, "").replace("[global]\n", "[global]\naccess_log = \"combined\"\n");
+    let h = Headroom::start(&config);
+    let r = h.client().request(
+        "GET",
+        "/esc\"aped\\path",
+        &[
+            ("User-Agent", "evil\" \"\tagent\\"),
+            ("Referer", "\"-\" 200 0"),
+            ("X-Request-Id", "rid-esc route=forged"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let line = h
+        .stdout
+        .wait_for("rid-esc", Duration::from_secs(5))
+        .expect("the access line");
+    assert!(
+        line.contains(r#""GET /esc\x22aped\x5Cpath HTTP/1.1" 200 "#),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#" "\x22-\x22 200 0" "evil\x22 \x22\x09agent\x5C" "#),
+        "{line}"
+    );
+    assert!(
+        line.contains(r" request_id=rid-esc\x20route=forged route=route-1 "),
+        "{line}"
+    );
+    assert_eq!(line.matches('"').count(), 6, "{line}");
 }
