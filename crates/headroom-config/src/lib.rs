@@ -43,6 +43,9 @@ pub struct GlobalConfig {
     pub workers: usize,
     pub shutdown_timeout: Duration,
     pub access_log: AccessLogFormat,
+    /// The access log file (resolved against the config file's directory); `None`: stdout.
+    /// Opened at start (an error there stops the start), reopened on SIGUSR1.
+    pub access_log_path: Option<PathBuf>,
     pub watch: bool,
     /// DNS server queried for `replicas = { dns = ... }`; `None`: the system resolver.
     pub resolver: Option<SocketAddr>,

@@ -32,6 +32,9 @@ pub struct Global {
     pub shutdown_timeout: Dur,
     /// Access log format: "json" (default), "combined" or "off".
     pub access_log: AccessLogFormat,
+    /// Access log file, appended to and created if missing; relative to the config file's
+    /// directory. Default none: stdout.
+    pub access_log_path: Option<Spanned<String>>,
     /// Reload when the config file changes on disk. Default true.
     pub watch: bool,
     /// DNS server for `replicas = { dns = ... }`: `"ip"` or `"ip:port"` (port 53 by default).
@@ -45,6 +48,7 @@ impl Default for Global {
             workers: 0,
             shutdown_timeout: Dur(Duration::from_secs(30)),
             access_log: AccessLogFormat::Json,
+            access_log_path: None,
             watch: true,
             resolver: None,
         }

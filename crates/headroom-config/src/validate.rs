@@ -31,6 +31,17 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
         },
         shutdown_timeout: raw.global.shutdown_timeout.0,
         access_log: raw.global.access_log,
+        access_log_path: raw.global.access_log_path.as_ref().and_then(|p| {
+            if p.get_ref().is_empty() {
+                r.error(
+                    p.span().start,
+                    Some("access_log_path".into()),
+                    "must be a file path; leave it out to log to stdout",
+                );
+                return None;
+            }
+            Some(base_dir.join(p.get_ref()))
+        }),
         watch: raw.global.watch,
         resolver: validate_resolver(&mut r, raw.global.resolver.as_ref()),
     };
@@ -294,6 +305,31 @@ balance = "hash"
 hash_on = "header:X-User"
 replicas = ["127.0.0.1:9003"]
 "#;
+
+    #[test]
+    fn access_log_path_resolves_against_the_config_directory() {
+        assert_eq!(check(GOOD).unwrap().global.access_log_path, None);
+        let text = format!("[global]\naccess_log_path = \"logs/access.log\"\n{GOOD}");
+        let c = parse("t.toml", &text, Path::new("/etc/headroom")).unwrap();
+        assert_eq!(
+            c.global.access_log_path.as_deref(),
+            Some(Path::new("/etc/headroom/logs/access.log"))
+        );
+        let text = format!("[global]\naccess_log_path = \"/var/log/a.log\"\n{GOOD}");
+        let c = parse("t.toml", &text, Path::new("/etc/headroom")).unwrap();
+        assert_eq!(
+            c.global.access_log_path.as_deref(),
+            Some(Path::new("/var/log/a.log"))
+        );
+        let text = format!("[global]\naccess_log_path = \"\"\n{GOOD}");
+        let e = check(&text).unwrap_err();
+        assert_eq!(e.0[0].line, 2, "{e}");
+        assert!(
+            e.to_string()
+                .contains("access_log_path: must be a file path"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_good_config_becomes_typed_values() {

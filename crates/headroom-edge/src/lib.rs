@@ -27,8 +27,8 @@ mod tls;
 
 use arc_swap::ArcSwap;
 use headroom_config::Config;
-use headroom_telemetry::access_log;
-use headroom_telemetry::{Counter, Gauge, Histogram, Registry};
+use headroom_telemetry::access_log::{self, AccessLog, Destination};
+use headroom_telemetry::{Counter, Gauge, Histogram, Registry, UpDownCounter};
 use listener::WorkerListener;
 use snapshot::{Live, Red, Snapshot};
 use std::net::SocketAddr;
@@ -46,7 +46,10 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     pub live: Live,
     pub registry: Arc<Registry>,
-    pub inflight: Arc<Gauge>,
+    /// Requests being served, over all workers: sharded, as it changes twice per request.
+    pub inflight: Arc<UpDownCounter>,
+    /// Where every worker's access log lines go (its writer thread and bounded queue).
+    pub access_log: AccessLog,
     /// Client connections switched to another protocol (WebSocket) and tunnelled.
     pub tunnels: Arc<Gauge>,
     /// Counters for requests answered before a route was found (404, 400, 413).
@@ -117,14 +120,29 @@ impl Edge {
     /// Binds every listener and starts the workers. Call inside the control runtime:
     /// health checks and the admin listener are spawned on it.
     pub async fn start(config: Config) -> Result<Edge, String> {
-        let registry = Arc::new(Registry::new());
         let workers = config.global.workers.max(1);
+        // One shard per worker for the per-request metrics, one for every other thread.
+        let registry = Arc::new(Registry::with_shards(workers + 1));
+        let access_log = AccessLog::start(
+            log_destination(&config),
+            registry.counter(
+                "headroom_access_log_dropped_total",
+                "Access log lines dropped because the log sink was full (its queue) or failing.",
+                &[],
+            ),
+        )
+        .map_err(|e| e.to_string())?;
         let live = Live::new(registry.clone(), workers);
         let snap = Snapshot::build(&config, &live, 1);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snap),
             live,
-            inflight: registry.gauge("headroom_inflight_requests", "Requests being served.", &[]),
+            inflight: registry.up_down_counter(
+                "headroom_inflight_requests",
+                "Requests being served.",
+                &[],
+            ),
+            access_log,
             tunnels: registry.gauge(
                 "headroom_tunnels_open",
                 "Client connections upgraded (WebSocket) and tunnelled to a replica.",
@@ -202,6 +220,8 @@ impl Edge {
                         }
                     };
                     pool::set_worker(w);
+                    headroom_telemetry::set_worker(w);
+                    access_log::attach(&shared.access_log);
                     rt.block_on(async move {
                         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
                         for l in ls {
@@ -265,6 +285,12 @@ impl Edge {
             self.shared.reloads_failed.inc();
             return Err(format!("{reason}: restart headroom to apply it (routes, services and the rest reload live); the running config stays"));
         }
+        let log_to = log_destination(&config);
+        if log_to != self.shared.access_log.destination() {
+            if let Err(e) = self.shared.access_log.retarget(log_to) {
+                tracing::warn!("{e}; the access log stays where it was");
+            }
+        }
         let generation = {
             let _serial = self.shared.rebuild_lock();
             for (service, n) in self.shared.live.reconcile_membership(&config) {
@@ -307,5 +333,23 @@ impl Edge {
             let _ = w.join();
         }
         access_log::flush_thread();
+        // What the workers queued is written before we return; a stalled sink (a pipe
+        // nobody reads) must not hold the exit forever.
+        if !self.shared.access_log.flush(ACCESS_LOG_FLUSH_LIMIT) {
+            tracing::warn!(
+                "access log: {} did not take the last lines within {ACCESS_LOG_FLUSH_LIMIT:?}; they are lost",
+                self.shared.access_log.destination()
+            );
+        }
+    }
+}
+
+/// How long shutdown waits for the access log's queue to be written.
+const ACCESS_LOG_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+fn log_destination(config: &Config) -> Destination {
+    match &config.global.access_log_path {
+        Some(p) => Destination::File(p.clone()),
+        None => Destination::Stdout,
     }
 }

@@ -439,10 +439,10 @@ fn forget_removed(live: &Live, cfg: &Config) {
     let services: HashSet<String> = cfg.services.keys().cloned().collect();
     let mut names = live.names.lock().unwrap_or_else(|p| p.into_inner());
     for gone in names.0.difference(&routes) {
-        live.registry.remove_series("route", gone);
+        live.registry.remove_series(&[("route", gone)]);
     }
     for gone in names.1.difference(&services) {
-        live.registry.remove_series("service", gone);
+        live.registry.remove_series(&[("service", gone)]);
     }
     *names = (routes, services);
 }
@@ -514,7 +514,7 @@ impl Snapshot {
             let stays = keep.contains(key);
             if !stays {
                 r.pools.clear();
-                registry.remove_series("replica", &r.label);
+                registry.remove_series(&[("service", &key.0), ("replica", &r.label)]);
             }
             stays
         });

@@ -1,28 +1,49 @@
-//! Counters, gauges and histograms on atomics, grouped into named families with labels.
+//! Counters, gauges and histograms on atomics. The ones bumped per request are sharded per
+//! worker ([`crate::shard`]); a gauge that is set, or read on the hot path, is one atomic.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use crate::shard::Shards;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A monotonically increasing count. Cost: one relaxed atomic add.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// A monotonically increasing count, one shard per worker.
+/// Cost: a thread-local read and one relaxed atomic add on the worker's own cache line;
+/// [`Counter::get`] sums the shards. `Default` has one shard (for tests and one-thread use).
+#[derive(Debug)]
+pub struct Counter(Shards<AtomicU64>);
 
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Relaxed);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
+impl Default for Counter {
+    fn default() -> Self {
+        Counter::with_shards(1)
     }
 }
 
-/// A value that goes up and down (in-flight requests, open connections, health).
+impl Counter {
+    /// A counter with `shards` shards (at least one); see `Registry::with_shards`.
+    pub fn with_shards(shards: usize) -> Self {
+        Counter(Shards::new(shards))
+    }
+
+    pub fn inc(&self) {
+        self.0.local().fetch_add(1, Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.local().fetch_add(n, Relaxed);
+    }
+
+    /// The total over every shard.
+    pub fn get(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0u64, |t, s| t.wrapping_add(s.load(Relaxed)))
+    }
+}
+
+/// A value that is set, or goes up and down, as one atomic that everybody shares: health,
+/// open connections, a replica's in-flight count. The last must stay one atomic: the
+/// balancer reads it on every pick (power of two choices), and a sharded value would make
+/// each pick read every worker's shard. For a count that is only incremented and
+/// decremented per request and read on scrape, use [`UpDownCounter`].
 #[derive(Debug, Default)]
 pub struct Gauge(AtomicI64);
 
@@ -41,6 +62,41 @@ impl Gauge {
     }
 }
 
+/// A gauge that only goes up and down (OpenTelemetry's name), one shard per worker: the
+/// process-wide in-flight request count. It has no `set` (a shard cannot be set to a
+/// total). A request counted up on one thread and down on another leaves one shard above
+/// and one below zero; the sum, which [`UpDownCounter::get`] and `/metrics` show, is right.
+/// Cost: as [`Counter`].
+#[derive(Debug)]
+pub struct UpDownCounter(Shards<AtomicI64>);
+
+impl Default for UpDownCounter {
+    fn default() -> Self {
+        UpDownCounter::with_shards(1)
+    }
+}
+
+impl UpDownCounter {
+    pub fn with_shards(shards: usize) -> Self {
+        UpDownCounter(Shards::new(shards))
+    }
+
+    pub fn inc(&self) {
+        self.0.local().fetch_add(1, Relaxed);
+    }
+
+    pub fn dec(&self) {
+        self.0.local().fetch_sub(1, Relaxed);
+    }
+
+    /// The total over every shard.
+    pub fn get(&self) -> i64 {
+        self.0
+            .iter()
+            .fold(0i64, |t, s| t.wrapping_add(s.load(Relaxed)))
+    }
+}
+
 /// Upper bounds of the latency buckets, in seconds (Prometheus' `le`).
 /// Chosen to resolve both a loopback hop (~100 µs) and a slow backend (seconds).
 pub const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
@@ -48,44 +104,86 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
     5.0, 10.0,
 ];
 
-/// A latency histogram with fixed buckets. Cost of `observe`: a scan of 16 bounds and
-/// three relaxed atomic adds; no lock.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds_us: [u64; 16],
+/// [`LATENCY_BUCKETS_SECONDS`] in microseconds, the unit `observe` compares in.
+const BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Buckets per histogram: the 16 bounds and +Inf.
+pub(crate) const BUCKETS: usize = 17;
+
+#[derive(Debug, Default)]
+struct HistogramShard {
     /// Non-cumulative counts per bucket; the last one is +Inf.
-    buckets: [AtomicU64; 17],
+    buckets: [AtomicU64; BUCKETS],
     sum_us: AtomicU64,
-    count: AtomicU64,
 }
+
+/// A latency histogram with fixed buckets, one shard per worker. Cost of `observe`: a scan
+/// of the bounds up to the sample's bucket and two relaxed atomic adds on the worker's own
+/// cache lines; no lock. The count is not stored: it is the sum of the buckets.
+/// `Default` has one shard.
+#[derive(Debug)]
+pub struct Histogram(Shards<HistogramShard>);
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram {
-            bounds_us: LATENCY_BUCKETS_SECONDS.map(|s| (s * 1e6).round() as u64),
-            buckets: Default::default(),
-            sum_us: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
+        Histogram::with_shards(1)
     }
 }
 
+/// Bucket counts (non-cumulative) and the sum in microseconds, summed over shards.
+pub(crate) struct HistogramTotals {
+    pub(crate) buckets: [u64; BUCKETS],
+    pub(crate) sum_us: u64,
+}
+
 impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let us = d.as_micros().min(u64::MAX as u128) as u64;
-        let i = self.bounds_us.iter().position(|b| us <= *b).unwrap_or(16);
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(us, Relaxed);
-        self.count.fetch_add(1, Relaxed);
+    pub fn with_shards(shards: usize) -> Self {
+        Histogram(Shards::new(shards))
     }
 
+    pub fn observe(&self, d: Duration) {
+        let us = d
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(d.subsec_micros()));
+        let i = BOUNDS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(BUCKETS - 1);
+        let shard = self.0.local();
+        shard.buckets[i].fetch_add(1, Relaxed);
+        shard.sum_us.fetch_add(us, Relaxed);
+    }
+
+    pub(crate) fn totals(&self) -> HistogramTotals {
+        let mut t = HistogramTotals {
+            buckets: [0; BUCKETS],
+            sum_us: 0,
+        };
+        for s in self.0.iter() {
+            for (total, b) in t.buckets.iter_mut().zip(&s.buckets) {
+                *total = total.wrapping_add(b.load(Relaxed));
+            }
+            t.sum_us = t.sum_us.wrapping_add(s.sum_us.load(Relaxed));
+        }
+        t
+    }
+
+    /// Samples observed, over every shard.
     pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
+        self.totals()
+            .buckets
+            .iter()
+            .fold(0u64, |t, c| t.wrapping_add(*c))
     }
 
     /// Estimated quantile `q` (0..=1) in seconds, by linear interpolation inside the bucket.
+    /// Cost: reads every shard.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let counts = self.totals().buckets;
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
@@ -111,205 +209,16 @@ impl Histogram {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Metric {
-    Counter(Arc<Counter>),
-    Gauge(Arc<Gauge>),
-    Histogram(Arc<Histogram>),
-}
-
-#[derive(Debug)]
-struct Family {
-    help: &'static str,
-    kind: &'static str,
-    /// Rendered label set (`route="api",status="2xx"`) to metric.
-    series: BTreeMap<String, Metric>,
-}
-
-/// All metrics of the process. Get-or-create: asking twice for the same name and labels
-/// returns the same metric, so a reload keeps counting where it was. The lock is taken only
-/// when metrics are created (at reload) and rendered (on scrape), never per request.
-#[derive(Debug, Default)]
-pub struct Registry {
-    families: Mutex<BTreeMap<&'static str, Family>>,
-}
-
-fn render_labels(labels: &[(&str, &str)]) -> String {
-    let mut s = String::new();
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let v = v
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = write!(s, "{k}=\"{v}\"");
-    }
-    s
-}
-
-impl Registry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn get_or_insert(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        kind: &'static str,
-        labels: &[(&str, &str)],
-        make: impl FnOnce() -> Metric,
-    ) -> Metric {
-        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        let family = families.entry(name).or_insert_with(|| Family {
-            help,
-            kind,
-            series: BTreeMap::new(),
-        });
-        family
-            .series
-            .entry(render_labels(labels))
-            .or_insert_with(make)
-            .clone()
-    }
-
-    pub fn counter(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-    ) -> Arc<Counter> {
-        match self.get_or_insert(name, help, "counter", labels, || {
-            Metric::Counter(Arc::default())
-        }) {
-            Metric::Counter(c) => c,
-            _ => panic!("metric {name} registered with two types"),
-        }
-    }
-
-    pub fn gauge(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-    ) -> Arc<Gauge> {
-        match self.get_or_insert(
-            name,
-            help,
-            "gauge",
-            labels,
-            || Metric::Gauge(Arc::default()),
-        ) {
-            Metric::Gauge(g) => g,
-            _ => panic!("metric {name} registered with two types"),
-        }
-    }
-
-    pub fn histogram(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-    ) -> Arc<Histogram> {
-        match self.get_or_insert(name, help, "histogram", labels, || {
-            Metric::Histogram(Arc::default())
-        }) {
-            Metric::Histogram(h) => h,
-            _ => panic!("metric {name} registered with two types"),
-        }
-    }
-
-    /// Drops series whose labels contain `label="value"` (a replica removed by a reload).
-    pub fn remove_series(&self, label: &str, value: &str) {
-        let needle = render_labels(&[(label, value)]);
-        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        for f in families.values_mut() {
-            f.series
-                .retain(|k, _| !k.split(',').any(|part| part == needle));
-        }
-    }
-
-    /// The Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
-        let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::with_capacity(16 << 10);
-        for (name, f) in families.iter() {
-            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {}", f.help, f.kind);
-            for (labels, m) in &f.series {
-                let braced = |extra: &str| -> String {
-                    match (labels.is_empty(), extra.is_empty()) {
-                        (true, true) => String::new(),
-                        (true, false) => format!("{{{extra}}}"),
-                        (false, true) => format!("{{{labels}}}"),
-                        (false, false) => format!("{{{labels},{extra}}}"),
-                    }
-                };
-                match m {
-                    Metric::Counter(c) => {
-                        let _ = writeln!(out, "{name}{} {}", braced(""), c.get());
-                    }
-                    Metric::Gauge(g) => {
-                        let _ = writeln!(out, "{name}{} {}", braced(""), g.get());
-                    }
-                    Metric::Histogram(h) => {
-                        let mut cumulative = 0;
-                        for (i, b) in h.buckets.iter().enumerate() {
-                            cumulative += b.load(Relaxed);
-                            let le = LATENCY_BUCKETS_SECONDS
-                                .get(i)
-                                .map_or("+Inf".to_string(), |s| s.to_string());
-                            let _ = writeln!(
-                                out,
-                                "{name}_bucket{} {cumulative}",
-                                braced(&format!("le=\"{le}\""))
-                            );
-                        }
-                        let sum = h.sum_us.load(Relaxed) as f64 / 1e6;
-                        let _ = writeln!(out, "{name}_sum{} {sum}", braced(""));
-                        let _ = writeln!(out, "{name}_count{} {}", braced(""), h.count());
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::set_worker;
+    use std::sync::Arc;
 
     #[test]
-    fn same_name_and_labels_return_the_same_counter() {
-        let r = Registry::new();
-        r.counter("x_total", "x", &[("route", "a")]).inc();
-        r.counter("x_total", "x", &[("route", "a")]).inc();
-        r.counter("x_total", "x", &[("route", "b")]).inc();
-        let text = r.render();
-        assert!(text.contains("x_total{route=\"a\"} 2"), "{text}");
-        assert!(text.contains("x_total{route=\"b\"} 1"), "{text}");
-    }
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let r = Registry::new();
-        let h = r.histogram("lat_seconds", "lat", &[]);
-        h.observe(Duration::from_micros(50));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(60));
-        let text = r.render();
-        assert!(
-            text.contains("lat_seconds_bucket{le=\"0.0001\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("lat_seconds_bucket{le=\"0.005\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains("lat_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
-        assert!(text.contains("lat_seconds_count 3"), "{text}");
+    fn bounds_in_microseconds_match_the_bounds_in_seconds() {
+        let from_seconds = LATENCY_BUCKETS_SECONDS.map(|s| (s * 1e6).round() as u64);
+        assert_eq!(BOUNDS_US, from_seconds);
     }
 
     #[test]
@@ -324,20 +233,48 @@ mod tests {
         assert!(h.quantile(1.0).unwrap() > 1.0);
     }
 
+    /// Each worker thread writes its own shard; every read sums them all.
     #[test]
-    fn label_values_are_escaped() {
-        let r = Registry::new();
-        r.gauge("g", "g", &[("v", "a\"b")]).set(3);
-        assert!(r.render().contains("g{v=\"a\\\"b\"} 3"));
+    fn reads_sum_what_every_worker_wrote() {
+        let c = Arc::new(Counter::with_shards(3));
+        let g = Arc::new(UpDownCounter::with_shards(3));
+        let h = Arc::new(Histogram::with_shards(3));
+        let threads: Vec<_> = (0..2)
+            .map(|w| {
+                let (c, g, h) = (c.clone(), g.clone(), h.clone());
+                std::thread::spawn(move || {
+                    set_worker(w);
+                    for _ in 0..1000 {
+                        c.inc();
+                        g.inc();
+                        h.observe(Duration::from_micros(200));
+                    }
+                    // Requests that started on the other worker end here.
+                    for _ in 0..300 {
+                        g.dec();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        c.add(5); // this thread is no worker: the shared last shard
+        let shard_totals: Vec<u64> = c.0.iter().map(|s| s.load(Relaxed)).collect();
+        assert_eq!(shard_totals, [1000, 1000, 5]);
+        assert_eq!(c.get(), 2005);
+        assert_eq!(g.get(), 1400);
+        assert_eq!(h.count(), 2000);
+        assert_eq!(h.totals().sum_us, 2000 * 200);
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((0.0001..=0.00025).contains(&p50), "{p50}");
     }
 
     #[test]
-    fn removed_series_disappear() {
-        let r = Registry::new();
-        r.gauge("g", "g", &[("replica", "a:1")]).set(1);
-        r.gauge("g", "g", &[("replica", "b:1")]).set(1);
-        r.remove_series("replica", "a:1");
-        let text = r.render();
-        assert!(!text.contains("a:1") && text.contains("b:1"), "{text}");
+    fn a_very_long_sample_lands_in_the_inf_bucket_without_overflow() {
+        let h = Histogram::default();
+        h.observe(Duration::MAX);
+        assert_eq!(h.totals().buckets[BUCKETS - 1], 1);
+        assert_eq!(h.count(), 1);
     }
 }

@@ -32,7 +32,7 @@ struct Cli {
 enum Command {
     /// Run the gateway from a config file.
     #[command(
-        after_help = "Signals:\n  SIGHUP            reload the config (also done when the file changes, unless global.watch = false)\n  SIGTERM, SIGINT   stop accepting, finish in-flight requests (up to global.shutdown_timeout), exit 0\n\nExample:\n  headroom serve --config headroom.toml\n  kill -HUP $(pidof headroom)   # reload"
+        after_help = "Signals:\n  SIGHUP            reload the config (also done when the file changes, unless global.watch = false)\n  SIGUSR1           reopen the access log file (global.access_log_path), for logrotate\n  SIGTERM, SIGINT   stop accepting, finish in-flight requests (up to global.shutdown_timeout), exit 0\n\nExample:\n  headroom serve --config headroom.toml\n  kill -HUP $(pidof headroom)   # reload"
     )]
     Serve {
         /// The config file (TOML).

@@ -1,5 +1,5 @@
-//! `headroom serve`: start the edge, then reload on SIGHUP or file change, and shut down
-//! gracefully on SIGTERM/SIGINT.
+//! `headroom serve`: start the edge, then reload on SIGHUP or file change, reopen the
+//! access log file on SIGUSR1, and shut down gracefully on SIGTERM/SIGINT.
 
 use headroom_config::Config;
 use headroom_edge::Edge;
@@ -52,6 +52,7 @@ pub fn serve_config(
         let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
         let edge = Edge::start(config).await?;
         for (name, addr) in edge.listener_addrs() {
             info!(listener = %name, %addr, "listening");
@@ -69,6 +70,14 @@ pub fn serve_config(
                     if !watch || now == last_seen { continue; }
                     last_seen = now;
                     "file change"
+                }
+                _ = usr1.recv() => {
+                    // logrotate renamed the file: lines go to a new one at the path.
+                    match edge.shared.access_log.reopen() {
+                        Ok(()) => info!(to = %edge.shared.access_log.destination(), "SIGUSR1: access log reopened"),
+                        Err(e) => warn!("SIGUSR1: {e}; still writing to the file open before"),
+                    }
+                    continue;
                 }
                 _ = term.recv() => { info!("SIGTERM: draining"); break; }
                 _ = int.recv() => { info!("SIGINT: draining"); break; }

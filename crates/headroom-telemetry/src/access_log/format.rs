@@ -1,11 +1,6 @@
-//! One structured line per request, JSON or combined log format, buffered per thread.
-//!
-//! Each worker thread appends to its own buffer (no lock per request) and writes it to
-//! stdout when it passes 32 KiB or when the worker's 100 ms tick calls [`flush_thread`].
+//! The two line formats: JSON, and Apache/nginx "combined" with nginx's escaping.
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,37 +32,6 @@ pub struct Entry<'a> {
     pub attempts: u32,
     pub user_agent: &'a str,
     pub referer: &'a str,
-}
-
-const FLUSH_AT: usize = 32 << 10;
-
-thread_local! {
-    static BUFFER: RefCell<String> = RefCell::new(String::with_capacity(FLUSH_AT + 1024));
-}
-
-/// Appends one line for `e` to this thread's buffer.
-pub fn write(format: Format, e: &Entry) {
-    BUFFER.with(|b| {
-        let mut b = b.borrow_mut();
-        format_entry(&mut b, format, e);
-        if b.len() >= FLUSH_AT {
-            flush_buffer(&mut b);
-        }
-    });
-}
-
-/// Writes this thread's buffered lines to stdout.
-pub fn flush_thread() {
-    BUFFER.with(|b| flush_buffer(&mut b.borrow_mut()));
-}
-
-fn flush_buffer(b: &mut String) {
-    if !b.is_empty() {
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not take the proxy down: the line is dropped.
-        let _ = out.write_all(b.as_bytes()).and_then(|_| out.flush());
-        b.clear();
-    }
 }
 
 /// Renders one line (with its newline) onto `out`.
@@ -111,33 +75,66 @@ pub fn format_entry(out: &mut String, format: Format, e: &Entry) {
             out.push_str("}\n");
         }
         Format::Combined => {
+            // Every value a client or the config supplies is escaped (see `clf_str`), so a
+            // line is one line and its fields are where a parser looks for them.
             let _ = write!(out, "{} - - [", e.client);
             clf_time(out, e.time);
-            let _ = writeln!(
-                out,
-                "] \"{} {} {}\" {} {} \"{}\" \"{}\" request_id={} route={} replica={} duration_ms={:.3}",
-                e.method,
-                e.path,
-                e.protocol,
-                e.status,
-                e.bytes,
-                clean(e.referer),
-                clean(e.user_agent),
-                e.request_id,
-                e.route,
-                if e.replica.is_empty() { "-" } else { e.replica },
-                ms(e.duration)
-            );
+            out.push_str("] \"");
+            clf_str(out, e.method, Quoted::Yes);
+            out.push(' ');
+            clf_str(out, e.path, Quoted::Yes);
+            let _ = write!(out, " {}\" {} {} \"", e.protocol, e.status, e.bytes);
+            clf_str(out, e.referer, Quoted::Yes);
+            out.push_str("\" \"");
+            clf_str(out, e.user_agent, Quoted::Yes);
+            out.push_str("\" request_id=");
+            clf_str(out, e.request_id, Quoted::No);
+            out.push_str(" route=");
+            clf_str(out, e.route, Quoted::No);
+            out.push_str(" replica=");
+            clf_str(out, e.replica, Quoted::No);
+            let _ = writeln!(out, " duration_ms={:.3}", ms(e.duration));
         }
     }
 }
 
-fn clean(s: &str) -> String {
+/// Whether a combined-format value sits between quotes or bare after `key=`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Quoted {
+    Yes,
+    No,
+}
+
+/// Appends `s` as nginx's `log_format escape=default` does: `"`, `\`, control bytes
+/// (below 0x20, and 0x7f) and every byte of 0x80 and above as `\xHH` (upper-case hex).
+/// Non-ASCII is escaped byte by byte too, as nginx does: the line stays ASCII, and a
+/// terminal or log viewer shown a hostile value sees its bytes, not what they render as.
+/// A bare (`key=value`) value also has its spaces escaped, so it cannot forge a field.
+/// An empty value is `-`.
+fn clf_str(out: &mut String, s: &str, quoted: Quoted) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     if s.is_empty() {
-        "-".into()
-    } else {
-        s.replace('"', "\\\"")
+        out.push('-');
+        return;
     }
+    let escape = |b: u8| {
+        !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\' || (b == b' ' && quoted == Quoted::No)
+    };
+    let bytes = s.as_bytes();
+    let mut clean_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if escape(b) {
+            // A run between escaped bytes is ASCII, so it starts and ends on characters.
+            if clean_from < i {
+                out.push_str(&s[clean_from..i]);
+            }
+            out.push_str("\\x");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+            clean_from = i + 1;
+        }
+    }
+    out.push_str(&s[clean_from..]);
 }
 
 fn json_str(out: &mut String, s: &str) {
@@ -249,11 +246,59 @@ mod tests {
     #[test]
     fn combined_line_follows_the_clf_layout() {
         let mut s = String::new();
-        format_entry(&mut s, Format::Combined, &entry());
+        let e = Entry {
+            path: "/a/b?c=1",
+            ..entry()
+        };
+        format_entry(&mut s, Format::Combined, &e);
+        assert_eq!(
+            s,
+            "127.0.0.1 - - [18/Nov/2026:11:06:40 +0000] \"GET /a/b?c=1 HTTP/1.1\" 200 12 \"-\" \"curl/8\" request_id=abc route=api replica=127.0.0.1:9001 duration_ms=1.500\n"
+        );
+    }
+
+    /// A hostile path and user agent cannot end the line, close a quoted field early, send
+    /// terminal escapes or forge a `key=value` field: they are escaped as nginx does.
+    #[test]
+    fn combined_line_escapes_client_values_as_nginx_does() {
+        let mut s = String::new();
+        let e = Entry {
+            path: "/a\"b\\c\nd",
+            user_agent: "x\" \x1b[31mred\x7f\tnaïve",
+            referer: "\r\n127.0.0.1 - - [forged]",
+            request_id: "id route=forged",
+            method: "G\"T",
+            ..entry()
+        };
+        format_entry(&mut s, Format::Combined, &e);
+        assert_eq!(s.matches('\n').count(), 1, "{s}");
+        assert!(s.ends_with('\n') && s.is_ascii(), "{s}");
         assert!(
-            s.starts_with("127.0.0.1 - - [18/Nov/2026:11:06:40 +0000] \"GET /a\"b HTTP/1.1\" 200 12 \"-\" \"curl/8\" request_id=abc"),
+            s.contains(r#" "G\x22T /a\x22b\x5Cc\x0Ad HTTP/1.1" "#),
             "{s}"
         );
+        assert!(
+            s.contains(
+                r#" "\x0D\x0A127.0.0.1 - - [forged]" "x\x22 \x1B[31mred\x7F\x09na\xC3\xAFve" "#
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(r" request_id=id\x20route=forged route=api "),
+            "{s}"
+        );
+        // Exactly the six quotes of the three quoted fields are left unescaped.
+        assert_eq!(s.matches('"').count(), 6, "{s}");
+    }
+
+    #[test]
+    fn combined_escaping_keeps_clean_values_and_marks_empty_ones() {
+        let mut s = String::new();
+        clf_str(&mut s, "", Quoted::Yes);
+        clf_str(&mut s, "/plain/path?q=a b", Quoted::Yes);
+        clf_str(&mut s, "é", Quoted::Yes);
+        clf_str(&mut s, "aé\"", Quoted::No);
+        assert_eq!(s, r#"-/plain/path?q=a b\xC3\xA9a\xC3\xA9\x22"#);
     }
 
     #[test]
