@@ -423,15 +423,13 @@ async fn attempt_once(
                 uri,
                 headers: &parts.headers,
             };
-            let sent = conn
-                .send(
-                    head,
-                    body,
-                    replica.clone(),
-                    cfg.max_idle,
-                    cfg.request_timeout,
-                )
-                .await;
+            let to = crate::h1::client::Attempt {
+                replica,
+                max_idle: cfg.max_idle,
+                request_timeout: cfg.request_timeout,
+                read_timeout: &service.read_timeout,
+            };
+            let sent = conn.send(head, body, to).await;
             use crate::h1::client::Error;
             match sent {
                 Ok(resp) => Ok((resp.map(ClientBody::raw), None)),
@@ -442,6 +440,7 @@ async fn attempt_once(
             }
         }
         Sender::H2(mut s) => {
+            let (body, clock) = crate::body::H2Upload::new(body);
             let mut req = Request::new(body);
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri.clone();
@@ -457,8 +456,14 @@ async fn attempt_once(
                 s.ready().await?;
                 s.send_request(req).await
             };
-            match tokio::time::timeout(cfg.request_timeout, send).await {
-                Ok(Ok(resp)) => Ok((resp.map(ClientBody::upstream), Some(Sender::H2(s)))),
+            // request_timeout counts the upstream's time only (see `UploadClock`).
+            let outcome =
+                crate::body::within_request_timeout(send, clock.as_deref(), cfg.request_timeout)
+                    .await
+                    .ok_or(());
+            let body = |b| ClientBody::upstream(b, &service.read_timeout, replica);
+            match outcome {
+                Ok(Ok(resp)) => Ok((resp.map(body), Some(Sender::H2(s)))),
                 Ok(Err(err)) => {
                     let cause = std::error::Error::source(&err);
                     if cause.is_some_and(is_body_too_large) {

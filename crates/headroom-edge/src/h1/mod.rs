@@ -188,6 +188,120 @@ pub(crate) fn content_length(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Content-Length: one or more digits and nothing else (no sign, no spaces, no list, even of
+/// equal values). Both parsers read it this way: a lenient `+5`, ` 5 6` or `5, 6` is where
+/// two parsers start to disagree on where a message ends.
+pub(crate) fn parse_content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add((d - b'0') as u64)
+    })
+}
+
+/// Why a message's framing fields were refused; requests and responses share the rules
+/// (RFC 9112 §6), each side maps them to its own answer (a 4xx/501, or a 502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FramingError {
+    InvalidLength,
+    ConflictingLengths,
+    InvalidCoding,
+    EmptyCoding,
+    /// Both Content-Length and Transfer-Encoding: RFC 9112 §6.3 lets Transfer-Encoding win
+    /// but says such a message "ought to be handled as an error"; it is, in both directions.
+    LengthAndCoding,
+    /// RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    CodingInHttp10,
+    /// `chunked` must be the final coding and appear once.
+    ChunkedNotFinal,
+    /// A coding besides `chunked` (`gzip, chunked`): not decoded here, and it cannot be
+    /// passed on either (Transfer-Encoding is hop-by-hop, h2 has none).
+    UnsupportedCoding,
+}
+
+impl FramingError {
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            FramingError::InvalidLength => "invalid Content-Length",
+            FramingError::ConflictingLengths => "conflicting Content-Length headers",
+            FramingError::InvalidCoding => "invalid Transfer-Encoding",
+            FramingError::EmptyCoding => "empty Transfer-Encoding",
+            FramingError::LengthAndCoding => {
+                "both Content-Length and Transfer-Encoding (a request smuggling pattern)"
+            }
+            FramingError::CodingInHttp10 => "Transfer-Encoding in an HTTP/1.0 message",
+            FramingError::ChunkedNotFinal => {
+                "the final transfer coding must be chunked, and only it"
+            }
+            FramingError::UnsupportedCoding => {
+                "transfer codings other than chunked are not supported"
+            }
+        }
+    }
+}
+
+/// A message's Content-Length and Transfer-Encoding fields as the head parser meets them,
+/// then the body framing they add up to.
+#[derive(Debug, Default)]
+pub(crate) struct FramingFields {
+    length: Option<u64>,
+    codings: u32,
+    last_chunked: bool,
+    chunked_early: bool,
+}
+
+impl FramingFields {
+    /// One Content-Length field. Repeated identical values are one length (RFC 9110 §8.6).
+    pub(crate) fn content_length(&mut self, v: &[u8]) -> Result<(), FramingError> {
+        let n = parse_content_length(v).ok_or(FramingError::InvalidLength)?;
+        if self.length.is_some_and(|l| l != n) {
+            return Err(FramingError::ConflictingLengths);
+        }
+        self.length = Some(n);
+        Ok(())
+    }
+
+    /// One Transfer-Encoding field. Empty list elements are ignored (RFC 9110 §5.6.1), an
+    /// empty field is not.
+    pub(crate) fn transfer_encoding(&mut self, v: &[u8]) -> Result<(), FramingError> {
+        let v = std::str::from_utf8(v).map_err(|_| FramingError::InvalidCoding)?;
+        for coding in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            self.chunked_early |= self.last_chunked;
+            self.last_chunked = coding.eq_ignore_ascii_case("chunked");
+            self.codings += 1;
+        }
+        if self.codings == 0 {
+            return Err(FramingError::EmptyCoding);
+        }
+        Ok(())
+    }
+
+    /// The body's framing, or `None` when neither field was present (a request then has
+    /// no body, a response runs until the connection closes).
+    pub(crate) fn framing(&self, http10: bool) -> Result<Option<Framing>, FramingError> {
+        if self.codings == 0 {
+            return Ok(self.length.map(|n| match n {
+                0 => Framing::Done,
+                n => Framing::Length(n),
+            }));
+        }
+        if self.length.is_some() {
+            return Err(FramingError::LengthAndCoding);
+        }
+        if http10 {
+            return Err(FramingError::CodingInHttp10);
+        }
+        if !self.last_chunked || self.chunked_early {
+            return Err(FramingError::ChunkedNotFinal);
+        }
+        if self.codings > 1 {
+            return Err(FramingError::UnsupportedCoding);
+        }
+        Ok(Some(Framing::Chunked(Chunk::Size)))
+    }
+}
+
 /// Where the chunked decoder is within a body (RFC 9112 §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunk {
@@ -409,6 +523,85 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn content_lengths_are_digits_and_nothing_else() {
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b"0042"), Some(42));
+        assert_eq!(
+            parse_content_length(b"18446744073709551615"),
+            Some(u64::MAX)
+        );
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-5",
+            b" 5",
+            b"5 ",
+            b"5 6",
+            b"5, 6",
+            b"5,5",
+            b"0x5",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(
+                parse_content_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// The framing a list of (field, value) pairs adds up to, as both parsers see it.
+    fn framing_of(fields: &[(&str, &str)], http10: bool) -> Result<Option<Framing>, FramingError> {
+        let mut f = FramingFields::default();
+        for (name, value) in fields {
+            match *name {
+                "cl" => f.content_length(value.as_bytes())?,
+                _ => f.transfer_encoding(value.as_bytes())?,
+            }
+        }
+        f.framing(http10)
+    }
+
+    #[test]
+    fn framing_fields_follow_rfc_9112_or_are_refused() {
+        use FramingError::*;
+        let ok = [
+            (&[][..], None),
+            (&[("cl", "0")][..], Some(Framing::Done)),
+            (&[("cl", "7"), ("cl", "7")], Some(Framing::Length(7))),
+            (&[("te", "chunked")], Some(Framing::Chunked(Chunk::Size))),
+            (
+                &[("te", ", Chunked ,")],
+                Some(Framing::Chunked(Chunk::Size)),
+            ),
+        ];
+        for (fields, want) in ok {
+            assert_eq!(framing_of(fields, false), Ok(want), "{fields:?}");
+        }
+        let refused = [
+            (&[("cl", "+5")][..], InvalidLength),
+            (&[("cl", "5, 5")], InvalidLength),
+            (&[("cl", "5"), ("cl", "6")], ConflictingLengths),
+            (&[("te", " , ")], EmptyCoding),
+            (&[("te", "chunked"), ("cl", "5")], LengthAndCoding),
+            (&[("cl", "5"), ("te", "chunked")], LengthAndCoding),
+            (&[("te", "gzip")], ChunkedNotFinal),
+            (&[("te", "chunked, gzip")], ChunkedNotFinal),
+            (&[("te", "chunked"), ("te", "chunked")], ChunkedNotFinal),
+            (&[("te", "gzip, chunked")], UnsupportedCoding),
+        ];
+        for (fields, want) in refused {
+            assert_eq!(framing_of(fields, false), Err(want), "{fields:?}");
+        }
+        assert_eq!(framing_of(&[("te", "chunked")], true), Err(CodingInHttp10));
+        assert_eq!(
+            FramingFields::default().transfer_encoding(b"chunked\xff"),
+            Err(InvalidCoding)
+        );
     }
 
     /// Decodes `wire` fed in pieces of `piece` bytes; returns the body or the error.
