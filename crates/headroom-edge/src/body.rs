@@ -120,13 +120,13 @@ pub(crate) struct PauseTimer {
 impl PauseTimer {
     /// The peer had nothing: `Ready` once it has been waited for `limit` in a row.
     pub(crate) fn poll_expired(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if !std::mem::replace(&mut self.waiting, true) {
-            timer.as_mut().reset(Instant::now() + limit);
+        if !self.waiting {
+            self.start(limit);
         }
-        timer.as_mut().poll(cx)
+        match self.timer.as_mut() {
+            Some(t) => t.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 
     /// The peer delivered: the next wait starts a new pause.
