@@ -2,11 +2,18 @@
 //! or streamed under a byte cap) and the response body sent to the client, which reports
 //! its bytes and completion when it ends (metrics, access log, connection back to the pool).
 
+use crate::replica::Replica;
 use bytes::Bytes;
+use headroom_telemetry::Counter;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,19 +47,103 @@ pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     cause::<BodyTooLarge>(err).is_some()
 }
 
-/// True when `err` (or anything in its source chain) is a client's HTTP/1.1 body that broke
-/// off or was malformed.
+/// True when `err` (or anything in its source chain) is a client's body (HTTP/1.1 or h2)
+/// that broke off, was malformed, or paused too long: the client's fault, not the replica's.
 pub fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
     cause::<crate::h1::BodyError>(err).is_some()
 }
 
-/// True when `err` (or anything in its source chain) is a client's HTTP/1.1 body that
-/// paused past the listener's `body_timeout`.
+/// True when `err` (or anything in its source chain) is a client's body (HTTP/1.1 or h2)
+/// that paused past the listener's `body_timeout`.
 pub fn is_client_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     matches!(
         cause::<crate::h1::BodyError>(err),
         Some(crate::h1::BodyError::TimedOut(_))
     )
+}
+
+/// The upstream paused longer than its service's `read_timeout` mid-body.
+#[derive(Debug)]
+pub struct UpstreamStalled(pub Duration);
+
+impl std::fmt::Display for UpstreamStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no response body bytes for {:?} (read_timeout)", self.0)
+    }
+}
+impl std::error::Error for UpstreamStalled {}
+
+/// A service's `read_timeout`, the longest pause between an upstream's response body bytes,
+/// and where a response cut off by it is counted. One per service and snapshot, shared by
+/// that service's responses (HTTP/1.1 connections keep a clone across requests, so a request
+/// does not touch its reference count).
+#[derive(Debug)]
+pub struct ReadTimeout {
+    pub limit: Duration,
+    service: Arc<str>,
+    stalls: Arc<Counter>,
+}
+
+impl ReadTimeout {
+    /// `stalls` is `headroom_upstream_errors_total{service, kind="read_timeout"}`.
+    pub fn new(limit: Duration, service: Arc<str>, stalls: Arc<Counter>) -> Self {
+        ReadTimeout {
+            limit,
+            service,
+            stalls,
+        }
+    }
+
+    /// Counts and logs a response that `replica` stopped sending: the client's response is
+    /// cut off and the upstream connection dropped.
+    pub(crate) fn stalled(&self, replica: &str) -> UpstreamStalled {
+        self.stalls.inc();
+        tracing::warn!(
+            service = %self.service,
+            replica,
+            read_timeout = ?self.limit,
+            "upstream paused mid-body past read_timeout: response cut off, connection dropped"
+        );
+        UpstreamStalled(self.limit)
+    }
+}
+
+/// A pause timer for a body that waits on a peer: armed the first time the body has to
+/// wait, moved to `limit` from the start of each later wait (a pending deadline moved later
+/// is an atomic store in tokio), so one timer serves the whole body, not one per frame.
+#[derive(Debug, Default)]
+pub(crate) struct PauseTimer {
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl PauseTimer {
+    /// The peer had nothing: `Ready` once it has been waited for `limit` in a row.
+    pub(crate) fn poll_expired(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.waiting {
+            self.start(limit);
+        }
+        match self.timer.as_mut() {
+            Some(t) => t.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The peer delivered: the next wait starts a new pause.
+    pub(crate) fn progressed(&mut self) {
+        self.waiting = false;
+    }
+
+    /// Starts one wait of `limit` from now that later waits do not restart (until
+    /// [`PauseTimer::progressed`]): a deadline for a whole phase, such as a response head.
+    pub(crate) fn start(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        match &mut self.timer {
+            Some(t) => t.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.waiting = true;
+    }
 }
 
 /// A request body as the client sends it: none, read by our HTTP/1.1 server, or by hyper's
@@ -61,7 +152,59 @@ pub fn is_client_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
 pub enum RequestBody {
     Empty,
     H1(crate::h1::server::H1Body),
-    H2(Incoming),
+    H2(H2Body),
+}
+
+/// A client's h2 request body, held to the listener's `body_timeout` like an HTTP/1.1 one:
+/// a pause longer than that is a 408, not a stall blamed on the upstream.
+#[derive(Debug)]
+pub struct H2Body {
+    body: Incoming,
+    timeout: Duration,
+    pause: PauseTimer,
+}
+
+impl H2Body {
+    pub fn new(body: Incoming, timeout: Duration) -> Self {
+        H2Body {
+            body,
+            timeout,
+            pause: PauseTimer::default(),
+        }
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = crate::h1::BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        use crate::h1::BodyError;
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(next) => {
+                this.pause.progressed();
+                // The client's stream broke (reset, connection lost): its fault, as for
+                // HTTP/1.1, so the error is a client body error (400, replica not blamed).
+                Poll::Ready(next.map(|r| r.map_err(|e| BodyError::Io(std::io::Error::other(e)))))
+            }
+            Poll::Pending => {
+                ready!(this.pause.poll_expired(this.timeout, cx));
+                Poll::Ready(Some(Err(BodyError::TimedOut(this.timeout))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl Body for RequestBody {
@@ -97,6 +240,123 @@ impl Body for RequestBody {
             RequestBody::H1(b) => b.size_hint(),
             RequestBody::H2(b) => b.size_hint(),
         }
+    }
+}
+
+/// Whose turn it is in an h2 upload, and since when: hyper's connection task polls the body
+/// and marks it, the request's task reads it, so that `request_timeout` counts the time the
+/// upstream keeps the request waiting (flow control, then the response head), not the
+/// client's pauses (those are `body_timeout`'s). One atomic: the time in the high bits, the
+/// turn in the low two.
+#[derive(Debug)]
+pub struct UploadClock {
+    base: Instant,
+    mark: AtomicU64,
+}
+
+const CLIENT_TURN: u64 = 0;
+const UPSTREAM_TURN: u64 = 1;
+
+impl UploadClock {
+    fn new() -> Self {
+        UploadClock {
+            base: Instant::now(),
+            mark: AtomicU64::new(UPSTREAM_TURN),
+        }
+    }
+
+    fn mark(&self, turn: u64) {
+        let ns = self.base.elapsed().as_nanos().min(u64::MAX as u128 >> 2) as u64;
+        self.mark.store(ns << 2 | turn, Relaxed);
+    }
+
+    /// When `limit` runs out if nothing changes. While the body waits on the client, that
+    /// is `limit` from now: the upstream is not kept waiting, and this is asked again then.
+    pub fn deadline(&self, limit: Duration) -> Instant {
+        let m = self.mark.load(Relaxed);
+        if m & 3 == CLIENT_TURN {
+            return Instant::now() + limit;
+        }
+        self.base + Duration::from_nanos(m >> 2) + limit
+    }
+}
+
+/// Runs `send`, an h2 request up to its response head, under `request_timeout` (`limit`):
+/// `None` once the upstream has kept the request waiting that long. Without a clock (an
+/// empty or buffered body, handed over at once) that is `limit` from now; with one, the
+/// waits on the client are left out.
+pub async fn within_request_timeout<F: Future>(
+    send: F,
+    clock: Option<&UploadClock>,
+    limit: Duration,
+) -> Option<F::Output> {
+    let start = Instant::now() + limit;
+    let deadline = || clock.map_or(start, |c| c.deadline(limit));
+    let timer = tokio::time::sleep_until(deadline());
+    tokio::pin!(send, timer);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut send => return Some(r),
+            () = &mut timer => {
+                let next = deadline();
+                if next <= Instant::now() {
+                    return None;
+                }
+                timer.as_mut().reset(next);
+            }
+        }
+    }
+}
+
+/// A request body on its way to an h2 upstream: the body, and for a streamed one the clock
+/// its request's `request_timeout` reads.
+#[derive(Debug)]
+pub struct H2Upload {
+    body: UpstreamBody,
+    clock: Option<Arc<UploadClock>>,
+}
+
+impl H2Upload {
+    /// Wraps `body`; a streamed body gets a clock (one allocation, h2 streamed uploads only).
+    pub fn new(body: UpstreamBody) -> (H2Upload, Option<Arc<UploadClock>>) {
+        let clock = matches!(body, UpstreamBody::Stream { .. } if !body.is_end_stream())
+            .then(|| Arc::new(UploadClock::new()));
+        let upload = H2Upload {
+            body,
+            clock: clock.clone(),
+        };
+        (upload, clock)
+    }
+}
+
+impl Body for H2Upload {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let next = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(clock) = &this.clock {
+            // Pending: waiting on the client. A frame handed over: hyper sends it and polls
+            // again once the upstream's window allows. The end: the upstream's turn to answer.
+            clock.mark(match next {
+                Poll::Pending => CLIENT_TURN,
+                Poll::Ready(_) => UPSTREAM_TURN,
+            });
+        }
+        next
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -174,8 +434,35 @@ pub struct ClientBody {
 
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(H2Response),
     Raw(crate::h1::client::ResponseBody),
+}
+
+/// A response body from an h2 upstream, held to its service's `read_timeout`.
+struct H2Response {
+    body: Incoming,
+    read_timeout: Arc<ReadTimeout>,
+    replica: Arc<Replica>,
+    pause: PauseTimer,
+}
+
+impl H2Response {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(next) => {
+                self.pause.progressed();
+                Poll::Ready(next.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+            }
+            Poll::Pending => {
+                ready!(self.pause.poll_expired(self.read_timeout.limit, cx));
+                let stalled = self.read_timeout.stalled(&self.replica.label);
+                // The stream is reset when this body is dropped; the connection it came on
+                // is not handed to new requests (other streams on it finish first).
+                self.replica.pools.forget_h2();
+                Poll::Ready(Some(Err(Box::new(stalled))))
+            }
+        }
+    }
 }
 
 impl ClientBody {
@@ -192,9 +479,15 @@ impl ClientBody {
         ClientBody::full(Bytes::new())
     }
 
-    pub fn upstream(b: Incoming) -> Self {
+    /// A response body from an h2 upstream: `replica`'s, held to `read_timeout`.
+    pub fn upstream(b: Incoming, read_timeout: &Arc<ReadTimeout>, replica: &Arc<Replica>) -> Self {
         ClientBody {
-            inner: Inner::Upstream(b),
+            inner: Inner::Upstream(H2Response {
+                body: b,
+                read_timeout: read_timeout.clone(),
+                replica: replica.clone(),
+                pause: PauseTimer::default(),
+            }),
             bytes: 0,
             on_end: None,
         }
@@ -240,9 +533,7 @@ impl Body for ClientBody {
         let this = self.get_mut();
         let next = match &mut this.inner {
             Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
-            Inner::Upstream(inc) => {
-                ready!(Pin::new(inc).poll_frame(cx)).map(|r| r.map_err(|e| Box::new(e) as BoxError))
-            }
+            Inner::Upstream(h2) => ready!(h2.poll_frame(cx)),
             Inner::Raw(raw) => ready!(Pin::new(raw).poll_frame(cx)),
         };
         match &next {
@@ -263,7 +554,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Upstream(inc) => inc.is_end_stream(),
+            Inner::Upstream(h2) => h2.body.is_end_stream(),
             Inner::Raw(raw) => raw.is_end_stream(),
         }
     }
@@ -271,7 +562,7 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Inner::Upstream(inc) => inc.size_hint(),
+            Inner::Upstream(h2) => h2.body.size_hint(),
             Inner::Raw(raw) => raw.size_hint(),
         }
     }

@@ -1,16 +1,16 @@
 //! Client-facing sockets: one SO_REUSEPORT socket per listener and worker, so the kernel
 //! spreads connections over workers with no shared accept lock. Serves HTTP/1.1, h2c
-//! (prior knowledge) and TLS with ALPN; caps open connections; drains on shutdown.
+//! (prior knowledge) and TLS with ALPN; caps open connections; drains on shutdown. h2
+//! connections are served in `h2.rs`.
 
-use crate::body::RequestBody;
+mod h2;
+
 use crate::h1::server::{self, ClientReader, ClientWriter};
-use crate::pipeline::{self, ConnCtx};
+use crate::pipeline::ConnCtx;
 use crate::Shared;
 use headroom_config::ListenerConfig;
-use headroom_telemetry::Gauge;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use headroom_telemetry::{Counter, Gauge};
+use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +99,11 @@ pub async fn accept_loop(
         }
     };
     let cfg = Arc::new(l.cfg);
+    let send_timeouts = shared.registry.counter(
+        "headroom_client_send_timeouts_total",
+        "Client connections closed because the client took no response bytes for send_timeout.",
+        &[("listener", cfg.name.as_str())],
+    );
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -132,31 +137,23 @@ pub async fn accept_loop(
             tls: l.tls.is_some(),
             max_body_bytes: cfg.max_body_bytes,
         });
-        let (open, tls, cfg, shutdown, drain) = (
+        let (open, tls, cfg, shutdown, drain, send_timeouts) = (
             l.open.clone(),
             l.tls.clone(),
             cfg.clone(),
             shutdown.clone(),
             drain.clone(),
+            send_timeouts.clone(),
         );
         let fut = async move {
             open.inc();
-            serve_connection(tcp, tls, ctx, &cfg, shutdown).await;
+            serve_connection(tcp, tls, ctx, &cfg, shutdown, &send_timeouts).await;
             open.dec();
             drop(permit);
             drop(drain);
         };
         tokio::spawn(fut);
     }
-}
-
-fn http2(cfg: &ListenerConfig) -> http2::Builder<TokioExecutor> {
-    let mut b = http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_bytes as u32)
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
-    b
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -179,38 +176,13 @@ async fn starts_with_h2_preface(tcp: &tokio::net::TcpStream) -> std::io::Result<
     }
 }
 
-/// Runs a connection; on shutdown, asks it to finish in-flight requests and close.
-/// (A macro because hyper-util's connection type names the service's future type.)
-macro_rules! drive {
-    ($conn:expr, $shutdown:expr) => {{
-        let conn = $conn;
-        tokio::pin!(conn);
-        if *$shutdown.borrow() {
-            conn.as_mut().graceful_shutdown();
-        }
-        let ended = tokio::select! {
-            r = conn.as_mut() => Some(r),
-            _ = $shutdown.changed() => None,
-        };
-        let result = match ended {
-            Some(r) => r,
-            None => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(e) = result {
-            debug!(error = %e, "connection ended with an error");
-        }
-    }};
-}
-
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     tls: Option<TlsAcceptor>,
     ctx: Arc<ConnCtx>,
     cfg: &ListenerConfig,
     shutdown: watch::Receiver<bool>,
+    send_timeouts: &Counter,
 ) {
     // HTTP/1.1 is served by our own codec (h1::server), whose idle connections hold no
     // buffer; h2 by hyper, boxed, as its connection state is larger and rarer.
@@ -225,29 +197,21 @@ async fn serve_connection(
                         ctx,
                         cfg,
                         shutdown,
+                        send_timeouts,
                     )
                     .await
                 }
-                Ok(Ok(true)) => Box::pin(serve_h2(TokioIo::new(tcp), ctx, cfg, shutdown)).await,
+                Ok(Ok(true)) => {
+                    let io = TokioIo::new(tcp);
+                    Box::pin(h2::serve(io, ctx, cfg, shutdown, send_timeouts)).await
+                }
                 Ok(Err(_)) | Err(_) => {}
             }
         }
-        Some(acceptor) => Box::pin(serve_tls(tcp, acceptor, ctx, cfg, shutdown)).await,
+        Some(acceptor) => {
+            Box::pin(serve_tls(tcp, acceptor, ctx, cfg, shutdown, send_timeouts)).await
+        }
     }
-}
-
-async fn serve_h2<I>(
-    io: I,
-    ctx: Arc<ConnCtx>,
-    cfg: &ListenerConfig,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        pipeline::handle(req.map(RequestBody::H2), ctx.clone())
-    });
-    drive!(http2(cfg).serve_connection(io, svc), shutdown)
 }
 
 async fn serve_tls(
@@ -256,6 +220,7 @@ async fn serve_tls(
     ctx: Arc<ConnCtx>,
     cfg: &ListenerConfig,
     shutdown: watch::Receiver<bool>,
+    send_timeouts: &Counter,
 ) {
     let stream = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
@@ -266,7 +231,7 @@ async fn serve_tls(
         Err(_) => return,
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_h2(TokioIo::new(stream), ctx, cfg, shutdown).await
+        h2::serve(TokioIo::new(stream), ctx, cfg, shutdown, send_timeouts).await
     } else {
         let (r, w) = tokio::io::split(stream);
         server::serve(
@@ -275,6 +240,7 @@ async fn serve_tls(
             ctx,
             cfg,
             shutdown,
+            send_timeouts,
         )
         .await
     }

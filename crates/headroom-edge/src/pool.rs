@@ -5,7 +5,7 @@
 //! touches its own. The slot's mutex is therefore never contended (it exists so the
 //! types stay `Sync`); taking it costs one uncontended atomic swap.
 
-use crate::body::UpstreamBody;
+use crate::body::H2Upload;
 use headroom_config::UpstreamProtocol;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -27,13 +27,13 @@ pub fn set_worker(i: usize) {
 pub enum Sender {
     /// headroom's own HTTP/1.1 client connection (`protocol = "http1"`).
     Raw(crate::h1::client::Conn),
-    H2(http2::SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<H2Upload>),
 }
 
 #[derive(Default)]
 struct Slot {
     raw: Vec<(crate::h1::client::Conn, Instant)>,
-    h2: Option<http2::SendRequest<UpstreamBody>>,
+    h2: Option<http2::SendRequest<H2Upload>>,
 }
 
 /// A replica's connection pools, one per worker plus one for other threads.
@@ -93,6 +93,12 @@ impl PoolSlots {
         }
     }
 
+    /// Stops handing this worker's h2 connection to new requests (a stream on it stalled);
+    /// the next request opens another. Streams still running on it finish.
+    pub fn forget_h2(&self) {
+        self.slot().h2 = None;
+    }
+
     /// Idle HTTP/1.1 connections over all workers.
     pub fn idle_count(&self) -> usize {
         self.slots
@@ -131,12 +137,14 @@ impl std::fmt::Display for ConnectError {
 }
 
 /// Opens a new connection to `addr` (for h2, also spawns its driver on the current runtime).
+/// `timeout` covers the TCP connect and, for h2, the handshake.
 pub async fn connect(
     addr: SocketAddr,
     protocol: UpstreamProtocol,
     timeout: Duration,
 ) -> Result<Sender, ConnectError> {
-    let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let tcp = match tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
         Err(_) => return Err(ConnectError::Timeout),
@@ -144,16 +152,49 @@ pub async fn connect(
     let _ = tcp.set_nodelay(true);
     match protocol {
         UpstreamProtocol::Http1 => Ok(Sender::Raw(crate::h1::client::Conn::new(tcp))),
-        UpstreamProtocol::H2 => {
-            let io = TokioIo::new(tcp);
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .handshake(io)
-                .await
-                .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(Sender::H2(sender))
-        }
+        UpstreamProtocol::H2 => h2_handshake(TokioIo::new(tcp), deadline)
+            .await
+            .map(Sender::H2),
+    }
+}
+
+/// The h2 client handshake (the preface and our SETTINGS written), by `deadline`.
+async fn h2_handshake<I>(
+    io: I,
+    deadline: tokio::time::Instant,
+) -> Result<http2::SendRequest<H2Upload>, ConnectError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let handshake = http2::Builder::new(TokioExecutor::new()).handshake(io);
+    let (sender, conn) = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(r) => r.map_err(ConnectError::Handshake)?,
+        Err(_) => return Err(ConnectError::Timeout),
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that accepts the connection but reads nothing: the handshake cannot finish,
+    /// and the connect timeout ends it.
+    #[tokio::test(start_paused = true)]
+    async fn the_connect_timeout_covers_the_h2_handshake() {
+        // One byte of buffer and nobody reading: the 24-byte preface cannot be written.
+        let (ours, _theirs) = tokio::io::duplex(1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            h2_handshake(TokioIo::new(ours), deadline),
+        )
+        .await
+        .expect("the handshake is bounded by the connect timeout");
+        assert!(matches!(outcome, Err(ConnectError::Timeout)), "{outcome:?}");
+        assert_eq!(tokio::time::Instant::now(), deadline);
     }
 }

@@ -130,6 +130,8 @@ pub struct Service {
     pub retries_denied: Arc<Counter>,
     pub connect_errors: Arc<Counter>,
     pub timeouts: Arc<Counter>,
+    /// `read_timeout`, with `headroom_upstream_errors_total{kind="read_timeout"}`.
+    pub read_timeout: Arc<crate::body::ReadTimeout>,
 }
 
 impl Service {
@@ -178,6 +180,11 @@ impl Service {
             ),
             connect_errors: err("connect"),
             timeouts: err("timeout"),
+            read_timeout: Arc::new(crate::body::ReadTimeout::new(
+                sc.read_timeout,
+                name.into(),
+                err("read_timeout"),
+            )),
             cfg: sc.clone(),
         }
     }

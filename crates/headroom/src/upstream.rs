@@ -6,6 +6,10 @@
 //! `/healthz` answers the health status, which `POST /_control/health/503` changes;
 //! `/_control/count` tells how many requests were served (health and control excluded).
 //! `chunks=N` sends the answer in N body frames of unknown total length (so chunked).
+//! `stall_after=N` sends the head (with the full length) and N body bytes, then nothing
+//! more while keeping the connection open: an upstream stalled mid-body.
+//! `--raw-reply TEXT` answers every request with TEXT as is (`\r`, `\n` and `\\` escapes
+//! understood), bypassing the HTTP library: for framing an HTTP library would not send.
 //! For `headroom bench`'s tests, two shapes of a struggling server: `--concurrency K` serves
 //! at most K requests at once (the rest queue), so with `--delay-ms D` its capacity is K/D;
 //! `--stall-for S --stall-every P` holds every request that arrives in the first S of each
@@ -53,6 +57,49 @@ pub struct Args {
     /// Speak only h2 with prior knowledge (HTTP/1.1 requests are refused), as a gRPC backend.
     #[arg(long)]
     h2_only: bool,
+    /// Answer every request with these bytes, e.g. 'HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello'
+    /// (HTTP/1.1 only; the request head is read first, its body is not).
+    #[arg(long)]
+    raw_reply: Option<String>,
+}
+
+/// `\r`, `\n` and `\\` in `text` become CR, LF and a backslash.
+fn unescape(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('r')) => out.push(b'\r'),
+            ('\\', Some('n')) => out.push(b'\n'),
+            ('\\', Some('\\')) => out.push(b'\\'),
+            _ => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                continue;
+            }
+        }
+        chars.next();
+    }
+    out
+}
+
+/// `--raw-reply`: reads request heads and answers each with `reply`, until the peer closes.
+async fn raw_replies(mut tcp: tokio::net::TcpStream, reply: Arc<Vec<u8>>) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            got.drain(..end + 4);
+            if tcp.write_all(&reply).await.is_err() {
+                return;
+            }
+        }
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 struct State {
@@ -119,11 +166,16 @@ pub fn run(args: Args) -> ExitCode {
                 )
             }),
         });
+        let raw_reply = args.raw_reply.as_deref().map(|t| Arc::new(unescape(t)));
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
+            if let Some(reply) = &raw_reply {
+                tokio::spawn(raw_replies(tcp, reply.clone()));
+                continue;
+            }
             let state = state.clone();
             let h2_only = args.h2_only;
             tokio::spawn(async move {
@@ -148,6 +200,8 @@ struct Answer {
     /// Frames still to send, last first.
     frames: Vec<Bytes>,
     length: Option<u64>,
+    /// After the frames, nothing more, ever (`stall_after`).
+    stall: bool,
 }
 
 impl Answer {
@@ -156,6 +210,19 @@ impl Answer {
         Answer {
             frames: vec![Bytes::from(body)],
             length,
+            stall: false,
+        }
+    }
+
+    /// The first `sent` bytes of `body` under its full length, then a stall.
+    fn stalled_after(body: String, sent: usize) -> Answer {
+        let length = Some(body.len() as u64);
+        let mut bytes = Bytes::from(body);
+        bytes.truncate(sent);
+        Answer {
+            frames: vec![bytes],
+            length,
+            stall: true,
         }
     }
 
@@ -170,6 +237,7 @@ impl Answer {
         Answer {
             frames,
             length: None,
+            stall: false,
         }
     }
 }
@@ -182,11 +250,16 @@ impl http_body::Body for Answer {
         mut self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.frames.pop().map(|b| Ok(http_body::Frame::data(b))))
+        match self.frames.pop() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+            // Never woken: the connection stays open with the body unfinished.
+            None if self.stall => std::task::Poll::Pending,
+            None => std::task::Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_empty()
+        self.frames.is_empty() && !self.stall
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -325,8 +398,11 @@ async fn answer(
     let chunks: usize = query_param(q, "chunks")
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
+    let stall_after: Option<usize> = query_param(q, "stall_after").and_then(|n| n.parse().ok());
     let mut r = reply(status, String::new());
-    *r.body_mut() = if chunks > 0 {
+    *r.body_mut() = if let Some(n) = stall_after {
+        Answer::stalled_after(body, n)
+    } else if chunks > 0 {
         Answer::in_pieces(body, chunks)
     } else {
         Answer::whole(body)

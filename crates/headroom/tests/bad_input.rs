@@ -291,3 +291,38 @@ fn refused_requests_are_counted_before_routing_and_logged() {
         3.0
     );
 }
+
+/// Framing the request parser refuses is refused from an upstream too: the client gets a
+/// 502 instead of a body split where the upstream did not mean it, and the replica takes
+/// a passive failure (here its first one ejects it).
+#[test]
+fn a_response_with_malformed_framing_is_a_502_and_a_passive_failure() {
+    let cases = [
+        "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5 5\r\n\r\nhello",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\nhello",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for reply in cases {
+        let up = Upstream::start_with("raw", &["--raw-reply", reply]);
+        let cfg = one_route_config(&up, "").replace(
+            "[service.s]\n",
+            "[service.s]\nretry = { attempts = 1 }\noutlier = { consecutive_failures = 1, max_ejected = \"100%\" }\n",
+        );
+        let h = Headroom::start(&cfg);
+        let r = h.get("/");
+        assert_eq!(r.status, 502, "{reply:?}: {}", r.text());
+        assert_eq!(r.json()["error"], "upstream_failed", "{reply:?}");
+        assert!(r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed response"));
+        let ejections = format!(
+            "headroom_replica_ejections_total{{service=\"s\",replica=\"{}\"}}",
+            up.addr
+        );
+        h.wait_metric(&ejections, 1.0);
+        assert_eq!(h.get("/").json()["error"], "no_healthy_replica");
+    }
+}

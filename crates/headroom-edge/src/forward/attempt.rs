@@ -32,7 +32,7 @@ pub(crate) struct UpstreamDone {
     pub(super) inflight: InFlight,
     /// An h2 connection goes back to the pool here; an HTTP/1.1 one is given back by its
     /// response body when it ends.
-    pub(super) h2: Option<http2::SendRequest<UpstreamBody>>,
+    pub(super) h2: Option<http2::SendRequest<crate::body::H2Upload>>,
     pub(super) max_idle: usize,
 }
 
@@ -84,7 +84,7 @@ pub(super) async fn send(
 ) -> Result<
     (
         Response<ClientBody>,
-        Option<http2::SendRequest<UpstreamBody>>,
+        Option<http2::SendRequest<crate::body::H2Upload>>,
     ),
     ProxyError,
 > {
@@ -97,15 +97,13 @@ pub(super) async fn send(
                 uri,
                 headers: &parts.headers,
             };
-            let sent = conn
-                .send(
-                    head,
-                    body,
-                    replica.clone(),
-                    cfg.max_idle,
-                    cfg.request_timeout,
-                )
-                .await;
+            let to = crate::h1::client::Attempt {
+                replica,
+                max_idle: cfg.max_idle,
+                request_timeout: cfg.request_timeout,
+                read_timeout: &service.read_timeout,
+            };
+            let sent = conn.send(head, body, to).await;
             use crate::h1::client::Error;
             match sent {
                 Ok(resp) => Ok((resp.map(ClientBody::raw), None)),
@@ -116,6 +114,7 @@ pub(super) async fn send(
             }
         }
         Sender::H2(mut s) => {
+            let (body, clock) = crate::body::H2Upload::new(body);
             let mut req = Request::new(body);
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = uri.clone();
@@ -131,8 +130,14 @@ pub(super) async fn send(
                 s.ready().await?;
                 s.send_request(req).await
             };
-            match tokio::time::timeout(cfg.request_timeout, send).await {
-                Ok(Ok(resp)) => Ok((resp.map(ClientBody::upstream), Some(s))),
+            // request_timeout counts the upstream's time only (see `UploadClock`).
+            let outcome =
+                crate::body::within_request_timeout(send, clock.as_deref(), cfg.request_timeout)
+                    .await
+                    .ok_or(());
+            let body = |b| ClientBody::upstream(b, &service.read_timeout, replica);
+            match outcome {
+                Ok(Ok(resp)) => Ok((resp.map(body), Some(s))),
                 Ok(Err(err)) => {
                     let cause = std::error::Error::source(&err);
                     if cause.is_some_and(is_body_too_large) {

@@ -4,7 +4,7 @@
 //! (400, and the connection closes): two parsers that disagree on where a request ends are
 //! how requests get smuggled.
 
-use super::{has_token, Chunk, Framing, ReadBuffer, READ_BUF};
+use super::{has_token, Framing, FramingError, FramingFields, ReadBuffer, READ_BUF};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
@@ -40,14 +40,14 @@ fn reject<T>(status: StatusCode, message: impl Into<String>) -> Result<T, Reject
     })
 }
 
-/// Content-Length: one or more digits and nothing else (no sign, no spaces, no list).
-fn parse_content_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add((d - b'0') as u64)
-    })
+/// Framing fields the shared rules refused: 400, or 501 for a coding that is well formed
+/// but not implemented.
+fn refuse_framing<T>(e: FramingError) -> Result<T, Reject> {
+    let status = match e {
+        FramingError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    reject(status, e.message())
 }
 
 /// True when the request line is well formed but names an HTTP version other than 1.x
@@ -123,8 +123,7 @@ pub fn parse_head(data: &[u8], max_header_bytes: usize) -> Result<Option<(usize,
     };
 
     let mut map = HeaderMap::with_capacity(parsed.headers.len() + REQUEST_HEADERS_ADDED);
-    let mut length: Option<u64> = None;
-    let (mut te_codings, mut te_last_chunked, mut te_early_chunked) = (0, false, false);
+    let mut fields = FramingFields::default();
     let (mut hosts, mut close, mut keep_alive_10, mut expect_continue) = (0, false, false, false);
     for h in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
@@ -134,29 +133,9 @@ pub fn parse_head(data: &[u8], max_header_bytes: usize) -> Result<Option<(usize,
             return reject(StatusCode::BAD_REQUEST, format!("invalid {name} value"));
         };
         if name == header::CONTENT_LENGTH {
-            let Some(n) = parse_content_length(h.value) else {
-                return reject(StatusCode::BAD_REQUEST, "invalid Content-Length");
-            };
-            if length.is_some_and(|l| l != n) {
-                return reject(
-                    StatusCode::BAD_REQUEST,
-                    "conflicting Content-Length headers",
-                );
-            }
-            length = Some(n);
+            fields.content_length(h.value).or_else(refuse_framing)?;
         } else if name == header::TRANSFER_ENCODING {
-            let Ok(v) = value.to_str() else {
-                return reject(StatusCode::BAD_REQUEST, "invalid Transfer-Encoding");
-            };
-            // Empty list elements are allowed and ignored (RFC 9110 §5.6.1).
-            for coding in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                te_early_chunked |= te_last_chunked;
-                te_last_chunked = coding.eq_ignore_ascii_case("chunked");
-                te_codings += 1;
-            }
-            if te_codings == 0 {
-                return reject(StatusCode::BAD_REQUEST, "empty Transfer-Encoding");
-            }
+            fields.transfer_encoding(h.value).or_else(refuse_framing)?;
         } else if name == header::HOST {
             hosts += 1;
         } else if name == header::CONNECTION {
@@ -173,40 +152,12 @@ pub fn parse_head(data: &[u8], max_header_bytes: usize) -> Result<Option<(usize,
     if hosts > 1 {
         return reject(StatusCode::BAD_REQUEST, "more than one Host header");
     }
-    let framing = if te_codings > 0 {
-        // RFC 9112 §6.1 lets a server frame by Transfer-Encoding and drop Content-Length;
-        // refusing is safer, as a front proxy may have framed the same bytes by length.
-        if length.is_some() {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                "both Content-Length and Transfer-Encoding (a request smuggling pattern)",
-            );
-        }
-        if version == Version::HTTP_10 {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                "Transfer-Encoding in an HTTP/1.0 request",
-            );
-        }
-        if !te_last_chunked || te_early_chunked {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                "the final transfer coding must be chunked, and only it",
-            );
-        }
-        if te_codings > 1 {
-            return reject(
-                StatusCode::NOT_IMPLEMENTED,
-                "transfer codings other than chunked are not supported",
-            );
-        }
-        Framing::Chunked(Chunk::Size)
-    } else {
-        match length {
-            Some(n) if n > 0 => Framing::Length(n),
-            _ => Framing::Done,
-        }
-    };
+    // RFC 9112 §6.1 lets a server frame by Transfer-Encoding and drop Content-Length;
+    // refusing is safer, as a front proxy may have framed the same bytes by length.
+    let framing = fields
+        .framing(version == Version::HTTP_10)
+        .or_else(refuse_framing)?
+        .unwrap_or(Framing::Done);
     let keep_alive = !close && (version == Version::HTTP_11 || keep_alive_10);
     let mut request = Request::new(());
     *request.method_mut() = method;

@@ -9,9 +9,12 @@ use bytes::Bytes;
 use http::header;
 use http::Response;
 use http_body::{Body, Frame};
+use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
-use tokio::io::AsyncWriteExt;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::AsyncWrite;
+use tokio::time::{Instant, Sleep};
 
 /// Responses are written in pieces of at most this many bytes (head and small bodies are
 /// coalesced into one write up to it).
@@ -46,6 +49,75 @@ fn push_date(out: &mut Vec<u8>) {
     });
 }
 
+/// Why a response could not be written whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum WriteFailed {
+    /// The client's connection broke.
+    Client,
+    /// The response body broke off (the upstream failed or stalled mid-body).
+    Body,
+    /// The client took no bytes for `send_timeout`.
+    TimedOut,
+}
+
+/// The listener's `send_timeout` on one connection, on the connection's own timer (the
+/// one its header timeout uses between requests): the clock starts when a write has to
+/// wait for the client and restarts whenever the client takes bytes, like nginx's
+/// `send_timeout`. A write that completes at once touches no timer.
+pub(super) struct SendTimeout<'a> {
+    timer: Pin<&'a mut Sleep>,
+    limit: Duration,
+    waiting: bool,
+}
+
+impl<'a> SendTimeout<'a> {
+    pub(super) fn new(timer: Pin<&'a mut Sleep>, limit: Duration) -> Self {
+        SendTimeout {
+            timer,
+            limit,
+            waiting: false,
+        }
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<WriteFailed> {
+        if !std::mem::replace(&mut self.waiting, true) {
+            self.timer.as_mut().reset(Instant::now() + self.limit);
+        }
+        self.timer.as_mut().poll(cx).map(|()| WriteFailed::TimedOut)
+    }
+
+    pub(super) async fn write_all(
+        &mut self,
+        w: &mut ClientWriter,
+        mut buf: &[u8],
+    ) -> Result<(), WriteFailed> {
+        std::future::poll_fn(|cx| {
+            while !buf.is_empty() {
+                match Pin::new(&mut *w).poll_write(cx, buf) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(WriteFailed::Client))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        buf = &buf[n..];
+                        self.waiting = false;
+                    }
+                    Poll::Pending => return self.poll_expired(cx).map(Err),
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    async fn flush(&mut self, w: &mut ClientWriter) -> Result<(), WriteFailed> {
+        std::future::poll_fn(|cx| match Pin::new(&mut *w).poll_flush(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map_err(|_| WriteFailed::Client)),
+            Poll::Pending => self.poll_expired(cx).map(Err),
+        })
+        .await
+    }
+}
+
 /// What the writer does next: a body frame arrived, or the body is not ready and what is
 /// buffered should go out first.
 enum Step {
@@ -53,15 +125,16 @@ enum Step {
     Flush,
 }
 
-/// Writes `resp`; returns false when the connection cannot be used again (a write failed or
-/// the body broke off). Sets `keep_alive` false when the response demands a close.
+/// Writes `resp`, the client held to `send`; an error means the connection cannot be used
+/// again. Sets `keep_alive` false when the response demands a close.
 pub(super) async fn write_response(
     w: &mut ClientWriter,
     resp: Response<ClientBody>,
     is_head: bool,
     http10: bool,
     keep_alive: &mut bool,
-) -> bool {
+    send: &mut SendTimeout<'_>,
+) -> Result<(), WriteFailed> {
     let (parts, mut body) = resp.into_parts();
     let code = parts.status.as_u16();
     let no_body = is_head || parts.status.is_informational() || code == 204 || code == 304;
@@ -98,15 +171,18 @@ pub(super) async fn write_response(
     }
     out.extend_from_slice(b"\r\n");
 
-    let ok = if delimit == Delimit::None {
+    let written = if delimit == Delimit::None {
         drop(body);
-        w.write_all(&out).await.is_ok()
+        send.write_all(w, &out).await
     } else {
-        write_body(w, &mut body, &mut out, delimit == Delimit::Chunked).await
+        write_body(w, &mut body, &mut out, delimit == Delimit::Chunked, send).await
     };
-    let ok = ok && w.flush().await.is_ok();
+    let written = match written {
+        Ok(()) => send.flush(w).await,
+        Err(e) => Err(e),
+    };
     give_write_buf(out);
-    ok
+    written
 }
 
 /// Writes the status line and the response's own headers, without framing and connection
@@ -161,7 +237,8 @@ async fn write_body(
     body: &mut ClientBody,
     out: &mut Vec<u8>,
     chunked: bool,
-) -> bool {
+    send: &mut SendTimeout<'_>,
+) -> Result<(), WriteFailed> {
     loop {
         let step = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(f) => Poll::Ready(Step::Frame(f)),
@@ -171,15 +248,14 @@ async fn write_body(
         .await;
         let data = match step {
             Step::Flush => {
-                if w.write_all(out).await.is_err() {
-                    return false;
-                }
+                send.write_all(w, out).await?;
                 out.clear();
                 continue;
             }
             Step::Frame(None) => break,
-            // The body broke off: the client must not take what it got for the whole.
-            Step::Frame(Some(Err(_))) => return false,
+            // The body broke off: the client must not take what it got for the whole, so
+            // no final chunk; the caller closes the connection.
+            Step::Frame(Some(Err(_))) => return Err(WriteFailed::Body),
             Step::Frame(Some(Ok(frame))) => match frame.into_data() {
                 Ok(d) if !d.is_empty() => d,
                 _ => continue,
@@ -191,23 +267,23 @@ async fn write_body(
         if out.len() + data.len() <= WRITE_COALESCE {
             out.extend_from_slice(&data);
         } else {
-            if w.write_all(out).await.is_err() || w.write_all(&data).await.is_err() {
-                return false;
-            }
+            send.write_all(w, out).await?;
+            send.write_all(w, &data).await?;
             out.clear();
         }
         if chunked {
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= WRITE_COALESCE {
-            if w.write_all(out).await.is_err() {
-                return false;
-            }
+            send.write_all(w, out).await?;
             out.clear();
         }
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    out.is_empty() || w.write_all(out).await.is_ok()
+    if out.is_empty() {
+        return Ok(());
+    }
+    send.write_all(w, out).await
 }

@@ -10,17 +10,16 @@
 
 use super::client::Upgraded;
 use super::request::{parse_head, Head, Reject};
-use super::response::{write_head, write_response};
+use super::response::{write_head, write_response, SendTimeout, WriteFailed};
 use super::{give_write_buf, take_write_buf, BodyError, Framing, ReadBuffer, READ_BUF};
-use crate::body::{ClientBody, RequestBody};
+use crate::body::{ClientBody, PauseTimer, RequestBody};
 use crate::headers::new_request_id;
 use crate::pipeline::{self, json_error, ConnCtx};
 use bytes::Bytes;
 use headroom_config::ListenerConfig;
-use headroom_telemetry::access_log;
+use headroom_telemetry::{access_log, Counter};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -30,6 +29,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
+use tracing::warn;
 
 /// When the connection is closed with request bytes still unread, they are read and
 /// dropped for at most this long (and this many bytes) first, so the kernel does not answer
@@ -122,8 +122,8 @@ pub struct H1Body {
     back: Returned,
     /// The longest pause between body bytes (`body_timeout`).
     timeout: std::time::Duration,
-    /// Armed the first time the body has to wait for the client; moved on with each read.
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Armed the first time the body has to wait for the client.
+    pause: PauseTimer,
 }
 
 impl std::fmt::Debug for H1Body {
@@ -156,18 +156,12 @@ impl Body for H1Body {
         };
         match this.framing.poll_data(&mut r.rb, &mut r.io, cx) {
             Poll::Ready(next) => {
-                if let Some(t) = this.timer.as_mut() {
-                    t.as_mut().reset(tokio::time::Instant::now() + this.timeout);
-                }
+                this.pause.progressed();
                 Poll::Ready(next.map(|r| r.map(Frame::data)))
             }
             Poll::Pending => {
-                let timeout = this.timeout;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                ready!(timer.as_mut().poll(cx));
-                Poll::Ready(Some(Err(BodyError::TimedOut(timeout))))
+                ready!(this.pause.poll_expired(this.timeout, cx));
+                Poll::Ready(Some(Err(BodyError::TimedOut(this.timeout))))
             }
         }
     }
@@ -231,12 +225,15 @@ async fn read_head(
 }
 
 /// Serves HTTP/1.1 requests on one client connection until either side ends it.
+/// `send_timeouts` counts connections closed because the client took no response bytes
+/// for `send_timeout`.
 pub async fn serve(
     io: ClientReader,
     mut w: ClientWriter,
     ctx: Arc<ConnCtx>,
     cfg: &ListenerConfig,
     mut shutdown: watch::Receiver<bool>,
+    send_timeouts: &Counter,
 ) {
     let mut reader = Some(Reader {
         io,
@@ -261,6 +258,7 @@ pub async fn serve(
             Ok(HeadOutcome::Head(h)) => h,
             Ok(HeadOutcome::Closed) => break,
             Ok(HeadOutcome::Reject(r)) => {
+                let mut send = SendTimeout::new(deadline.as_mut(), cfg.send_timeout);
                 let kind = match r.status {
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header_too_large",
                     StatusCode::HTTP_VERSION_NOT_SUPPORTED => "http_version_not_supported",
@@ -268,7 +266,7 @@ pub async fn serve(
                     StatusCode::EXPECTATION_FAILED => "expectation_failed",
                     _ => "bad_request",
                 };
-                refuse(&mut w, &ctx, r.status, kind, &r.message).await;
+                refuse(&mut w, &ctx, r.status, kind, &r.message, &mut send).await;
                 break;
             }
             // Headers too slow, or idle too long. A partial head hears 408; a silent
@@ -276,12 +274,14 @@ pub async fn serve(
             Err(_) => {
                 if !rd.rb.is_empty() {
                     let message = "the request head did not arrive in time";
+                    let mut send = SendTimeout::new(deadline.as_mut(), cfg.send_timeout);
                     refuse(
                         &mut w,
                         &ctx,
                         StatusCode::REQUEST_TIMEOUT,
                         "request_timeout",
                         message,
+                        &mut send,
                     )
                     .await;
                 }
@@ -314,7 +314,7 @@ pub async fn serve(
                 framing,
                 back: back.get_or_insert_with(Default::default).clone(),
                 timeout: cfg.body_timeout,
-                timer: None,
+                pause: PauseTimer::default(),
             })
         };
         let (parts, ()) = request.into_parts();
@@ -347,8 +347,23 @@ pub async fn serve(
             switch(w, reader, resp, &ctx).await;
             return;
         }
-        if !write_response(&mut w, resp, is_head, http10, &mut keep_alive).await {
-            break;
+        let mut send = SendTimeout::new(deadline.as_mut(), cfg.send_timeout);
+        match write_response(&mut w, resp, is_head, http10, &mut keep_alive, &mut send).await {
+            Ok(()) => {}
+            Err(WriteFailed::TimedOut) => {
+                send_timeouts.inc();
+                warn!(
+                    listener = %cfg.name,
+                    client = %ctx.client,
+                    send_timeout = ?cfg.send_timeout,
+                    "client took no response bytes within send_timeout: connection closed"
+                );
+                // No orderly close: the client reads nothing, so a TLS close_notify could
+                // not be written either. Dropping the socket ends it.
+                return;
+            }
+            // The response is incomplete: closing is how the client learns it.
+            Err(WriteFailed::Client | WriteFailed::Body) => break,
         }
         if !keep_alive {
             break;
@@ -366,6 +381,7 @@ async fn refuse(
     status: StatusCode,
     kind: &str,
     message: &str,
+    send: &mut SendTimeout<'_>,
 ) {
     ctx.shared.unrouted.record(status.as_u16());
     let request_id = new_request_id();
@@ -396,7 +412,7 @@ async fn refuse(
             },
         );
     }
-    let _ = write_response(w, resp, false, false, &mut false).await;
+    let _ = write_response(w, resp, false, false, &mut false, send).await;
 }
 
 /// The upstream agreed to switch protocols (101): the client hears the same, and from then
@@ -419,7 +435,9 @@ async fn switch(
             "the upstream switched protocols on a request that cannot be tunnelled",
             &new_request_id(),
         );
-        let _ = write_response(&mut w, resp, false, false, &mut false).await;
+        let mut timer = std::pin::pin!(tokio::time::sleep(LINGER));
+        let mut send = SendTimeout::new(timer.as_mut(), LINGER);
+        let _ = write_response(&mut w, resp, false, false, &mut false, &mut send).await;
         return close(w, None).await;
     };
     let mut out = take_write_buf();
@@ -462,7 +480,8 @@ async fn switch(
 /// Closes the connection: our side first, then the client's unread bytes are drained for a
 /// moment so the close does not turn into a reset.
 async fn close(mut w: ClientWriter, reader: Option<Reader>) {
-    let _ = w.shutdown().await;
+    // Bounded: a TLS close_notify cannot be written to a client that reads nothing.
+    let _ = tokio::time::timeout(LINGER, w.shutdown()).await;
     let Some(mut rd) = reader else { return };
     let drain = async {
         let mut seen = 0;

@@ -485,10 +485,24 @@ impl Client {
         })
     }
 
-    /// True when the peer has closed the connection (reads EOF or a reset).
+    /// True when the peer has closed the connection: a read sees EOF or a reset. False when
+    /// more bytes come, or none within 3 s: a read timeout is not a close, so
+    /// `assert!(c.is_closed())` fails (and fast) when the gateway keeps the connection open.
     pub fn is_closed(&mut self) -> bool {
+        use std::io::ErrorKind::*;
+        let before = self.reader.get_ref().read_timeout().unwrap();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
         let mut b = [0u8; 1];
-        matches!(self.reader.read(&mut b), Ok(0) | Err(_))
+        let read = self.reader.read(&mut b);
+        self.reader.get_ref().set_read_timeout(before).unwrap();
+        match read {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe),
+        }
     }
 }
 
