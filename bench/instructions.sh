@@ -6,6 +6,7 @@
 #
 #   bash bench/instructions.sh          # N=2000
 #   KEEP=/tmp/cg bash bench/instructions.sh   # keeps the callgrind files for callgrind_annotate
+#   HEADROOM_BIN=/tmp/old/headroom bash bench/instructions.sh   # another build, e.g. the one before a change
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -18,7 +19,13 @@ if ((${#need[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
-cargo build --release -p headroom -q
+if [ -n "${HEADROOM_BIN:-}" ]; then
+    HEADROOM=$(realpath "$HEADROOM_BIN")
+else
+    cargo build --release -p headroom -q
+    HEADROOM="${CARGO_TARGET_DIR:-$PWD/target}/release/headroom"
+fi
+[ -x "$HEADROOM" ] || { echo "bench/instructions.sh: $HEADROOM is not an executable" >&2; exit 1; }
 
 TMP=$(mktemp -d)
 PIDS=()
@@ -87,7 +94,7 @@ PY
 }
 
 echo "user-space instructions per proxied GET ($N requests, callgrind):"
-H=$(measure headroom "$HR" target/release/headroom serve --config "$TMP/headroom.toml" --workers 1)
+H=$(measure headroom "$HR" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1)
 X=$(measure nginx "$NX" nginx -c "$TMP/proxy.conf" -e "$TMP/px.err")
 echo "  $H"
 echo "  $X"

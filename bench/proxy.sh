@@ -6,6 +6,10 @@
 #   2. nginx reverse proxy   (1 worker, upstream keepalive 64)
 #   3. HAProxy               (nbthread 1, http-reuse always)
 #   4. headroom              (serve --workers 1)
+# then, unless TWO_WORKERS=0, a second set of rounds with two workers each, unpinned:
+#   nginx `worker_processes 2`, HAProxy `nbthread 2`, headroom `workers = 2` (the machine's
+#   cores are shared by the two workers, wrk and the upstream: on 2 cores this measures how
+#   each proxy shares them, not how it scales).
 # For each: req/s, p50, p99 (wrk --latency); for the proxies also CPU time per request
 # (utime+stime from /proc/PID/stat over the measured run / requests served).
 # On a shared, noisy machine one run per target is not enough, so the measurements are
@@ -27,6 +31,8 @@
 #       split:  wrk on CPU 1; proxy under test alone on CPU 0; upstream moved to CPU 1
 #               (beside wrk) for the proxy runs, on CPU 0 for its own direct run
 #       none:   no pinning
+#   TWO_WORKERS=1  also measure the two-worker row (0 skips it)
+#   HEADROOM_BIN=path  measure this headroom binary instead of building one (before/after runs)
 #   KEEP_TMP=1     keep the temp dir (configs, logs, raw wrk output)
 set -euo pipefail
 
@@ -37,6 +43,7 @@ CONNS=${CONNS:-64}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 PLACEMENT=${PLACEMENT:-shared}
 KEEP_TMP=${KEEP_TMP:-0}
+TWO_WORKERS=${TWO_WORKERS:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -83,10 +90,15 @@ if ((IDLE_CONNS > 0 && NOFILE < IDLE_CONNS + 500)); then
 fi
 
 # ---------------------------------------------------------------- build
-say "building headroom (release) ..."
-(cd "$ROOT" && cargo build --release -p headroom) || die "cargo build --release -p headroom failed"
-HEADROOM="$ROOT/target/release/headroom"
-[[ -x $HEADROOM ]] || die "$HEADROOM not found after build"
+if [[ -n ${HEADROOM_BIN:-} ]]; then
+    HEADROOM=$(realpath "$HEADROOM_BIN") || die "HEADROOM_BIN=$HEADROOM_BIN not found"
+    [[ -x $HEADROOM ]] || die "HEADROOM_BIN=$HEADROOM_BIN is not executable"
+else
+    say "building headroom (release) ..."
+    (cd "$ROOT" && cargo build --release -p headroom) || die "cargo build --release -p headroom failed"
+    HEADROOM="${CARGO_TARGET_DIR:-$ROOT/target}/release/headroom"
+    [[ -x $HEADROOM ]] || die "$HEADROOM not found after build"
+fi
 
 # ---------------------------------------------------------------- temp dir, cleanup
 TMP=$(mktemp -d /tmp/headroom-bench.XXXXXX)
@@ -115,10 +127,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- ports
-read -r P_UP P_NGINX P_HAPROXY P_HEADROOM P_ADMIN < <(python3 - <<'EOF'
+read -r P_UP P_NGINX P_HAPROXY P_HEADROOM P_ADMIN P_NGINX2 P_HAPROXY2 P_HEADROOM2 P_ADMIN2 < <(python3 - <<'EOF'
 import random, socket
 out, p = [], 18000 + random.randrange(0, 1500)
-while len(out) < 5 and p < 20000:
+while len(out) < 9 and p < 20000:
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", p))
@@ -131,7 +143,7 @@ while len(out) < 5 and p < 20000:
 print(*out)
 EOF
 )
-[[ -n ${P_ADMIN:-} ]] || die "could not find 5 free ports in 18000-19999"
+[[ -n ${P_ADMIN2:-} ]] || die "could not find 9 free ports in 18000-19999"
 
 # ---------------------------------------------------------------- helpers
 tree_pids() { # a process and all its descendants
@@ -169,6 +181,13 @@ pin_tree() { # pin_tree CPU ROOTPID — move a running process tree (all threads
 start_bg() { # start_bg NAME cmd... (pinned like a server); sets LAST_PID
     local name=$1; shift
     "${PIN_SRV[@]}" "$@" >"$TMP/$name.stdout" 2>"$TMP/$name.log" &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+start_free() { # start_free NAME cmd... (not pinned: the two-worker row); sets LAST_PID
+    local name=$1; shift
+    "$@" >"$TMP/$name.stdout" 2>"$TMP/$name.log" &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
@@ -254,9 +273,9 @@ round_values() { # round_values ARRAYNAME TARGET — that target's values for ro
     for ((r = 1; r <= ROUNDS; r++)); do echo "${arr[$2,$r]}"; done
 }
 
-summarize() { # medians and req/s range per target over all rounds
+summarize() { # summarize TARGET... — medians and req/s range per target over all rounds
     local t vals
-    for t in upstream nginx haproxy headroom; do
+    for t in "$@"; do
         mapfile -t vals < <(round_values R_RPS "$t")
         RPS[$t]=$(median "${vals[@]}")
         RPS_MIN[$t]=$(printf '%s\n' "${vals[@]}" | sort -g | head -n 1)
@@ -447,6 +466,20 @@ replicas = ["127.0.0.1:$P_UP"]
 retry = { attempts = 1 }
 EOF
 
+# The two-worker row: the same configs with two workers, on their own ports.
+mkdir -p "$TMP/nginx-proxy2"
+sed -e "s#$TMP/nginx-proxy/#$TMP/nginx-proxy2/#g" \
+    -e "s/^worker_processes 1;/worker_processes 2;/" -e "s/listen 127.0.0.1:$P_NGINX;/listen 127.0.0.1:$P_NGINX2;/" \
+    "$TMP/nginx-proxy.conf" >"$TMP/nginx-proxy2.conf"
+sed -e "s/^    nbthread 1$/    nbthread 2/" -e "s/bind 127.0.0.1:$P_HAPROXY$/bind 127.0.0.1:$P_HAPROXY2/" \
+    "$TMP/haproxy.cfg" >"$TMP/haproxy2.cfg"
+sed -e "s/^workers = 1$/workers = 2/" -e "s/127.0.0.1:$P_ADMIN/127.0.0.1:$P_ADMIN2/" \
+    -e "s/127.0.0.1:$P_HEADROOM\"/127.0.0.1:$P_HEADROOM2\"/" "$TMP/headroom.toml" >"$TMP/headroom2.toml"
+grep -q "worker_processes 2;" "$TMP/nginx-proxy2.conf" && grep -q ":$P_NGINX2;" "$TMP/nginx-proxy2.conf" \
+    && grep -q "nbthread 2" "$TMP/haproxy2.cfg" && grep -q ":$P_HAPROXY2" "$TMP/haproxy2.cfg" \
+    && grep -q "^workers = 2" "$TMP/headroom2.toml" && grep -q ":$P_HEADROOM2\"" "$TMP/headroom2.toml" \
+    || die "could not derive the two-worker configs"
+
 # ---------------------------------------------------------------- start everything
 start_bg upstream nginx -p "$TMP/nginx-up" -c "$TMP/nginx-up.conf" -e "$TMP/nginx-up/error.log"
 PID_UP=$LAST_PID
@@ -456,6 +489,14 @@ start_bg haproxy haproxy -db -f "$TMP/haproxy.cfg"
 PID_HAPROXY=$LAST_PID
 start_bg headroom "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1
 PID_HEADROOM=$LAST_PID
+if ((TWO_WORKERS)); then
+    start_free nginx2 nginx -p "$TMP/nginx-proxy2" -c "$TMP/nginx-proxy2.conf" -e "$TMP/nginx-proxy2/error.log"
+    PID_NGINX2=$LAST_PID
+    start_free haproxy2 haproxy -db -f "$TMP/haproxy2.cfg"
+    PID_HAPROXY2=$LAST_PID
+    start_free headroom2 "$HEADROOM" serve --config "$TMP/headroom2.toml" --workers 2
+    PID_HEADROOM2=$LAST_PID
+fi
 
 wait_port upstream "$P_UP" "$PID_UP"
 wait_port nginx "$P_NGINX" "$PID_NGINX"
@@ -465,11 +506,19 @@ check_ok upstream "$P_UP"
 check_ok nginx "$P_NGINX"
 check_ok haproxy "$P_HAPROXY"
 check_ok headroom "$P_HEADROOM"
+if ((TWO_WORKERS)); then
+    wait_port nginx2 "$P_NGINX2" "$PID_NGINX2"
+    wait_port haproxy2 "$P_HAPROXY2" "$PID_HAPROXY2"
+    wait_port headroom2 "$P_HEADROOM2" "$PID_HEADROOM2"
+    check_ok nginx2 "$P_NGINX2"
+    check_ok haproxy2 "$P_HAPROXY2"
+    check_ok headroom2 "$P_HEADROOM2"
+fi
 
 MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 say ""
 say "machine: $NCPU CPUs ($(nproc --all) total), ${MODEL:-unknown CPU}; $(uname -sr)"
-say "versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1" "$2}'), headroom $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+say "versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), $(wrk -v 2>&1 | awk 'NR==1 {print $1" "$2}'), headroom ${HEADROOM_BIN:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')}"
 say "load: $ROUNDS rounds of wrk -t1 -c$CONNS -d$DURATION --latency per target (proxy order rotates each round; one ${WARMUP} warm-up per target before round 1), ports $P_UP/$P_NGINX/$P_HAPROXY/$P_HEADROOM"
 case $PLACEMENT in
     shared) say "placement: wrk pinned to CPU $WRK_CPU; upstream nginx and the proxy under test both pinned to CPU $SRV_CPU" ;;
@@ -498,7 +547,34 @@ for ((r = 1; r <= ROUNDS; r++)); do
     [[ $PLACEMENT == split ]] && pin_tree "$WRK_CPU" "$PID_UP"
     for t in "${order[@]}"; do bench "$t" "${PORT_OF[$t]}" "$r" "${ROOT_OF[$t]}"; done
 done
-summarize
+summarize upstream nginx haproxy headroom
+
+# ---------------------------------------------------------------- two workers, unpinned
+PROXIES2=(nginx2 haproxy2 headroom2)
+if ((TWO_WORKERS)); then
+    PORT_OF+=([nginx2]=$P_NGINX2 [haproxy2]=$P_HAPROXY2 [headroom2]=$P_HEADROOM2)
+    ROOT_OF+=([nginx2]=$PID_NGINX2 [haproxy2]=$PID_HAPROXY2 [headroom2]=$PID_HEADROOM2)
+    saved_pin_wrk=("${PIN_WRK[@]}")
+    PIN_WRK=()
+    # The upstream may run on any CPU too while the two-worker proxies are measured.
+    if [[ $PLACEMENT != none ]]; then
+        for p in $(tree_pids "$PID_UP"); do taskset -a -p -c "0-$((NCPU - 1))" "$p" >/dev/null; done
+    fi
+    say ""
+    say "two workers per proxy, nothing pinned (wrk, the upstream and the two workers share the $NCPU CPUs)"
+    say "warm-up: $WARMUP per target ..."
+    for t in "${PROXIES2[@]}"; do warm "$t" "${PORT_OF[$t]}"; done
+    for ((r = 1; r <= ROUNDS; r++)); do
+        order=()
+        for i in 0 1 2; do order+=("${PROXIES2[$(((r - 1 + i) % 3))]}"); done
+        say ""
+        say "round $r/$ROUNDS (two workers): ${order[*]}"
+        for t in "${order[@]}"; do bench "$t" "${PORT_OF[$t]}" "$r" "${ROOT_OF[$t]}"; done
+    done
+    summarize "${PROXIES2[@]}"
+    PIN_WRK=("${saved_pin_wrk[@]}")
+    if [[ $PLACEMENT == shared || $PLACEMENT == split ]]; then pin_tree "$SRV_CPU" "$PID_UP"; fi
+fi
 
 # ---------------------------------------------------------------- memory
 if ((IDLE_CONNS > 0)); then
@@ -551,5 +627,30 @@ if ((IDLE_CONNS > 0)); then
     for t in headroom nginx haproxy; do
         awk -v n="$t" -v a="${RSS_IDLE[$t]}" -v b="${RSS_WITH[$t]}" -v c="$IDLE_CONNS" 'BEGIN {
             printf "memory: %-8s idle %.1f MiB, with %d idle conns %.1f MiB -> %.2f KiB/conn\n", n, a / 1024, c, b / 1024, (b - a) / c }'
+    done
+fi
+if ((TWO_WORKERS)); then
+    say ""
+    say "=== two workers per proxy, unpinned (wrk -t1 -c$CONNS -d$DURATION; median of $ROUNDS rounds) ==="
+    printf '%-12s %10s %9s %9s %11s   %s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req" "req/s min-max"
+    for t in "${PROXIES2[@]}"; do
+        printf '%-12s %10.0f %9.3f %9.3f %11s   %.0f-%.0f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" \
+            "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
+    done
+    for b in nginx2 haproxy2; do
+        printf 'ratios: headroom2/%-8s req/s=%s (higher better)  p99=%s (lower better)  cpu=%s (lower better)\n' "$b" \
+            "$(ratio "${RPS[headroom2]}" "${RPS[$b]}")" "$(ratio "${P99[headroom2]}" "${P99[$b]}")" \
+            "$(ratio "${CPU[headroom2]}" "${CPU[$b]}")"
+    done
+    for what in R_RPS R_CPU; do
+        label="cpu/req"; [[ $what == R_RPS ]] && label="req/s"
+        declare -n vals=$what
+        for b in nginx2 haproxy2; do
+            paired=()
+            for ((r = 1; r <= ROUNDS; r++)); do paired+=("$(ratio "${vals[headroom2,$r]}" "${vals[$b,$r]}")"); done
+            printf 'paired %-7s per round: headroom2/%-8s %s  -> median %s\n' "$label" "$b" "${paired[*]}" \
+                "$(awk -v m="$(median "${paired[@]/n\/a/-}")" 'BEGIN { if (m == "-") print "n/a"; else printf "%.2f", m }')"
+        done
+        unset -n vals
     done
 fi
