@@ -45,7 +45,6 @@ pub fn serve_config(
         }
     };
     let path = path.map(Path::to_path_buf);
-    let watch = config.global.watch;
     let edge = rt.block_on(async {
         // Handlers first: a SIGHUP sent as soon as "listening" is logged must reload, not
         // kill the process (its default action).
@@ -67,6 +66,8 @@ pub fn serve_config(
                 _ = hup.recv() => "SIGHUP",
                 _ = poll.tick() => {
                     let now = path.as_deref().and_then(modified);
+                    // Read from the config in force: a reload may have turned watching on or off.
+                    let watch = edge.shared.config.load().global.watch;
                     if !watch || now == last_seen { continue; }
                     last_seen = now;
                     "file change"

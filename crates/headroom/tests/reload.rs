@@ -150,3 +150,52 @@ fn a_reload_applies_a_changed_admin_token() {
     ));
     assert_eq!(h.admin_get("/status").status, 401);
 }
+
+#[test]
+fn a_reload_can_turn_on_watching_the_config_file() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let h = Headroom::start(&config(&[&a], ""));
+    let watching = |up: &Upstream| config(&[up], "").replace("watch = false", "watch = true");
+    h.reload(&watching(&a));
+    std::fs::write(&h.config, watching(&b)).unwrap();
+    h.stderr
+        .wait_for("file change", std::time::Duration::from_secs(10))
+        .expect("reloaded on the file change");
+    assert_eq!(h.get("/").replica(), "b");
+}
+
+#[test]
+fn a_reload_keeps_the_series_of_other_services_and_forgets_removed_routes() {
+    let (shared, other) = (Upstream::start("shared"), Upstream::start("other"));
+    let two = |a_replicas: &str, with_route_b: bool| {
+        format!(
+            "{}[[route]]\nname = \"ra\"\nmatch = {{ path_prefix = \"/a\" }}\nservice = \"a\"\n\n{}[service.a]\nreplicas = [{a_replicas}]\n\n[service.b]\nreplicas = [\"{}\"]\n",
+            preamble(),
+            if with_route_b { "[[route]]\nname = \"rb\"\nmatch = { path_prefix = \"/b\" }\nservice = \"b\"\n\n" } else { "" },
+            shared.addr
+        )
+    };
+    let h = Headroom::start(&two(
+        &format!("\"{}\", \"{}\"", shared.addr, other.addr),
+        true,
+    ));
+    assert_eq!(h.get("/b").status, 200);
+    let series = |service: &str| {
+        format!(
+            "headroom_replica_healthy{{service=\"{service}\",replica=\"{}\"}}",
+            shared.addr
+        )
+    };
+    assert_eq!(h.metric(&series("a")), 1.0);
+    assert_eq!(h.metric(&series("b")), 1.0);
+    // Service "a" drops the replica it shares with "b", and route "rb" goes.
+    h.reload(&two(&format!("\"{}\"", other.addr), false));
+    let m = h.metrics();
+    assert!(!m.contains(&series("a")), "{m}");
+    assert!(m.contains(&series("b")), "b's series stay:\n{m}");
+    assert!(
+        !m.contains("route=\"rb\""),
+        "the removed route's series go:\n{m}"
+    );
+    assert!(m.contains("route=\"ra\""), "{m}");
+}
