@@ -718,14 +718,7 @@ fn run_until_started(command: &str, path: &str) -> (Option<i32>, String, String)
 
 #[test]
 fn the_demos_bench_lines_run_as_printed() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, admin) = (free(), free());
+    let (port, admin) = (free_port(), free_port());
     // No `headroom` on this PATH, as after `cargo run -- demo`.
     let path = "/usr/bin:/bin";
     let mut demo = Command::new(BIN)

@@ -6,15 +6,6 @@ use common::*;
 use headroom_edge::discovery::test_responder::{Answer, DnsResponder};
 use std::net::IpAddr;
 
-/// A port free on 127.0.0.1, so (very likely) on 127.0.0.2 and .3 as well.
-fn common_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn ips(list: &[&str]) -> Answer {
     Answer::Records(list.iter().map(|s| s.parse::<IpAddr>().unwrap()).collect())
 }
@@ -33,7 +24,8 @@ fn dns_replicas(st: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn replicas_follow_the_dns_answers() {
-    let port = common_port();
+    // Free on 127.0.0.1, so (very likely) on 127.0.0.2 and .3 as well.
+    let port = free_port();
     let a = Upstream::start_on(&format!("127.0.0.2:{port}"), "a", &[]);
     let b = Upstream::start_on(&format!("127.0.0.3:{port}"), "b", &[]);
     let dns = DnsResponder::start().unwrap();

@@ -214,24 +214,13 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
     );
 }
 
-#[test]
-fn demo_serves_through_three_replicas() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, admin) = (free(), free());
+/// `headroom demo` on free ports, once its admin listener is up: the process, its port and
+/// its stdout.
+fn start_demo() -> (std::process::Child, u16, Lines) {
+    let (port, admin) = (free_port(), free_port());
     let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--port",
-            &port.to_string(),
-            "--admin-port",
-            &admin.to_string(),
-        ])
+        .args(["demo", "--port", &port.to_string()])
+        .args(["--admin-port", &admin.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -240,6 +229,12 @@ fn demo_serves_through_three_replicas() {
     let err = Lines::follow(child.stderr.take().unwrap());
     err.wait_for("admin listening", Duration::from_secs(20))
         .expect("demo started");
+    (child, port, out)
+}
+
+#[test]
+fn demo_serves_through_three_replicas() {
+    let (mut child, port, out) = start_demo();
     assert!(
         out.wait_for("curl -s", Duration::from_secs(1)).is_some(),
         "demo prints what to try"
@@ -340,29 +335,7 @@ fn shutdown_gives_up_on_requests_still_running_at_the_deadline() {
 /// killed: the dead one's refused connects cost no attempt, so a retry never lands on it.
 #[test]
 fn demo_answers_all_200_after_a_replica_is_killed() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, admin) = (free(), free());
-    let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--port",
-            &port.to_string(),
-            "--admin-port",
-            &admin.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = Lines::follow(child.stderr.take().unwrap());
-    err.wait_for("admin listening", Duration::from_secs(20))
-        .expect("demo started");
+    let (mut child, port, _out) = start_demo();
     // The demo's replicas are its child processes; replica-1 is the fast, reliable one.
     let children =
         std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();

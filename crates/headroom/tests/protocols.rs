@@ -11,14 +11,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
 
 fn config(up: &Upstream, listener_extra: &str, service_extra: &str) -> String {
-    preamble().replacen(
-        "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
-        &format!("name = \"public\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n"),
-        1,
-    ) + &format!(
-        "[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n{service_extra}\n",
-        up.addr
-    )
+    one_route_config_with(up, listener_extra, service_extra)
 }
 
 async fn body_json(resp: http::Response<hyper::body::Incoming>) -> serde_json::Value {

@@ -103,18 +103,27 @@ fn an_added_replica_waits_for_its_first_passing_health_check() {
     });
 }
 
-#[test]
-fn a_drained_replica_finishes_its_requests_then_leaves() {
-    let slow = Upstream::start_with("slow", &["--delay-ms", "800"]);
+/// Headroom in front of "slow" (answers after `delay_ms`) and "other", round-robin, with
+/// one request in flight on "slow" (the first goes there).
+fn one_request_in_flight_on_slow(
+    delay_ms: u64,
+) -> (Headroom, [Upstream; 2], std::thread::JoinHandle<Response>) {
+    let slow = Upstream::start_with("slow", &["--delay-ms", &delay_ms.to_string()]);
     let other = Upstream::start("other");
     let h = Headroom::start(&config(&[&slow, &other], "balance = \"round-robin\""));
     let slow_addr = slow.addr.to_string();
-    // A request in flight on "slow" (round-robin: the first goes there).
     let addr = h.addr;
     let inflight = std::thread::spawn(move || Client::connect(addr).get("/"));
     h.wait_status("a request in flight on slow", |st| {
         replica(st, &slow_addr).unwrap()["inflight"] == 1
     });
+    (h, [slow, other], inflight)
+}
+
+#[test]
+fn a_drained_replica_finishes_its_requests_then_leaves() {
+    let (h, [slow, _other], inflight) = one_request_in_flight_on_slow(800);
+    let slow_addr = slow.addr.to_string();
     let r = admin_request(
         &h,
         "DELETE",
@@ -137,15 +146,8 @@ fn a_drained_replica_finishes_its_requests_then_leaves() {
 
 #[test]
 fn a_drain_ends_at_its_deadline() {
-    let slow = Upstream::start_with("slow", &["--delay-ms", "3000"]);
-    let other = Upstream::start("other");
-    let h = Headroom::start(&config(&[&slow, &other], "balance = \"round-robin\""));
+    let (h, [slow, _other], inflight) = one_request_in_flight_on_slow(3000);
     let slow_addr = slow.addr.to_string();
-    let addr = h.addr;
-    let inflight = std::thread::spawn(move || Client::connect(addr).get("/"));
-    h.wait_status("a request in flight on slow", |st| {
-        replica(st, &slow_addr).unwrap()["inflight"] == 1
-    });
     let r = admin_request(
         &h,
         "DELETE",

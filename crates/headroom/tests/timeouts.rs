@@ -13,14 +13,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn config(up: &Upstream, listener_extra: &str, service_extra: &str) -> String {
-    preamble().replacen(
-        "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
-        &format!("name = \"public\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n"),
-        1,
-    ) + &format!(
-        "[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n{service_extra}\n",
-        up.addr
-    )
+    one_route_config_with(up, listener_extra, service_extra)
 }
 
 /// The settings of the report: every timeout 2 s but the one under test.

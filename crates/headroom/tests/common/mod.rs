@@ -531,8 +531,13 @@ pub fn preamble() -> String {
 /// One route to one service with `up` as its replica, and `listener_extra` (TOML lines) added
 /// to the listener.
 pub fn one_route_config(up: &Upstream, listener_extra: &str) -> String {
+    one_route_config_with(up, listener_extra, "")
+}
+
+/// [`one_route_config`] with `service_extra` (TOML lines) added to the service too.
+pub fn one_route_config_with(up: &Upstream, listener_extra: &str, service_extra: &str) -> String {
     format!(
-        "{}[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n",
+        "{}[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n{service_extra}\n",
         preamble().replacen(
             "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
             &format!("name = \"public\"\nbind = \"127.0.0.1:0\"\n{listener_extra}\n"),
@@ -540,6 +545,15 @@ pub fn one_route_config(up: &Upstream, listener_extra: &str) -> String {
         ),
         up.addr
     )
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Asserts that no replica has been ejected since the start.
