@@ -266,7 +266,9 @@ pub async fn serve(
                     StatusCode::EXPECTATION_FAILED => "expectation_failed",
                     _ => "bad_request",
                 };
-                refuse(&mut w, &ctx, r.status, kind, &r.message, &mut send).await;
+                // Rare paths are boxed (refuse, switch, close): inline, their futures would
+                // be part of every connection's task, idle or not.
+                Box::pin(refuse(&mut w, &ctx, r.status, kind, &r.message, &mut send)).await;
                 break;
             }
             // Headers too slow, or idle too long. A partial head hears 408; a silent
@@ -275,14 +277,14 @@ pub async fn serve(
                 if !rd.rb.is_empty() {
                     let message = "the request head did not arrive in time";
                     let mut send = SendTimeout::new(deadline.as_mut(), cfg.send_timeout);
-                    refuse(
+                    Box::pin(refuse(
                         &mut w,
                         &ctx,
                         StatusCode::REQUEST_TIMEOUT,
                         "request_timeout",
                         message,
                         &mut send,
-                    )
+                    ))
                     .await;
                 }
                 break;
@@ -344,7 +346,7 @@ pub async fn serve(
         }
         keep_alive &= !*shutdown.borrow();
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            switch(w, reader, resp, &ctx).await;
+            Box::pin(switch(w, reader, resp, &ctx)).await;
             return;
         }
         let mut send = SendTimeout::new(deadline.as_mut(), cfg.send_timeout);
@@ -369,7 +371,7 @@ pub async fn serve(
             break;
         }
     }
-    close(w, reader).await;
+    Box::pin(close(w, reader)).await;
 }
 
 /// Answers a request refused before routing (its head was malformed, too large, or too
