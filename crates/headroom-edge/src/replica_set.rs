@@ -194,13 +194,26 @@ impl Shared {
         Ok(ended)
     }
 
-    /// Starts a drain without waiting for it (the admin API's `DELETE`).
+    /// Removes `label` from `service` at once: no new requests; those in flight finish on
+    /// their own (they hold the replica), its idle pooled connections are closed.
+    pub fn remove_replica(&self, service: &str, label: &str) -> Result<(), ReplicaError> {
+        let replica = self.find_replica(service, label)?;
+        replica.start_draining();
+        self.remove_now(service, &replica);
+        Ok(())
+    }
+
+    /// Starts a drain without waiting for it (the admin API's `DELETE`); a zero deadline
+    /// removes the replica before returning.
     pub fn spawn_drain(
         self: &Arc<Self>,
         service: &str,
         label: &str,
         deadline: Duration,
     ) -> Result<(), ReplicaError> {
+        if deadline.is_zero() {
+            return self.remove_replica(service, label);
+        }
         self.find_replica(service, label)?;
         let (shared, service, label) = (self.clone(), service.to_string(), label.to_string());
         tokio::spawn(async move {

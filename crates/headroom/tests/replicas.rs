@@ -163,6 +163,25 @@ fn a_drain_ends_at_its_deadline() {
 }
 
 #[test]
+fn a_zero_drain_removes_the_replica_at_once() {
+    let (h, [slow, _other], inflight) = one_request_in_flight_on_slow(1500);
+    let slow_addr = slow.addr.to_string();
+    let r = admin_request(
+        &h,
+        "DELETE",
+        &format!("/services/s/replicas/{slow_addr}?drain=0s"),
+        "",
+    );
+    assert_eq!(r.status, 202);
+    assert!(
+        replica(&h.status(), &slow_addr).is_none(),
+        "gone when DELETE answers"
+    );
+    // Its request in flight still completes.
+    assert_eq!(inflight.join().unwrap().status, 200);
+}
+
+#[test]
 fn a_reload_keeps_replicas_added_at_runtime() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
