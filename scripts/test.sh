@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v cc >/dev/null || need+=(gcc)              # ring (TLS) builds a little C
 command -v openssl >/dev/null || need+=(openssl)     # the TLS test makes its certificate
-[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)  # tests send SIGHUP/SIGTERM
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)  # tests send SIGHUP/SIGTERM/SIGUSR1
+command -v prlimit >/dev/null || need+=(util-linux)  # the admin test runs headroom out of file descriptors
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
