@@ -52,11 +52,19 @@ pub fn spawn_checks(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
 async fn check_service(shared: Arc<Shared>, name: Arc<str>, hc: HealthConfig) {
     let mut tick = tokio::time::interval(hc.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Registered before each round, so a kick during a round starts the next one at once.
+    let kick = || {
+        let mut n = Box::pin(shared.health_kick.notified());
+        n.as_mut().enable();
+        n
+    };
+    let mut kicked = kick();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shared.health_kick.notified() => {}
+            _ = &mut kicked => {}
         }
+        kicked = kick();
         let snap = shared.snapshot.load_full();
         let Some(service) = snap.services.iter().find(|s| s.name == name) else {
             return;

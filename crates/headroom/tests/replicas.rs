@@ -103,6 +103,24 @@ fn an_added_replica_waits_for_its_first_passing_health_check() {
     });
 }
 
+#[test]
+fn an_added_replica_is_checked_at_once_not_at_the_next_interval() {
+    let good = Upstream::start("good");
+    let new = Upstream::start("new");
+    let h = Headroom::start(&config(&[&good], "health = { interval = \"1h\" }"));
+    let new_addr = new.addr.to_string();
+    let r = admin_request(
+        &h,
+        "POST",
+        "/services/s/replicas",
+        &format!("{{\"addr\": \"{new_addr}\"}}"),
+    );
+    assert_eq!(r.status, 201);
+    h.wait_status("the added replica checked", |st| {
+        replica(st, &new_addr).unwrap()["healthy"] == true
+    });
+}
+
 /// Headroom in front of "slow" (answers after `delay_ms`) and "other", round-robin, with
 /// one request in flight on "slow" (the first goes there).
 fn one_request_in_flight_on_slow(
