@@ -52,6 +52,9 @@ pub fn serve_config(
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let mut usr1 = signal(SignalKind::user_defined1()).map_err(|e| e.to_string())?;
+        // Before "listening" is logged: a change made once the gateway says it is up must
+        // be seen as a change (read after it, the new time would be taken as the start's).
+        let mut last_seen = path.as_deref().and_then(modified);
         let edge = Edge::start(config).await?;
         for (name, addr) in edge.listener_addrs() {
             info!(listener = %name, %addr, "listening");
@@ -59,7 +62,6 @@ pub fn serve_config(
         if let Some(addr) = edge.admin_addr() {
             info!(%addr, "admin listening (/metrics, /status)");
         }
-        let mut last_seen = path.as_deref().and_then(modified);
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
             let reason = tokio::select! {
