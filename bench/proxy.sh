@@ -587,6 +587,30 @@ fi
 
 # ---------------------------------------------------------------- summary
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+# ratio_lines SUBJECT BASE... — SUBJECT's ratios to each BASE: of the medians, then paired per
+# round (both proxies met the same machine state within seconds of each other, so the paired
+# ratios are steadier than ratios of medians taken over different rounds).
+ratio_lines() {
+    local h=$1 b what label r
+    shift
+    for b in "$@"; do
+        printf 'ratios: %s/%-8s req/s=%s (higher better)  p99=%s (lower better)  cpu=%s (lower better)\n' "$h" "$b" \
+            "$(ratio "${RPS[$h]}" "${RPS[$b]}")" "$(ratio "${P99[$h]}" "${P99[$b]}")" \
+            "$(ratio "${CPU[$h]}" "${CPU[$b]}")"
+    done
+    for what in R_RPS R_CPU; do
+        label="cpu/req"; [[ $what == R_RPS ]] && label="req/s"
+        declare -n vals=$what
+        for b in "$@"; do
+            local paired=()
+            for ((r = 1; r <= ROUNDS; r++)); do paired+=("$(ratio "${vals[$h,$r]}" "${vals[$b,$r]}")"); done
+            printf 'paired %-7s per round: %s/%-8s %s  -> median %s\n' "$label" "$h" "$b" "${paired[*]}" \
+                "$(awk -v m="$(median "${paired[@]/n\/a/-}")" 'BEGIN { if (m == "-") print "n/a"; else printf "%.2f", m }')"
+        done
+        unset -n vals
+    done
+}
+
 say ""
 say "=== summary ($NCPU CPUs: ${MODEL:-unknown CPU}; placement=$PLACEMENT; wrk -t1 -c$CONNS -d$DURATION; median of $ROUNDS rounds) ==="
 printf '%-12s %10s %9s %9s %11s   %s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req" "req/s min-max"
@@ -594,24 +618,7 @@ for t in upstream nginx haproxy headroom; do
     printf '%-12s %10.0f %9.3f %9.3f %11s   %.0f-%.0f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" \
         "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
 done
-for b in nginx haproxy; do
-    printf 'ratios: headroom/%-8s req/s=%s (higher better)  p99=%s (lower better)  cpu=%s (lower better)\n' "$b" \
-        "$(ratio "${RPS[headroom]}" "${RPS[$b]}")" "$(ratio "${P99[headroom]}" "${P99[$b]}")" \
-        "$(ratio "${CPU[headroom]}" "${CPU[$b]}")"
-done
-# Paired per round: both proxies met the same machine state within seconds of each other,
-# so these ratios are steadier than ratios of medians taken over different rounds.
-for what in R_RPS R_CPU; do
-    label="cpu/req"; [[ $what == R_RPS ]] && label="req/s"
-    declare -n vals=$what
-    for b in nginx haproxy; do
-        paired=()
-        for ((r = 1; r <= ROUNDS; r++)); do paired+=("$(ratio "${vals[headroom,$r]}" "${vals[$b,$r]}")"); done
-        printf 'paired %-7s per round: headroom/%-8s %s  -> median %s\n' "$label" "$b" "${paired[*]}" \
-            "$(awk -v m="$(median "${paired[@]/n\/a/-}")" 'BEGIN { if (m == "-") print "n/a"; else printf "%.2f", m }')"
-    done
-    unset -n vals
-done
+ratio_lines headroom nginx haproxy
 for t in nginx haproxy headroom; do
     awk -v n="$t" -v u="${USR[$t]}" -v k="${SYS[$t]}" 'BEGIN {
         printf "cpu split: %-8s user %5.2f µs/req, sys %5.2f µs/req (kernel %.0f%%)\n", n, u, k, 100 * k / (u + k) }'
@@ -637,20 +644,5 @@ if ((TWO_WORKERS)); then
         printf '%-12s %10.0f %9.3f %9.3f %11s   %.0f-%.0f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" \
             "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
     done
-    for b in nginx2 haproxy2; do
-        printf 'ratios: headroom2/%-8s req/s=%s (higher better)  p99=%s (lower better)  cpu=%s (lower better)\n' "$b" \
-            "$(ratio "${RPS[headroom2]}" "${RPS[$b]}")" "$(ratio "${P99[headroom2]}" "${P99[$b]}")" \
-            "$(ratio "${CPU[headroom2]}" "${CPU[$b]}")"
-    done
-    for what in R_RPS R_CPU; do
-        label="cpu/req"; [[ $what == R_RPS ]] && label="req/s"
-        declare -n vals=$what
-        for b in nginx2 haproxy2; do
-            paired=()
-            for ((r = 1; r <= ROUNDS; r++)); do paired+=("$(ratio "${vals[headroom2,$r]}" "${vals[$b,$r]}")"); done
-            printf 'paired %-7s per round: headroom2/%-8s %s  -> median %s\n' "$label" "$b" "${paired[*]}" \
-                "$(awk -v m="$(median "${paired[@]/n\/a/-}")" 'BEGIN { if (m == "-") print "n/a"; else printf "%.2f", m }')"
-        done
-        unset -n vals
-    done
+    ratio_lines headroom2 nginx2 haproxy2
 fi
