@@ -1,0 +1,1 @@
+//! Redis (placeholder: being written)
