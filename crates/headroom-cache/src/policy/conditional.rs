@@ -1,6 +1,6 @@
 //! Conditional requests (RFC 9110 §13, RFC 9111 §4.3): answering a client's
 //! conditional GET from the cache, revalidating upstream, and updating a stored
-//! response from a 304. Range requests are in [`range`](super::range) and
+//! response from a 304. Range requests ([`range()`]) are in their own file and
 //! re-exported here.
 
 use http::header::{
