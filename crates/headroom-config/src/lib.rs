@@ -4,6 +4,7 @@
 //! [`SocketAddr`]s, regexes are compiled. Every problem is reported with the file, line,
 //! column and key, and a "did you mean" for misspelt names (see [`ConfigError`]).
 
+pub mod cache;
 mod error;
 pub mod model;
 pub mod units;
@@ -35,6 +36,7 @@ pub struct Config {
     /// In file order; the first that matches wins.
     pub routes: Vec<RouteConfig>,
     pub services: BTreeMap<String, ServiceConfig>,
+    pub cache: cache::CacheConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +90,8 @@ pub struct RouteConfig {
     pub rewrite_prefix: Option<String>,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
+    pub cache: Option<cache::RouteCacheConfig>,
+    pub compress: Option<cache::CompressConfig>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -242,4 +246,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Validates config `text`; `file` names it in errors, relative paths resolve against `base_dir`.
 pub fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     validate::validate(file, text, base_dir)
+}
+
+/// A page rule's path glob: `*` and `**` match any characters (`/` included), `{a,b}`
+/// alternatives, `?` one character, `[...]` a class.
+pub fn glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {
+    Ok(globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()?
+        .compile_matcher())
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use toml::Spanned;
 
+pub mod cache;
+
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +22,8 @@ pub struct File {
     pub route: Vec<Spanned<Route>>,
     #[serde(default)]
     pub service: BTreeMap<Spanned<String>, Spanned<Service>>,
+    #[serde(default)]
+    pub cache: cache::Cache,
 }
 
 /// Process-wide settings.
@@ -146,6 +150,8 @@ pub struct Route {
     pub request_headers: HeaderEdits,
     #[serde(default)]
     pub response_headers: HeaderEdits,
+    pub cache: Option<Spanned<cache::RouteCache>>,
+    pub compress: Option<Spanned<cache::Compress>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

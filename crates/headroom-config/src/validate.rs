@@ -6,6 +6,7 @@ use crate::*;
 use std::net::ToSocketAddrs;
 use toml::Spanned;
 
+mod cache;
 mod route;
 mod service;
 
@@ -46,6 +47,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
         resolver: validate_resolver(&mut r, raw.global.resolver.as_ref()),
     };
     let admin = validate_admin(&mut r, &raw.admin);
+    let cache = cache::validate_cache(&mut r, &raw.cache);
     let listeners = validate_listeners(&mut r, &raw.listener, base_dir);
     let services: BTreeMap<String, ServiceConfig> = raw
         .service
@@ -71,6 +73,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
             listeners,
             routes,
             services,
+            cache,
         })
     } else {
         Err(ConfigErrors(r.errors))

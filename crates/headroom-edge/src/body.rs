@@ -436,6 +436,93 @@ enum Inner {
     Full(Option<Bytes>),
     Upstream(H2Response),
     Raw(crate::h1::client::ResponseBody),
+    /// Compressed and/or stored in the cache as it streams (routes with a cache or
+    /// compression only).
+    Filtered(Box<Filtered>),
+}
+
+/// A response body on its way through compression and into the cache: each chunk is
+/// encoded (when an encoder is set), then handed to the cache's store, then sent.
+struct Filtered {
+    src: Inner,
+    encoder: Option<headroom_cache::compress::Encoder>,
+    store: Option<headroom_cache::Store>,
+    finished: bool,
+}
+
+impl Filtered {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            match ready!(poll_inner(&mut self.src, cx)) {
+                Some(Ok(frame)) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => data,
+                        // Trailers pass as they are (and are not stored).
+                        Err(other) => return Poll::Ready(Some(Ok(other))),
+                    };
+                    let out = match &mut self.encoder {
+                        Some(e) => e.push(&frame),
+                        None => frame,
+                    };
+                    if let Some(s) = &mut self.store {
+                        s.data(&out);
+                    }
+                    if out.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                Some(Err(e)) => {
+                    // Cut off (stalled, lied about its length, broke): never stored.
+                    if let Some(s) = self.store.take() {
+                        s.end(false);
+                    }
+                    self.finished = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    self.finished = true;
+                    let tail = match &mut self.encoder {
+                        Some(e) => e.finish(),
+                        None => Bytes::new(),
+                    };
+                    if let Some(mut s) = self.store.take() {
+                        s.data(&tail);
+                        s.end(true);
+                    }
+                    if !tail.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    }
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+fn poll_inner(
+    inner: &mut Inner,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match inner {
+        Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        Inner::Upstream(h2) => h2.poll_frame(cx),
+        Inner::Raw(raw) => Pin::new(raw).poll_frame(cx),
+        Inner::Filtered(f) => f.poll_frame(cx),
+    }
+}
+
+fn inner_is_end(inner: &Inner) -> bool {
+    match inner {
+        Inner::Full(b) => b.is_none(),
+        Inner::Upstream(h2) => h2.body.is_end_stream(),
+        Inner::Raw(raw) => raw.is_end_stream(),
+        // Polled once more after its last chunk: the encoder's tail and the store's end.
+        Inner::Filtered(f) => f.finished,
+    }
 }
 
 /// A response body from an h2 upstream, held to its service's `read_timeout`.
@@ -501,6 +588,34 @@ impl ClientBody {
         }
     }
 
+    /// Compresses the body with `encoder` and/or stores it with `store` as it streams.
+    pub fn filter(
+        &mut self,
+        encoder: Option<headroom_cache::compress::Encoder>,
+        store: Option<headroom_cache::Store>,
+    ) {
+        if encoder.is_none() && store.is_none() {
+            return;
+        }
+        if let (Inner::Full(body), None) = (&self.inner, &encoder) {
+            // A body already whole: stored at once.
+            if let Some(mut store) = store {
+                if let Some(b) = body {
+                    store.data(b);
+                }
+                store.end(true);
+            }
+            return;
+        }
+        let src = std::mem::replace(&mut self.inner, Inner::Full(None));
+        self.inner = Inner::Filtered(Box::new(Filtered {
+            src,
+            encoder,
+            store,
+            finished: false,
+        }));
+    }
+
     pub fn set_on_end(&mut self, f: Box<dyn OnEnd>) {
         self.on_end = Some(f);
         if self.is_end_stream() {
@@ -531,11 +646,7 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let next = match &mut this.inner {
-            Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
-            Inner::Upstream(h2) => ready!(h2.poll_frame(cx)),
-            Inner::Raw(raw) => ready!(Pin::new(raw).poll_frame(cx)),
-        };
+        let next = ready!(poll_inner(&mut this.inner, cx));
         match &next {
             Some(Ok(frame)) => {
                 if let Some(d) = frame.data_ref() {
@@ -552,11 +663,7 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Full(b) => b.is_none(),
-            Inner::Upstream(h2) => h2.body.is_end_stream(),
-            Inner::Raw(raw) => raw.is_end_stream(),
-        }
+        inner_is_end(&self.inner)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -564,6 +671,12 @@ impl Body for ClientBody {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Upstream(h2) => h2.body.size_hint(),
             Inner::Raw(raw) => raw.size_hint(),
+            Inner::Filtered(f) if f.encoder.is_some() => SizeHint::default(),
+            Inner::Filtered(f) => match &f.src {
+                Inner::Upstream(h2) => h2.body.size_hint(),
+                Inner::Raw(raw) => raw.size_hint(),
+                _ => SizeHint::default(),
+            },
         }
     }
 }

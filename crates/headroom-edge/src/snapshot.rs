@@ -4,11 +4,13 @@
 
 use crate::balancer::Balancer;
 use crate::pipeline::admit::Admission;
+use crate::pipeline::compress::CompressRule;
 use crate::pipeline::lookup::CacheRule;
 use crate::replica::Replica;
 use crate::replica_set::{set_weight, Membership, Source};
 use crate::retry::RetryBudget;
 use bytes::Bytes;
+use headroom_cache::Cache;
 use headroom_config::{Action, Config, HostMatch, PathMatch, RouteConfig, ServiceConfig};
 use headroom_telemetry::access_log::Format;
 use headroom_telemetry::{Counter, Histogram, Registry};
@@ -26,6 +28,10 @@ pub struct Snapshot {
     pub access_log: Option<Format>,
     /// Listener names in index order (a route's `listeners` mask uses these indices).
     pub listener_names: Vec<String>,
+    /// The cache store, when a route caches (kept across snapshots in [`Live`]).
+    pub cache: Option<Cache>,
+    /// `[cache] x_cache`: answers through the cache carry `X-Cache`.
+    pub cache_x_header: bool,
 }
 
 /// Request counters by status class for one (route, service) pair.
@@ -85,6 +91,8 @@ pub struct Route {
     pub admit: Box<[Admission]>,
     /// The cache rule the `lookup` phase applies; `None`: skipped.
     pub cache: Option<CacheRule>,
+    /// `[route.compress]`; `None`: responses go as they are.
+    pub compress: Option<CompressRule>,
     /// Red for fixed responses, redirects and requests that never reached a service.
     pub red: Red,
     pub latency: Arc<Histogram>,
@@ -207,6 +215,9 @@ pub struct Live {
     /// Route and service names of the last build, so a reload can forget the series of
     /// those it removed.
     names: Mutex<(HashSet<String>, HashSet<String>)>,
+    /// The cache store: made when a route first caches, kept across reloads while
+    /// `[cache]` stays the same.
+    cache: Mutex<Option<Cache>>,
 }
 
 impl Live {
@@ -218,7 +229,23 @@ impl Live {
             budgets: Mutex::default(),
             membership: Mutex::default(),
             names: Mutex::default(),
+            cache: Mutex::default(),
         }
+    }
+
+    /// The cache store for `cfg`: the one in use if `[cache]` did not change, a new one
+    /// (empty) if it did; `None` when no route caches.
+    fn cache_for(&self, cfg: &Config) -> Option<Cache> {
+        let mut slot = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if !cfg.routes.iter().any(|r| r.cache.is_some()) {
+            *slot = None;
+            return None;
+        }
+        match &*slot {
+            Some(c) if c.config() == &cfg.cache => {}
+            _ => *slot = Some(Cache::new(&cfg.cache, &self.registry)),
+        }
+        slot.clone()
     }
 
     pub(crate) fn membership(&self) -> MutexGuard<'_, Membership> {
@@ -361,6 +388,7 @@ impl Route {
         services: &HashMap<&str, Arc<Service>>,
         listener_names: &[String],
         registry: &Registry,
+        cache: Option<&Cache>,
     ) -> Route {
         let target = |svc: &str| Target {
             service: services[svc].clone(),
@@ -428,7 +456,10 @@ impl Route {
             response_add: header_pairs(&rc.response_headers.add),
             response_remove: header_names(&rc.response_headers.remove),
             admit: Box::new([]),
-            cache: None,
+            cache: rc.cache.as_ref().zip(cache).map(|(c, store)| CacheRule {
+                cache: store.route(&rc.name, c),
+            }),
+            compress: rc.compress.as_ref().map(CompressRule::new),
             red: Red::new(registry, &rc.name, ""),
             latency: registry.histogram(
                 "headroom_request_duration_seconds",
@@ -528,10 +559,11 @@ impl Snapshot {
         budgets.retain(|name, _| cfg.services.contains_key(name));
 
         let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
+        let cache = live.cache_for(cfg);
         let routes = cfg
             .routes
             .iter()
-            .map(|rc| Route::build(rc, &services, &listener_names, registry))
+            .map(|rc| Route::build(rc, &services, &listener_names, registry, cache.as_ref()))
             .collect();
         forget_removed(live, cfg);
 
@@ -547,6 +579,8 @@ impl Snapshot {
                 headroom_config::AccessLogFormat::Off => None,
             },
             listener_names,
+            cache,
+            cache_x_header: cfg.cache.x_cache,
         }
     }
 

@@ -8,6 +8,8 @@
 //! `chunks=N` sends the answer in N body frames of unknown total length (so chunked).
 //! `stall_after=N` sends the head (with the full length) and N body bytes, then nothing
 //! more while keeping the connection open: an upstream stalled mid-body.
+//! For the cache: `header=NAME:VALUE` (repeatable, percent-encoded) adds a response header,
+//! `etag=X` sends `ETag: "X"` and answers a matching `If-None-Match` with 304.
 //! `--raw-reply TEXT` answers every request with TEXT as is (`\r`, `\n` and `\\` escapes
 //! understood), bypassing the HTTP library: for framing an HTTP library would not send.
 //! For `headroom bench`'s tests, two shapes of a struggling server: `--concurrency K` serves
@@ -413,5 +415,69 @@ async fn answer(
             http::HeaderValue::from_static("application/json"),
         );
     }
+    shape_for_caches(q, &parts.headers, &mut r);
     Ok(r)
+}
+
+/// For the cache's tests: `header=NAME:VALUE` (repeatable, percent-encoded) adds a response
+/// header; `etag=X` sends `ETag: "X"` and answers a matching `If-None-Match` with 304.
+fn shape_for_caches(q: Option<&str>, req: &http::HeaderMap, r: &mut Response<Answer>) {
+    let Some(q) = q else { return };
+    for kv in q.split('&') {
+        let Some(v) = kv.strip_prefix("header=") else {
+            continue;
+        };
+        let v = percent_decode(v);
+        if let Some((name, value)) = v.split_once(':') {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.trim().as_bytes()),
+                http::HeaderValue::from_str(value.trim()),
+            ) {
+                r.headers_mut().append(n, v);
+            }
+        }
+    }
+    if let Some(tag) = query_param(Some(q), "etag") {
+        let etag = format!("\"{tag}\"");
+        let matches = req
+            .get(http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().trim_start_matches("W/") == etag)
+            });
+        if let Ok(v) = http::HeaderValue::from_str(&etag) {
+            r.headers_mut().insert(http::header::ETAG, v);
+        }
+        if matches {
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            *r.body_mut() = Answer::whole(String::new());
+            r.headers_mut().remove(http::header::CONTENT_TYPE);
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => match std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(c) => {
+                    out.push(c);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b'%'),
+            },
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -35,6 +35,8 @@ pub(super) fn validate_route(
     let action = action(r, route, at, &key, services);
     let matcher = matcher(r, route, at, &key);
     let (request_headers, response_headers) = header_edits(r, route, at, &key);
+    let cache = super::cache::validate_route_cache(r, route.cache.as_ref(), &key);
+    let compress = super::cache::validate_compress(r, route.compress.as_ref(), &key);
     let cfg = RouteConfig {
         name: name.clone(),
         listeners: route
@@ -48,6 +50,8 @@ pub(super) fn validate_route(
         rewrite_prefix: route.rewrite_prefix.clone(),
         request_headers,
         response_headers,
+        cache,
+        compress,
     };
     (r.errors.len() == errors_before).then_some(cfg)
 }

@@ -129,7 +129,7 @@ pub async fn serve(
 /// True when `headers` carry `Authorization: Bearer <token>`. The scheme is matched without
 /// regard to case (RFC 9110 §11.1); the token is compared in constant time, so the time
 /// taken tells nothing of how much of a guess was right (only, at most, the token's length).
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return false;
     };

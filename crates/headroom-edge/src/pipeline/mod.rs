@@ -20,8 +20,10 @@
 //! none skips `admit` and `lookup` without a lookup or an allocation.
 
 pub mod admit;
+pub mod compress;
 mod context;
 pub mod lookup;
+mod purge;
 mod receive;
 mod respond;
 mod route;
@@ -31,6 +33,7 @@ pub use respond::json_error;
 
 use crate::body::{ClientBody, RequestBody};
 use crate::snapshot::RouteAction;
+use headroom_cache::compress::Coding;
 use http::{Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -89,7 +92,7 @@ macro_rules! phase {
 /// request and the response are then moved once each instead of once per call level
 /// (callgrind: ~150 instructions per request of `memcpy`).
 pub async fn handle(
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
     conn: Arc<ConnCtx>,
 ) -> Result<Response<ClientBody>, Infallible> {
     // Boxed from the start: the context rides on the response body until `log`, and a box
@@ -109,12 +112,32 @@ pub async fn handle(
                 admit::admit(&route.admit, &req, &mut ctx.record).await
             );
         }
+        let coding = route
+            .compress
+            .as_ref()
+            .map_or(Coding::Identity, |c| c.negotiate(req.headers()));
+        let mut pending = None;
         if let Some(rule) = &route.cache {
-            if let Some(resp) = lookup::lookup(rule, &req, &mut ctx.record).await {
-                break 'phases Ok(resp);
+            let origin = lookup::Origin {
+                conn: &ctx.conn,
+                snap: &ctx.snap,
+                route: ctx.record.route.unwrap_or(0),
+                target: ctx.record.target,
+                request_id: &ctx.request_id,
+            };
+            let looked = lookup::lookup(rule, &req, host, coding, route.compress.is_some(), origin);
+            match phase!('phases, looked.await) {
+                lookup::Looked::Answer(resp) => break 'phases Ok(resp),
+                lookup::Looked::Forward(p) => pending = p,
             }
         }
-        match (&route.action, routed.target) {
+        if let Some(lookup::Pending::Fill(fill)) = &pending {
+            fill.prepare(req.headers_mut());
+        }
+        // Kept for compression's checks only (a HEAD is never compressed); a standard
+        // method's clone allocates nothing.
+        let method = route.compress.as_ref().map(|_| req.method().clone());
+        let result = match (&route.action, routed.target) {
             (_, Some(target)) => {
                 crate::forward::forward(
                     req,
@@ -143,6 +166,21 @@ pub async fn handle(
                 "internal",
                 "route without a target",
             )),
+        };
+        let mut result = result;
+        let mut encoder = None;
+        if let (Some(c), Ok(resp), Some(m)) = (&route.compress, &mut result, &method) {
+            let status = resp.status();
+            encoder = c.encoder_for(coding, resp.headers_mut(), m, status);
+        }
+        match pending {
+            Some(p) => lookup::after(p, result, &mut encoder, ctx.snap.cache_x_header),
+            None => {
+                if let (Some(e), Ok(resp)) = (encoder, &mut result) {
+                    resp.body_mut().filter(Some(e), None);
+                }
+                result
+            }
         }
     };
     let mut resp = match outcome {

@@ -1,0 +1,88 @@
+//! Header edits on the way into storage, and the tags a response carries.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use std::time::SystemTime;
+
+/// Fields that describe one hop, not the stored response (RFC 9110 §7.6.1), and `Age`
+/// (recomputed on every use).
+const NOT_STORED: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "age",
+    "proxy-authenticate",
+];
+
+/// Readies a response's headers for storage: hop-by-hop fields and `Age` go, the body's
+/// real length is its `Content-Length`, and a `Date` is added when the origin sent none
+/// (RFC 9110 §6.6.1).
+pub fn prepare_for_storage(h: &mut HeaderMap, body_len: usize, response_time: SystemTime) {
+    for name in NOT_STORED {
+        h.remove(name);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    if !h.contains_key(header::DATE) {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(response_time)) {
+            h.insert(header::DATE, v);
+        }
+    }
+}
+
+/// The response's purge tags: `Surrogate-Key` (space-separated) and `Cache-Tag`
+/// (comma-separated), bounded in count and length.
+pub fn tags(h: &HeaderMap) -> Box<[Box<str>]> {
+    let mut out: Vec<Box<str>> = Vec::new();
+    let mut add = |t: &str| {
+        let t = t.trim();
+        if !t.is_empty() && t.len() <= 256 && out.len() < 64 && !out.iter().any(|x| &**x == t) {
+            out.push(t.into());
+        }
+    };
+    for v in h
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        v.split_ascii_whitespace().for_each(&mut add);
+    }
+    for v in h
+        .get_all("cache-tag")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        v.split(',').for_each(&mut add);
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_come_from_surrogate_key_and_cache_tag() {
+        let mut h = HeaderMap::new();
+        h.insert("surrogate-key", HeaderValue::from_static("a  b"));
+        h.insert("cache-tag", HeaderValue::from_static("c, a ,d"));
+        let all = tags(&h);
+        let t: Vec<&str> = all.iter().map(|t| &**t).collect();
+        assert_eq!(t, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn stored_headers_lose_hop_by_hop_fields_and_get_a_date_and_length() {
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("age", HeaderValue::from_static("5"));
+        h.insert("connection", HeaderValue::from_static("keep-alive"));
+        prepare_for_storage(&mut h, 12, SystemTime::UNIX_EPOCH);
+        assert!(h.get("transfer-encoding").is_none() && h.get("age").is_none());
+        assert!(h.get("connection").is_none());
+        assert_eq!(h["content-length"], "12");
+        assert_eq!(h["date"], "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+}

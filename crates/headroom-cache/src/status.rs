@@ -1,0 +1,135 @@
+//! What the cache did with a request, as `Cache-Status` (RFC 9211) and `X-Cache`.
+
+use http::HeaderValue;
+
+/// The cache's part in one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A fresh stored response answered.
+    Hit,
+    /// A stale stored response answered (stale-while-revalidate, stale-if-error, max-stale).
+    Stale,
+    /// A stored response was revalidated upstream (304) and answered.
+    Revalidated,
+    /// A stored response was stale; the upstream sent a new one.
+    Expired,
+    /// Nothing was stored.
+    Miss,
+    /// The route's rules keep this request away from the cache.
+    Bypass,
+}
+
+impl Outcome {
+    /// The `X-Cache` value, and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "HIT",
+            Outcome::Stale => "STALE",
+            Outcome::Revalidated => "REVALIDATED",
+            Outcome::Expired => "EXPIRED",
+            Outcome::Miss => "MISS",
+            Outcome::Bypass => "BYPASS",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Stale => "stale",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Expired => "expired",
+            Outcome::Miss => "miss",
+            Outcome::Bypass => "bypass",
+        }
+    }
+
+    pub fn x_cache(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
+    }
+
+    /// Served from storage (counts towards the hit ratio).
+    pub fn is_hit(self) -> bool {
+        matches!(self, Outcome::Hit | Outcome::Stale | Outcome::Revalidated)
+    }
+}
+
+/// One `Cache-Status` member: `headroom; hit; ttl=42`, `headroom; fwd=miss; stored`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub outcome: Outcome,
+    /// Freshness left, in seconds (negative: stale), when a stored response answered.
+    pub ttl: Option<i64>,
+    pub stored: bool,
+    /// This request waited for another's fill.
+    pub collapsed: bool,
+    /// Why it was not stored or not used, when that is worth saying.
+    pub detail: Option<&'static str>,
+    /// The upstream's status, when it was asked.
+    pub fwd_status: Option<u16>,
+}
+
+impl CacheStatus {
+    pub fn new(outcome: Outcome) -> Self {
+        CacheStatus {
+            outcome,
+            ttl: None,
+            stored: false,
+            collapsed: false,
+            detail: None,
+            fwd_status: None,
+        }
+    }
+
+    pub fn header(&self) -> HeaderValue {
+        let mut s = String::with_capacity(48);
+        s.push_str("headroom");
+        match self.outcome {
+            Outcome::Hit | Outcome::Stale => s.push_str("; hit"),
+            Outcome::Revalidated | Outcome::Expired => s.push_str("; fwd=stale"),
+            Outcome::Miss => s.push_str("; fwd=uri-miss"),
+            Outcome::Bypass => s.push_str("; fwd=bypass"),
+        }
+        if let Some(st) = self.fwd_status {
+            s.push_str("; fwd-status=");
+            s.push_str(itoa::Buffer::new().format(st));
+        }
+        if let Some(ttl) = self.ttl {
+            s.push_str("; ttl=");
+            s.push_str(itoa::Buffer::new().format(ttl));
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
+        }
+        if let Some(d) = self.detail {
+            s.push_str("; detail=");
+            s.push_str(d);
+        }
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("headroom"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_status_names_the_cache_and_what_it_did() {
+        // RFC 9211 §2: the cache's name, then its parameters.
+        let mut hit = CacheStatus::new(Outcome::Hit);
+        hit.ttl = Some(42);
+        assert_eq!(hit.header(), "headroom; hit; ttl=42");
+        let mut miss = CacheStatus::new(Outcome::Miss);
+        miss.stored = true;
+        miss.fwd_status = Some(200);
+        assert_eq!(
+            miss.header(),
+            "headroom; fwd=uri-miss; fwd-status=200; stored"
+        );
+        let mut bypass = CacheStatus::new(Outcome::Bypass);
+        bypass.detail = Some("cookie");
+        assert_eq!(bypass.header(), "headroom; fwd=bypass; detail=cookie");
+    }
+}

@@ -1,0 +1,373 @@
+//! The cache end to end: a real headroom in front of a real upstream (`demo-upstream`,
+//! whose `header=` and `etag=` query parameters shape its responses). The RFC 9111 rules
+//! themselves are unit-tested in headroom-cache (policy, and the route cache with a manual
+//! clock); these check that the edge wires them in: what reaches the upstream, what the
+//! client gets, and the headers that say so.
+
+mod common;
+use common::*;
+use std::io::Read;
+
+fn cached(up: &Upstream, route_cache: &str, extra: &str) -> String {
+    format!(
+        "{pre}[[route]]\nname = \"app\"\nservice = \"s\"\n[route.cache]\n{route_cache}\n\n[service.s]\nreplicas = [\"{addr}\"]\n\n{extra}\n",
+        pre = preamble(),
+        addr = up.addr
+    )
+}
+
+const MAX_AGE_60: &str = "header=cache-control:max-age%3D60";
+
+#[test]
+fn a_fresh_stored_response_is_served_without_the_upstream() {
+    // RFC 9111 §4.2: a fresh stored response satisfies the request.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let path = format!("/a?{MAX_AGE_60}");
+    let first = h.get(&path);
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    assert!(first.header("cache-status").unwrap().contains("stored"));
+    let second = h.get(&path);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert_eq!(second.body, first.body);
+    assert!(
+        second.header("age").is_some(),
+        "a cached answer carries Age (§5.1)"
+    );
+    assert!(second
+        .header("cache-status")
+        .unwrap()
+        .starts_with("headroom; hit; ttl="));
+    assert_eq!(up.served(), 1, "the hit never reached the upstream");
+}
+
+#[test]
+fn a_response_without_freshness_or_validators_is_not_stored() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    h.get("/plain");
+    let again = h.get("/plain");
+    assert_eq!(again.header("x-cache"), Some("MISS"));
+    assert_eq!(up.served(), 2);
+}
+
+#[test]
+fn no_store_and_private_responses_are_not_stored() {
+    // RFC 9111 §3 and §5.2.2.7: a shared cache stores neither.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    for cc in ["no-store%2C%20max-age%3D60", "private%2C%20max-age%3D60"] {
+        let p = format!("/x?header=cache-control:{cc}");
+        h.get(&p);
+        let r = h.get(&p);
+        assert_eq!(r.header("x-cache"), Some("MISS"), "{cc}");
+    }
+    assert_eq!(up.served(), 4);
+}
+
+#[test]
+fn a_page_rule_ttl_caches_what_the_origin_did_not_mark() {
+    let up = Upstream::start("u");
+    let rules = "[[route.cache.rule]]\nmatch = \"*.{css,js}\"\nttl = \"1h\"\n\n[[route.cache.rule]]\nmatch = \"/private/**\"\nbypass = true\n";
+    let h = Headroom::start(&cached(&up, rules, ""));
+    h.get("/assets/app.1a2b3c.js");
+    assert_eq!(
+        h.get("/assets/app.1a2b3c.js").header("x-cache"),
+        Some("HIT")
+    );
+    // A new version is a new URL: cache-busting needs nothing else.
+    assert_eq!(
+        h.get("/assets/app.4d5e6f.js").header("x-cache"),
+        Some("MISS")
+    );
+    let p = format!("/private/x?{MAX_AGE_60}");
+    let r = h.get(&p);
+    assert_eq!(r.header("x-cache"), Some("BYPASS"));
+    assert_eq!(h.get(&p).header("x-cache"), Some("BYPASS"));
+    assert_eq!(up.served(), 4);
+}
+
+#[test]
+fn a_bypass_cookie_keeps_the_request_away_from_the_cache() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "bypass_cookies = [\"session_id\"]", ""));
+    let p = format!("/page?{MAX_AGE_60}");
+    h.get(&p);
+    let mut c = h.client();
+    let r = c.request("GET", &p, &[("cookie", "theme=dark; session_id=abc")], b"");
+    assert_eq!(r.header("x-cache"), Some("BYPASS"));
+    assert!(r.header("cache-status").unwrap().contains("detail=cookie"));
+    assert_eq!(h.get(&p).header("x-cache"), Some("HIT"));
+    assert_eq!(up.served(), 2);
+}
+
+#[test]
+fn head_is_answered_from_a_stored_get() {
+    // RFC 9110 §9.3.2 and RFC 9111 §4: HEAD from the stored GET, same headers, no body.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let p = format!("/h?{MAX_AGE_60}");
+    let get = h.get(&p);
+    let mut c = h.client();
+    let head = c.request("HEAD", &p, &[], b"");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("x-cache"), Some("HIT"));
+    assert_eq!(head.header("content-length"), get.header("content-length"));
+    assert!(head.body.is_empty());
+    assert_eq!(up.served(), 1);
+}
+
+#[test]
+fn a_clients_conditional_request_gets_304_from_the_cache() {
+    // RFC 9111 §4.3.2: the cache evaluates If-None-Match against the stored ETag.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let p = format!("/e?etag=v1&{MAX_AGE_60}");
+    let first = h.get(&p);
+    assert_eq!(first.header("etag"), Some("\"v1\""));
+    let mut c = h.client();
+    let r = c.request("GET", &p, &[("if-none-match", "\"v1\"")], b"");
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    assert!(r.body.is_empty());
+    let r = c.request("GET", &p, &[("if-none-match", "\"other\"")], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(up.served(), 1);
+}
+
+#[test]
+fn a_stale_response_is_revalidated_and_a_304_refreshes_it() {
+    // RFC 9111 §4.3.1 and §4.3.4: validators sent upstream; the 304 freshens the entry.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let p = "/r?etag=v1&header=cache-control:max-age%3D1";
+    let first = h.get(p);
+    assert_eq!(first.status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(2100)); // max-age=1 must pass (wall clock: the upstream's Date)
+    let r = h.get(p);
+    assert_eq!(
+        r.status, 200,
+        "the client asked unconditionally: it gets the full body"
+    );
+    assert_eq!(r.header("x-cache"), Some("REVALIDATED"));
+    assert!(r.header("cache-status").unwrap().contains("fwd-status=304"));
+    assert_eq!(r.body, first.body);
+    assert_eq!(
+        h.get(p).header("x-cache"),
+        Some("HIT"),
+        "refreshed by the 304"
+    );
+    assert_eq!(up.served(), 2);
+}
+
+#[test]
+fn a_byte_range_of_a_stored_response_gets_206() {
+    // RFC 9110 §14.2 / §15.3.7 from storage.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let p = format!("/big?bytes=1000&{MAX_AGE_60}");
+    h.get(&p);
+    let mut c = h.client();
+    let r = c.request("GET", &p, &[("range", "bytes=10-19")], b"");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 10-19/1000"));
+    assert_eq!(r.body.len(), 10);
+    let r = c.request("GET", &p, &[("range", "bytes=5000-")], b"");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */1000"));
+    assert_eq!(up.served(), 1);
+}
+
+#[test]
+fn vary_keeps_variants_apart() {
+    // RFC 9111 §4.1: the Vary'd request headers select the stored response.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let p = format!("/v?header=vary:accept-language&{MAX_AGE_60}");
+    let mut c = h.client();
+    let en = c.request("GET", &p, &[("accept-language", "en")], b"");
+    let fr = c.request("GET", &p, &[("accept-language", "fr")], b"");
+    assert_eq!(fr.header("x-cache"), Some("MISS"));
+    let en2 = c.request("GET", &p, &[("accept-language", "en")], b"");
+    let fr2 = c.request("GET", &p, &[("accept-language", "fr")], b"");
+    assert_eq!(en2.header("x-cache"), Some("HIT"));
+    assert_eq!(fr2.header("x-cache"), Some("HIT"));
+    assert_eq!(en2.body, en.body);
+    assert_eq!(fr2.body, fr.body);
+    assert_ne!(en.body, fr.body);
+    let star = format!("/star?header=vary:*&{MAX_AGE_60}");
+    h.get(&star);
+    assert_eq!(
+        h.get(&star).header("x-cache"),
+        Some("MISS"),
+        "Vary: * is never served from cache"
+    );
+    assert_eq!(up.served(), 4);
+}
+
+#[test]
+fn a_successful_post_invalidates_the_stored_url() {
+    // RFC 9111 §4.4.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let p = format!("/item?{MAX_AGE_60}");
+    h.get(&p);
+    assert_eq!(h.get(&p).header("x-cache"), Some("HIT"));
+    let mut c = h.client();
+    assert_eq!(c.request("POST", &p, &[], b"x").status, 200);
+    assert_eq!(h.get(&p).header("x-cache"), Some("MISS"));
+}
+
+#[test]
+fn concurrent_misses_on_one_key_make_one_upstream_request() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let p = format!("/slow?delay=400&{MAX_AGE_60}");
+    let addr = h.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || Client::connect(addr).get(&p))
+        })
+        .collect();
+    let answers: Vec<Response> = clients.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(answers.iter().all(|r| r.status == 200));
+    assert_eq!(up.served(), 1, "one fill for eight concurrent misses");
+    let collapsed = answers
+        .iter()
+        .filter(|r| {
+            r.header("cache-status")
+                .is_some_and(|s| s.contains("collapsed"))
+        })
+        .count();
+    assert_eq!(collapsed, 7);
+    assert!(h.metric("headroom_cache_coalesced_total{route=\"app\"}") >= 7.0);
+}
+
+#[test]
+fn a_miss_that_turns_out_uncacheable_releases_its_waiters_at_once() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", "[cache]\ncoalesce_wait = \"30s\"\n"));
+    let p = "/slow?delay=300&header=cache-control:no-store";
+    let addr = h.addr;
+    let start = std::time::Instant::now();
+    let clients: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || Client::connect(addr).get(p)))
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().status, 200);
+    }
+    // Each waiter went upstream as soon as the leader's response said no-store, not after
+    // coalesce_wait (30 s).
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(up.served(), 4);
+}
+
+#[test]
+fn a_body_over_the_object_limit_streams_past_the_cache() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", "[cache]\nmax_object = \"10KiB\"\n"));
+    let p = format!("/huge?bytes=50000&{MAX_AGE_60}");
+    let r = h.get(&p);
+    assert_eq!(r.body.len(), 50000);
+    assert!(r.header("cache-status").unwrap().contains("detail=too-big"));
+    assert_eq!(h.get(&p).body.len(), 50000);
+    assert_eq!(up.served(), 2);
+    // Streamed without a length the cache sees too late: still whole to the client, not stored.
+    let p = format!("/huge?bytes=50000&chunks=10&{MAX_AGE_60}");
+    assert_eq!(h.get(&p).body.len(), 50000);
+    assert_eq!(h.get(&p).header("x-cache"), Some("MISS"));
+}
+
+#[test]
+fn an_upstream_that_stalls_mid_body_is_never_stored() {
+    let up = Upstream::start("u");
+    let cfg =
+        cached(&up, "", "").replace("[service.s]\n", "[service.s]\nread_timeout = \"300ms\"\n");
+    let h = Headroom::start(&cfg);
+    let p = format!("/cut?bytes=1000&stall_after=100&{MAX_AGE_60}");
+    let mut c = h.client();
+    let _ = c.try_request("GET", &p, &[], b"");
+    let mut c = h.client();
+    let r = c.try_request("GET", &p, &[], b"");
+    assert!(
+        r.map_or(true, |r| r.header("x-cache") != Some("HIT")),
+        "a cut-off body must not be served from cache"
+    );
+    assert_eq!(up.served(), 2);
+}
+
+#[test]
+fn compressed_variants_are_stored_and_not_compressed_again() {
+    let up = Upstream::start("u");
+    let cfg = cached(&up, "", "").replace("[service.s]", "[route.compress]\n\n[service.s]");
+    let h = Headroom::start(&cfg);
+    let p = format!("/text?bytes=20000&header=content-type:text/plain&{MAX_AGE_60}");
+    let mut c = h.client();
+    let gz = c.request("GET", &p, &[("accept-encoding", "gzip")], b"");
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert!(gz
+        .header("vary")
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains("accept-encoding"));
+    let gz2 = c.request("GET", &p, &[("accept-encoding", "gzip")], b"");
+    assert_eq!(gz2.header("x-cache"), Some("HIT"));
+    assert_eq!(gz2.body, gz.body);
+    let mut plain = Vec::new();
+    flate2_decode(&gz2.body, &mut plain);
+    assert_eq!(plain.len(), 20000);
+    let br = c.request("GET", &p, &[("accept-encoding", "br;q=1, gzip;q=0.5")], b"");
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    assert_eq!(
+        br.header("x-cache"),
+        Some("MISS"),
+        "another coding is another variant"
+    );
+    let id = c.request("GET", &p, &[], b"");
+    assert_eq!(id.header("content-encoding"), None);
+    assert_eq!(id.body.len(), 20000);
+    assert_eq!(up.served(), 3);
+}
+
+fn flate2_decode(gz: &[u8], out: &mut Vec<u8>) {
+    // Decoded with gunzip, as a client would (no decoder crate in the tests' dependencies).
+    let mut child = std::process::Command::new("gzip")
+        .args(["-dc"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(gz).unwrap();
+    child.stdout.take().unwrap().read_to_end(out).unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn only_if_cached_with_nothing_stored_is_504() {
+    // RFC 9111 §5.2.1.7.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let mut c = h.client();
+    let r = c.request(
+        "GET",
+        "/nothing",
+        &[("cache-control", "only-if-cached")],
+        b"",
+    );
+    assert_eq!(r.status, 504);
+    assert_eq!(up.served(), 0);
+}
+
+#[test]
+fn a_key_over_the_limit_bypasses_the_cache() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", "[cache]\nmax_key = \"64B\"\n"));
+    let p = format!("/{}?{MAX_AGE_60}", "k".repeat(100));
+    let r = h.get(&p);
+    assert_eq!(r.header("x-cache"), Some("BYPASS"));
+    assert!(r.header("cache-status").unwrap().contains("key-too-long"));
+}
