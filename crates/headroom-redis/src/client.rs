@@ -5,7 +5,9 @@ use crate::error::Error;
 use crate::link::{Connector, Dialer, Link};
 use crate::{redact, Metrics, Options, Target};
 use redis::cluster::ClusterClientBuilder;
-use redis::{AsyncConnectionConfig, Client, FromRedisValue, IntoConnectionInfo, RedisError};
+use redis::{
+    AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, Value,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,7 +112,7 @@ impl Redis {
     /// Runs one command; in cluster mode it goes to the node serving its key's slot (a
     /// command without a key goes to any node). Bounded by the timeout and the breaker.
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
-        self.call(move |mut link| async move { cmd.query_async(&mut link).await })
+        self.call(move |mut link| async move { convert(cmd.query_async(&mut link).await) })
             .await
     }
 
@@ -122,7 +124,7 @@ impl Redis {
     /// a CROSSSLOT [`Error::Redis`] (an application error: the breaker does not count it), and
     /// nothing is sent.
     pub async fn pipeline<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
-        self.call(move |mut link| async move { pipe.query_async(&mut link).await })
+        self.call(move |mut link| async move { convert(pipe.query_async(&mut link).await) })
             .await
     }
 
@@ -144,7 +146,7 @@ impl Redis {
             invocation.arg(*arg);
         }
         let invocation = &invocation;
-        self.call(move |mut link| async move { invocation.invoke_async(&mut link).await })
+        self.call(move |mut link| async move { convert(invocation.invoke_async(&mut link).await) })
             .await
     }
 
@@ -239,6 +241,20 @@ impl Redis {
             }
         }
     }
+}
+
+/// Converts a reply to `T` apart from receiving it. redis-rs reports a reply of the wrong type
+/// (`GET` of a string into an `i64`) with the same error kind, Parse, as bytes on the wire that
+/// are not RESP; here it becomes UnexpectedReturnType: Redis answered, the connection is
+/// fine, and neither the breaker nor the link should treat it as an outage.
+fn convert<T: FromRedisValue>(reply: Result<Value, RedisError>) -> Result<T, RedisError> {
+    T::from_redis_value(reply?).map_err(|e| {
+        RedisError::from((
+            ErrorKind::UnexpectedReturnType,
+            "reply of an unexpected type",
+            e.to_string(),
+        ))
+    })
 }
 
 fn bad_url(url: &str, e: RedisError) -> Error {

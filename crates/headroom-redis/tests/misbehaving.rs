@@ -1,7 +1,7 @@
 //! Peers that are not Redis, or stop halfway: a call ends in an error, never a hang.
 
 use headroom_redis::{Error, Options, Redis, Target};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -9,13 +9,21 @@ use tokio::net::TcpListener;
 
 /// A server that answers whatever it is sent with `reply` (or nothing), keeping the socket open.
 async fn fake_server(reply: Option<&'static [u8]>) -> String {
+    counting_fake_server(reply).await.0
+}
+
+/// [`fake_server`], and how many connections it has accepted.
+async fn counting_fake_server(reply: Option<&'static [u8]>) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("redis://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = socket.read(&mut buf).await {
@@ -31,7 +39,7 @@ async fn fake_server(reply: Option<&'static [u8]>) -> String {
             });
         }
     });
-    url
+    (url, accepted)
 }
 
 fn options() -> Options {
@@ -160,4 +168,33 @@ async fn a_connection_that_goes_silent_is_replaced_when_the_breaker_opens() {
         assert!(Instant::now() < deadline, "never reconnected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_one_connect_attempt() {
+    // The server accepts but never finishes the handshake: every caller waits for the connect.
+    let (url, accepted) = counting_fake_server(None).await;
+    let opts = Options {
+        connect_timeout: Duration::from_secs(5),
+        ..options()
+    };
+    let redis = Redis::new(Target::Standalone(url), opts).unwrap();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let redis = redis.clone();
+            tokio::spawn(async move { redis.query::<String>(&redis::cmd("PING")).await })
+        })
+        .collect();
+    for call in calls {
+        let r = call.await.unwrap();
+        assert!(
+            matches!(r, Err(Error::Timeout(_)) | Err(Error::Unavailable)),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connect attempt in flight, not one per call"
+    );
 }
