@@ -9,6 +9,8 @@ command -v cc >/dev/null || need+=(gcc)              # ring (TLS) builds a littl
 command -v openssl >/dev/null || need+=(openssl)     # the TLS test makes its certificate
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || need+=(procps)  # tests send SIGHUP/SIGTERM/SIGUSR1
 command -v prlimit >/dev/null || need+=(util-linux)  # the admin test runs headroom out of file descriptors
+command -v redis-server >/dev/null || need+=(redis-server)  # headroom-redis tests run real servers
+command -v redis-cli >/dev/null || need+=(redis-tools)       # ... and join six into a cluster
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
@@ -19,6 +21,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# headroom-redis's tests get its `testing` harness from its self dev-dependency: no flag needed.
 cargo test --workspace 2>&1 | tee /tmp/headroom-test.log
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' /tmp/headroom-test.log
