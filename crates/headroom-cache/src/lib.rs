@@ -16,6 +16,7 @@ pub mod policy;
 pub mod purge;
 mod route;
 mod status;
+mod tier_redis;
 
 pub use entry::Entry;
 pub use purge::{Purge, PurgeKind};
@@ -41,6 +42,7 @@ pub(crate) struct Shared {
     pub(crate) memory: memory::Memory,
     pub(crate) fills: Arc<coalesce::Coalescer>,
     pub(crate) purges: purge::Log,
+    redis: Option<Arc<tier_redis::RedisTier>>,
     metrics: StoreMetrics,
     registry: Arc<Registry>,
 }
@@ -87,16 +89,32 @@ impl Cache {
                 &[],
             ),
         };
-        Cache {
-            shared: Arc::new(Shared {
-                cfg: cfg.clone(),
-                memory: memory::Memory::new(cfg.memory),
-                fills: Default::default(),
-                purges: Default::default(),
-                metrics,
-                registry: registry.clone(),
-            }),
+        let redis = cfg.redis.as_ref().and_then(|r| {
+            match tier_redis::RedisTier::new(r, registry) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    // The config was validated; a client that still cannot be made leaves
+                    // the cache on memory alone, said once.
+                    tracing::error!(error = %e, "cache: Redis tier unusable, memory tier only");
+                    None
+                }
+            }
+        });
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            memory: memory::Memory::new(cfg.memory),
+            fills: Default::default(),
+            purges: Default::default(),
+            redis,
+            metrics,
+            registry: registry.clone(),
+        });
+        if shared.redis.is_some() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(follow_purges(Arc::downgrade(&shared)));
+            }
         }
+        Cache { shared }
     }
 
     /// The config this store was made from: a reload with another keeps nothing.
@@ -141,6 +159,9 @@ impl Cache {
                 "objects": s.memory.objects(),
                 "evictions": s.memory.evictions.load(Relaxed),
             },
+            "redis": s.redis.as_ref().map(|r| serde_json::json!({
+                "breaker": if r.breaker_open() { "open" } else { "closed" },
+            })),
             "fills_in_flight": s.fills.len(),
             "routes": routes,
         })
@@ -176,6 +197,14 @@ impl Shared {
             PurgeKind::All => 3,
         };
         self.metrics.purges[i].inc();
+        if let Some(r) = &self.redis {
+            r.publish(&p);
+        }
+        self.apply_purge(p)
+    }
+
+    /// Applies a purge to this instance (its own, or one read from the stream).
+    fn apply_purge(&self, p: Purge) -> u64 {
         let n = purge::apply(&self.memory, &p);
         self.metrics.purged.add(n);
         self.purges.record(p);
@@ -186,11 +215,41 @@ impl Shared {
     /// The Redis tier's copy of the variant `req` selects (none yet without a Redis tier).
     pub(crate) async fn from_redis(
         &self,
-        _hash: u64,
-        _key: &[u8],
-        _req: &CacheRequest<'_>,
+        hash: u64,
+        key: &[u8],
+        req: &CacheRequest<'_>,
     ) -> Option<Arc<Entry>> {
-        None
+        let tier = self.redis.as_ref()?;
+        let e = Arc::new(tier.get(hash, req).await?);
+        // Purges made after it was stored (here or elsewhere) apply to it too.
+        if !self.purges.admit(&e) {
+            return None;
+        }
+        self.memory.insert(hash, key, e.clone(), self.cfg.max_variants);
+        Some(e)
+    }
+
+    /// Stores `e` in memory and, with a Redis tier, in Redis (in the background).
+    pub(crate) fn insert_everywhere(&self, hash: u64, key: &[u8], e: Arc<Entry>) {
+        if let Some(r) = &self.redis {
+            r.put(hash, &e);
+        }
+        self.insert(hash, key, e);
+    }
+}
+
+/// Reads the purge stream every [`tier_redis::PURGE_POLL`] and applies what other
+/// instances purged; ends when the cache is dropped (a reload made a new one).
+async fn follow_purges(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(tier_redis::PURGE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(s) = shared.upgrade() else { return };
+        let Some(tier) = s.redis.clone() else { return };
+        for p in tier.poll().await {
+            s.apply_purge(p);
+        }
     }
 }
 

@@ -426,7 +426,7 @@ fn url_of(req: &CacheRequest<'_>) -> String {
 }
 
 /// The selecting values of `e.vary` in `headers`, with the coding first.
-fn variant_of(vary: &[HeaderName], headers: &HeaderMap, coding: Coding) -> Vec<u8> {
+pub(crate) fn variant_of(vary: &[HeaderName], headers: &HeaderMap, coding: Coding) -> Vec<u8> {
     let mut out = vec![coding as u8];
     policy::vary_values(vary, headers, &mut out);
     out
@@ -796,7 +796,7 @@ impl Fill {
     }
 
     fn insert(&self, e: Arc<Entry>) {
-        self.route.shared.insert(self.hash, &self.key, e);
+        self.route.shared.insert_everywhere(self.hash, &self.key, e);
     }
 }
 
