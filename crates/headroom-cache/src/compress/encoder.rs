@@ -8,37 +8,51 @@ use zstd::zstd_safe::{self, CCtx, CParameter, InBuffer, OutBuffer};
 
 use super::Coding;
 
-/// gzip level 5 (of 1–9). Measured on 64 KiB JSON and HTML bodies (see `bench_encoders`,
-/// numbers in the module docs): level 6, zlib's default, gains well under 1% of size for
-/// roughly 15% more CPU; below 5 the ratio falls off faster than speed rises. miniz_oxide's
-/// state does not depend on the level (its window is fixed at 32 KiB).
+// The levels are chosen for a proxy, which compresses on the fly and holds one encoder per
+// response in flight: fast levels, small windows. Numbers (ratio, MB/s, heap per encoder) are
+// in the module docs; `bench_encoders` reproduces the first two.
+
+/// gzip level 5 (of 1–9). Within 1–3% of level 6's and level 9's size, ~1.3× faster than 6
+/// (level 4 loses up to 5% of size for ~1.3× more speed). miniz_oxide's state is 311 KiB
+/// whatever the level (its 32 KiB window and tables are fixed).
 pub const GZIP_LEVEL: u32 = 5;
 
-/// brotli quality 4 (of 0–11). Quality 5 and up switch to the slower hashers and cost ~2× the
-/// CPU for a few percent; quality 4 already beats gzip 5 on size at similar speed.
-pub const BROTLI_QUALITY: u32 = 4;
+/// brotli quality 3 (of 0–11). This brotli (the Rust port) is memory-hungry from quality 2 up,
+/// and at quality 4 it gathers input into meta-blocks: 1.2 MiB held at lgwin 16, 1.5 MiB at
+/// lgwin 18, for output 3–9% smaller than quality 3's and no faster; quality 5 and up, where
+/// brotli beats gzip 5 on size, take 2 MiB and more. Quality 3 holds 660 KiB, runs ~1.5–2×
+/// gzip 5's speed, and lands between zstd 3 and gzip 5 on size.
+pub const BROTLI_QUALITY: u32 = 3;
 
-/// brotli window: 2^18 = 256 KiB of history instead of the 4 MiB default (lgwin 22). The
-/// encoder's ring buffer is sized from it, so it bounds the memory of a long response; a web
-/// body rarely repeats itself across more than 256 KiB, and the ratio loss measured nil on
-/// bodies up to the window (larger bodies lose little: matches are mostly local).
-pub const BROTLI_LGWIN: u32 = 18;
+/// brotli window: 2^16 = 64 KiB of history instead of the 4 MiB default (lgwin 22). The ring
+/// buffer (twice the window) and the memory it drags along scale with it: 660 KiB held at 2^16,
+/// 790 KiB at 2^17, 1 MiB at 2^18. Bodies up to 64 KiB lose nothing; a 1.8 MB HTML body
+/// compresses 3.73× instead of 3.88× at 2^18.
+pub const BROTLI_LGWIN: u32 = 16;
 
-/// zstd level 3 (zstd's default): the fastest of the three for a better ratio than gzip.
+/// zstd level 3 (zstd's default): 5–6× gzip 5's speed, for output 8–25% larger.
 pub const ZSTD_LEVEL: i32 = 3;
 
-/// zstd window: 2^18 = 256 KiB instead of level 3's 2 MiB (the decoder then needs no more
-/// than that, and the encoder's buffers shrink with it).
-pub const ZSTD_WINDOW_LOG: u32 = 18;
+/// zstd window: 2^16 = 64 KiB instead of level 3's 2 MiB. zstd's buffers scale with its block,
+/// which is the smaller of 128 KiB and the window, so the window sets the memory: 585 KiB per
+/// encoder at 2^16, 1.1 MiB at 2^17, 1.5 MiB at 2^18, 3.5 MiB at level 3's own settings. Bodies
+/// up to 64 KiB lose nothing; a 1.8 MB HTML body compresses 3.69× instead of 4.29×.
+pub const ZSTD_WINDOW_LOG: u32 = 16;
 
-/// zstd hash and chain tables: 2^16 entries each instead of level 3's 2^17 and 2^16 — the
-/// tables are 4 bytes per entry and dominate the encoder's memory at this window.
-pub const ZSTD_HASH_LOG: u32 = 16;
-pub const ZSTD_CHAIN_LOG: u32 = 16;
+/// zstd's hash and chain tables get 2^(window log − 2) entries of 4 bytes each (2^14 at the
+/// chosen window, instead of level 3's 2^17 and 2^16): as many bytes as the window, where
+/// larger tables measured no gain.
+const ZSTD_TABLE_LOG_BELOW_WINDOW: u32 = 2;
 
 /// Bytes reserved at a time for the encoder's output: output is handed out after every call,
 /// so this bounds the copy, not the total.
 const OUTPUT_RESERVE: usize = 16 * 1024;
+
+/// brotli holds input back until a meta-block is worth emitting (at quality 4 and up, up to
+/// twice its window), and its command and output buffers grow with it. A flush every 32 KiB of
+/// input caps that: 660 KiB held instead of 820 KiB at the chosen settings (1.5 MiB instead of
+/// 3.2 MiB at quality 4, lgwin 18), for ~1% larger output, and output streams every 32 KiB.
+const BROTLI_FLUSH_EVERY: usize = 32 * 1024;
 
 /// brotli's internal output buffer (the writer copies from it into ours).
 const BROTLI_BUFFER: usize = 4 * 1024;
@@ -50,15 +64,17 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// A streaming encoder for one response body.
 ///
 /// Feed the body's chunks to [`push`](Encoder::push) and send what it returns; send what
-/// [`finish`](Encoder::finish) returns last. Output is handed out on every call (nothing
-/// accumulates inside beyond the coding's own window and block buffers), so a body of any length
-/// streams in bounded memory; the codings buffer input up to a block before emitting (gzip and
-/// brotli a few KiB to 64 KiB, zstd up to its 128 KiB block), so a small body comes out at
-/// `finish`. Call [`flush`](Encoder::flush) when the upstream pauses to send what is buffered.
+/// [`finish`](Encoder::finish) returns last. Output is handed out on every call; inside, each
+/// coding keeps only its window and block buffers, so a body of any length streams in bounded
+/// memory. The codings hold input back until a block is worth emitting: on text, brotli emits
+/// every 32 KiB of input, zstd every 64 KiB (its block), gzip every ~250 KiB (miniz_oxide's
+/// buffer of 64 Ki matches; incompressible input: every 32 KiB). A body smaller than that comes
+/// out at `finish`. When the upstream pauses mid-body, call [`flush`](Encoder::flush) to send
+/// what is held back, so that a slow stream does not sit in the encoder.
 ///
-/// Memory per encoder, measured with a counting allocator after streaming a 1 MiB body
-/// (state stays flat after the first window's worth of input): see the module docs. Identity
-/// holds nothing and passes chunks through (one copy into `Bytes`).
+/// Memory per encoder (heap held while streaming, any body length): gzip 311 KiB, allocated by
+/// `new`; brotli 660 KiB, allocated as input arrives (13 KiB for a 4 KiB body); zstd 585 KiB,
+/// allocated at the first push. Identity holds nothing and passes chunks through (one copy).
 ///
 /// Errors: the encoders write into memory, so they cannot fail for lack of room; an internal
 /// error (zstd reports them; none is expected) marks the encoder [`failed`](Encoder::failed),
@@ -72,7 +88,7 @@ pub struct Encoder {
 enum State {
     Identity,
     Gzip(Box<Gzip>),
-    Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
+    Brotli(Box<Brotli>),
     Zstd(Box<Zstd>),
     Finished,
 }
@@ -89,8 +105,9 @@ struct Zstd {
 }
 
 impl Encoder {
-    /// An encoder for `coding` at the levels above. Cost: allocates the coding's state (see
-    /// the module docs for sizes); Identity allocates nothing. Never panics.
+    /// An encoder for `coding` at the levels above. Cost: the coding's state (sizes above);
+    /// Identity allocates nothing. Never panics. If zstd cannot create its context (out of
+    /// memory) the encoder starts out [`failed`](Encoder::failed): check before sending.
     pub fn new(coding: Coding) -> Encoder {
         let (level, window_log) = match coding {
             Coding::Identity => (0, 0),
@@ -111,7 +128,7 @@ impl Encoder {
                 crc: Crc::new(),
                 header_sent: false,
             })),
-            Coding::Brotli => State::Brotli(Box::new(brotli_writer(level, window_log))),
+            Coding::Brotli => State::Brotli(Box::new(Brotli::new(level, window_log))),
             Coding::Zstd => match zstd_context(level as i32, window_log) {
                 Some(z) => State::Zstd(Box::new(z)),
                 None => State::Finished,
@@ -129,7 +146,7 @@ impl Encoder {
             State::Identity => return Bytes::copy_from_slice(chunk),
             State::Finished => return Bytes::new(),
             State::Gzip(g) => g.run(chunk, FlushCompress::None),
-            State::Brotli(w) => brotli_push(w, chunk),
+            State::Brotli(b) => b.push(chunk),
             State::Zstd(z) => z.run(
                 chunk,
                 zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue,
@@ -145,7 +162,7 @@ impl Encoder {
         let result = match &mut self.state {
             State::Identity | State::Finished => return Bytes::new(),
             State::Gzip(g) => g.run(&[], FlushCompress::Sync),
-            State::Brotli(w) => brotli_flush(w),
+            State::Brotli(b) => b.flush(),
             State::Zstd(z) => z.run(&[], zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush),
         };
         self.settle(result)
@@ -157,7 +174,7 @@ impl Encoder {
         let result = match std::mem::replace(&mut self.state, State::Finished) {
             State::Identity | State::Finished => return Bytes::new(),
             State::Gzip(mut g) => g.finish(),
-            State::Brotli(w) => Ok((*w).into_inner()),
+            State::Brotli(b) => Ok(b.writer.into_inner()),
             State::Zstd(mut z) => z.run(&[], zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end),
         };
         self.settle(result)
@@ -171,6 +188,10 @@ impl Encoder {
 
     fn settle(&mut self, result: Result<Vec<u8>, ()>) -> Bytes {
         match result {
+            Ok(out) if out.is_empty() => Bytes::new(),
+            // The output buffer was reserved ahead; a `Bytes` made from it keeps its capacity
+            // alive for as long as the chunk is queued, so a mostly-empty one is copied out.
+            Ok(out) if out.len() < out.capacity() / 2 => Bytes::copy_from_slice(&out),
             Ok(out) => Bytes::from(out),
             Err(()) => {
                 self.failed = true;
@@ -244,28 +265,51 @@ impl Gzip {
     }
 }
 
-/// A brotli writer in text mode (the compressible types are text or text-like).
-fn brotli_writer(quality: u32, lgwin: u32) -> brotli::CompressorWriter<Vec<u8>> {
-    let params = brotli::enc::BrotliEncoderParams {
-        quality: quality as i32,
-        lgwin: lgwin as i32,
-        mode: brotli::enc::backward_references::BrotliEncoderMode::BROTLI_MODE_TEXT,
-        ..Default::default()
-    };
-    brotli::CompressorWriter::with_params(Vec::new(), BROTLI_BUFFER, &params)
+struct Brotli {
+    writer: brotli::CompressorWriter<Vec<u8>>,
+    /// Input written since the last flush.
+    unflushed: usize,
 }
 
-fn brotli_push(w: &mut brotli::CompressorWriter<Vec<u8>>, chunk: &[u8]) -> Result<Vec<u8>, ()> {
-    w.write_all(chunk).map_err(|_| ())?;
-    Ok(std::mem::take(w.get_mut()))
+impl Brotli {
+    /// A brotli writer in text mode (the compressible types are text or text-like).
+    fn new(quality: u32, lgwin: u32) -> Brotli {
+        let params = brotli::enc::BrotliEncoderParams {
+            quality: quality as i32,
+            lgwin: lgwin as i32,
+            mode: brotli::enc::backward_references::BrotliEncoderMode::BROTLI_MODE_TEXT,
+            ..Default::default()
+        };
+        Brotli {
+            writer: brotli::CompressorWriter::with_params(Vec::new(), BROTLI_BUFFER, &params),
+            unflushed: 0,
+        }
+    }
+
+    /// Writes `chunk`, flushing every [`BROTLI_FLUSH_EVERY`] bytes of input.
+    fn push(&mut self, mut chunk: &[u8]) -> Result<Vec<u8>, ()> {
+        while !chunk.is_empty() {
+            let room = BROTLI_FLUSH_EVERY - self.unflushed;
+            let (now, later) = chunk.split_at(room.min(chunk.len()));
+            self.writer.write_all(now).map_err(|_| ())?;
+            self.unflushed += now.len();
+            if self.unflushed == BROTLI_FLUSH_EVERY {
+                self.writer.flush().map_err(|_| ())?;
+                self.unflushed = 0;
+            }
+            chunk = later;
+        }
+        Ok(std::mem::take(self.writer.get_mut()))
+    }
+
+    fn flush(&mut self) -> Result<Vec<u8>, ()> {
+        self.writer.flush().map_err(|_| ())?;
+        self.unflushed = 0;
+        Ok(std::mem::take(self.writer.get_mut()))
+    }
 }
 
-fn brotli_flush(w: &mut brotli::CompressorWriter<Vec<u8>>) -> Result<Vec<u8>, ()> {
-    w.flush().map_err(|_| ())?;
-    Ok(std::mem::take(w.get_mut()))
-}
-
-/// A zstd context at `level` with `window_log` and the tables above (`window_log` 0: the
+/// A zstd context at `level` with `window_log` and tables to match (`window_log` 0: the
 /// level's own window and tables, for the benchmark); `None` if zstd refuses a parameter (it
 /// does not for these constants; a test checks).
 fn zstd_context(level: i32, window_log: u32) -> Option<Zstd> {
@@ -277,8 +321,8 @@ fn zstd_context(level: i32, window_log: u32) -> Option<Zstd> {
     ];
     let window_params = [
         CParameter::WindowLog(window_log),
-        CParameter::HashLog(ZSTD_HASH_LOG),
-        CParameter::ChainLog(ZSTD_CHAIN_LOG),
+        CParameter::HashLog(window_log.saturating_sub(ZSTD_TABLE_LOG_BELOW_WINDOW)),
+        CParameter::ChainLog(window_log.saturating_sub(ZSTD_TABLE_LOG_BELOW_WINDOW)),
     ];
     let window_params = if window_log == 0 {
         &[][..]

@@ -69,7 +69,7 @@ fn json_body(size: usize) -> Vec<u8> {
             rng.word(),
             rng.next() % 500,
             rng.next() % 100,
-            rng.next() % 2 == 0,
+            rng.next() & 1 == 0,
             rng.word(),
             rng.word(),
             (rng.next() % 50) as f64 / 10.0,
@@ -277,40 +277,58 @@ fn the_zstd_window_is_the_chosen_one() {
     assert_eq!(decoded.len(), json_body(1024 * 1024).len());
 }
 
-/// Compression ratio and throughput per coding and setting on 64 KiB bodies. Prints only;
-/// no thresholds. Run with
-/// `cargo test -p headroom-cache --release bench_encoders -- --ignored --nocapture`.
+/// Compression ratio and throughput per coding and setting on 64 KiB bodies (and on the files
+/// named in `HEADROOM_BENCH_BODIES`, colon-separated, if set). Prints only; no thresholds. Run
+/// with `cargo test -p headroom-cache --release bench_encoders -- --ignored --nocapture`.
 #[test]
 #[ignore = "a benchmark: run by hand with --release --ignored --nocapture"]
 fn bench_encoders() {
-    let bodies = [
-        ("json", json_body(64 * 1024)),
-        ("html", html_body(64 * 1024)),
+    let mut bodies = vec![
+        ("json".to_owned(), json_body(64 * 1024)),
+        ("html".to_owned(), html_body(64 * 1024)),
     ];
-    let settings: &[(Coding, u32, u32, &str)] = &[
-        (Coding::Gzip, 1, 15, ""),
-        (Coding::Gzip, 4, 15, ""),
-        (Coding::Gzip, 5, 15, " (chosen)"),
-        (Coding::Gzip, 6, 15, ""),
-        (Coding::Gzip, 9, 15, ""),
-        (Coding::Brotli, 1, 18, ""),
-        (Coding::Brotli, 3, 18, ""),
-        (Coding::Brotli, 4, 18, " (chosen)"),
-        (Coding::Brotli, 4, 22, ""),
-        (Coding::Brotli, 5, 18, ""),
-        (Coding::Brotli, 6, 18, ""),
-        (Coding::Brotli, 11, 22, ""),
-        (Coding::Zstd, 1, 18, ""),
-        (Coding::Zstd, 3, 18, " (chosen)"),
-        (Coding::Zstd, 3, 0, ""),
-        (Coding::Zstd, 6, 18, ""),
-        (Coding::Zstd, 9, 18, ""),
+    for path in std::env::var("HEADROOM_BENCH_BODIES")
+        .unwrap_or_default()
+        .split(':')
+    {
+        if let Ok(body) = std::fs::read(path) {
+            let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+            bodies.push((name, body));
+        }
+    }
+    let settings: &[(Coding, u32, u32)] = &[
+        (Coding::Gzip, 1, 15),
+        (Coding::Gzip, 4, 15),
+        (Coding::Gzip, 5, 15),
+        (Coding::Gzip, 6, 15),
+        (Coding::Gzip, 9, 15),
+        (Coding::Brotli, 1, 18),
+        (Coding::Brotli, 3, 16),
+        (Coding::Brotli, 3, 18),
+        (Coding::Brotli, 4, 16),
+        (Coding::Brotli, 4, 17),
+        (Coding::Brotli, 4, 18),
+        (Coding::Brotli, 4, 22),
+        (Coding::Brotli, 5, 18),
+        (Coding::Brotli, 6, 18),
+        (Coding::Zstd, 1, 16),
+        (Coding::Zstd, 3, 16),
+        (Coding::Zstd, 3, 17),
+        (Coding::Zstd, 3, 18),
+        (Coding::Zstd, 3, 0),
+        (Coding::Zstd, 6, 16),
+        (Coding::Zstd, 9, 16),
     ];
-    println!("coding  level window  body  ratio   MB/s  (64 KiB body, 16 KiB pushes)");
-    for &(coding, level, window, note) in settings {
+    println!("coding level window  body           ratio    MB/s  (16 KiB pushes; * = chosen)");
+    for &(coding, level, window) in settings {
+        let chosen = match coding {
+            Coding::Gzip => level == GZIP_LEVEL,
+            Coding::Brotli => level == BROTLI_QUALITY && window == BROTLI_LGWIN,
+            _ => level == ZSTD_LEVEL as u32 && window == ZSTD_WINDOW_LOG,
+        };
         for (name, body) in &bodies {
             let (mut runs, mut compressed, start) = (0u32, 0, Instant::now());
-            while start.elapsed() < Duration::from_millis(500) || runs < 3 {
+            while start.elapsed() < Duration::from_millis(300) || runs < 3 {
                 let mut encoder = Encoder::with_settings(coding, level, window);
                 let (_, out) = encode(&mut encoder, body, 16 * 1024);
                 compressed = out.len();
@@ -327,14 +345,18 @@ fn bench_encoders() {
                 format!("2^{window}")
             };
             println!(
-                "{:<6} {level:>6} {window:>6}  {name}  {:>5.2}  {mbps:>6.1}{note}",
+                "{:<6} {level:>5} {window:>6}  {name:<14} {:>5.2}  {mbps:>6.1} {}",
                 coding.as_str(),
                 body.len() as f64 / compressed as f64,
+                if chosen { "*" } else { "" },
             );
         }
     }
     // zstd reports its own context size; the others are measured outside (module docs).
     let mut encoder = Encoder::new(Coding::Zstd);
+    if let State::Zstd(z) = &encoder.state {
+        println!("zstd context after new: {} KiB", z.cctx.sizeof() / 1024);
+    }
     encoder.push(&json_body(1024 * 1024));
     if let State::Zstd(z) = &encoder.state {
         println!("zstd context after 1 MiB: {} KiB", z.cctx.sizeof() / 1024);

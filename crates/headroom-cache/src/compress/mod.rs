@@ -30,10 +30,7 @@ mod headers;
 mod negotiate;
 
 pub use eligibility::{compressible, should_compress, DEFAULT_MIN_SIZE};
-pub use encoder::{
-    Encoder, BROTLI_LGWIN, BROTLI_QUALITY, GZIP_LEVEL, ZSTD_CHAIN_LOG, ZSTD_HASH_LOG, ZSTD_LEVEL,
-    ZSTD_WINDOW_LOG,
-};
+pub use encoder::{Encoder, BROTLI_LGWIN, BROTLI_QUALITY, GZIP_LEVEL, ZSTD_LEVEL, ZSTD_WINDOW_LOG};
 pub use headers::apply_headers;
 pub use negotiate::{negotiate, wants_any, DEFAULT_OFFERED};
 
