@@ -391,3 +391,10 @@ fn bench_encoders() {
         println!("zstd context after 1 MiB: {} KiB", z.cctx.sizeof() / 1024);
     }
 }
+
+#[test]
+fn an_encoder_can_move_between_threads() {
+    // The edge's response body is polled on whichever worker runs the task.
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    assert_send(&Encoder::new(Coding::Brotli));
+}
