@@ -12,16 +12,16 @@ use super::Coding;
 // response in flight: fast levels, small windows. Numbers (ratio, MB/s, heap per encoder) are
 // in the module docs; `bench_encoders` reproduces the first two.
 
-/// gzip level 5 (of 1–9). Within 1–3% of level 6's and level 9's size, ~1.3× faster than 6
-/// (level 4 loses up to 5% of size for ~1.3× more speed). miniz_oxide's state is 311 KiB
-/// whatever the level (its 32 KiB window and tables are fixed).
+/// gzip level 5 (of 1–9). Output 1–6% larger than level 6's (zlib's default) for 1.2–1.5× its
+/// speed; level 9 gains under 1% on 6; level 4 loses up to 5% for ~1.3× more speed.
+/// miniz_oxide's state is 311 KiB whatever the level (its 32 KiB window and tables are fixed).
 pub const GZIP_LEVEL: u32 = 5;
 
 /// brotli quality 3 (of 0–11). This brotli (the Rust port) is memory-hungry from quality 2 up,
 /// and at quality 4 it gathers input into meta-blocks: 1.2 MiB held at lgwin 16, 1.5 MiB at
-/// lgwin 18, for output 3–9% smaller than quality 3's and no faster; quality 5 and up, where
-/// brotli beats gzip 5 on size, take 2 MiB and more. Quality 3 holds 660 KiB, runs ~1.5–2×
-/// gzip 5's speed, and lands between zstd 3 and gzip 5 on size.
+/// lgwin 18, for output 3–9% smaller than quality 3's at half its speed; quality 5 and up, where
+/// brotli beats gzip 5 on size, take 2 MiB and more. Quality 3 holds 660 KiB, runs ~2×
+/// gzip 5's speed, and is close to zstd 3 on size (6–22% more bytes than gzip 5).
 pub const BROTLI_QUALITY: u32 = 3;
 
 /// brotli window: 2^16 = 64 KiB of history instead of the 4 MiB default (lgwin 22). The ring
@@ -30,18 +30,19 @@ pub const BROTLI_QUALITY: u32 = 3;
 /// compresses 3.73× instead of 3.88× at 2^18.
 pub const BROTLI_LGWIN: u32 = 16;
 
-/// zstd level 3 (zstd's default): 5–6× gzip 5's speed, for output 8–25% larger.
+/// zstd level 3 (zstd's default): ~5× gzip 5's speed, for output 4–32% larger. Level 1 is
+/// ~1.2× faster for 1–9% more bytes; level 6 costs 4× the CPU.
 pub const ZSTD_LEVEL: i32 = 3;
 
 /// zstd window: 2^16 = 64 KiB instead of level 3's 2 MiB. zstd's buffers scale with its block,
 /// which is the smaller of 128 KiB and the window, so the window sets the memory: 585 KiB per
 /// encoder at 2^16, 1.1 MiB at 2^17, 1.5 MiB at 2^18, 3.5 MiB at level 3's own settings. Bodies
-/// up to 64 KiB lose nothing; a 1.8 MB HTML body compresses 3.69× instead of 4.29×.
+/// up to 64 KiB lose under 0.5%; a 1.8 MB HTML body compresses 3.69× instead of 4.29×.
 pub const ZSTD_WINDOW_LOG: u32 = 16;
 
 /// zstd's hash and chain tables get 2^(window log − 2) entries of 4 bytes each (2^14 at the
-/// chosen window, instead of level 3's 2^17 and 2^16): as many bytes as the window, where
-/// larger tables measured no gain.
+/// chosen window, instead of level 3's 2^17 and 2^16): as many bytes as the window; one more
+/// bit (128 KiB more) gained under 0.5%.
 const ZSTD_TABLE_LOG_BELOW_WINDOW: u32 = 2;
 
 /// Bytes reserved at a time for the encoder's output: output is handed out after every call,

@@ -243,6 +243,7 @@ mod tests {
         assert_eq!(pick("X-GZIP;q=0.5, br;q=0.4", &DEFAULT_OFFERED), Gzip);
         // Named twice (as gzip and x-gzip): the lower q-value, a refusal, is kept.
         assert_eq!(pick("gzip, x-gzip;q=0", &[Gzip]), Identity);
+        assert_eq!(pick("gzip;q=0, gzip", &[Gzip]), Identity);
     }
 
     #[test]
