@@ -147,13 +147,17 @@ pub fn during(before: &Scrape, after: &Scrape) -> BTreeMap<String, f64> {
         );
         out.insert(
             "responses_5xx".into(),
-            labelled_delta("headroom_requests_total", "status=\"5"),
+            labelled_delta("headroom_requests_total", "class=\"5"),
         );
     }
     if let Some(v) = after.series.get("headroom_replica_healthy") {
         out.insert("replicas_healthy".into(), *v);
     }
-    let hits = labelled_delta("headroom_cache_requests_total", "result=\"hit\"");
+    // Served from storage: fresh hits, stale answers and revalidated ones.
+    let hits: f64 = ["hit", "stale", "revalidated"]
+        .iter()
+        .map(|r| labelled_delta("headroom_cache_requests_total", &format!("result=\"{r}\"")))
+        .sum();
     let all = delta("headroom_cache_requests_total").unwrap_or(0.0);
     if all > 0.0 {
         out.insert("cache_hit_ratio".into(), hits / all);

@@ -213,7 +213,7 @@ impl Shared {
     }
 
     /// The Redis tier's copy of the variant `req` selects (none yet without a Redis tier).
-    pub(crate) async fn from_redis(
+    pub(crate) async fn lookup_redis(
         &self,
         hash: u64,
         key: &[u8],
@@ -225,7 +225,8 @@ impl Shared {
         if !self.purges.admit(&e) {
             return None;
         }
-        self.memory.insert(hash, key, e.clone(), self.cfg.max_variants);
+        self.memory
+            .insert(hash, key, e.clone(), self.cfg.max_variants);
         Some(e)
     }
 

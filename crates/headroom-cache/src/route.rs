@@ -88,7 +88,7 @@ struct Rule {
     policy: Arc<Policy>,
 }
 
-/// Per-route cache counters: `headroom_cache_requests_total{route, cache}` and friends.
+/// Per-route cache counters: `headroom_cache_requests_total{route, result}` and friends.
 pub(crate) struct RouteMetrics {
     outcomes: [Arc<Counter>; 6],
     coalesced: Arc<Counter>,
@@ -103,7 +103,7 @@ impl RouteMetrics {
             registry.counter(
                 "headroom_cache_requests_total",
                 "Requests through a route's cache, by what the cache did (hit, stale, revalidated, expired, miss, bypass).",
-                &[("route", route), ("cache", outcome.label())],
+                &[("route", route), ("result", outcome.label())],
             )
         };
         RouteMetrics {
@@ -300,7 +300,7 @@ impl RouteCache {
         let now = SystemTime::now();
         let mut stored = self.select(hash, &key, req);
         if stored.is_none() {
-            stored = shared.from_redis(hash, &key, req).await;
+            stored = shared.lookup_redis(hash, &key, req).await;
         }
         if let Some(e) = &stored {
             let age = e.age(now);
@@ -542,8 +542,8 @@ pub struct Fill {
 
 /// What to do with the upstream's response.
 pub enum FillResponse {
-    /// Send it on, storing its body as it streams.
-    Store(Store),
+    /// Send it on, storing its body as it streams (boxed: the other answers are small).
+    Store(Box<Store>),
     /// Send it on; not stored.
     Pass,
     /// Answer from the cache instead (a 304 refreshed the stored response, or
@@ -703,7 +703,7 @@ impl Fill {
         for h in ["cache-status", "x-cache"] {
             stored_headers.remove(h);
         }
-        FillResponse::Store(Store {
+        FillResponse::Store(Box::new(Store {
             buf: BytesMut::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize),
             limit: shared.cfg.max_object,
             status,
@@ -714,7 +714,7 @@ impl Fill {
             initial_age: policy::initial_age(headers, self.request_time, now),
             response_time: now,
             fill: Some(self),
-        })
+        }))
     }
 
     /// The upstream failed (error, timeout, no healthy replica): a stale response instead,

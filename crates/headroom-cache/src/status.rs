@@ -47,6 +47,28 @@ impl Outcome {
         HeaderValue::from_static(self.as_str())
     }
 
+    /// The word a response's `Cache-Status` says (for the access log): "" when the cache
+    /// was not involved (OPTIONS, an error before the cache).
+    pub fn from_headers(h: &http::HeaderMap) -> &'static str {
+        let Some(cs) = h.get("cache-status").map(|v| v.as_bytes()) else {
+            return "";
+        };
+        let has = |w: &[u8]| cs.windows(w.len()).any(|x| x == w);
+        if has(b"detail=stale-if-error") || (has(b"; hit") && has(b"ttl=-")) {
+            "STALE"
+        } else if has(b"; hit") {
+            "HIT"
+        } else if has(b"fwd-status=304") && has(b"fwd=stale") {
+            "REVALIDATED"
+        } else if has(b"fwd=stale") {
+            "EXPIRED"
+        } else if has(b"fwd=bypass") {
+            "BYPASS"
+        } else {
+            "MISS"
+        }
+    }
+
     /// Served from storage (counts towards the hit ratio).
     pub fn is_hit(self) -> bool {
         matches!(self, Outcome::Hit | Outcome::Stale | Outcome::Revalidated)

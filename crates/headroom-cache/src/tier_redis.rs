@@ -170,7 +170,9 @@ impl RedisTier {
             self.dropped.inc();
             return;
         };
-        let ttl = (e.freshness.lifetime + e.stale_allowance()).as_secs().max(1);
+        let ttl = (e.freshness.lifetime + e.stale_allowance())
+            .as_secs()
+            .max(1);
         let stub = encode_stub(&e.vary);
         let value = e.encode();
         let (sk, ek) = (self.stub_key(hash), self.entry_key(hash, &e.variant));
@@ -178,8 +180,18 @@ impl RedisTier {
         tokio::spawn(async move {
             let _permit = permit;
             let mut pipe = redis::pipe();
-            pipe.cmd("SET").arg(&sk).arg(stub).arg("EX").arg(ttl).ignore();
-            pipe.cmd("SET").arg(&ek).arg(value.as_ref()).arg("EX").arg(ttl).ignore();
+            pipe.cmd("SET")
+                .arg(&sk)
+                .arg(stub)
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
+            pipe.cmd("SET")
+                .arg(&ek)
+                .arg(value.as_ref())
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
             // One slot (the hash tag), so a cluster takes this pipeline too.
             let _: Result<(), _> = me.redis.pipeline(&pipe).await;
         });
@@ -213,7 +225,11 @@ impl RedisTier {
 
     /// The purges other instances made since the last read.
     pub(crate) async fn poll(&self) -> Vec<Purge> {
-        let cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let cursor = self
+            .cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let cmd = redis::cmd("XRANGE")
             .arg(self.stream_key())
             .arg(format!("({cursor}"))
@@ -280,7 +296,9 @@ fn fastrand_u64() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    xxhash_rust::xxh3::xxh3_64(&[t.to_le_bytes(), u64::from(std::process::id()).to_le_bytes()].concat())
+    xxhash_rust::xxh3::xxh3_64(
+        &[t.to_le_bytes(), u64::from(std::process::id()).to_le_bytes()].concat(),
+    )
 }
 
 #[cfg(test)]

@@ -446,7 +446,7 @@ enum Inner {
 struct Filtered {
     src: Inner,
     encoder: Option<headroom_cache::compress::Encoder>,
-    store: Option<headroom_cache::Store>,
+    store: Option<Box<headroom_cache::Store>>,
     finished: bool,
 }
 
@@ -592,7 +592,7 @@ impl ClientBody {
     pub fn filter(
         &mut self,
         encoder: Option<headroom_cache::compress::Encoder>,
-        store: Option<headroom_cache::Store>,
+        store: Option<Box<headroom_cache::Store>>,
     ) {
         if encoder.is_none() && store.is_none() {
             return;

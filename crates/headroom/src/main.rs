@@ -1,6 +1,7 @@
 //! The `headroom` binary: wiring only. The work happens in the library crates.
 
 mod demo;
+mod purge;
 mod serve;
 mod upstream;
 
@@ -67,6 +68,8 @@ enum Command {
     },
     /// Load an HTTP target: closed or open loop, latency percentiles, capacity search.
     Bench(Box<headroom_bench::Args>),
+    /// Purge the cache of a running headroom: a URL, a prefix, a tag, or everything.
+    Purge(purge::Args),
     /// A demo upstream server that answers with its name (used by `demo` and the tests).
     #[command(hide = true)]
     DemoUpstream(upstream::Args),
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             replicas,
         } => demo::run(port, admin_port, replicas),
         Command::Bench(args) => headroom_bench::run(*args),
+        Command::Purge(args) => purge::run(args),
         Command::DemoUpstream(args) => upstream::run(args),
     }
 }

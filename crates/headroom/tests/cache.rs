@@ -371,3 +371,147 @@ fn a_key_over_the_limit_bypasses_the_cache() {
     assert_eq!(r.header("x-cache"), Some("BYPASS"));
     assert!(r.header("cache-status").unwrap().contains("key-too-long"));
 }
+
+#[test]
+fn stale_response_is_served_while_revalidating() {
+    // RFC 5861 §3: within stale-while-revalidate the stale response answers at once and one
+    // background request refreshes it.
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let p = "/swr?delay=300&header=cache-control:max-age%3D1%2C%20stale-while-revalidate%3D60";
+    h.get(p);
+    std::thread::sleep(std::time::Duration::from_millis(2100)); // max-age=1 must pass
+    let start = std::time::Instant::now();
+    let r = h.get(p);
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(250),
+        "not held for the 300 ms refresh"
+    );
+    assert_eq!(r.header("x-cache"), Some("STALE"));
+    h.wait_metric("headroom_cache_stored_total{route=\"app\"}", 2.0);
+    assert_eq!(
+        h.get(p).header("x-cache"),
+        Some("HIT"),
+        "the background refresh stored a fresh copy"
+    );
+    assert_eq!(up.served(), 2);
+}
+
+#[test]
+fn stale_if_error_serves_the_stale_response_when_the_upstream_fails() {
+    // RFC 5861 §4, and a page rule's grace when the origin sends none.
+    let mut up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "stale_if_error = \"1h\"", ""));
+    let p = "/sie?header=cache-control:max-age%3D1";
+    let first = h.get(p);
+    std::thread::sleep(std::time::Duration::from_millis(2100)); // max-age=1 must pass
+    up.kill();
+    let r = h.get(p);
+    assert_eq!(r.status, 200, "stale instead of the 502");
+    assert_eq!(r.header("x-cache"), Some("STALE"));
+    assert!(r.header("cache-status").unwrap().contains("stale-if-error"));
+    assert_eq!(r.body, first.body);
+    // Without stale-if-error, nothing stale: the error goes through.
+    let h2 = Headroom::start(&cached(&up, "", ""));
+    assert_eq!(h2.get(p).status, 502);
+}
+
+#[test]
+fn purge_by_url_prefix_tag_and_soft_purge_through_the_admin_api() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let tagged = "/p/a?header=cache-control:max-age%3D60&header=surrogate-key:product-42%20all";
+    let other = "/p/b?header=cache-control:max-age%3D60";
+    let outside = "/q/c?header=cache-control:max-age%3D60";
+    for p in [tagged, other, outside] {
+        h.get(p);
+        assert_eq!(h.get(p).header("x-cache"), Some("HIT"));
+    }
+    let r = h.admin_post("/cache/purge", r#"{"tag": "product-42"}"#);
+    assert_eq!(r.json()["purged"], 1, "{}", r.text());
+    assert_eq!(h.get(tagged).header("x-cache"), Some("MISS"));
+    assert_eq!(h.get(other).header("x-cache"), Some("HIT"));
+    let r = h.admin_post("/cache/purge", r#"{"prefix": "/p/"}"#);
+    assert_eq!(r.json()["purged"], 2);
+    assert_eq!(h.get(other).header("x-cache"), Some("MISS"));
+    assert_eq!(h.get(outside).header("x-cache"), Some("HIT"));
+    // Soft: marked stale, so the next request revalidates instead of being a plain hit.
+    let r = h.admin_post(
+        "/cache/purge",
+        r#"{"url": "/q/c?header=cache-control:max-age%3D60", "soft": true}"#,
+    );
+    assert_eq!(r.json()["purged"], 1);
+    assert_eq!(h.get(outside).header("x-cache"), Some("EXPIRED"));
+    let r = h.admin_post("/cache/purge", r#"{"all": true}"#);
+    assert_eq!(r.status, 200);
+    let bad = h.admin_post("/cache/purge", r#"{"url": "/x", "tag": "y"}"#);
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("expected one of"));
+    assert!(h.metric("headroom_cache_purges_total{kind=\"tag\"}") >= 1.0);
+}
+
+#[test]
+fn headroom_purge_command_purges_through_the_admin_api() {
+    let up = Upstream::start("u");
+    let cfg = cached(&up, "", "").replace("[admin]\n", "[admin]\ntoken = \"t0ken\"\n");
+    let h = Headroom::start(&cfg);
+    let mut c = h.client();
+    let p = format!("/cli?{MAX_AGE_60}");
+    c.get(&p);
+    assert_eq!(c.get(&p).header("x-cache"), Some("HIT"));
+    let admin = h.admin.unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headroom"))
+        .args(["purge", "--admin", &admin, "--prefix", "/cli"])
+        .env("HEADROOM_ADMIN_TOKEN", "t0ken")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("purged 1"));
+    assert_eq!(c.get(&p).header("x-cache"), Some("MISS"));
+    let denied = std::process::Command::new(env!("CARGO_BIN_EXE_headroom"))
+        .args(["purge", "--admin", &admin, "--all"])
+        .env_remove("HEADROOM_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("401"));
+}
+
+#[test]
+fn the_purge_method_needs_the_admin_token() {
+    let up = Upstream::start("u");
+    let cfg =
+        cached(&up, "purge_method = true", "").replace("[admin]\n", "[admin]\ntoken = \"t0ken\"\n");
+    let h = Headroom::start(&cfg);
+    let mut c = h.client();
+    let p = format!("/pm?{MAX_AGE_60}");
+    c.get(&p);
+    assert_eq!(c.request("PURGE", &p, &[], b"").status, 401);
+    assert_eq!(c.get(&p).header("x-cache"), Some("HIT"));
+    let r = c.request("PURGE", &p, &[("authorization", "Bearer t0ken")], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.get(&p).header("x-cache"), Some("MISS"));
+}
+
+#[test]
+fn status_and_the_access_log_show_the_cache() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let p = format!("/st?{MAX_AGE_60}");
+    h.get(&p);
+    h.get(&p);
+    let s = h.status();
+    assert_eq!(s["cache"]["routes"]["app"]["hits"], 1);
+    assert_eq!(s["cache"]["routes"]["app"]["hit_ratio"], 0.5);
+    assert!(s["cache"]["memory"]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(s["cache"]["memory"]["objects"], 1);
+    let line = h
+        .stdout
+        .wait_for("\"cache\":\"HIT\"", std::time::Duration::from_secs(10))
+        .expect("an access log line with the cache status");
+    assert!(line.contains("\"route\":\"app\""), "{line}");
+}

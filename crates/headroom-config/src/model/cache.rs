@@ -136,7 +136,10 @@ pub struct CacheKey {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Compress {
-    /// In order of preference. Default ["br", "zstd", "gzip"].
+    /// In order of preference, used when a client accepts several equally (browsers do).
+    /// Default ["zstd", "gzip", "br"]: zstd is ~5x faster than gzip for 4-32% more bytes, and
+    /// brotli at a memory-bounded quality is never the smallest (see headroom-cache's
+    /// compress module for the measurements).
     #[serde(default = "defaults::codings")]
     pub codings: Vec<Spanned<String>>,
     /// Bodies smaller than this (by Content-Length) are sent as they are. Default 1 KiB.
@@ -159,7 +162,7 @@ mod defaults {
         Dur(Duration::from_secs(1))
     }
     pub fn codings() -> Vec<Spanned<String>> {
-        ["br", "zstd", "gzip"]
+        ["zstd", "gzip", "br"]
             .iter()
             .map(|c| Spanned::new(0..0, c.to_string()))
             .collect()

@@ -318,3 +318,76 @@ pub(crate) fn validate_compress(
         min_size: c.min_size.0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::ConfigErrors;
+
+    fn check(extra: &str) -> Result<crate::Config, ConfigErrors> {
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\n\n[[route]]\nservice = \"s\"\n{extra}\n[service.s]\nreplicas = [\"127.0.0.1:1\"]\n"
+        );
+        crate::validate::validate("x.toml", &text, std::path::Path::new("."))
+    }
+
+    fn one_error(extra: &str) -> String {
+        let e = check(extra).expect_err("invalid");
+        assert_eq!(e.0.len(), 1, "{e}");
+        e.0[0].to_string()
+    }
+
+    #[test]
+    fn a_route_cache_with_rules_becomes_merged_policies() {
+        let cfg = check(
+            "[route.cache]\nstale_if_error = \"5m\"\nbypass_cookies = [\"session_id\"]\nstatuses = { \"404\" = \"30s\" }\n[[route.cache.rule]]\nmatch = \"*.{css,js}\"\nttl = \"7d\"\nkey = { query = \"none\" }\n",
+        )
+        .unwrap();
+        let c = cfg.routes[0].cache.as_ref().unwrap();
+        assert_eq!(
+            c.policy.statuses,
+            vec![(404, std::time::Duration::from_secs(30))]
+        );
+        let rule = &c.rules[0];
+        assert_eq!(
+            rule.policy.ttl,
+            Some(std::time::Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(rule.policy.key.query, crate::cache::QueryKey::None);
+        // Unset in the rule: the route's.
+        assert_eq!(
+            rule.policy.stale_if_error,
+            std::time::Duration::from_secs(300)
+        );
+        assert_eq!(rule.policy.bypass_cookies, ["session_id"]);
+    }
+
+    #[test]
+    fn a_bad_glob_names_its_rule_and_line() {
+        let e = one_error("[route.cache]\n[[route.cache.rule]]\nmatch = \"/static/[oops\"\n");
+        assert!(e.contains("x.toml:9:"), "{e}");
+        assert!(e.contains("cache.rule[1].match"), "{e}");
+        assert!(e.contains("path glob"), "{e}");
+    }
+
+    #[test]
+    fn a_status_key_must_be_a_status_code() {
+        let e = one_error("[route.cache]\nstatuses = { \"40x\" = \"30s\" }\n");
+        assert!(e.contains("HTTP status code"), "{e}");
+    }
+
+    #[test]
+    fn redis_needs_exactly_one_of_url_and_cluster() {
+        let both = "[cache.redis]\nurl = \"redis://127.0.0.1:6379\"\ncluster = [\"redis://127.0.0.1:7000\"]\n";
+        let text = format!("[route.cache]\n{both}");
+        let e = one_error(&text);
+        assert!(e.contains("exactly one of `url`"), "{e}");
+        let e = one_error("[route.cache]\n[cache.redis]\nurl = \"127.0.0.1:6379\"\n");
+        assert!(e.contains("redis://"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_coding_is_named() {
+        let e = one_error("[route.compress]\ncodings = [\"gzip\", \"lzma\"]\n");
+        assert!(e.contains("\"lzma\""), "{e}");
+    }
+}

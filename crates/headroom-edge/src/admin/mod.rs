@@ -6,6 +6,7 @@
 //! the accept queue), [`HEADER_READ_TIMEOUT`] to send a request head, a back-off on accept
 //! errors (out of file descriptors) instead of a spin, and a constant-time token check.
 
+mod purge;
 mod replicas;
 
 use crate::clock::now_ns;
@@ -171,6 +172,9 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
         let rest = rest.to_string();
         return replicas::answer(req, &rest, shared).await;
     }
+    if req.uri().path() == "/cache/purge" {
+        return purge::answer(req, shared).await;
+    }
     match req.uri().path() {
         "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.registry.render()),
         "/status" => reply(StatusCode::OK, "application/json", format!("{:#}\n", status_json(shared))),
@@ -178,7 +182,7 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
         _ => reply(
             StatusCode::NOT_FOUND,
             "application/json",
-            "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics, /status, /healthz, /services/NAME/replicas\"}\n",
+            "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics, /status, /healthz, /services/NAME/replicas, /cache/purge\"}\n",
         ),
     }
 }
@@ -226,6 +230,14 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "inflight": shared.inflight.get(),
         "routes": routes,
         "services": services,
+        "cache": snap.cache.as_ref().map(|c| {
+            let routes: Vec<&headroom_cache::RouteCache> = snap
+                .routes
+                .iter()
+                .filter_map(|r| r.cache.as_ref().map(|c| &c.cache))
+                .collect();
+            c.status(&routes)
+        }),
     })
 }
 

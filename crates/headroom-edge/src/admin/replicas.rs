@@ -38,7 +38,11 @@ fn one() -> u32 {
     1
 }
 
-fn error(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+pub(super) fn error(
+    status: StatusCode,
+    kind: &str,
+    message: impl std::fmt::Display,
+) -> Response<Full<Bytes>> {
     let body = serde_json::json!({ "error": kind, "message": message.to_string() });
     reply(status, "application/json", format!("{body}\n"))
 }

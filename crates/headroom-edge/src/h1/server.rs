@@ -409,6 +409,7 @@ async fn refuse(
                 duration: std::time::Duration::ZERO,
                 upstream_duration: None,
                 attempts: 0,
+                cache: "",
                 user_agent: "",
                 referer: "",
             },

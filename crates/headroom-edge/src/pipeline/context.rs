@@ -42,6 +42,8 @@ pub struct Record {
     pub(crate) upstream: Option<UpstreamDone>,
     /// The status sent; 0 until `respond`.
     pub status: u16,
+    /// What the route's cache did (`X-Cache`'s word), for the log line; "" without one.
+    pub cache: &'static str,
 }
 
 /// The request's fields the access log line needs, kept as the request had them: clones of
@@ -169,6 +171,7 @@ impl RequestCtx {
                 duration: elapsed,
                 upstream_duration: self.record.upstream_duration,
                 attempts: self.record.attempts,
+                cache: self.record.cache,
                 user_agent: header_text(&l.user_agent),
                 referer: header_text(&l.referer),
             },

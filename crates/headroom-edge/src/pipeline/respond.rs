@@ -15,6 +15,9 @@ pub(super) fn respond(resp: &mut Response<ClientBody>, mut ctx: Box<RequestCtx>)
     let h = resp.headers_mut();
     if let Some(r) = ctx.record.route {
         let route = &ctx.snap.routes[r];
+        if route.cache.is_some() {
+            ctx.record.cache = headroom_cache::Outcome::from_headers(h);
+        }
         strip_hop_by_hop(h);
         for name in &route.response_remove {
             h.remove(name);

@@ -30,6 +30,8 @@ pub struct Entry<'a> {
     pub duration: Duration,
     pub upstream_duration: Option<Duration>,
     pub attempts: u32,
+    /// What the route's cache did (`HIT`, `MISS`, `STALE`, ...); empty without a cache.
+    pub cache: &'a str,
     pub user_agent: &'a str,
     pub referer: &'a str,
 }
@@ -70,7 +72,13 @@ pub fn format_entry(out: &mut String, format: Format, e: &Entry) {
                 }
                 None => out.push_str("null"),
             }
-            let _ = write!(out, ",\"attempts\":{},\"user_agent\":", e.attempts);
+            let _ = write!(out, ",\"attempts\":{}", e.attempts);
+            if !e.cache.is_empty() {
+                out.push_str(",\"cache\":\"");
+                out.push_str(e.cache);
+                out.push('"');
+            }
+            out.push_str(",\"user_agent\":");
             json_str(out, e.user_agent);
             out.push_str("}\n");
         }
@@ -93,6 +101,10 @@ pub fn format_entry(out: &mut String, format: Format, e: &Entry) {
             clf_str(out, e.route, Quoted::No);
             out.push_str(" replica=");
             clf_str(out, e.replica, Quoted::No);
+            if !e.cache.is_empty() {
+                out.push_str(" cache=");
+                out.push_str(e.cache);
+            }
             let _ = writeln!(out, " duration_ms={:.3}", ms(e.duration));
         }
     }
@@ -225,6 +237,7 @@ mod tests {
             duration: Duration::from_micros(1500),
             upstream_duration: Some(Duration::from_millis(1)),
             attempts: 1,
+            cache: "",
             user_agent: "curl/8",
             referer: "",
         }

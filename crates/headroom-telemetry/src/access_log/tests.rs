@@ -21,6 +21,7 @@ fn entry(request_id: &str) -> Entry<'_> {
         duration: Duration::from_micros(100),
         upstream_duration: None,
         attempts: 1,
+        cache: "",
         user_agent: "t",
         referer: "",
     }

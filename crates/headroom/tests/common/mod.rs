@@ -231,6 +231,15 @@ impl Headroom {
         Client::connect(self.admin.expect("admin listener")).get(path)
     }
 
+    pub fn admin_post(&self, path: &str, body: &str) -> Response {
+        Client::connect(self.admin.expect("admin listener")).request(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    }
+
     pub fn status(&self) -> serde_json::Value {
         serde_json::from_slice(&self.admin_get("/status").body).unwrap()
     }

@@ -1,0 +1,183 @@
+//! The shared cache tier: several headroom instances in front of one Redis (a real
+//! redis-server on loopback, or a six-node Redis Cluster) share hits and purges, and a
+//! Redis that dies, stalls or answers garbage costs no request.
+
+mod common;
+use common::*;
+use headroom_redis::testing::{RedisCluster, RedisServer};
+use std::time::{Duration, Instant};
+
+const P: &str = "/shared?header=cache-control:max-age%3D300";
+
+fn config(up: &Upstream, redis: &str, extra: &str) -> String {
+    format!(
+        "{pre}[[route]]\nname = \"app\"\nservice = \"s\"\n[route.cache]\n\n[service.s]\nreplicas = [\"{addr}\"]\n\n[cache]\n{extra}\n[cache.redis]\n{redis}\ntimeout = \"200ms\"\n",
+        pre = preamble(),
+        addr = up.addr,
+    )
+}
+
+fn standalone(r: &RedisServer) -> String {
+    format!("url = \"{}\"", r.url())
+}
+
+/// Waits (bounded) until `f` holds: the Redis write behind a miss is in the background.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_instances_share_hits_through_redis() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("u");
+    let a = Headroom::start(&config(&up, &standalone(&redis), ""));
+    let b = Headroom::start(&config(&up, &standalone(&redis), ""));
+    let first = a.get(P);
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    eventually("b answers from the Redis tier", || {
+        b.get(P).header("x-cache") == Some("HIT")
+    });
+    assert_eq!(up.served(), 1, "b's hit came from Redis, not the upstream");
+    assert!(b.metric("headroom_cache_redis_hits_total{tier=\"redis\"}") >= 1.0);
+    let hit = b.get(P);
+    assert_eq!(hit.body, first.body);
+    let age: u64 = hit.header("age").unwrap().parse().unwrap();
+    assert!(age < 300, "the Age carried over is the entry's, not reset");
+}
+
+#[test]
+fn a_purge_through_one_instance_is_seen_by_every_instance() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("u");
+    let a = Headroom::start(&config(&up, &standalone(&redis), ""));
+    let b = Headroom::start(&config(&up, &standalone(&redis), ""));
+    a.get(P);
+    eventually("b holds it", || b.get(P).header("x-cache") == Some("HIT"));
+    let served = up.served();
+    let r = a.admin_post(
+        "/cache/purge",
+        r#"{"url": "/shared?header=cache-control:max-age%3D300"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // b learns of it from the purge stream (polled every 250 ms): within a second.
+    let start = Instant::now();
+    eventually("b stops answering the purged URL from its memory", || {
+        b.get(P).header("x-cache") == Some("MISS")
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(up.served() > served);
+}
+
+#[test]
+fn when_redis_dies_the_cache_keeps_working_on_memory_with_no_failed_request() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start("u");
+    let h = Headroom::start(&config(&up, &standalone(&redis), ""));
+    h.get(P);
+    redis.kill();
+    let mut c = h.client();
+    for i in 0..200 {
+        // Hits from memory, and misses on new URLs that cannot reach Redis.
+        let p = if i % 2 == 0 {
+            P.to_string()
+        } else {
+            format!("/new{i}?header=cache-control:max-age%3D60")
+        };
+        let r = c.get(&p);
+        assert_eq!(r.status, 200, "request {i} failed with Redis down");
+    }
+    assert_eq!(
+        h.metric("headroom_cache_redis_breaker_open{tier=\"redis\"}"),
+        1.0
+    );
+    assert!(
+        h.metric("headroom_cache_redis_rejected_total{tier=\"redis\"}") > 0.0,
+        "the breaker spared the timeout"
+    );
+    redis.restart();
+    eventually("the breaker closes again", || {
+        c.get("/again?header=cache-control:max-age%3D60");
+        h.metric("headroom_cache_redis_breaker_open{tier=\"redis\"}") == 0.0
+    });
+}
+
+#[test]
+fn garbage_in_redis_is_a_counted_miss_not_an_error() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("u");
+    let a = Headroom::start(&config(&up, &standalone(&redis), ""));
+    a.get(P);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually("the entry reached Redis", || {
+        cli(&["--scan", "--pattern", "headroom:*:*"])
+            .lines()
+            .count()
+            == 1
+    });
+    for key in cli(&["--scan", "--pattern", "headroom:*:*"]).lines() {
+        // A truncated entry: its first 40 bytes only.
+        cli(&[
+            "EVAL",
+            "return redis.call('SET', KEYS[1], string.sub(redis.call('GET', KEYS[1]), 1, 40))",
+            "1",
+            key,
+        ]);
+    }
+    let b = Headroom::start(&config(&up, &standalone(&redis), ""));
+    let r = b.get(P);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        b.metric("headroom_cache_redis_garbage_total{tier=\"redis\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn a_cluster_tier_shares_hits_and_survives_a_master_failover() {
+    let mut cluster = RedisCluster::start();
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let redis = format!("cluster = [{}]", urls.join(", "));
+    let up = Upstream::start("u");
+    let a = Headroom::start(&config(&up, &redis, ""));
+    let b = Headroom::start(&config(&up, &redis, ""));
+    for i in 0..20 {
+        a.get(&format!("/c{i}?header=cache-control:max-age%3D300"));
+    }
+    eventually("b shares a's hits through the cluster", || {
+        (0..20).all(|i| {
+            b.get(&format!("/c{i}?header=cache-control:max-age%3D300"))
+                .header("x-cache")
+                == Some("HIT")
+        })
+    });
+    cluster.kill_master_of(b"headroom:{0}");
+    // During and after the failover: every request answered.
+    let mut c = a.client();
+    for i in 0..100 {
+        let r = c.get(&format!("/f{i}?header=cache-control:max-age%3D300"));
+        assert_eq!(r.status, 200, "request {i} failed during the failover");
+    }
+    let fresh = Headroom::start(&config(&up, &redis, ""));
+    eventually("after the failover the cluster tier answers again", || {
+        fresh
+            .get("/f99?header=cache-control:max-age%3D300")
+            .header("x-cache")
+            == Some("HIT")
+    });
+}
