@@ -11,6 +11,7 @@ command -v openssl >/dev/null || need+=(openssl)     # the TLS test makes its ce
 command -v prlimit >/dev/null || need+=(util-linux)  # the admin test runs headroom out of file descriptors
 command -v redis-server >/dev/null || need+=(redis-server)  # headroom-redis tests run real servers
 command -v redis-cli >/dev/null || need+=(redis-tools)       # ... and join six into a cluster
+command -v gzip >/dev/null || need+=(gzip)                 # the compression test decodes as a client would
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo

@@ -43,6 +43,7 @@ pub(crate) struct RedisTier {
     misses: Arc<Counter>,
     garbage: Arc<Counter>,
     dropped: Arc<Counter>,
+    written: Arc<Counter>,
     /// This instance's id, so it skips its own purges in the stream.
     pub(crate) instance: u64,
     /// The last stream id read.
@@ -102,6 +103,10 @@ impl RedisTier {
             dropped: c(
                 "headroom_cache_redis_writes_dropped_total",
                 "Writes to the Redis tier dropped because too many were in flight.",
+            ),
+            written: c(
+                "headroom_cache_redis_writes_total",
+                "Responses written to the Redis tier.",
             ),
             instance: fastrand_u64(),
             cursor: Mutex::new("0-0".into()),
@@ -193,7 +198,9 @@ impl RedisTier {
                 .arg(ttl)
                 .ignore();
             // One slot (the hash tag), so a cluster takes this pipeline too.
-            let _: Result<(), _> = me.redis.pipeline(&pipe).await;
+            if me.redis.pipeline::<()>(&pipe).await.is_ok() {
+                me.written.inc();
+            }
         });
     }
 

@@ -104,6 +104,14 @@ match = {{ path = "/hello" }}
 respond = {{ status = 200, body = "hello from headroom\n" }}
 
 [[route]]
+name = "static"
+match = {{ path_prefix = "/static/" }}
+service = "demo"
+[route.cache]
+ttl = "1m"
+[route.compress]
+
+[[route]]
 name = "app"
 match = {{ path_prefix = "/" }}
 service = "demo"
@@ -133,7 +141,12 @@ retry = {{ attempts = 2, on_status = [500, 502, 503, 504] }}
     say!("  curl -s http://127.0.0.1:{port}/hello                # a fixed response from the gateway");
     say!("  for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}} ' http://127.0.0.1:{port}/; done; echo");
     say!("                                                       # all 200: replica-3's errors are retried");
-    say!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency");
+    say!("  curl -si http://127.0.0.1:{port}/static/app.js | grep -i cache   # cached for 1m: MISS, then HIT");
+    say!(
+        "  {} purge --admin 127.0.0.1:{admin_port} --prefix /static/        # purge it",
+        shell_name_of_this_binary().0
+    );
+    say!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency, cache");
     say!("  curl -s http://127.0.0.1:{admin_port}/metrics         # Prometheus metrics");
     let (bin, on_path) = shell_name_of_this_binary();
     say!("  {bin} bench --rate 500/s -d 10s http://127.0.0.1:{port}/   # load it, open loop");
