@@ -192,8 +192,8 @@ mod tests {
 
     #[test]
     fn counters_become_increases_gauges_values_histograms_means() {
-        let before = parse("# TYPE x counter\nheadroom_requests_total{route=\"a\",status=\"200\"} 10\nheadroom_requests_total{route=\"a\",status=\"503\"} 1\nheadroom_replica_healthy{replica=\"a\"} 1\nheadroom_request_duration_seconds_count 10\nheadroom_request_duration_seconds_sum 1\n");
-        let after = parse("headroom_requests_total{route=\"a\",status=\"200\"} 110\nheadroom_requests_total{route=\"a\",status=\"503\"} 5\nheadroom_replica_healthy{replica=\"a\"} 1\nheadroom_replica_healthy{replica=\"b\"} 1\nheadroom_request_duration_seconds_bucket{le=\"1\"} 20\nheadroom_request_duration_seconds_count 20\nheadroom_request_duration_seconds_sum 3\n");
+        let before = parse("# TYPE x counter\nheadroom_requests_total{route=\"a\",class=\"2xx\"} 10\nheadroom_requests_total{route=\"a\",class=\"5xx\"} 1\nheadroom_replica_healthy{replica=\"a\"} 1\nheadroom_request_duration_seconds_count 10\nheadroom_request_duration_seconds_sum 1\n");
+        let after = parse("headroom_requests_total{route=\"a\",class=\"2xx\"} 110\nheadroom_requests_total{route=\"a\",class=\"5xx\"} 5\nheadroom_replica_healthy{replica=\"a\"} 1\nheadroom_replica_healthy{replica=\"b\"} 1\nheadroom_request_duration_seconds_bucket{le=\"1\"} 20\nheadroom_request_duration_seconds_count 20\nheadroom_request_duration_seconds_sum 3\n");
         let d = during(&before, &after);
         assert_eq!(d["headroom_requests_total"], 104.0);
         assert_eq!(d["requests"], 104.0);
@@ -202,6 +202,13 @@ mod tests {
         assert_eq!(d["headroom_request_duration_seconds_mean"], 0.2);
         assert!(!d.contains_key("cache_hit_ratio"));
         assert!(!d.keys().any(|k| k.ends_with("_bucket")));
+    }
+
+    #[test]
+    fn the_cache_hit_ratio_counts_what_storage_answered() {
+        let before = parse("headroom_cache_requests_total{route=\"a\",result=\"hit\"} 0\n");
+        let after = parse("headroom_cache_requests_total{route=\"a\",result=\"hit\"} 6\nheadroom_cache_requests_total{route=\"a\",result=\"stale\"} 1\nheadroom_cache_requests_total{route=\"a\",result=\"revalidated\"} 1\nheadroom_cache_requests_total{route=\"a\",result=\"miss\"} 2\n");
+        assert_eq!(during(&before, &after)["cache_hit_ratio"], 0.8);
     }
 
     #[test]

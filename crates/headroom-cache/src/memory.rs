@@ -103,3 +103,68 @@ impl Memory {
         self.map.entry_count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Coding;
+    use crate::policy::Freshness;
+    use bytes::Bytes;
+    use std::time::{Duration, SystemTime};
+
+    fn entry(body: usize) -> Arc<Entry> {
+        Arc::new(Entry::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            Bytes::from(vec![b'x'; body]),
+            SystemTime::UNIX_EPOCH,
+            Duration::ZERO,
+            Freshness {
+                lifetime: Duration::from_secs(60),
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+                must_revalidate: false,
+                no_cache: false,
+            },
+            "h/".into(),
+            Box::new([]),
+            Box::new([]),
+            vec![0].into(),
+            Coding::Identity,
+        ))
+    }
+
+    #[test]
+    fn a_huge_number_of_distinct_urls_keeps_memory_at_its_bound() {
+        let m = Memory::new(1 << 20);
+        for i in 0..20_000u64 {
+            let key = format!("h/{i}");
+            m.insert(i, key.as_bytes(), entry(1024), 16);
+        }
+        m.map.run_pending_tasks();
+        assert!(m.bytes() <= 1 << 20, "{} bytes held", m.bytes());
+        assert!(
+            m.objects() > 100,
+            "it still holds what fits: {}",
+            m.objects()
+        );
+        assert!(m.evictions.load(Relaxed) > 0 || m.objects() < 20_000);
+    }
+
+    #[test]
+    fn variants_per_url_are_bounded_oldest_first() {
+        let m = Memory::new(64 << 20);
+        for v in 0..300u16 {
+            let mut e = entry(10);
+            Arc::get_mut(&mut e).unwrap().variant = v.to_be_bytes().to_vec().into();
+            m.insert(1, b"k", e, 16);
+        }
+        let o = m.get(1, b"k").unwrap();
+        assert_eq!(o.variants.len(), 16);
+        assert_eq!(&*o.variants[15].variant, &299u16.to_be_bytes());
+        assert!(
+            m.get(1, b"other key, same hash").is_none(),
+            "a collision is a miss"
+        );
+    }
+}
