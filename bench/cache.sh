@@ -16,9 +16,10 @@
 #                              script adds a unique ?r=<n> to each request, so each is a new
 #                              key, fetched and stored (miss + store). hr-uncached runs the
 #                              same script, so the two differ only by the cache.
-#   hr-redis-s                 headroom hit from the Redis tier ([cache.redis], a tiny memory
-#                              tier so hits come from redis-server); skipped with a reason if
-#                              the binary refuses the config or never answers a hit from Redis.
+#   hr-redis-s                 headroom hit from the Redis tier ([cache.redis], memory = "0B"
+#                              (or the smallest accepted) so hits come from redis-server; the
+#                              share Redis answered is reported); skipped with a reason if the
+#                              binary refuses the config or never answers a hit from Redis.
 # Before each cache target is measured, in every round, one request warms it and a second must
 # show a hit (x-cache: HIT, two ids in X-Varnish, X-Cache-Status: HIT), else the run fails.
 # Each round measures the upstream first, then groups of targets compared with each other
@@ -26,7 +27,7 @@
 # inside each group rotate from round to round, so slow drifts in machine load do not favour
 # one server. Reported per target: the median over rounds of req/s, p50, p99 and CPU/req
 # (utime+stime from /proc/PID/stat, summed over the server's process tree: for Varnish the
-# manager and its cache child), plus the req/s range; ratios of the medians, and the paired
+# manager and its cache child; and the stime part alone), plus the req/s range; ratios of the medians, and the paired
 # per-round ratios with their median.
 # Then, once, memory per cached object: OBJECTS distinct 1 KiB objects (/obj?id=1..OBJECTS,
 # walked once each by wrk with a Lua script) loaded into a fresh headroom (memory = 1GiB) and
@@ -247,8 +248,8 @@ prime_hit() { # prime_hit NAME KIND URL SIZE — warm the object, then a second 
 }
 
 # Per-round results are keyed "NAME,ROUND"; the arrays without R_ hold the medians.
-declare -A R_RPS R_P50 R_P99 R_CPU R_REQS R_XCPU R_SHARE
-declare -A RPS P50 P99 CPU XCPU SHARE RPS_MIN RPS_MAX
+declare -A R_RPS R_P50 R_P99 R_CPU R_SYS R_REQS R_XCPU R_SHARE
+declare -A RPS P50 P99 CPU SYS XCPU SHARE RPS_MIN RPS_MAX
 
 show_errors() { # show_errors NAME FILE — non-2xx responses, socket errors
     grep -E 'Non-2xx or 3xx responses|Socket errors' "$2" | sed "s/^ */  !! $1 ($(basename "$2" .txt)): /" || true
@@ -307,9 +308,14 @@ bench() { # bench TARGET ROUND — one measured run, stored under "TARGET,ROUND"
     per_req() { awk -v a="$1" -v b="$2" -v t="$tck" -v n="${R_REQS[$k]}" 'BEGIN {
         split(a, x, " "); split(b, y, " "); printf "%.2f\n", ((y[1] - x[1]) + (y[2] - x[2])) / t * 1e6 / n }'; }
     R_CPU[$k]="-" R_XCPU[$k]="-"
-    [[ -n $roots ]] && R_CPU[$k]=$(per_req "$c0" "$c1")
+    R_SYS[$k]="-"
+    if [[ -n $roots ]]; then
+        R_CPU[$k]=$(per_req "$c0" "$c1")
+        R_SYS[$k]=$(per_req "0 ${c0#* }" "0 ${c1#* }") # the kernel's part alone
+    fi
     [[ -n $xroot ]] && R_XCPU[$k]=$(per_req "$x0" "$x1")
-    printf '%10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6s µs/req' "${R_RPS[$k]}" "${R_P50[$k]}" "${R_P99[$k]}" "${R_CPU[$k]}"
+    printf '%10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %6s µs/req (sys %s)' "${R_RPS[$k]}" "${R_P50[$k]}" "${R_P99[$k]}" \
+        "${R_CPU[$k]}" "${R_SYS[$k]}"
     [[ -n $xroot ]] && printf ' (+ redis-server %s µs/req)' "${R_XCPU[$k]}"
     if [[ -n ${COUNT_OF[$t]:-} ]]; then
         R_SHARE[$k]=$(awk -v a="$n0" -v b="$n1" -v n="${R_REQS[$k]}" 'BEGIN { printf "%.0f", 100 * (b - a) / n }')
@@ -342,6 +348,7 @@ summarize() { # summarize TARGET... — medians and req/s range per target over 
         mapfile -t vals < <(round_values R_P50 "$t"); P50[$t]=$(median "${vals[@]}")
         mapfile -t vals < <(round_values R_P99 "$t"); P99[$t]=$(median "${vals[@]}")
         mapfile -t vals < <(round_values R_CPU "$t"); CPU[$t]=$(median "${vals[@]}")
+        mapfile -t vals < <(round_values R_SYS "$t"); SYS[$t]=$(median "${vals[@]}")
         mapfile -t vals < <(round_values R_XCPU "$t"); XCPU[$t]=$(median "${vals[@]}")
         mapfile -t vals < <(round_values R_SHARE "$t"); SHARE[$t]=$(median "${vals[@]}")
     done
@@ -621,7 +628,7 @@ fi
 MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 say ""
 say "machine: $NCPU CPUs ($(nproc --all) total), ${MODEL:-unknown CPU}; $(uname -sr)"
-say "versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(varnishd -V 2>&1 | awk 'NR==1 {print $2}'), redis $(redis-server --version | awk '{print $3}' | sed 's/v=//'), $(wrk -v 2>&1 | awk 'NR==1 {print $1" "$2}'), headroom ${HEADROOM_BIN:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')}"
+say "versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(varnishd -V 2>&1 | awk 'NR==1 {gsub(/[()]/, "", $2); print $2}'), redis $(redis-server --version | awk '{print $3}' | sed 's/v=//'), $(wrk -v 2>&1 | awk 'NR==1 {print $1" "$2}'), headroom ${HEADROOM_BIN:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')}"
 say "load: $ROUNDS rounds of wrk -t1 -c$CONNS -d$DURATION --latency per target (group and in-group order rotate each round; one $WARMUP warm-up per target before round 1)"
 say "bodies: small $SMALL_SIZE B, 64k $BIG_SIZE B; upstream sends Cache-Control: public, max-age=3600"
 case $PLACEMENT in
@@ -693,7 +700,7 @@ mem_run() { # mem_run NAME KIND PORT ROOT_PID
         got=$(fetch "$name" "$url?id=$i"); expect_body "$name" "$url?id=$i" "$got" $OBJ_SIZE
         is_hit "$kind" || MEM_NOTE[$name]+=" id=$i is no longer a hit (evicted?);"
     done
-    awk -v n="$name" -v a="${MEM_BEFORE[$name]}" -v b="${MEM_AFTER[$name]}" -v c="$OBJECTS" -v s="$(awk '/requests in/ {print $1" requests in "$4}' "$TMP/$name.walk.txt")" 'BEGIN {
+    awk -v n="$name" -v a="${MEM_BEFORE[$name]}" -v b="${MEM_AFTER[$name]}" -v c="$OBJECTS" -v s="$(awk '/requests in/ {sub(/,$/, "", $4); print $1" requests in "$4}' "$TMP/$name.walk.txt")" 'BEGIN {
         printf "%-12s RSS %7.1f MiB -> %7.1f MiB after %d objects: %.0f B/object (walk: %s)\n", n, a / 1024, b / 1024, c, (b - a) * 1024 / c, s }'
 }
 
@@ -744,10 +751,10 @@ ratio_lines() {
 
 say ""
 say "=== summary ($NCPU CPUs: ${MODEL:-unknown CPU}; placement=$PLACEMENT; wrk -t1 -c$CONNS -d$DURATION; median of $ROUNDS rounds) ==="
-printf '%-13s %10s %9s %9s %11s   %s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req" "req/s min-max"
+printf '%-13s %10s %9s %9s %11s %11s   %s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req" "of it sys" "req/s min-max"
 for t in "${ALL_TARGETS[@]}"; do
-    printf '%-13s %10.0f %9.3f %9.3f %11s   %.0f-%.0f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" \
-        "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
+    printf '%-13s %10.0f %9.3f %9.3f %11s %11s   %.0f-%.0f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" \
+        "${SYS[$t]}" "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
 done
 [[ -z $REDIS_SKIP ]] && say "(hr-redis-s: memory = \"$REDIS_MEM\"; Redis answered ${SHARE[hr-redis-s]}% of its requests; its cpu is headroom's, redis-server adds ${XCPU[hr-redis-s]} µs/req)"
 say ""
