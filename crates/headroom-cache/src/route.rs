@@ -611,7 +611,9 @@ impl Fill {
                     self.collapsed,
                 );
                 hit.cache_status.fwd_status = Some(304);
-                m.count(Outcome::Revalidated);
+                if !self.background {
+                    m.count(Outcome::Revalidated);
+                }
                 if let Some(f) = fresh {
                     self.insert(f.clone());
                     if let Some(g) = self.guard.take() {
@@ -740,7 +742,9 @@ impl Fill {
         if !policy::stale_if_error(&directives, &e.freshness, e.age(now)) {
             return None;
         }
-        self.route.metrics.count(Outcome::Stale);
+        if !self.background {
+            self.route.metrics.count(Outcome::Stale);
+        }
         let method = if self.head { Method::HEAD } else { Method::GET };
         let mut hit = serve(
             e,

@@ -167,6 +167,17 @@ fn refresh(fill: Fill, uri: Uri, coding: Coding, origin: Origin<'_>) {
         let mut req = Request::new(RequestBody::Empty);
         *req.uri_mut() = uri;
         *req.headers_mut() = fill.request_headers().clone();
+        // The refresh fetches the whole response for storage, whatever the client asked.
+        for h in [
+            http::header::RANGE,
+            http::header::IF_RANGE,
+            http::header::IF_NONE_MATCH,
+            http::header::IF_MODIFIED_SINCE,
+            http::header::IF_MATCH,
+            http::header::IF_UNMODIFIED_SINCE,
+        ] {
+            req.headers_mut().remove(h);
+        }
         fill.prepare(req.headers_mut());
         let mut record = Record {
             route: Some(ri),
