@@ -6,6 +6,7 @@
 //! answers there) and the response on its way back ([`Fill::response`], then [`Store`] as
 //! the body streams to its client).
 
+mod clock;
 mod coalesce;
 pub mod compress;
 mod entry;
@@ -18,6 +19,7 @@ mod route;
 mod status;
 mod tier_redis;
 
+pub use clock::Clock;
 pub use entry::Entry;
 pub use purge::{Purge, PurgeKind};
 pub use route::{
@@ -42,6 +44,7 @@ pub(crate) struct Shared {
     pub(crate) memory: memory::Memory,
     pub(crate) fills: Arc<coalesce::Coalescer>,
     pub(crate) purges: purge::Log,
+    pub(crate) clock: Clock,
     redis: Option<Arc<tier_redis::RedisTier>>,
     metrics: StoreMetrics,
     registry: Arc<Registry>,
@@ -58,6 +61,11 @@ pub(crate) struct StoreMetrics {
 
 impl Cache {
     pub fn new(cfg: &CacheConfig, registry: &Arc<Registry>) -> Cache {
+        Cache::with_clock(cfg, registry, Clock::system())
+    }
+
+    /// [`Cache::new`] reading `clock` (a manual one in tests).
+    pub fn with_clock(cfg: &CacheConfig, registry: &Arc<Registry>, clock: Clock) -> Cache {
         let purge = |kind: &str| {
             registry.counter(
                 "headroom_cache_purges_total",
@@ -105,6 +113,7 @@ impl Cache {
             memory: memory::Memory::new(cfg.memory),
             fills: Default::default(),
             purges: Default::default(),
+            clock,
             redis,
             metrics,
             registry: registry.clone(),
@@ -189,7 +198,9 @@ impl Shared {
         m.evictions.add(ev.saturating_sub(seen));
     }
 
-    pub(crate) fn purge(&self, p: Purge) -> u64 {
+    /// A purge made here (not one read from the stream): timed by this cache's clock.
+    pub(crate) fn purge(&self, mut p: Purge) -> u64 {
+        p.at_ms = entry::unix_ms(self.clock.now());
         let i = match p.kind {
             PurgeKind::Url(_) => 0,
             PurgeKind::Prefix(_) => 1,

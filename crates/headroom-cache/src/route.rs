@@ -297,7 +297,7 @@ impl RouteCache {
         }
         let hash = xxhash_rust::xxh3::xxh3_64(&key);
         let directives = RequestDirectives::parse(req.headers);
-        let now = SystemTime::now();
+        let now = shared.clock.now();
         let mut stored = self.select(hash, &key, req);
         if stored.is_none() {
             stored = shared.lookup_redis(hash, &key, req).await;
@@ -350,7 +350,7 @@ impl RouteCache {
             Join::Wait(rx) => {
                 m.coalesced.inc();
                 let got = coalesce::wait(rx, shared.cfg.coalesce_wait).await;
-                let now = SystemTime::now();
+                let now = shared.clock.now();
                 if let Some(e) = got.filter(|e| variant_matches(e, req)) {
                     if policy::usable(&directives, &e.freshness, e.age(now)) == Use::Fresh {
                         m.count(Outcome::Hit);
@@ -593,7 +593,7 @@ impl Fill {
 
     /// The upstream's response head: store it, pass it, or answer from the cache.
     pub fn response(mut self, status: StatusCode, headers: &mut HeaderMap) -> FillResponse {
-        let now = SystemTime::now();
+        let now = self.route.shared.clock.now();
         let route = self.route.clone();
         let m = &route.metrics;
         let shared = route.shared.clone();
@@ -723,7 +723,9 @@ impl Fill {
     /// if stale-if-error allows it.
     pub fn error(mut self) -> Option<Hit> {
         let stale = self.stale.clone();
-        if let Some(hit) = stale.and_then(|e| self.stale_if_error(&e, SystemTime::now())) {
+        if let Some(hit) =
+            stale.and_then(|e| self.stale_if_error(&e, self.route.shared.clock.now()))
+        {
             return Some(hit);
         }
         if !self.background {
