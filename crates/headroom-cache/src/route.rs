@@ -911,3 +911,6 @@ impl RouteCache {
         &self.inner
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Route-level cache tests on a manual clock (being written).
