@@ -4,6 +4,7 @@
 //! and then go upstream themselves if they must.
 
 use crate::entry::Entry;
+use crate::memory::KeyHasher;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +19,7 @@ const SHARDS: usize = 16;
 /// across an await); only misses touch them.
 #[derive(Default)]
 pub struct Coalescer {
-    shards: [Mutex<HashMap<u64, watch::Receiver<Outcome>>>; SHARDS],
+    shards: [Mutex<HashMap<u64, watch::Receiver<Outcome>, KeyHasher>>; SHARDS],
 }
 
 /// What joining a key's fill gave.
@@ -38,7 +39,7 @@ pub struct FillGuard {
 }
 
 impl Coalescer {
-    fn shard(&self, hash: u64) -> &Mutex<HashMap<u64, watch::Receiver<Outcome>>> {
+    fn shard(&self, hash: u64) -> &Mutex<HashMap<u64, watch::Receiver<Outcome>, KeyHasher>> {
         &self.shards[(hash as usize) % SHARDS]
     }
 
@@ -87,7 +88,10 @@ impl FillGuard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.hash);
-        tx.send_replace(Some(entry));
+        // Nobody waits (the common case): nothing to wake.
+        if tx.receiver_count() > 0 {
+            tx.send_replace(Some(entry));
+        }
     }
 }
 

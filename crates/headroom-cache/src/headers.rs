@@ -1,29 +1,45 @@
 //! Header edits on the way into storage, and the tags a response carries.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::time::SystemTime;
 
-/// Fields that describe one hop, not the stored response (RFC 9110 §7.6.1), and `Age`
-/// (recomputed on every use).
-const NOT_STORED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "age",
-    "proxy-authenticate",
+/// `Cache-Status` (RFC 9211). Names are constants: a `&str` name is parsed on every use.
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
+const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+
+/// Fields that describe one hop, not the stored response (RFC 9110 §7.6.1), `Age`
+/// (recomputed on every use) and the cache's own status headers.
+const NOT_STORED: [HeaderName; 11] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::AGE,
+    header::PROXY_AUTHENTICATE,
+    CACHE_STATUS,
+    X_CACHE,
 ];
 
-/// Readies a response's headers for storage: hop-by-hop fields and `Age` go, the body's
-/// real length is its `Content-Length`, and a `Date` is added when the origin sent none
-/// (RFC 9110 §6.6.1).
-pub fn prepare_for_storage(h: &mut HeaderMap, body_len: usize, response_time: SystemTime) {
-    for name in NOT_STORED {
-        h.remove(name);
+/// A copy of a response's headers for storage, without the hop-by-hop fields, `Age` and
+/// the cache's own headers: one pass, instead of a clone and a removal per name.
+pub fn storable_copy(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(h.len());
+    for (name, value) in h {
+        if !NOT_STORED.contains(name) {
+            out.append(name.clone(), value.clone());
+        }
     }
+    out
+}
+
+/// Readies stored headers (from [`storable_copy`]): the body's real length is its
+/// `Content-Length`, and a `Date` is added when the origin sent none (RFC 9110 §6.6.1).
+pub fn prepare_for_storage(h: &mut HeaderMap, body_len: usize, response_time: SystemTime) {
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     if !h.contains_key(header::DATE) {
         if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(response_time)) {
@@ -43,14 +59,14 @@ pub fn tags(h: &HeaderMap) -> Box<[Box<str>]> {
         }
     };
     for v in h
-        .get_all("surrogate-key")
+        .get_all(SURROGATE_KEY)
         .iter()
         .filter_map(|v| v.to_str().ok())
     {
         v.split_ascii_whitespace().for_each(&mut add);
     }
     for v in h
-        .get_all("cache-tag")
+        .get_all(CACHE_TAG)
         .iter()
         .filter_map(|v| v.to_str().ok())
     {
@@ -79,7 +95,10 @@ mod tests {
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("age", HeaderValue::from_static("5"));
         h.insert("connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let mut h = storable_copy(&h);
         prepare_for_storage(&mut h, 12, SystemTime::UNIX_EPOCH);
+        assert_eq!(h["x-kept"], "1");
         assert!(h.get("transfer-encoding").is_none() && h.get("age").is_none());
         assert!(h.get("connection").is_none());
         assert_eq!(h["content-length"], "12");

@@ -184,11 +184,6 @@ impl RouteCache {
 }
 
 impl Shared {
-    pub(crate) fn insert(&self, hash: u64, key: &[u8], e: Arc<Entry>) {
-        self.memory.insert(hash, key, e, self.cfg.max_variants);
-        self.refresh_gauges();
-    }
-
     fn refresh_gauges(&self) {
         let m = &self.metrics;
         m.objects.set(self.memory.objects() as i64);
@@ -229,6 +224,7 @@ impl Shared {
         hash: u64,
         key: &[u8],
         req: &CacheRequest<'_>,
+        seen: Option<&memory::Object>,
     ) -> Option<Arc<Entry>> {
         let tier = self.redis.as_ref()?;
         let e = Arc::new(tier.get(hash, req).await?);
@@ -236,17 +232,28 @@ impl Shared {
         if !self.purges.admit(&e) {
             return None;
         }
-        self.memory
-            .insert(hash, key, e.clone(), self.cfg.max_variants);
+        self.insert_over(hash, key, e.clone(), seen);
         Some(e)
     }
 
     /// Stores `e` in memory and, with a Redis tier, in Redis (in the background).
-    pub(crate) fn insert_everywhere(&self, hash: u64, key: &[u8], e: Arc<Entry>) {
+    /// `seen`: the URL's object as the lookup found it (`None`: it had none).
+    pub(crate) fn insert_everywhere(
+        &self,
+        hash: u64,
+        key: &[u8],
+        e: Arc<Entry>,
+        seen: Option<&memory::Object>,
+    ) {
         if let Some(r) = &self.redis {
             r.put(hash, &e);
         }
-        self.insert(hash, key, e);
+        self.insert_over(hash, key, e, seen);
+    }
+
+    fn insert_over(&self, hash: u64, key: &[u8], e: Arc<Entry>, seen: Option<&memory::Object>) {
+        self.memory.insert_over(hash, key, e, self.cfg.max_variants, seen);
+        self.refresh_gauges();
     }
 }
 

@@ -5,6 +5,7 @@ use crate::coalesce::{self, FillGuard, Join};
 use crate::compress::Coding;
 use crate::entry::Entry;
 use crate::key::{cookie, KeySpec};
+use crate::memory::Object;
 use crate::policy::{self, RequestDirectives, StoreOptions, Use, Vary};
 use crate::status::{CacheStatus, Outcome};
 use crate::Shared;
@@ -298,9 +299,12 @@ impl RouteCache {
         let hash = xxhash_rust::xxh3::xxh3_64(&key);
         let directives = RequestDirectives::parse(req.headers);
         let now = shared.clock.now();
-        let mut stored = self.select(hash, &key, req);
+        let (mut seen, mut stored) = self.select(hash, &key, req);
         if stored.is_none() {
-            stored = shared.lookup_redis(hash, &key, req).await;
+            stored = shared.lookup_redis(hash, &key, req, seen.as_deref()).await;
+            if stored.is_some() {
+                seen = shared.memory.get(hash, &key);
+            }
         }
         if let Some(e) = &stored {
             let age = e.age(now);
@@ -317,6 +321,8 @@ impl RouteCache {
                     if let Join::Leader(guard) = shared.fills.join(hash ^ req.coding as u64) {
                         let fill =
                             self.fill(policy, key, hash, stored.clone(), Some(guard), req, now);
+                        let mut fill = fill;
+                        fill.seen = seen;
                         return Lookup::HitAndRefresh(hit, fill.background());
                     }
                     return Lookup::Hit(hit);
@@ -341,11 +347,14 @@ impl RouteCache {
         if directives.no_store {
             let mut f = self.fill(policy, key, hash, stored, None, req, now);
             f.store = false;
+            f.seen = seen;
             return Lookup::Forward(f);
         }
         match shared.fills.join(hash ^ req.coding as u64) {
             Join::Leader(guard) => {
-                Lookup::Forward(self.fill(policy, key, hash, stored, Some(guard), req, now))
+                let mut f = self.fill(policy, key, hash, stored, Some(guard), req, now);
+                f.seen = seen;
+                Lookup::Forward(f)
             }
             Join::Wait(rx) => {
                 m.coalesced.inc();
@@ -365,22 +374,32 @@ impl RouteCache {
                     }
                 }
                 // Not stored, not for this variant, or the wait ran out: upstream ourselves.
-                let stored = self.select(hash, &key, req);
+                let (seen, stored) = self.select(hash, &key, req);
                 let mut f = self.fill(policy, key, hash, stored, None, req, now);
+                f.seen = seen;
                 f.collapsed = true;
                 Lookup::Forward(f)
             }
         }
     }
 
-    /// The stored variant of `key` that `req` selects, from the memory tier.
-    fn select(&self, hash: u64, key: &[u8], req: &CacheRequest<'_>) -> Option<Arc<Entry>> {
-        let obj = self.inner.shared.memory.get(hash, key)?;
-        obj.variants
+    /// The memory tier's object for `key`, and the stored variant `req` selects from it.
+    fn select(
+        &self,
+        hash: u64,
+        key: &[u8],
+        req: &CacheRequest<'_>,
+    ) -> (Option<Arc<Object>>, Option<Arc<Entry>>) {
+        let Some(obj) = self.inner.shared.memory.get(hash, key) else {
+            return (None, None);
+        };
+        let v = obj
+            .variants
             .iter()
             .rev()
             .find(|e| variant_matches(e, req))
-            .cloned()
+            .cloned();
+        (Some(obj), v)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -400,6 +419,7 @@ impl RouteCache {
             key: key.into(),
             hash,
             stale,
+            seen: None,
             guard,
             request_time: now,
             request_headers: req.headers.clone(),
@@ -528,6 +548,9 @@ pub struct Fill {
     hash: u64,
     /// The stored response being revalidated, or kept for stale-if-error.
     stale: Option<Arc<Entry>>,
+    /// The URL's object as lookup saw it: storing adds to its variants without reading the
+    /// memory tier again.
+    seen: Option<Arc<Object>>,
     guard: Option<FillGuard>,
     request_time: SystemTime,
     request_headers: HeaderMap,
@@ -701,10 +724,7 @@ impl Fill {
         cs.stored = true;
         self.mark(headers, cs);
         let variant = variant_of(&select, &self.request_headers, self.coding);
-        let mut stored_headers = headers.clone();
-        for h in ["cache-status", "x-cache"] {
-            stored_headers.remove(h);
-        }
+        let stored_headers = crate::headers::storable_copy(headers);
         FillResponse::Store(Box::new(Store {
             buf: BytesMut::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize),
             limit: shared.cfg.max_object,
@@ -802,15 +822,17 @@ impl Fill {
     }
 
     fn insert(&self, e: Arc<Entry>) {
-        self.route.shared.insert_everywhere(self.hash, &self.key, e);
+        self.route
+            .shared
+            .insert_everywhere(self.hash, &self.key, e, self.seen.as_deref());
     }
 }
 
 /// Sets `Cache-Status` and, when configured, `X-Cache`.
 pub fn mark(headers: &mut HeaderMap, cs: &CacheStatus, x_cache: bool) {
-    headers.insert(HeaderName::from_static("cache-status"), cs.header());
+    headers.insert(crate::headers::CACHE_STATUS, cs.header());
     if x_cache {
-        headers.insert(HeaderName::from_static("x-cache"), cs.outcome.x_cache());
+        headers.insert(crate::headers::X_CACHE, cs.outcome.x_cache());
     }
 }
 

@@ -50,22 +50,33 @@ impl Outcome {
     /// The word a response's `Cache-Status` says (for the access log): "" when the cache
     /// was not involved (OPTIONS, an error before the cache).
     pub fn from_headers(h: &http::HeaderMap) -> &'static str {
-        let Some(cs) = h.get("cache-status").map(|v| v.as_bytes()) else {
+        let Some(cs) = h.get(crate::headers::CACHE_STATUS) else {
             return "";
         };
-        let has = |w: &[u8]| cs.windows(w.len()).any(|x| x == w);
-        if has(b"detail=stale-if-error") || (has(b"; hit") && has(b"ttl=-")) {
-            "STALE"
-        } else if has(b"; hit") {
-            "HIT"
-        } else if has(b"fwd-status=304") && has(b"fwd=stale") {
-            "REVALIDATED"
-        } else if has(b"fwd=stale") {
-            "EXPIRED"
-        } else if has(b"fwd=bypass") {
-            "BYPASS"
-        } else {
-            "MISS"
+        // Our own member, as `CacheStatus::header` wrote it: the first parameter says what
+        // happened, the others refine it.
+        let mut params = cs.as_bytes().split(|b| *b == b';').map(|p| p.trim_ascii());
+        let (mut hit, mut stale, mut fwd_stale, mut bypass, mut revalidated) =
+            (false, false, false, false, false);
+        params.next();
+        for p in params {
+            match p {
+                b"hit" => hit = true,
+                b"fwd=stale" => fwd_stale = true,
+                b"fwd=bypass" => bypass = true,
+                b"fwd-status=304" => revalidated = true,
+                b"detail=stale-if-error" => stale = true,
+                _ if p.starts_with(b"ttl=-") => stale = true,
+                _ => {}
+            }
+        }
+        match () {
+            _ if stale && (hit || fwd_stale) => "STALE",
+            _ if hit => "HIT",
+            _ if fwd_stale && revalidated => "REVALIDATED",
+            _ if fwd_stale => "EXPIRED",
+            _ if bypass => "BYPASS",
+            _ => "MISS",
         }
     }
 
@@ -129,7 +140,9 @@ impl CacheStatus {
             s.push_str("; detail=");
             s.push_str(d);
         }
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("headroom"))
+        // The String's buffer becomes the value's, not copied again.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+            .unwrap_or(HeaderValue::from_static("headroom"))
     }
 }
 

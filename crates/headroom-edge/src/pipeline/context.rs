@@ -106,6 +106,11 @@ impl RequestCtx {
         }
     }
 
+    /// True when this request gets an access log line.
+    pub fn logs(&self) -> bool {
+        self.log.is_some()
+    }
+
     /// The counters and latency histogram this request is counted in: its target's, else
     /// its route's, else those of requests answered before routing.
     fn counters(&self) -> (&Red, &Histogram, Option<&Target>) {

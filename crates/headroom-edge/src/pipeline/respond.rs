@@ -15,7 +15,8 @@ pub(super) fn respond(resp: &mut Response<ClientBody>, mut ctx: Box<RequestCtx>)
     let h = resp.headers_mut();
     if let Some(r) = ctx.record.route {
         let route = &ctx.snap.routes[r];
-        if route.cache.is_some() {
+        // Only a logged request needs the cache's word for its line.
+        if route.cache.is_some() && ctx.logs() {
             ctx.record.cache = headroom_cache::Outcome::from_headers(h);
         }
         strip_hop_by_hop(h);
