@@ -10,8 +10,11 @@ const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
 /// Fields that describe one hop, not the stored response (RFC 9110 §7.6.1), `Age`
-/// (recomputed on every use) and the cache's own status headers.
-const NOT_STORED: [HeaderName; 11] = [
+/// (recomputed on every use), the cache's own status headers, and `Set-Cookie`: a route
+/// that stores responses with cookies (`allow_set_cookie`) gives the cookie to the client
+/// whose request filled the cache, never replays it to every later one (as CDNs do).
+const NOT_STORED: [HeaderName; 12] = [
+    header::SET_COOKIE,
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -65,11 +68,7 @@ pub fn tags(h: &HeaderMap) -> Box<[Box<str>]> {
     {
         v.split_ascii_whitespace().for_each(&mut add);
     }
-    for v in h
-        .get_all(CACHE_TAG)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
+    for v in h.get_all(CACHE_TAG).iter().filter_map(|v| v.to_str().ok()) {
         v.split(',').for_each(&mut add);
     }
     out.into()

@@ -252,7 +252,8 @@ impl Shared {
     }
 
     fn insert_over(&self, hash: u64, key: &[u8], e: Arc<Entry>, seen: Option<&memory::Object>) {
-        self.memory.insert_over(hash, key, e, self.cfg.max_variants, seen);
+        self.memory
+            .insert_over(hash, key, e, self.cfg.max_variants, seen);
         self.refresh_gauges();
     }
 }

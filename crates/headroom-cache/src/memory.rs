@@ -234,7 +234,8 @@ impl std::hash::Hasher for Folded {
     }
 
     fn write_u64(&mut self, v: u64) {
-        let m = u128::from(v ^ self.seed ^ self.state).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        let m = u128::from(v ^ self.seed ^ self.state)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
         self.state = (m as u64) ^ ((m >> 64) as u64);
     }
 

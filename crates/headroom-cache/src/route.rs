@@ -328,6 +328,11 @@ impl RouteCache {
                     return Lookup::Hit(hit);
                 }
                 Use::Revalidate if directives.only_if_cached => {
+                    // §5.2.2.2 / §5.2.2.4: never served stale, whatever the request allows.
+                    if e.freshness.must_revalidate || e.freshness.no_cache {
+                        m.count(Outcome::Miss);
+                        return Lookup::GatewayTimeout;
+                    }
                     m.count(Outcome::Stale);
                     return Lookup::Hit(serve(
                         e,
@@ -587,6 +592,8 @@ const CONDITIONALS: [HeaderName; 4] = [
 impl Fill {
     fn background(mut self) -> Fill {
         self.background = true;
+        // The refresh is a GET, whatever method the client's request that started it.
+        self.head = false;
         self
     }
 
@@ -642,6 +649,27 @@ impl Fill {
                     if let Some(g) = self.guard.take() {
                         g.complete(Some(f));
                     }
+                }
+                return FillResponse::Replace(hit);
+            }
+            if status == StatusCode::NOT_MODIFIED {
+                // §4.3.3: a 304 naming another validator must not update the stored
+                // response. It answered our conditional, not the client's: the client gets
+                // the stored response as it is (never a 304 it did not ask for), and the
+                // entry is dropped so the next request fetches it whole.
+                shared.memory.remove_variant(self.hash, &self.key, &e);
+                let mut hit = serve(
+                    &e,
+                    &if self.head { Method::HEAD } else { Method::GET },
+                    &self.request_headers,
+                    now,
+                    Outcome::Revalidated,
+                    self.collapsed,
+                );
+                hit.cache_status.fwd_status = Some(304);
+                hit.cache_status.detail = Some("unmatched-304");
+                if !self.background {
+                    m.count(Outcome::Revalidated);
                 }
                 return FillResponse::Replace(hit);
             }
