@@ -270,6 +270,7 @@ async fn follow_purges(shared: std::sync::Weak<Shared>) {
         for p in tier.poll().await {
             s.apply_purge(p);
         }
+        tier.purges_applied();
     }
 }
 

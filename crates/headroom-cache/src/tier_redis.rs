@@ -7,12 +7,18 @@
 //!   values (the coding and the `Vary`'d request headers).
 //!
 //! `{H}` is a hash tag, so a URL's keys share a cluster slot. Both expire with the entry's
-//! freshness plus its stale allowance. A lookup costs one GET for the stub and one for the
-//! entry. Writes are spawned (at most [`WRITES_IN_FLIGHT`] at once; past that they are
-//! dropped and counted), so a slow Redis never holds a response.
+//! freshness plus its stale allowance. A lookup is one round trip when the URL has no
+//! `Vary` (the common case): one pipeline GETs the stub and the variant such a URL stores
+//! (`V` of the coding byte alone); when the stub names `Vary` fields, a second GET fetches
+//! the variant they select. Writes are spawned (at most [`WRITES_IN_FLIGHT`] at once; past
+//! that they are dropped and counted), so a slow Redis never holds a response.
 //!
 //! Purges are appended to a stream (`purges`, capped), which every instance polls: that is
-//! how a purge made through one instance reaches the memory tier of all of them.
+//! how a purge made through one instance reaches the memory tier of all of them, and the
+//! record against which entries read back from Redis are checked. A new instance reads the
+//! whole stream on its first poll, and answers no lookup from Redis before that poll's
+//! purges are applied (it waits for them, at most the Redis timeout): an entry purged
+//! before it started is never served by it.
 
 use crate::entry::Entry;
 use crate::purge::Purge;
@@ -22,9 +28,11 @@ use headroom_config::cache::{RedisConfig, RedisTarget};
 use headroom_redis::{Metrics, Options, Redis, Target};
 use headroom_telemetry::{Counter, Registry};
 use http::HeaderName;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 /// Redis writes in flight at most; more are dropped (the entry is still in memory).
 const WRITES_IN_FLIGHT: usize = 64;
@@ -32,6 +40,18 @@ const WRITES_IN_FLIGHT: usize = 64;
 const STREAM_LEN: usize = 4096;
 /// How often each instance reads the purge stream.
 pub const PURGE_POLL: Duration = Duration::from_millis(250);
+/// Purges read per XRANGE.
+const PAGE: usize = 512;
+/// Pages read per poll at most, while they come back full: 8,192 purges, twice the stream's
+/// length, so a new instance's first poll reads the whole backlog (`MAXLEN ~` lets the
+/// stream run a little past [`STREAM_LEN`]) and a storm of purges is followed within a poll
+/// or two, while one poll stays bounded however fast purges come.
+const PAGES_PER_POLL: usize = 2 * STREAM_LEN / PAGE;
+
+/// Where this instance stands with the purge stream (see [`RedisTier::purges_applied`]).
+const FIRST_POLL_PENDING: u8 = 0;
+const BEHIND: u8 = 1;
+const CAUGHT_UP: u8 = 2;
 
 const STUB_MAGIC: &[u8; 4] = b"HRV1";
 
@@ -48,6 +68,16 @@ pub(crate) struct RedisTier {
     pub(crate) instance: u64,
     /// The last stream id read.
     cursor: Mutex<String>,
+    /// Did the last poll read to the end of the stream? Becomes [`RedisTier::state`] once
+    /// the purges it returned are applied.
+    read_to_end: AtomicBool,
+    /// [`FIRST_POLL_PENDING`], [`BEHIND`] or [`CAUGHT_UP`]: lookups are answered from Redis
+    /// only once caught up (and forever after: later lag is the poll interval's).
+    state: AtomicU8,
+    /// Wakes lookups waiting for the first poll.
+    first_poll: Notify,
+    /// How long a lookup waits for the first poll: the Redis timeout.
+    timeout: Duration,
 }
 
 impl RedisTier {
@@ -110,6 +140,16 @@ impl RedisTier {
             ),
             instance: fastrand_u64(),
             cursor: Mutex::new("0-0".into()),
+            read_to_end: AtomicBool::new(false),
+            // Outside a runtime nothing polls the stream (the cache spawns its follower
+            // only inside one): there is no first poll to wait for.
+            state: AtomicU8::new(if tokio::runtime::Handle::try_current().is_ok() {
+                FIRST_POLL_PENDING
+            } else {
+                CAUGHT_UP
+            }),
+            first_poll: Notify::new(),
+            timeout: cfg.timeout,
         })
     }
 
@@ -118,12 +158,16 @@ impl RedisTier {
     }
 
     fn stub_key(&self, hash: u64) -> String {
-        format!("{}{{{hash:016x}}}", self.prefix)
+        let mut k = String::with_capacity(self.prefix.len() + 2 + 16 + 1 + 16);
+        k.push_str(&self.prefix);
+        k.push('{');
+        push_hex(&mut k, hash);
+        k.push('}');
+        k
     }
 
     fn entry_key(&self, hash: u64, variant: &[u8]) -> String {
-        let v = xxhash_rust::xxh3::xxh3_64(variant);
-        format!("{}{{{hash:016x}}}:{v:016x}", self.prefix)
+        variant_key(self.stub_key(hash), variant)
     }
 
     fn stream_key(&self) -> String {
@@ -141,23 +185,35 @@ impl RedisTier {
     }
 
     async fn fetch(&self, hash: u64, req: &CacheRequest<'_>) -> Option<Entry> {
-        let stub: Option<Vec<u8>> = self
-            .redis
-            .query(redis::cmd("GET").arg(self.stub_key(hash)))
-            .await
-            .ok()?;
-        let stub = stub?;
-        let Some(vary) = decode_stub(&stub) else {
+        if !self.caught_up().await {
+            return None;
+        }
+        // The stub, and the variant a URL without Vary stores, in one round trip (one slot:
+        // the hash tag, so a cluster takes it too).
+        let stub_key = self.stub_key(hash);
+        let plain = [req.coding as u8];
+        let plain_key = variant_key(stub_key.clone(), &plain);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(stub_key).cmd("GET").arg(plain_key);
+        let (stub, plain_raw): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.redis.pipeline(&pipe).await.ok()?;
+        let Some(vary) = decode_stub(&stub?) else {
             self.garbage.inc();
             return None;
         };
         let variant = crate::route::variant_of(&vary, req.headers, req.coding);
-        let raw: Option<Vec<u8>> = self
-            .redis
-            .query(redis::cmd("GET").arg(self.entry_key(hash, &variant)))
-            .await
-            .ok()?;
-        let raw = Bytes::from(raw?);
+        let raw = if *variant == plain {
+            plain_raw?
+        } else {
+            let raw: Option<Vec<u8>> = self
+                .redis
+                .query(redis::cmd("GET").arg(self.entry_key(hash, &variant)))
+                .await
+                .ok()?;
+            raw?
+        };
+        // Vec → Bytes takes the buffer redis-rs read into: the entry's body is a slice of it.
+        let raw = Bytes::from(raw);
         match Entry::decode(&raw) {
             Some(e) if *e.variant == *variant => Some(e),
             Some(_) => None,
@@ -230,8 +286,57 @@ impl RedisTier {
         });
     }
 
-    /// The purges other instances made since the last read.
+    /// True once lookups may be answered from Redis: the purges of this instance's first
+    /// poll are applied (waited for, at most the Redis timeout, while that poll is under way).
+    async fn caught_up(&self) -> bool {
+        match self.state.load(Acquire) {
+            CAUGHT_UP => return true,
+            BEHIND => return false,
+            _ => {}
+        }
+        let woken = self.first_poll.notified();
+        // Checked again once registered: `notify_waiters` wakes only those registered.
+        if self.state.load(Acquire) == FIRST_POLL_PENDING {
+            let _ = tokio::time::timeout(self.timeout, woken).await;
+        }
+        self.state.load(Acquire) == CAUGHT_UP
+    }
+
+    /// Called once the purges [`RedisTier::poll`] returned are applied (in the log that
+    /// checks entries read from Redis): when that poll read the stream to its end, this
+    /// instance has caught up, and lookups may be answered from Redis. Until a poll has
+    /// (Redis away at start, or a storm of purges longer than a poll reads), they are misses.
+    pub(crate) fn purges_applied(&self) {
+        let state = if self.read_to_end.load(Acquire) {
+            CAUGHT_UP
+        } else {
+            BEHIND
+        };
+        if self.state.fetch_max(state, AcqRel) == FIRST_POLL_PENDING {
+            self.first_poll.notify_waiters();
+        }
+    }
+
+    /// The purges other instances made since the last read: pages of [`PAGE`] while they
+    /// come back full, [`PAGES_PER_POLL`] at most.
     pub(crate) async fn poll(&self) -> Vec<Purge> {
+        let mut out = Vec::new();
+        let mut read_to_end = false;
+        for _ in 0..PAGES_PER_POLL {
+            match self.poll_page(&mut out).await {
+                Some(n) if n == PAGE => continue,
+                Some(_) => read_to_end = true,
+                None => {}
+            }
+            break;
+        }
+        self.read_to_end.store(read_to_end, Release);
+        out
+    }
+
+    /// One page of the stream past the cursor, its purges pushed to `out`: how many stream
+    /// entries it held (`None` when Redis did not answer).
+    async fn poll_page(&self, out: &mut Vec<Purge>) -> Option<usize> {
         let cursor = self
             .cursor
             .lock()
@@ -242,16 +347,14 @@ impl RedisTier {
             .arg(format!("({cursor}"))
             .arg("+")
             .arg("COUNT")
-            .arg(512)
+            .arg(PAGE)
             .to_owned();
-        let Ok(items) = self
+        let items = self
             .redis
             .query::<Vec<(String, Vec<(String, String)>)>>(&cmd)
             .await
-        else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
+            .ok()?;
+        let n = items.len();
         if let Some((last, _)) = items.last() {
             *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = last.clone();
         }
@@ -267,7 +370,22 @@ impl RedisTier {
                 }
             }
         }
-        out
+        Some(n)
+    }
+}
+
+/// `{prefix}{H}:V`: the stub's key, `:`, and the hash of the selecting values.
+fn variant_key(mut stub_key: String, variant: &[u8]) -> String {
+    stub_key.push(':');
+    push_hex(&mut stub_key, xxhash_rust::xxh3::xxh3_64(variant));
+    stub_key
+}
+
+/// `v` as 16 lowercase hex digits.
+fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(DIGITS[(v >> (shift * 4)) as usize & 0xf]));
     }
 }
 
@@ -322,5 +440,21 @@ mod tests {
         assert_eq!(decode_stub(&encode_stub(&[])), Some(vec![]));
         assert_eq!(decode_stub(b"garbage"), None);
         assert_eq!(decode_stub(b"HRV1bad header\n"), None);
+    }
+
+    #[test]
+    fn keys_keep_their_layout() {
+        let mut k = String::from("headroom:{");
+        push_hex(&mut k, 0x0123_4567_89ab_cdef);
+        k.push('}');
+        assert_eq!(
+            k,
+            format!("headroom:{{{:016x}}}", 0x0123_4567_89ab_cdef_u64)
+        );
+        let v = xxhash_rust::xxh3::xxh3_64(b"\x01");
+        assert_eq!(
+            variant_key("p{0000000000000001}".into(), b"\x01"),
+            format!("p{{0000000000000001}}:{v:016x}")
+        );
     }
 }

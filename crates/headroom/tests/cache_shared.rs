@@ -83,6 +83,50 @@ fn a_purge_through_one_instance_is_seen_by_every_instance() {
 }
 
 #[test]
+fn a_new_instance_never_serves_from_redis_an_entry_purged_before_it_started() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("u");
+    let a = Headroom::start(&config(&up, &standalone(&redis), ""));
+    a.get(P);
+    a.wait_metric(WRITES, 1.0);
+    // More purges of other URLs than one page of the stream, then the one that matters:
+    // it lies past the first page a new instance reads.
+    for i in 0..600 {
+        let r = a.admin_post("/cache/purge", &format!(r#"{{"url": "/other{i}"}}"#));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = a.admin_post(
+        "/cache/purge",
+        r#"{"url": "/shared?header=cache-control:max-age%3D300"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let xlen = || {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "XLEN", "headroom:purges"])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    // Published in the background: b starts once all 601 are in the stream.
+    eventually("every purge is in the stream", || xlen() == 601);
+    let served = up.served();
+    // The entry is still in Redis (purges do not rewrite it); b's memory is empty, and it
+    // knows of the purge only from the stream.
+    let b = Headroom::start(&config(&up, &standalone(&redis), ""));
+    let r = b.get(P);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-cache"),
+        Some("MISS"),
+        "b served the purged entry from Redis"
+    );
+    assert_eq!(up.served(), served + 1, "b fetched it from the upstream");
+}
+
+#[test]
 fn when_redis_dies_the_cache_keeps_working_on_memory_with_no_failed_request() {
     let mut redis = RedisServer::start();
     let up = Upstream::start("u");
