@@ -130,6 +130,9 @@ pub fn apply(memory: &Memory, p: &Purge) -> u64 {
 #[derive(Default)]
 pub struct Log {
     recent: Mutex<VecDeque<Purge>>,
+    /// The latest `at_ms` recorded: an entry stored after it is admitted without a look at
+    /// the list (the common case: no purge since it was stored).
+    newest: std::sync::atomic::AtomicU64,
 }
 
 /// Purges kept: past this many, the oldest are forgotten (an entry from Redis stored before
@@ -139,6 +142,8 @@ const KEPT: usize = 4096;
 
 impl Log {
     pub fn record(&self, p: Purge) {
+        self.newest
+            .fetch_max(p.at_ms, std::sync::atomic::Ordering::Relaxed);
         let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if r.len() == KEPT {
             r.pop_front();
@@ -149,6 +154,9 @@ impl Log {
     /// Applies the purges made after `e` was stored: `false` when one deletes it (a miss);
     /// a soft one marks it stale.
     pub fn admit(&self, e: &Arc<Entry>) -> bool {
+        if e.stored_at_ms() > self.newest.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
         let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         for p in r.iter().rev() {
             if p.at_ms < e.stored_at_ms() {

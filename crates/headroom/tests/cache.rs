@@ -515,3 +515,46 @@ fn status_and_the_access_log_show_the_cache() {
         .expect("an access log line with the cache status");
     assert!(line.contains("\"route\":\"app\""), "{line}");
 }
+
+#[test]
+fn a_response_from_an_h2_upstream_is_stored_as_it_streams() {
+    let up = Upstream::start("u");
+    let cfg = cached(&up, "", "").replace("[service.s]\n", "[service.s]\nprotocol = \"h2\"\n");
+    let h = Headroom::start(&cfg);
+    let p = format!("/h2up?bytes=5000&{MAX_AGE_60}");
+    let first = h.get(&p);
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let hit = h.get(&p);
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.body, first.body);
+    assert_eq!(up.served(), 1);
+}
+
+#[tokio::test]
+async fn an_h2_client_is_answered_from_the_cache() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let up = Upstream::start("u");
+    let h = Headroom::start(&cached(&up, "", ""));
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut bodies = Vec::new();
+    for want in ["MISS", "HIT", "HIT"] {
+        let req = http::Request::get(format!("http://test.local/h2c?{MAX_AGE_60}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.headers()["x-cache"], want);
+        bodies.push(resp.into_body().collect().await.unwrap().to_bytes());
+    }
+    assert_eq!(bodies[0], bodies[2]);
+    let up_count = tokio::task::spawn_blocking(move || up.served())
+        .await
+        .unwrap();
+    assert_eq!(up_count, 1);
+}
