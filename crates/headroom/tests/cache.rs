@@ -558,3 +558,25 @@ async fn an_h2_client_is_answered_from_the_cache() {
         .unwrap();
     assert_eq!(up_count, 1);
 }
+
+#[test]
+fn an_upstream_that_lies_about_its_length_is_never_stored() {
+    // It declares 100 bytes, sends 10 and stops: the client's response is cut (as without
+    // a cache) and nothing is stored.
+    let reply =
+        "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n0123456789";
+    let up = Upstream::start_with("liar", &["--raw-reply", reply]);
+    let cfg = cached(&up, "", "").replace(
+        "[service.s]\n",
+        "[service.s]\nread_timeout = \"300ms\"\nretry = { attempts = 1 }\n",
+    );
+    let h = Headroom::start(&cfg);
+    for _ in 0..2 {
+        let mut c = h.client();
+        match c.try_request("GET", "/lie", &[], b"") {
+            Ok(r) => assert_ne!(r.header("x-cache"), Some("HIT"), "a short body was stored"),
+            Err(_) => {} // cut off: the client sees the response end early
+        }
+    }
+    assert_eq!(h.metric("headroom_cache_stored_total{route=\"app\"}"), 0.0);
+}

@@ -1405,3 +1405,24 @@ async fn a_stored_response_never_replays_its_set_cookie() {
     assert!(!hit.asked);
     assert_eq!(hit.header("set-cookie"), "");
 }
+
+// A Vary naming more headers than a variant key should hold is not stored (bounded
+// variants per URL, however hostile the origin).
+#[tokio::test]
+async fn a_vary_on_too_many_headers_is_not_stored() {
+    let h = Harness::new();
+    let names: Vec<String> = (0..40).map(|i| format!("x-h{i}")).collect();
+    let vary = names.join(", ");
+    let up = origin(
+        200,
+        &[("cache-control", "max-age=60"), ("vary", &vary)],
+        "x",
+    );
+    let got = h.get("/a", &[], &up).await;
+    assert!(
+        got.cache_status().contains("detail=vary-too-wide"),
+        "{}",
+        got.cache_status()
+    );
+    assert!(h.get("/a", &[], &up).await.asked);
+}
