@@ -251,12 +251,7 @@ impl Headroom {
     /// Value of one metric series line, e.g. `headroom_retries_total{service="a"}`.
     pub fn metric(&self, series: &str) -> f64 {
         let m = self.metrics();
-        m.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.trim().parse().ok())
-            })
-            .unwrap_or_else(|| panic!("no series {series} in\n{m}"))
+        series_value(&m, series).unwrap_or_else(|| panic!("no series {series} in\n{m}"))
     }
 
     /// Reads /status until `pred` holds. See [`Headroom::wait_state`].
@@ -265,13 +260,17 @@ impl Headroom {
     }
 
     /// Reads one metric series until it has `value`. See [`Headroom::wait_state`].
+    /// A series not there yet (registered when a worker starts, or on first use) is waited
+    /// for like a value not reached yet.
     pub fn wait_metric(&self, series: &str, value: f64) {
-        self.wait_state(series, || self.metric(series), |v| *v == value);
+        let read = || series_value(&self.metrics(), series);
+        self.wait_state(series, read, |v| *v == Some(value));
     }
 
     /// Reads one metric series until it is at least `min`.
     pub fn wait_metric_at_least(&self, series: &str, min: f64) {
-        self.wait_state(series, || self.metric(series), |v| *v >= min);
+        let read = || series_value(&self.metrics(), series);
+        self.wait_state(series, read, |v| v.is_some_and(|v| v >= min));
     }
 
     /// Reads a state with `read` until `pred` holds. Health transitions and ejections are
@@ -554,6 +553,14 @@ pub fn one_route_config_with(up: &Upstream, listener_extra: &str, service_extra:
         ),
         up.addr
     )
+}
+
+/// The value of `series` in a `/metrics` text, if it is there.
+pub fn series_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
 }
 
 /// A loopback port that was free a moment ago.
