@@ -28,6 +28,8 @@ pub mod invalidate;
 // name would make `policy::range` ambiguous in docs).
 mod range;
 pub mod reuse;
+#[cfg(test)]
+mod testing;
 pub mod vary;
 
 pub use conditional::{

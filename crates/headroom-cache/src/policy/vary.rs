@@ -95,18 +95,7 @@ fn push_normalised(line: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::policy::testing::headers;
 
     fn key(fields: &[&str], req: &HeaderMap) -> Vec<u8> {
         let fields: Vec<HeaderName> = fields.iter().map(|f| f.parse().unwrap()).collect();

@@ -102,19 +102,7 @@ impl Fill {
             if status == StatusCode::NOT_MODIFIED && policy::matches_stored(&e.headers, headers) {
                 // RFC 9111 §4.3.4: the 304 freshens the stored response.
                 let fresh = self.freshened(&e, headers, now);
-                let hit_entry = fresh.clone().unwrap_or(e);
-                let mut hit = serve(
-                    &hit_entry,
-                    &if self.head { Method::HEAD } else { Method::GET },
-                    &self.request_headers,
-                    now,
-                    Outcome::Revalidated,
-                    self.collapsed,
-                );
-                hit.cache_status.fwd_status = Some(304);
-                if !self.background {
-                    m.count(Outcome::Revalidated);
-                }
+                let hit = self.revalidated(fresh.as_ref().unwrap_or(&e), now, None);
                 if let Some(f) = fresh {
                     self.insert(f.clone());
                     if let Some(g) = self.guard.take() {
@@ -129,20 +117,7 @@ impl Fill {
                 // the stored response as it is (never a 304 it did not ask for), and the
                 // entry is dropped so the next request fetches it whole.
                 shared.memory.remove_variant(self.hash, &self.key, &e);
-                let mut hit = serve(
-                    &e,
-                    &if self.head { Method::HEAD } else { Method::GET },
-                    &self.request_headers,
-                    now,
-                    Outcome::Revalidated,
-                    self.collapsed,
-                );
-                hit.cache_status.fwd_status = Some(304);
-                hit.cache_status.detail = Some("unmatched-304");
-                if !self.background {
-                    m.count(Outcome::Revalidated);
-                }
-                return FillResponse::Replace(hit);
+                return FillResponse::Replace(self.revalidated(&e, now, Some("unmatched-304")));
             }
             if status.is_server_error() && (500..=504).contains(&status.as_u16()) {
                 if let Some(hit) = self.stale_if_error(&e, now) {
@@ -236,6 +211,25 @@ impl Fill {
             response_time: now,
             fill: Some(self),
         }))
+    }
+
+    /// The stored response `e` answering after a 304 from upstream, counted as revalidated.
+    fn revalidated(&self, e: &Entry, now: SystemTime, detail: Option<&'static str>) -> Hit {
+        let method = if self.head { Method::HEAD } else { Method::GET };
+        let mut hit = serve(
+            e,
+            &method,
+            &self.request_headers,
+            now,
+            Outcome::Revalidated,
+            self.collapsed,
+        );
+        hit.cache_status.fwd_status = Some(304);
+        hit.cache_status.detail = detail;
+        if !self.background {
+            self.route.metrics.count(Outcome::Revalidated);
+        }
+        hit
     }
 
     /// The upstream failed (error, timeout, no healthy replica): a stale response instead,

@@ -92,7 +92,9 @@ pub struct RouteCache {
     pub allow_set_cookie: Option<bool>,
 }
 
-/// `[[route.cache.rule]]`: a page rule.
+/// `[[route.cache.rule]]`: a page rule. Its policy fields repeat [`RouteCache`]'s: serde's
+/// `flatten` would share them, but it cannot be combined with `deny_unknown_fields`, and a
+/// misspelt key must stay an error with its line.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheRule {

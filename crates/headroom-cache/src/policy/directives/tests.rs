@@ -1,15 +1,5 @@
 use super::*;
-
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in pairs {
-        h.append(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    h
-}
+use crate::policy::testing::*;
 
 fn resp(cc: &str) -> ResponseDirectives {
     ResponseDirectives::parse(&headers(&[("cache-control", cc)]))

@@ -1,25 +1,5 @@
 use super::*;
-use http::{HeaderName, HeaderValue};
-use std::time::UNIX_EPOCH;
-
-fn t(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-}
-
-fn date(secs: u64) -> String {
-    httpdate::fmt_http_date(t(secs))
-}
-
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in pairs {
-        h.append(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    h
-}
+use crate::policy::testing::*;
 
 const NOW: u64 = 1000;
 
