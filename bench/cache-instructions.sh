@@ -41,6 +41,7 @@ service = "app"
 name = "cached"
 service = "app"
 [route.cache]
+bypass_headers = ["x-bypass"]
 [service.app]
 replicas = ["127.0.0.1:$UP"]
 CONF
@@ -48,21 +49,25 @@ nginx -c "$TMP/upstream.conf" -e "$TMP/up.err" & PIDS+=($!)
 valgrind --tool=callgrind --callgrind-out-file="$TMP/hr.%p" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1 2>"$TMP/vg" &
 VG=$!; PIDS+=($VG)
 for _ in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/$HR) 2>/dev/null && break; sleep 0.2; done
-for phase in plain miss hit; do
+for phase in plain bypass miss hit; do
 python3 - "$HR" "$N" "$phase" <<'PY'
 import http.client, subprocess, sys
 port, n, phase = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(4)]
 def path(i, tag):
     if phase == "plain": return f"/plain/x?r={tag}{i}"
+    if phase == "bypass": return f"/c/b?r={tag}{i}"
     if phase == "miss": return f"/c/x?r={tag}{i}"
     return "/c/hot"
 def run(k, tag):
     for i in range(k):
-        c = conns[i % 4]; c.request("GET", path(i, tag)); r = c.getresponse(); r.read()
+        # plain and bypass send the same request (the bypass header included), so they compare.
+        hdrs = {"x-bypass": "1"} if phase in ("plain", "bypass") else {}
+        c = conns[i % 4]; c.request("GET", path(i, tag), headers=hdrs); r = c.getresponse(); r.read()
         assert r.status == 200, r.status
         if phase == "hit" and tag == "m": assert r.getheader("x-cache") == "HIT"
         if phase == "miss": assert r.getheader("x-cache") == "MISS", r.getheader("x-cache")
+        if phase == "bypass": assert r.getheader("x-cache") == "BYPASS", r.getheader("x-cache")
 run(200, "w")
 subprocess.run(["callgrind_control", "-z"], capture_output=True)
 run(n, "m")
@@ -70,7 +75,7 @@ subprocess.run(["callgrind_control", "-d", phase], capture_output=True)
 PY
 done
 kill "$VG"; wait "$VG" 2>/dev/null || true
-for phase in plain miss hit; do
+for phase in plain bypass miss hit; do
   f=$(grep -l "^desc: Trigger: .*$phase" "$TMP"/hr.* | head -1)
   t=$(awk '/^summary:/ {s += $2} END {print s+0}' $f)
   echo "$phase $((t / N))"
