@@ -457,14 +457,21 @@ pub(crate) fn variant_of(vary: &[HeaderName], headers: &HeaderMap, coding: Codin
     out
 }
 
-fn variant_matches(e: &Entry, req: &CacheRequest<'_>) -> bool {
-    if e.variant.first() != Some(&(req.coding as u8)) {
-        return false;
+/// The coding byte of a variant stored as it came (not compressed, though the client that
+/// filled it would have taken a coding: too small, not a compressible type, no-transform)
+/// on a route that compresses: it answers every client, whatever coding it negotiates.
+pub(crate) const ANY_CODING: u8 = 0xFF;
+
+/// Does stored variant `e` answer `req`: its coding (or any), then its Vary'd values.
+pub(crate) fn variant_matches(e: &Entry, req: &CacheRequest<'_>) -> bool {
+    match e.variant.first() {
+        Some(&c) if c == req.coding as u8 || c == ANY_CODING => {}
+        _ => return false,
     }
     if e.vary.is_empty() {
         return e.variant.len() == 1;
     }
-    variant_of(&e.vary, req.headers, req.coding) == *e.variant
+    variant_of(&e.vary, req.headers, req.coding)[1..] == e.variant[1..]
 }
 
 /// A stored response as the answer to a request: 304 for a matching conditional, 206 or

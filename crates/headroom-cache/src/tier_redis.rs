@@ -191,31 +191,43 @@ impl RedisTier {
         // The stub, and the variant a URL without Vary stores, in one round trip (one slot:
         // the hash tag, so a cluster takes it too).
         let stub_key = self.stub_key(hash);
+        // A URL without Vary: its variant in this coding, or the one stored for any coding.
         let plain = [req.coding as u8];
-        let plain_key = variant_key(stub_key.clone(), &plain);
+        let any = [crate::route::ANY_CODING];
         let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(stub_key).cmd("GET").arg(plain_key);
-        let (stub, plain_raw): (Option<Vec<u8>>, Option<Vec<u8>>) =
+        pipe.cmd("GET")
+            .arg(&stub_key)
+            .cmd("GET")
+            .arg(variant_key(stub_key.clone(), &plain))
+            .cmd("GET")
+            .arg(variant_key(stub_key.clone(), &any));
+        let (stub, plain_raw, any_raw): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) =
             self.redis.pipeline(&pipe).await.ok()?;
         let Some(vary) = decode_stub(&stub?) else {
             self.garbage.inc();
             return None;
         };
-        let variant = crate::route::variant_of(&vary, req.headers, req.coding);
-        let raw = if *variant == plain {
-            plain_raw?
+        let mut variant = crate::route::variant_of(&vary, req.headers, req.coding);
+        let raw = if vary.is_empty() {
+            plain_raw.or(any_raw)?
         } else {
-            let raw: Option<Vec<u8>> = self
-                .redis
-                .query(redis::cmd("GET").arg(self.entry_key(hash, &variant)))
-                .await
-                .ok()?;
-            raw?
+            let first = variant[0];
+            variant[0] = crate::route::ANY_CODING;
+            let any_key = self.entry_key(hash, &variant);
+            variant[0] = first;
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET")
+                .arg(self.entry_key(hash, &variant))
+                .cmd("GET")
+                .arg(any_key);
+            let (own, anyc): (Option<Vec<u8>>, Option<Vec<u8>>) =
+                self.redis.pipeline(&pipe).await.ok()?;
+            own.or(anyc)?
         };
         // Vec → Bytes takes the buffer redis-rs read into: the entry's body is a slice of it.
         let raw = Bytes::from(raw);
         match Entry::decode(&raw) {
-            Some(e) if *e.variant == *variant => Some(e),
+            Some(e) if crate::route::variant_matches(&e, req) => Some(e),
             Some(_) => None,
             None => {
                 self.garbage.inc();

@@ -581,3 +581,32 @@ fn an_upstream_that_lies_about_its_length_is_never_stored() {
     }
     assert_eq!(h.metric("headroom_cache_stored_total{route=\"app\"}"), 0.0);
 }
+
+#[test]
+fn a_response_too_small_to_compress_is_one_variant_for_every_coding() {
+    // On a compressing route, a body under min_size goes as it is to every client: one
+    // stored copy answers them all, whatever Accept-Encoding they send.
+    let up = Upstream::start("u");
+    let cfg = cached(&up, "", "").replace("[service.s]", "[route.compress]\n\n[service.s]");
+    let h = Headroom::start(&cfg);
+    let p = format!("/small?bytes=100&header=content-type:text/plain&{MAX_AGE_60}");
+    let mut c = h.client();
+    let zstd = c.request("GET", &p, &[("accept-encoding", "gzip, br, zstd")], b"");
+    assert_eq!(zstd.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        zstd.header("content-encoding"),
+        None,
+        "too small to compress"
+    );
+    for ae in ["gzip", "br", ""] {
+        let h2: Vec<(&str, &str)> = if ae.is_empty() {
+            vec![]
+        } else {
+            vec![("accept-encoding", ae)]
+        };
+        let r = c.request("GET", &p, &h2, b"");
+        assert_eq!(r.header("x-cache"), Some("HIT"), "accept-encoding {ae:?}");
+        assert_eq!(r.body, zstd.body);
+    }
+    assert_eq!(up.served(), 1);
+}

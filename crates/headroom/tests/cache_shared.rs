@@ -239,3 +239,27 @@ fn a_cluster_tier_shares_hits_and_survives_a_master_failover() {
         a.metric(WRITES) > before && fresh.get(&p).header("x-cache") == Some("HIT")
     });
 }
+
+#[test]
+fn an_uncompressed_variant_stored_for_any_coding_is_shared_through_redis() {
+    let redis = RedisServer::start();
+    let up = Upstream::start("u");
+    let cfg = config(&up, &standalone(&redis), "")
+        .replace("[service.s]", "[route.compress]\n\n[service.s]");
+    let a = Headroom::start(&cfg);
+    let b = Headroom::start(&cfg);
+    let p = "/tiny?bytes=100&header=content-type:text/plain&header=cache-control:max-age%3D300";
+    let mut ca = a.client();
+    let first = ca.request("GET", p, &[("accept-encoding", "zstd")], b"");
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    a.wait_metric(WRITES, 1.0);
+    let mut cb = b.client();
+    let r = cb.request("GET", p, &[("accept-encoding", "gzip")], b"");
+    assert_eq!(
+        r.header("x-cache"),
+        Some("HIT"),
+        "another coding, from Redis"
+    );
+    assert_eq!(r.body, first.body);
+    assert_eq!(up.served(), 1);
+}

@@ -197,7 +197,15 @@ impl Fill {
         }
         cs.stored = true;
         self.mark(headers, cs);
-        let variant = variant_of(&select, &self.request_headers, self.coding);
+        let mut variant = variant_of(&select, &self.request_headers, self.coding);
+        if self.compresses
+            && self.coding != Coding::Identity
+            && !headers.contains_key(header::CONTENT_ENCODING)
+        {
+            // Sent as it is to a client that would have taken a coding: it is what every
+            // client gets, whatever it negotiates.
+            variant[0] = super::ANY_CODING;
+        }
         let stored_headers = crate::headers::storable_copy(headers);
         FillResponse::Store(Box::new(Store {
             buf: BytesMut::with_capacity(declared.unwrap_or(0).min(1 << 20) as usize),
