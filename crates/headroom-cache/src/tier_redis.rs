@@ -55,6 +55,9 @@ const CAUGHT_UP: u8 = 2;
 
 const STUB_MAGIC: &[u8; 4] = b"HRV1";
 
+/// A GET's reply: the value, or nothing stored.
+type Value = Option<Vec<u8>>;
+
 pub(crate) struct RedisTier {
     redis: Redis,
     prefix: String,
@@ -201,7 +204,7 @@ impl RedisTier {
             .arg(variant_key(stub_key.clone(), &plain))
             .cmd("GET")
             .arg(variant_key(stub_key.clone(), &any));
-        let (stub, plain_raw, any_raw): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) =
+        let (stub, plain_raw, any_raw): (Value, Value, Value) =
             self.redis.pipeline(&pipe).await.ok()?;
         let Some(vary) = decode_stub(&stub?) else {
             self.garbage.inc();
@@ -220,8 +223,7 @@ impl RedisTier {
                 .arg(self.entry_key(hash, &variant))
                 .cmd("GET")
                 .arg(any_key);
-            let (own, anyc): (Option<Vec<u8>>, Option<Vec<u8>>) =
-                self.redis.pipeline(&pipe).await.ok()?;
+            let (own, anyc): (Value, Value) = self.redis.pipeline(&pipe).await.ok()?;
             own.or(anyc)?
         };
         // Vec → Bytes takes the buffer redis-rs read into: the entry's body is a slice of it.
