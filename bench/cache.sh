@@ -62,10 +62,9 @@ PLACEMENT=${PLACEMENT:-shared}
 KEEP_TMP=${KEEP_TMP:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
-
-die() { echo "bench/cache.sh: error: $*" >&2; exit 1; }
-say() { echo "$*"; }
 
 # ---------------------------------------------------------------- tools
 declare -A PKG_OF=([nginx]=nginx [varnishd]=varnish [varnishstat]=varnish [redis-server]=redis-server
@@ -163,61 +162,6 @@ EOF
 [[ -n ${P_VARNISHM:-} ]] || die "could not find 11 free ports in 20000-21999"
 
 # ---------------------------------------------------------------- helpers
-tree_pids() { # a process and all its descendants
-    local c
-    echo "$1"
-    for c in $(pgrep -P "$1" 2>/dev/null || true); do tree_pids "$c"; done
-}
-
-cpu_ticks() { # cpu_ticks PID... — "utime stime" (fields 14, 15 of /proc/PID/stat), summed over the trees
-    local u=0 k=0 p s f root
-    for root in "$@"; do
-        for p in $(tree_pids "$root"); do
-            s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-            s=${s##*) } # drop "pid (comm) " — comm may contain spaces
-            read -r -a f <<<"$s"
-            u=$((u + f[11])) k=$((k + f[12])) # fields 14 and 15 overall = index 11 and 12 after comm
-        done
-    done
-    echo "$u $k"
-}
-
-rss_kib() { # VmRSS summed over the tree, KiB
-    local t=0 p v
-    for p in $(tree_pids "$1"); do
-        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
-
-pin_tree() { # pin_tree CPU ROOTPID — move a running process tree (all threads)
-    [[ $PLACEMENT == none ]] && return 0
-    local p
-    for p in $(tree_pids "$2"); do taskset -a -p -c "$1" "$p" >/dev/null; done
-}
-
-start_bg() { # start_bg NAME cmd... (pinned like a server); sets LAST_PID
-    local name=$1; shift
-    "${PIN_SRV[@]}" "$@" >"$TMP/$name.stdout" 2>"$TMP/$name.log" &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-
-wait_port() { # wait_port NAME PORT PID
-    local name=$1 port=$2 pid=$3 i
-    for i in $(seq 150); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "--- $name log:" >&2; tail -n 30 "$TMP/$name.log" >&2 || true
-            die "$name exited before listening on 127.0.0.1:$port"
-        fi
-        if timeout 1 bash -c "</dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "--- $name log:" >&2; tail -n 30 "$TMP/$name.log" >&2 || true
-    die "$name did not accept connections on 127.0.0.1:$port within 15s"
-}
-
 fetch() { # fetch NAME URL — one GET; headers in $TMP/last.h, body in $TMP/last.b; prints the body size
     curl -s --max-time 5 -D "$TMP/last.h" -o "$TMP/last.b" -w '%{http_code} %{size_download}' "$2" \
         || die "$1: curl $2 failed"
@@ -250,10 +194,6 @@ prime_hit() { # prime_hit NAME KIND URL SIZE — warm the object, then a second 
 # Per-round results are keyed "NAME,ROUND"; the arrays without R_ hold the medians.
 declare -A R_RPS R_P50 R_P99 R_CPU R_SYS R_REQS R_XCPU R_SHARE
 declare -A RPS P50 P99 CPU SYS XCPU SHARE RPS_MIN RPS_MAX
-
-show_errors() { # show_errors NAME FILE — non-2xx responses, socket errors
-    grep -E 'Non-2xx or 3xx responses|Socket errors' "$2" | sed "s/^ */  !! $1 ($(basename "$2" .txt)): /" || true
-}
 
 # Target tables: URL, process roots whose CPU is counted, an optional wrk Lua script, an
 # optional extra process measured separately (redis-server behind hr-redis-s), and a check
@@ -326,17 +266,6 @@ bench() { # bench TARGET ROUND — one measured run, stored under "TARGET,ROUND"
     ${POSTCHECK_OF[$t]:-true}
 }
 declare -A POSTCHECK_OF
-
-median() { # median VALUES... — numeric median ("-" and empty values ignored; "-" if none left)
-    printf '%s\n' "$@" | awk '$1 != "" && $1 != "-" && $1 != "n/a"' | sort -g | awk '{ a[NR] = $1 }
-        END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-
-round_values() { # round_values ARRAYNAME TARGET — that target's values for rounds 1..ROUNDS
-    local -n arr=$1
-    local r
-    for ((r = 1; r <= ROUNDS; r++)); do echo "${arr[$2,$r]:-}"; done
-}
 
 summarize() { # summarize TARGET... — medians and req/s range per target over all rounds
     local t vals
@@ -724,7 +653,6 @@ if ((OBJECTS > 0)); then
 fi
 
 # ---------------------------------------------------------------- summary
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 # ratio_lines SUBJECT BASE... — SUBJECT's ratios to each BASE: of the medians, then paired per
 # round (both met the same machine state within seconds of each other, so the paired ratios
 # are steadier than ratios of medians taken over different rounds).

@@ -46,10 +46,9 @@ KEEP_TMP=${KEEP_TMP:-0}
 TWO_WORKERS=${TWO_WORKERS:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
-
-die() { echo "bench/proxy.sh: error: $*" >&2; exit 1; }
-say() { echo "$*"; }
 
 # ---------------------------------------------------------------- tools
 missing=()
@@ -146,64 +145,11 @@ EOF
 [[ -n ${P_ADMIN2:-} ]] || die "could not find 9 free ports in 18000-19999"
 
 # ---------------------------------------------------------------- helpers
-tree_pids() { # a process and all its descendants
-    local c
-    echo "$1"
-    for c in $(pgrep -P "$1" 2>/dev/null || true); do tree_pids "$c"; done
-}
-
-cpu_ticks() { # "utime stime" (fields 14, 15 of /proc/PID/stat), each summed over the tree
-    local u=0 k=0 p s f
-    for p in $(tree_pids "$1"); do
-        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        s=${s##*) } # drop "pid (comm) " — comm may contain spaces
-        read -r -a f <<<"$s"
-        u=$((u + f[11])) k=$((k + f[12])) # fields 14 and 15 overall = index 11 and 12 after comm
-    done
-    echo "$u $k"
-}
-
-rss_kib() { # VmRSS summed over the tree, KiB
-    local t=0 p v
-    for p in $(tree_pids "$1"); do
-        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
-
-pin_tree() { # pin_tree CPU ROOTPID — move a running process tree (all threads)
-    [[ $PLACEMENT == none ]] && return 0
-    local p
-    for p in $(tree_pids "$2"); do taskset -a -p -c "$1" "$p" >/dev/null; done
-}
-
-start_bg() { # start_bg NAME cmd... (pinned like a server); sets LAST_PID
-    local name=$1; shift
-    "${PIN_SRV[@]}" "$@" >"$TMP/$name.stdout" 2>"$TMP/$name.log" &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-
 start_free() { # start_free NAME cmd... (not pinned: the two-worker row); sets LAST_PID
     local name=$1; shift
     "$@" >"$TMP/$name.stdout" 2>"$TMP/$name.log" &
     LAST_PID=$!
     PIDS+=("$LAST_PID")
-}
-
-wait_port() { # wait_port NAME PORT PID
-    local name=$1 port=$2 pid=$3 i
-    for i in $(seq 100); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "--- $name log:" >&2; tail -n 30 "$TMP/$name.log" >&2 || true
-            die "$name exited before listening on 127.0.0.1:$port"
-        fi
-        if timeout 1 bash -c "</dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "--- $name log:" >&2; tail -n 30 "$TMP/$name.log" >&2 || true
-    die "$name did not accept connections on 127.0.0.1:$port within 10s"
 }
 
 check_ok() { # one request through, body must be "ok"
@@ -215,10 +161,6 @@ check_ok() { # one request through, body must be "ok"
 # Per-round results are keyed "NAME,ROUND"; RPS/P50/P99/CPU keyed by NAME hold the medians.
 declare -A R_RPS R_P50 R_P99 R_CPU R_USR R_SYS R_REQS
 declare -A RPS P50 P99 CPU USR SYS RPS_MIN RPS_MAX RSS_IDLE RSS_WITH RSS_OPEN
-
-show_errors() { # show_errors NAME FILE — non-2xx responses, socket errors
-    grep -E 'Non-2xx or 3xx responses|Socket errors' "$2" | sed "s/^ */  !! $1 ($(basename "$2" .txt)): /" || true
-}
 
 warm() { # warm NAME PORT — one unmeasured run
     local name=$1 port=$2 out="$TMP/$1.warm.txt"
@@ -260,17 +202,6 @@ bench() { # bench NAME PORT ROUND [PROXY_ROOT_PID] — one measured run, stored 
     printf '%10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu %s µs/req (user %s, sys %s)  (%s requests)\n' \
         "${R_RPS[$k]}" "${R_P50[$k]}" "${R_P99[$k]}" "${R_CPU[$k]}" "${R_USR[$k]}" "${R_SYS[$k]}" "${R_REQS[$k]}"
     show_errors "$name" "$out"
-}
-
-median() { # median VALUES... — numeric median ("-" and empty values ignored; "-" if none left)
-    printf '%s\n' "$@" | awk '$1 != "" && $1 != "-"' | sort -g | awk '{ a[NR] = $1 }
-        END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-
-round_values() { # round_values ARRAYNAME TARGET — that target's values for rounds 1..ROUNDS
-    local -n arr=$1
-    local r
-    for ((r = 1; r <= ROUNDS; r++)); do echo "${arr[$2,$r]}"; done
 }
 
 summarize() { # summarize TARGET... — medians and req/s range per target over all rounds
@@ -586,7 +517,6 @@ if ((IDLE_CONNS > 0)); then
 fi
 
 # ---------------------------------------------------------------- summary
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 # ratio_lines SUBJECT BASE... — SUBJECT's ratios to each BASE: of the medians, then paired per
 # round (both proxies met the same machine state within seconds of each other, so the paired
 # ratios are steadier than ratios of medians taken over different rounds).
