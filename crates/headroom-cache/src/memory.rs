@@ -14,10 +14,22 @@ pub struct Object {
     pub variants: Box<[Arc<Entry>]>,
 }
 
+/// Heap bytes moka holds per entry beyond the value: its hash table slot, its entry and
+/// its node in the eviction order, with the allocator's rounding of each (measured with
+/// `tests/memory_bound.rs`).
+const MOKA_ENTRY: usize = 448;
+
 impl Object {
     fn weight(&self) -> u32 {
-        let w: usize =
-            self.key.len() + 64 + self.variants.iter().map(|e| e.weight()).sum::<usize>();
+        let w = MOKA_ENTRY
+            + std::mem::size_of::<Object>()
+            + 16
+            + self.key.len()
+            + self
+                .variants
+                .iter()
+                .map(|e| e.weight() + std::mem::size_of::<Arc<Entry>>())
+                .sum::<usize>();
         u32::try_from(w).unwrap_or(u32::MAX)
     }
 }
