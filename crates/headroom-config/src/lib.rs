@@ -6,6 +6,7 @@
 
 pub mod cache;
 mod error;
+pub mod guard;
 pub mod model;
 pub mod units;
 mod validate;
@@ -37,6 +38,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub services: BTreeMap<String, ServiceConfig>,
     pub cache: cache::CacheConfig,
+    pub guard: guard::GuardConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +94,8 @@ pub struct RouteConfig {
     pub response_headers: HeaderEdits,
     pub cache: Option<cache::RouteCacheConfig>,
     pub compress: Option<cache::CompressConfig>,
+    /// `[[route.limit]]`, in order; a request must pass each.
+    pub limits: Vec<guard::LimitConfig>,
 }
 
 #[derive(Debug, Clone, Default)]

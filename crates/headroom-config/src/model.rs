@@ -7,6 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub mod cache;
+pub mod guard;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +25,8 @@ pub struct File {
     pub service: BTreeMap<Spanned<String>, Spanned<Service>>,
     #[serde(default)]
     pub cache: cache::Cache,
+    #[serde(default)]
+    pub guard: guard::Guard,
 }
 
 /// Process-wide settings.
@@ -152,6 +155,8 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     pub cache: Option<Spanned<cache::RouteCache>>,
     pub compress: Option<Spanned<cache::Compress>>,
+    #[serde(default)]
+    pub limit: Vec<Spanned<guard::RouteLimit>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -7,6 +7,7 @@ use std::net::ToSocketAddrs;
 use toml::Spanned;
 
 mod cache;
+mod guard;
 mod route;
 mod service;
 
@@ -48,6 +49,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
     };
     let admin = validate_admin(&mut r, &raw.admin);
     let cache = cache::validate_cache(&mut r, &raw.cache);
+    let guard = guard::validate_guard(&mut r, &raw.guard);
     let listeners = validate_listeners(&mut r, &raw.listener, base_dir);
     let services: BTreeMap<String, ServiceConfig> = raw
         .service
@@ -62,7 +64,9 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
         .route
         .iter()
         .enumerate()
-        .filter_map(|(i, route)| validate_route(&mut r, i, route, &service_names, &listener_names))
+        .filter_map(|(i, route)| {
+            validate_route(&mut r, i, route, &service_names, &listener_names, &guard)
+        })
         .collect();
 
     if r.errors.is_empty() {
@@ -74,6 +78,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
             routes,
             services,
             cache,
+            guard,
         })
     } else {
         Err(ConfigErrors(r.errors))
@@ -247,6 +252,49 @@ fn validate_listeners(
         });
     }
     out
+}
+
+/// A Redis table's one target: `url` (a standalone server) or `cluster` (seed node URLs),
+/// each a `redis://` or `rediss://` URL. `table`: its name in messages (`cache.redis`).
+fn redis_target(
+    r: &mut Reporter,
+    at: usize,
+    table: &str,
+    url: &Option<Spanned<String>>,
+    cluster: &[Spanned<String>],
+) -> Option<crate::cache::RedisTarget> {
+    let check_url = |r: &mut Reporter, u: &Spanned<String>, key: &str| {
+        let v = u.get_ref();
+        if !(v.starts_with("redis://") || v.starts_with("rediss://")) || v.len() <= 8 {
+            r.error(
+                u.span().start,
+                Some(format!("{table}.{key}")),
+                format!("expected a URL like \"redis://127.0.0.1:6379\", got \"{v}\""),
+            );
+        }
+    };
+    match (url, cluster.is_empty()) {
+        (Some(url), true) => {
+            check_url(r, url, "url");
+            Some(crate::cache::RedisTarget::Standalone(url.get_ref().clone()))
+        }
+        (None, false) => {
+            for u in cluster {
+                check_url(r, u, "cluster");
+            }
+            Some(crate::cache::RedisTarget::Cluster(
+                cluster.iter().map(|u| u.get_ref().clone()).collect(),
+            ))
+        }
+        _ => {
+            r.error(
+                at,
+                Some(table.into()),
+                "set exactly one of `url` (a standalone server) or `cluster` (seed node URLs)",
+            );
+            None
+        }
+    }
 }
 
 fn unknown_name(kind: &str, name: &str, known: &[&str]) -> String {
@@ -475,5 +523,58 @@ replicas = ["127.0.0.1:9003"]
         let text = GOOD.replace("balance = \"hash\"", "balance = \"p2c\"");
         let msg = check(&text).unwrap_err().to_string();
         assert!(msg.contains("unknown value \"p2c\""), "{msg}");
+    }
+
+    #[test]
+    fn route_limits_and_the_guard_read_as_typed_config() {
+        let text = GOOD.replacen(
+            "service = \"catalog\"\n",
+            "service = \"catalog\"\n[[route.limit]]\nrate = \"10/s\"\n[[route.limit]]\nname = \"daily\"\nrate = \"1000/d\"\nburst = 50\nkey = \"header:X-User\"\ndry_run = true\n",
+            1,
+        ) + "\n[guard]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[guard.redis]\nurl = \"redis://127.0.0.1:6379\"\nfallback = \"closed\"\ninstances = 3\n";
+        let c = check(&text).unwrap();
+        let l = &c.routes[0].limits;
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            (l[0].name.as_str(), l[0].count, l[0].burst),
+            ("limit-1", 10, 10)
+        );
+        assert_eq!(l[0].key, crate::guard::LimitKey::Ip);
+        assert!(l[0].shared, "shared by default with [guard.redis]");
+        assert_eq!(l[1].key, crate::guard::LimitKey::Header("x-user".into()));
+        assert_eq!((l[1].burst, l[1].dry_run), (50, true));
+        assert_eq!(c.guard.trusted_proxies.len(), 2);
+        let r = c.guard.redis.unwrap();
+        assert_eq!(
+            (r.fallback, r.instances),
+            (crate::guard::Fallback::Closed, 3)
+        );
+        assert!(c.routes[1].limits.is_empty());
+    }
+
+    #[test]
+    fn bad_limits_and_guard_settings_are_each_reported_with_their_key() {
+        let text = GOOD.replacen(
+            "service = \"catalog\"\n",
+            "service = \"catalog\"\n[[route.limit]]\nrate = \"ten per second\"\n[[route.limit]]\nrate = \"1/s\"\nkey = \"cookie\"\n[[route.limit]]\nrate = \"1/s\"\nburst = 0\nshared = true\n",
+            1,
+        ) + "\n[guard]\ntrusted_proxies = [\"10.0.0.0/33\"]\n";
+        let msg = check(&text).unwrap_err().to_string();
+        for want in [
+            "limit.rate: expected COUNT/UNIT",
+            "limit.key: expected \"ip\", \"route\" or \"header:NAME\"",
+            "limit.burst: must be at least 1",
+            "limit.shared: a shared limit needs [guard.redis]",
+            "guard.trusted_proxies: expected an address or a CIDR block",
+        ] {
+            assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
+        }
+        let fallback = GOOD.to_string()
+            + "\n[guard.redis]\nurl = \"redis://127.0.0.1:1\"\nfallback = \"open\"\n";
+        let msg = check(&fallback).unwrap_err().to_string();
+        assert!(
+            msg.contains("guard.redis.fallback: expected \"local\" or \"closed\""),
+            "{msg}"
+        );
     }
 }

@@ -12,6 +12,7 @@ use crate::retry::RetryBudget;
 use bytes::Bytes;
 use headroom_cache::Cache;
 use headroom_config::{Action, Config, HostMatch, PathMatch, RouteConfig, ServiceConfig};
+use headroom_guard::Guard;
 use headroom_telemetry::access_log::Format;
 use headroom_telemetry::{Counter, Histogram, Registry};
 use http::{HeaderName, HeaderValue, Method};
@@ -218,6 +219,9 @@ pub struct Live {
     /// The cache store: made when a route first caches, kept across reloads while
     /// `[cache]` stays the same.
     cache: Mutex<Option<Cache>>,
+    /// The guard (rate limiters' state): made when a route first has limits, kept across
+    /// reloads while `[guard]` stays the same.
+    guard: Mutex<Option<Arc<Guard>>>,
 }
 
 impl Live {
@@ -230,7 +234,23 @@ impl Live {
             membership: Mutex::default(),
             names: Mutex::default(),
             cache: Mutex::default(),
+            guard: Mutex::default(),
         }
+    }
+
+    /// The guard for `cfg`: the one in use if `[guard]` did not change (limits keep their
+    /// counts), a new one if it did; `None` when no route has limits.
+    fn guard_for(&self, cfg: &Config) -> Option<Arc<Guard>> {
+        let mut slot = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        if cfg.routes.iter().all(|r| r.limits.is_empty()) {
+            *slot = None;
+            return None;
+        }
+        match &*slot {
+            Some(g) if g.config() == &cfg.guard => {}
+            _ => *slot = Some(Arc::new(Guard::new(&cfg.guard, &self.registry))),
+        }
+        slot.clone()
     }
 
     /// The cache store for `cfg`: the one in use if `[cache]` did not change, a new one
@@ -389,6 +409,7 @@ impl Route {
         listener_names: &[String],
         registry: &Registry,
         cache: Option<&Cache>,
+        limits: Option<Arc<headroom_guard::RouteLimits>>,
     ) -> Route {
         let target = |svc: &str| Target {
             service: services[svc].clone(),
@@ -455,7 +476,7 @@ impl Route {
             request_remove: header_names(&rc.request_headers.remove),
             response_add: header_pairs(&rc.response_headers.add),
             response_remove: header_names(&rc.response_headers.remove),
-            admit: Box::new([]),
+            admit: limits.map(Admission::Limit).into_iter().collect(),
             cache: rc.cache.as_ref().zip(cache).map(|(c, store)| CacheRule {
                 cache: store.route(&rc.name, c),
             }),
@@ -560,10 +581,30 @@ impl Snapshot {
 
         let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
         let cache = live.cache_for(cfg);
+        let mut limits = match live.guard_for(cfg) {
+            Some(g) => g.route_limits(
+                &cfg.routes
+                    .iter()
+                    .map(|r| (r.name.as_str(), r.limits.as_slice()))
+                    .collect::<Vec<_>>(),
+            ),
+            None => Vec::new(),
+        }
+        .into_iter();
         let routes = cfg
             .routes
             .iter()
-            .map(|rc| Route::build(rc, &services, &listener_names, registry, cache.as_ref()))
+            .map(|rc| {
+                let limits = limits.next().flatten();
+                Route::build(
+                    rc,
+                    &services,
+                    &listener_names,
+                    registry,
+                    cache.as_ref(),
+                    limits,
+                )
+            })
             .collect();
         forget_removed(live, cfg);
 

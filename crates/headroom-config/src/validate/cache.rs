@@ -10,36 +10,7 @@ pub(crate) fn validate_cache(r: &mut Reporter, raw: &model::Cache) -> CacheConfi
     let redis = raw.redis.as_ref().and_then(|s| {
         let at = s.span().start;
         let redis = s.get_ref();
-        let check_url = |r: &mut Reporter, u: &Spanned<String>, key: &str| {
-            let v = u.get_ref();
-            if !(v.starts_with("redis://") || v.starts_with("rediss://")) || v.len() <= 8 {
-                r.error(
-                    u.span().start,
-                    Some(format!("cache.redis.{key}")),
-                    format!("expected a URL like \"redis://127.0.0.1:6379\", got \"{v}\""),
-                );
-            }
-        };
-        let target = match (&redis.url, redis.cluster.is_empty()) {
-            (Some(url), true) => {
-                check_url(r, url, "url");
-                RedisTarget::Standalone(url.get_ref().clone())
-            }
-            (None, false) => {
-                for u in &redis.cluster {
-                    check_url(r, u, "cluster");
-                }
-                RedisTarget::Cluster(redis.cluster.iter().map(|u| u.get_ref().clone()).collect())
-            }
-            _ => {
-                r.error(
-                    at,
-                    Some("cache.redis".into()),
-                    "set exactly one of `url` (a standalone server) or `cluster` (seed node URLs)",
-                );
-                return None;
-            }
-        };
+        let target = super::redis_target(r, at, "cache.redis", &redis.url, &redis.cluster)?;
         if redis.timeout.0.is_zero() {
             r.error(
                 at,

@@ -13,6 +13,7 @@ pub(super) fn validate_route(
     spanned: &Spanned<model::Route>,
     services: &[&str],
     listeners: &[&str],
+    guard: &crate::guard::GuardConfig,
 ) -> Option<RouteConfig> {
     let at = spanned.span().start;
     let route = spanned.get_ref();
@@ -37,6 +38,7 @@ pub(super) fn validate_route(
     let (request_headers, response_headers) = header_edits(r, route, at, &key);
     let cache = super::cache::validate_route_cache(r, route.cache.as_ref(), &key);
     let compress = super::cache::validate_compress(r, route.compress.as_ref(), &key);
+    let limits = super::guard::validate_limits(r, &route.limit, &key, guard.redis.is_some());
     let cfg = RouteConfig {
         name: name.clone(),
         listeners: route
@@ -52,6 +54,7 @@ pub(super) fn validate_route(
         response_headers,
         cache,
         compress,
+        limits,
     };
     (r.errors.len() == errors_before).then_some(cfg)
 }

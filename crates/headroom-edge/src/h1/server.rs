@@ -410,6 +410,7 @@ async fn refuse(
                 upstream_duration: None,
                 attempts: 0,
                 cache: "",
+                guard: "",
                 user_agent: "",
                 referer: "",
             },

@@ -44,6 +44,10 @@ pub struct Record {
     pub status: u16,
     /// What the route's cache did (`X-Cache`'s word), for the log line; "" without one.
     pub cache: &'static str,
+    /// What the guard decided when it answered (`limited`, `unavailable`); "" otherwise.
+    pub guard: &'static str,
+    /// The rate-limit fields for a response the guard let through.
+    pub rate: Option<headroom_guard::RateFields>,
 }
 
 /// The request's fields the access log line needs, kept as the request had them: clones of
@@ -177,6 +181,7 @@ impl RequestCtx {
                 upstream_duration: self.record.upstream_duration,
                 attempts: self.record.attempts,
                 cache: self.record.cache,
+                guard: self.record.guard,
                 user_agent: header_text(&l.user_agent),
                 referer: header_text(&l.referer),
             },

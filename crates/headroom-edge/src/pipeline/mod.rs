@@ -47,6 +47,8 @@ pub struct Answer {
     pub kind: &'static str,
     pub message: String,
     pub close: bool,
+    /// Fields the answer carries (`Retry-After`, `RateLimit`); empty for most.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Answer {
@@ -56,6 +58,7 @@ impl Answer {
             kind,
             message: message.into(),
             close: false,
+            headers: Vec::new(),
         }
     }
 
@@ -109,7 +112,7 @@ pub async fn handle(
         if !route.admit.is_empty() {
             phase!(
                 'phases,
-                admit::admit(&route.admit, &req, &mut ctx.record).await
+                admit::admit(&route.admit, &req, &ctx.conn, &mut ctx.record).await
             );
         }
         let coding = route

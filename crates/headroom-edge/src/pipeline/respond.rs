@@ -27,6 +27,9 @@ pub(super) fn respond(resp: &mut Response<ClientBody>, mut ctx: Box<RequestCtx>)
             h.insert(k.clone(), v.clone());
         }
     }
+    if let Some(rate) = ctx.record.rate.take() {
+        rate.apply(h);
+    }
     h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     ctx.record.status = resp.status().as_u16();
     resp.body_mut().set_on_end(ctx);
@@ -35,6 +38,9 @@ pub(super) fn respond(resp: &mut Response<ClientBody>, mut ctx: Box<RequestCtx>)
 /// An early answer as a JSON error response, closing the connection if it says so.
 pub(super) fn answer(answer: Answer, request_id: &HeaderValue) -> Response<ClientBody> {
     let mut r = json_error(answer.status, answer.kind, &answer.message, request_id);
+    for (k, v) in answer.headers {
+        r.headers_mut().insert(k, v);
+    }
     if answer.close {
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

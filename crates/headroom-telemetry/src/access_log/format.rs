@@ -32,6 +32,9 @@ pub struct Entry<'a> {
     pub attempts: u32,
     /// What the route's cache did (`HIT`, `MISS`, `STALE`, ...); empty without a cache.
     pub cache: &'a str,
+    /// What the guard decided when it answered (`limited`, `unavailable`); empty when it
+    /// let the request on or the route has no guard.
+    pub guard: &'a str,
     pub user_agent: &'a str,
     pub referer: &'a str,
 }
@@ -78,6 +81,11 @@ pub fn format_entry(out: &mut String, format: Format, e: &Entry) {
                 out.push_str(e.cache);
                 out.push('"');
             }
+            if !e.guard.is_empty() {
+                out.push_str(",\"guard\":\"");
+                out.push_str(e.guard);
+                out.push('"');
+            }
             out.push_str(",\"user_agent\":");
             json_str(out, e.user_agent);
             out.push_str("}\n");
@@ -104,6 +112,10 @@ pub fn format_entry(out: &mut String, format: Format, e: &Entry) {
             if !e.cache.is_empty() {
                 out.push_str(" cache=");
                 out.push_str(e.cache);
+            }
+            if !e.guard.is_empty() {
+                out.push_str(" guard=");
+                out.push_str(e.guard);
             }
             let _ = writeln!(out, " duration_ms={:.3}", ms(e.duration));
         }
@@ -238,6 +250,7 @@ mod tests {
             upstream_duration: Some(Duration::from_millis(1)),
             attempts: 1,
             cache: "",
+            guard: "",
             user_agent: "curl/8",
             referer: "",
         }

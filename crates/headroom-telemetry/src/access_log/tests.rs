@@ -22,6 +22,7 @@ fn entry(request_id: &str) -> Entry<'_> {
         upstream_duration: None,
         attempts: 1,
         cache: "",
+        guard: "",
         user_agent: "t",
         referer: "",
     }

@@ -1,0 +1,108 @@
+//! headroom's API-gateway layer, the pipeline's `admit` phase: rate limits (GCRA, in memory
+//! or shared by every instance through Redis) and who the client is behind trusted proxies.
+//!
+//! The edge builds one [`Guard`] per `[guard]` config and asks it, per snapshot, for each
+//! route's [`RouteLimits`]; the limiters' state lives in the guard, so a reload that leaves a
+//! limit as it was keeps its counts (a reload is not a free burst). A route without limits
+//! gets `None` and pays nothing.
+
+#![forbid(unsafe_code)]
+
+mod client;
+pub mod gcra;
+mod limit;
+mod local;
+mod shared;
+
+pub use client::client_ip;
+pub use limit::{LimitRequest, RateFields, RouteLimits, Verdict, RATELIMIT, RATELIMIT_POLICY};
+
+use headroom_config::guard::{GuardConfig, LimitConfig};
+use headroom_telemetry::Registry;
+use limit::Limit;
+use shared::SharedStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The guard's state for one `[guard]` config.
+pub struct Guard {
+    cfg: GuardConfig,
+    registry: Arc<Registry>,
+    shared: Option<Arc<SharedStore>>,
+    trusted: Arc<[headroom_config::guard::IpNet]>,
+    /// Each (route, limit)'s state, reused while its config is the same.
+    limits: Mutex<HashMap<(String, String), Arc<Limit>>>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// A guard for `cfg`. A `[guard.redis]` that cannot be set up (a URL the client
+    /// refuses) is logged, and shared limits then use their fallback.
+    pub fn new(cfg: &GuardConfig, registry: &Arc<Registry>) -> Guard {
+        let shared = cfg.redis.as_ref().and_then(|r| match SharedStore::new(r, registry) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!(error = %e, "guard.redis: cannot use it; shared limits are kept in memory");
+                None
+            }
+        });
+        Guard {
+            cfg: cfg.clone(),
+            registry: registry.clone(),
+            shared,
+            trusted: cfg.trusted_proxies.clone().into(),
+            limits: Mutex::default(),
+        }
+    }
+
+    pub fn config(&self) -> &GuardConfig {
+        &self.cfg
+    }
+
+    /// Compiles every route's limits for a new snapshot (`None` for a route without any),
+    /// keeping the state of limits whose config did not change and forgetting the rest.
+    pub fn route_limits(&self, routes: &[(&str, &[LimitConfig])]) -> Vec<Option<Arc<RouteLimits>>> {
+        let mut map = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::new();
+        let out = routes
+            .iter()
+            .map(|(route, limits)| {
+                if limits.is_empty() {
+                    return None;
+                }
+                let built: Vec<Arc<Limit>> = limits
+                    .iter()
+                    .map(|cfg| {
+                        let id = (route.to_string(), cfg.name.clone());
+                        let limit = match map.remove(&id) {
+                            Some(l) if l.cfg == *cfg => l,
+                            _ => Arc::new(Limit::new(
+                                route,
+                                cfg,
+                                self.cfg.max_keys,
+                                self.shared.clone(),
+                                &self.registry,
+                            )),
+                        };
+                        next.insert(id, limit.clone());
+                        limit
+                    })
+                    .collect();
+                Some(Arc::new(RouteLimits::new(built, self.trusted.clone())))
+            })
+            .collect();
+        for ((route, limit), _) in map.drain() {
+            self.registry
+                .remove_series(&[("route", route.as_str()), ("limit", limit.as_str())]);
+        }
+        *map = next;
+        out
+    }
+}
