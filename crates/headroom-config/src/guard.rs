@@ -67,6 +67,8 @@ pub enum LimitKey {
     Route,
     /// A request header's value, lower-case name; requests without it share one key.
     Header(String),
+    /// The authenticated consumer (routes with `[route.auth]`).
+    Consumer,
 }
 
 impl LimitKey {
@@ -76,6 +78,37 @@ impl LimitKey {
             LimitKey::Ip => "ip".into(),
             LimitKey::Route => "route".into(),
             LimitKey::Header(h) => format!("header:{h}"),
+            LimitKey::Consumer => "consumer".into(),
         }
     }
+}
+
+/// `[[consumer]]` (from the config or `guard.key_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// SHA-256 of each API key.
+    pub key_hashes: Vec<[u8; 32]>,
+    /// Applied on every route that authenticates this consumer, after the route's own.
+    pub limits: Vec<LimitConfig>,
+}
+
+/// `[route.auth]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAuthConfig {
+    /// API keys accepted: where they come from.
+    pub key: Option<KeyAuth>,
+    /// Groups admitted (any of); empty: every authenticated consumer.
+    pub groups: Vec<String>,
+    /// Header names (lower-case) the upstream gets the consumer's name and groups in.
+    pub forward_consumer: String,
+    pub forward_groups: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAuth {
+    /// Lower-case header name.
+    pub header: String,
+    pub query: Option<String>,
 }

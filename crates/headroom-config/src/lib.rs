@@ -39,6 +39,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     pub cache: cache::CacheConfig,
     pub guard: guard::GuardConfig,
+    /// `[[consumer]]`, from the config then `guard.key_file`.
+    pub consumers: Vec<guard::ConsumerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +98,7 @@ pub struct RouteConfig {
     pub compress: Option<cache::CompressConfig>,
     /// `[[route.limit]]`, in order; a request must pass each.
     pub limits: Vec<guard::LimitConfig>,
+    pub auth: Option<guard::RouteAuthConfig>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -27,6 +27,8 @@ pub struct File {
     pub cache: cache::Cache,
     #[serde(default)]
     pub guard: guard::Guard,
+    #[serde(default)]
+    pub consumer: Vec<Spanned<guard::Consumer>>,
 }
 
 /// Process-wide settings.
@@ -157,6 +159,7 @@ pub struct Route {
     pub compress: Option<Spanned<cache::Compress>>,
     #[serde(default)]
     pub limit: Vec<Spanned<guard::RouteLimit>>,
+    pub auth: Option<Spanned<guard::RouteAuth>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -50,6 +50,13 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
     let admin = validate_admin(&mut r, &raw.admin);
     let cache = cache::validate_cache(&mut r, &raw.cache);
     let guard = guard::validate_guard(&mut r, &raw.guard);
+    let consumers = guard::validate_consumers(
+        &mut r,
+        &raw.consumer,
+        raw.guard.key_file.as_ref(),
+        base_dir,
+        guard.redis.is_some(),
+    );
     let listeners = validate_listeners(&mut r, &raw.listener, base_dir);
     let services: BTreeMap<String, ServiceConfig> = raw
         .service
@@ -65,7 +72,15 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
         .iter()
         .enumerate()
         .filter_map(|(i, route)| {
-            validate_route(&mut r, i, route, &service_names, &listener_names, &guard)
+            validate_route(
+                &mut r,
+                i,
+                route,
+                &service_names,
+                &listener_names,
+                &guard,
+                &consumers,
+            )
         })
         .collect();
 
@@ -79,6 +94,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
             services,
             cache,
             guard,
+            consumers,
         })
     } else {
         Err(ConfigErrors(r.errors))
@@ -562,7 +578,7 @@ replicas = ["127.0.0.1:9003"]
         let msg = check(&text).unwrap_err().to_string();
         for want in [
             "limit.rate: expected COUNT/UNIT",
-            "limit.key: expected \"ip\", \"route\" or \"header:NAME\"",
+            "limit.key: expected \"ip\", \"route\", \"consumer\" or \"header:NAME\"",
             "limit.burst: must be at least 1",
             "limit.shared: a shared limit needs [guard.redis]",
             "guard.trusted_proxies: expected an address or a CIDR block",

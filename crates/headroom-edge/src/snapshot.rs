@@ -213,9 +213,9 @@ pub struct Live {
     replicas: Mutex<HashMap<(String, String), Arc<Replica>>>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
     membership: Mutex<Membership>,
-    /// Route and service names of the last build, so a reload can forget the series of
-    /// those it removed.
-    names: Mutex<(HashSet<String>, HashSet<String>)>,
+    /// Route, service and consumer names of the last build, so a reload can forget the
+    /// series of those it removed.
+    names: Mutex<(HashSet<String>, HashSet<String>, HashSet<String>)>,
     /// The cache store: made when a route first caches, kept across reloads while
     /// `[cache]` stays the same.
     cache: Mutex<Option<Cache>>,
@@ -242,7 +242,11 @@ impl Live {
     /// counts), a new one if it did; `None` when no route has limits.
     fn guard_for(&self, cfg: &Config) -> Option<Arc<Guard>> {
         let mut slot = self.guard.lock().unwrap_or_else(|p| p.into_inner());
-        if cfg.routes.iter().all(|r| r.limits.is_empty()) {
+        if cfg
+            .routes
+            .iter()
+            .all(|r| r.limits.is_empty() && r.auth.is_none())
+        {
             *slot = None;
             return None;
         }
@@ -409,7 +413,7 @@ impl Route {
         listener_names: &[String],
         registry: &Registry,
         cache: Option<&Cache>,
-        limits: Option<Arc<headroom_guard::RouteLimits>>,
+        guard: Option<headroom_guard::RouteGuard>,
     ) -> Route {
         let target = |svc: &str| Target {
             service: services[svc].clone(),
@@ -476,7 +480,13 @@ impl Route {
             request_remove: header_names(&rc.request_headers.remove),
             response_add: header_pairs(&rc.response_headers.add),
             response_remove: header_names(&rc.response_headers.remove),
-            admit: limits.map(Admission::Limit).into_iter().collect(),
+            admit: guard
+                .map(|g| {
+                    let auth = g.auth.map(Admission::Auth);
+                    let limits = g.limits.map(Admission::Limit);
+                    auth.into_iter().chain(limits).collect()
+                })
+                .unwrap_or_default(),
             cache: rc.cache.as_ref().zip(cache).map(|(c, store)| CacheRule {
                 cache: store.route(&rc.name, c),
             }),
@@ -503,7 +513,11 @@ fn forget_removed(live: &Live, cfg: &Config) {
     for gone in names.1.difference(&services) {
         live.registry.remove_series(&[("service", gone)]);
     }
-    *names = (routes, services);
+    let consumers: HashSet<String> = cfg.consumers.iter().map(|c| c.name.clone()).collect();
+    for gone in names.2.difference(&consumers) {
+        live.registry.remove_series(&[("consumer", gone)]);
+    }
+    *names = (routes, services, consumers);
 }
 
 impl Snapshot {
@@ -581,12 +595,17 @@ impl Snapshot {
 
         let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
         let cache = live.cache_for(cfg);
-        let mut limits = match live.guard_for(cfg) {
-            Some(g) => g.route_limits(
+        let mut guards = match live.guard_for(cfg) {
+            Some(g) => g.compile(
                 &cfg.routes
                     .iter()
-                    .map(|r| (r.name.as_str(), r.limits.as_slice()))
+                    .map(|r| headroom_guard::RouteSpec {
+                        name: &r.name,
+                        limits: &r.limits,
+                        auth: r.auth.as_ref(),
+                    })
                     .collect::<Vec<_>>(),
+                &cfg.consumers,
             ),
             None => Vec::new(),
         }
@@ -595,14 +614,14 @@ impl Snapshot {
             .routes
             .iter()
             .map(|rc| {
-                let limits = limits.next().flatten();
+                let guard = guards.next();
                 Route::build(
                     rc,
                     &services,
                     &listener_names,
                     registry,
                     cache.as_ref(),
-                    limits,
+                    guard,
                 )
             })
             .collect();

@@ -8,16 +8,19 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod client;
 pub mod gcra;
 mod limit;
 mod local;
 mod shared;
 
+pub use auth::{key_hash, new_key, AuthVerdict, Consumer, RouteAuth};
 pub use client::client_ip;
 pub use limit::{LimitRequest, RateFields, RouteLimits, Verdict, RATELIMIT, RATELIMIT_POLICY};
 
-use headroom_config::guard::{GuardConfig, LimitConfig};
+use auth::Consumers;
+use headroom_config::guard::{ConsumerConfig, GuardConfig, LimitConfig, RouteAuthConfig};
 use headroom_telemetry::Registry;
 use limit::Limit;
 use shared::SharedStore;
@@ -66,36 +69,50 @@ impl Guard {
         &self.cfg
     }
 
-    /// Compiles every route's limits for a new snapshot (`None` for a route without any),
-    /// keeping the state of limits whose config did not change and forgetting the rest.
-    pub fn route_limits(&self, routes: &[(&str, &[LimitConfig])]) -> Vec<Option<Arc<RouteLimits>>> {
+    /// Compiles every route's guard for a new snapshot: its auth (against `consumers`) and
+    /// its limits, keeping the state of limits whose config did not change (routes' and
+    /// consumers' alike) and forgetting the rest.
+    pub fn compile(
+        &self,
+        routes: &[RouteSpec<'_>],
+        consumers: &[ConsumerConfig],
+    ) -> Vec<RouteGuard> {
         let mut map = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = HashMap::new();
+        let mut build = |scope: &str, limits: &[LimitConfig]| -> Option<Arc<RouteLimits>> {
+            if limits.is_empty() {
+                return None;
+            }
+            let built: Vec<Arc<Limit>> = limits
+                .iter()
+                .map(|cfg| {
+                    let id = (scope.to_string(), cfg.name.clone());
+                    let limit = match map.remove(&id) {
+                        Some(l) if l.cfg == *cfg => l,
+                        _ => Arc::new(Limit::new(
+                            scope,
+                            cfg,
+                            self.cfg.max_keys,
+                            self.shared.clone(),
+                            &self.registry,
+                        )),
+                    };
+                    next.insert(id, limit.clone());
+                    limit
+                })
+                .collect();
+            Some(Arc::new(RouteLimits::new(built, self.trusted.clone())))
+        };
+        let consumers = Arc::new(Consumers::new(consumers, &self.registry, |c| {
+            build(&format!("consumer:{}", c.name), &c.limits)
+        }));
         let out = routes
             .iter()
-            .map(|(route, limits)| {
-                if limits.is_empty() {
-                    return None;
-                }
-                let built: Vec<Arc<Limit>> = limits
-                    .iter()
-                    .map(|cfg| {
-                        let id = (route.to_string(), cfg.name.clone());
-                        let limit = match map.remove(&id) {
-                            Some(l) if l.cfg == *cfg => l,
-                            _ => Arc::new(Limit::new(
-                                route,
-                                cfg,
-                                self.cfg.max_keys,
-                                self.shared.clone(),
-                                &self.registry,
-                            )),
-                        };
-                        next.insert(id, limit.clone());
-                        limit
-                    })
-                    .collect();
-                Some(Arc::new(RouteLimits::new(built, self.trusted.clone())))
+            .map(|r| RouteGuard {
+                auth: r.auth.map(|a| {
+                    Arc::new(RouteAuth::new(r.name, a, consumers.clone(), &self.registry))
+                }),
+                limits: build(r.name, r.limits),
             })
             .collect();
         for ((route, limit), _) in map.drain() {
@@ -105,4 +122,22 @@ impl Guard {
         *map = next;
         out
     }
+
+    /// The client's address for `peer`, through the trusted proxies.
+    pub fn client(&self, peer: std::net::IpAddr, headers: &http::HeaderMap) -> std::net::IpAddr {
+        client::client_ip(&self.trusted, peer, headers)
+    }
+}
+
+/// What [`Guard::compile`] needs of a route.
+pub struct RouteSpec<'a> {
+    pub name: &'a str,
+    pub limits: &'a [LimitConfig],
+    pub auth: Option<&'a RouteAuthConfig>,
+}
+
+/// A route's compiled guard; each part `None` when the route has none.
+pub struct RouteGuard {
+    pub auth: Option<Arc<RouteAuth>>,
+    pub limits: Option<Arc<RouteLimits>>,
 }

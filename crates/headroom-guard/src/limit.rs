@@ -81,8 +81,10 @@ impl Limit {
     }
 
     /// The key this request counts under; `None`: the route as a whole.
-    fn key<'a>(&self, client: &'a [u8], headers: &'a HeaderMap) -> Option<&'a [u8]> {
+    fn key<'b>(&self, client: &'b [u8], req: &'b LimitRequest<'_>) -> Option<&'b [u8]> {
+        let headers = req.headers;
         match &self.cfg.key {
+            LimitKey::Consumer => Some(req.consumer.map_or(&[][..], str::as_bytes)),
             LimitKey::Ip => Some(client),
             LimitKey::Route => None,
             LimitKey::Header(_) => Some(
@@ -117,6 +119,8 @@ pub struct LimitRequest<'a> {
     /// The client's address (see [`crate::client_ip`]).
     pub client: IpAddr,
     pub headers: &'a HeaderMap,
+    /// The authenticated consumer's name (`key = "consumer"`).
+    pub consumer: Option<&'a str>,
 }
 
 /// The outcome for one request.
@@ -188,7 +192,7 @@ impl RouteLimits {
         };
         let mut state = String::new();
         for limit in self.limits.iter() {
-            let key = limit.key(ip.bytes(), req.headers);
+            let key = limit.key(ip.bytes(), req);
             let Some(decision) = limit.decide(key).await else {
                 limit.limited.inc();
                 return Verdict::Unavailable {

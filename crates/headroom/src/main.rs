@@ -1,6 +1,7 @@
 //! The `headroom` binary: wiring only. The work happens in the library crates.
 
 mod demo;
+mod key;
 mod purge;
 mod serve;
 mod upstream;
@@ -70,6 +71,9 @@ enum Command {
     Bench(Box<headroom_bench::Args>),
     /// Purge the cache of a running headroom: a URL, a prefix, a tag, or everything.
     Purge(purge::Args),
+    /// API keys for [[consumer]]: make a new one, or hash one for the config.
+    #[command(subcommand)]
+    Key(key::Command),
     /// A demo upstream server that answers with its name (used by `demo` and the tests).
     #[command(hide = true)]
     DemoUpstream(upstream::Args),
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         } => demo::run(port, admin_port, replicas),
         Command::Bench(args) => headroom_bench::run(*args),
         Command::Purge(args) => purge::run(args),
+        Command::Key(cmd) => key::run(cmd),
         Command::DemoUpstream(args) => upstream::run(args),
     }
 }

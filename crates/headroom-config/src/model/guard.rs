@@ -17,6 +17,9 @@ pub struct Guard {
     /// Distinct keys each limit keeps in memory (idle keys first, then the closest to
     /// idle, are forgotten beyond it). Default 100,000.
     pub max_keys: usize,
+    /// A TOML file of more `[[consumer]]` tables (API keys kept apart from the config),
+    /// relative to the config file's directory; read again on every reload.
+    pub key_file: Option<Spanned<String>>,
     pub redis: Option<Spanned<GuardRedis>>,
 }
 
@@ -25,6 +28,7 @@ impl Default for Guard {
         Guard {
             trusted_proxies: Vec::new(),
             max_keys: 100_000,
+            key_file: None,
             redis: None,
         }
     }
@@ -77,6 +81,69 @@ pub struct RouteLimit {
     pub dry_run: bool,
 }
 
+/// `[[consumer]]`: a named client of the API, its credentials, groups and own limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    pub name: Spanned<String>,
+    /// Groups a route's `auth.groups` admits.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// API keys as `"sha256:<64 hex digits>"` (`headroom key hash` prints one); never the
+    /// key itself.
+    #[serde(default)]
+    pub keys: Vec<Spanned<String>>,
+    /// Limits this consumer gets on every route that authenticates it.
+    #[serde(default)]
+    pub limit: Vec<Spanned<RouteLimit>>,
+}
+
+/// The file `guard.key_file` names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    #[serde(default)]
+    pub consumer: Vec<Spanned<Consumer>>,
+}
+
+/// `[route.auth]`: who may use the route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAuth {
+    /// Accepted credentials, any of: "key" (default).
+    #[serde(default = "defaults::auth_methods")]
+    pub methods: Vec<Spanned<String>>,
+    /// The header an API key comes in. Default "x-api-key".
+    #[serde(default = "defaults::key_header")]
+    pub key_header: String,
+    /// A query parameter an API key may come in instead (removed before forwarding).
+    pub key_query: Option<String>,
+    /// Groups admitted (any of); empty: every authenticated consumer.
+    #[serde(default)]
+    pub groups: Vec<Spanned<String>>,
+    /// Headers the upstream gets with the consumer's identity (client-sent copies removed).
+    #[serde(default)]
+    pub forward: AuthForward,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthForward {
+    /// Default "x-consumer".
+    pub consumer: String,
+    /// Default "x-consumer-groups" (comma-separated).
+    pub groups: String,
+}
+
+impl Default for AuthForward {
+    fn default() -> Self {
+        AuthForward {
+            consumer: "x-consumer".into(),
+            groups: "x-consumer-groups".into(),
+        }
+    }
+}
+
 mod defaults {
     use super::*;
     pub fn timeout() -> Dur {
@@ -96,5 +163,11 @@ mod defaults {
     }
     pub fn instances() -> u32 {
         1
+    }
+    pub fn auth_methods() -> Vec<Spanned<String>> {
+        vec![Spanned::new(0..0, "key".into())]
+    }
+    pub fn key_header() -> String {
+        "x-api-key".into()
     }
 }

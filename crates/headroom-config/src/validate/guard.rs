@@ -1,6 +1,6 @@
 //! `[guard]` and `[[route.limit]]`.
 
-use crate::error::Reporter;
+use crate::error::{ConfigError, Reporter};
 use crate::guard::*;
 use crate::model::guard as model;
 use std::time::Duration;
@@ -89,6 +89,7 @@ pub(super) fn validate_limits(
     limits: &[Spanned<model::RouteLimit>],
     key: &impl Fn(&str) -> Option<String>,
     shared_available: bool,
+    has_auth: bool,
 ) -> Vec<LimitConfig> {
     let mut out: Vec<LimitConfig> = Vec::new();
     for (i, s) in limits.iter().enumerate() {
@@ -136,7 +137,7 @@ pub(super) fn validate_limits(
                         k.span().start,
                         key("limit.key"),
                         format!(
-                            "expected \"ip\", \"route\" or \"header:NAME\", got \"{}\"",
+                            "expected \"ip\", \"route\", \"consumer\" or \"header:NAME\", got \"{}\"",
                             k.get_ref()
                         ),
                     );
@@ -144,6 +145,13 @@ pub(super) fn validate_limits(
                 }
             },
         };
+        if limit_key == LimitKey::Consumer && !has_auth {
+            r.error(
+                at,
+                key("limit.key"),
+                "key = \"consumer\" needs [route.auth] on this route (who the consumer is)",
+            );
+        }
         if l.shared == Some(true) && !shared_available {
             r.error(
                 at,
@@ -168,6 +176,210 @@ pub(super) fn validate_limits(
     out
 }
 
+/// `[[consumer]]` tables from the config, then from `guard.key_file` (its errors name that
+/// file). Names and keys must be unique across both.
+pub(crate) fn validate_consumers(
+    r: &mut Reporter,
+    raw: &[Spanned<model::Consumer>],
+    key_file: Option<&Spanned<String>>,
+    base_dir: &std::path::Path,
+    shared_available: bool,
+) -> Vec<ConsumerConfig> {
+    let mut out = Vec::new();
+    let mut seen_keys: Vec<[u8; 32]> = Vec::new();
+    consumers_into(r, raw, shared_available, &mut out, &mut seen_keys);
+    let Some(kf) = key_file else { return out };
+    let path = base_dir.join(kf.get_ref());
+    let name = path.display().to_string();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            r.error(
+                kf.span().start,
+                Some("guard.key_file".into()),
+                format!("cannot read {name}: {e}"),
+            );
+            return out;
+        }
+    };
+    let mut fr = Reporter::new(&name, &text);
+    match toml::from_str::<model::KeyFile>(&text) {
+        Ok(file) => consumers_into(
+            &mut fr,
+            &file.consumer,
+            shared_available,
+            &mut out,
+            &mut seen_keys,
+        ),
+        Err(e) => {
+            let at = e.span().map_or(0, |s| s.start);
+            fr.error(at, None, e.message().to_string());
+        }
+    }
+    let errors: Vec<ConfigError> = std::mem::take(&mut fr.errors);
+    r.errors.extend(errors);
+    out
+}
+
+fn consumers_into(
+    r: &mut Reporter,
+    raw: &[Spanned<model::Consumer>],
+    shared_available: bool,
+    out: &mut Vec<ConsumerConfig>,
+    seen_keys: &mut Vec<[u8; 32]>,
+) {
+    for s in raw {
+        let c = s.get_ref();
+        let name = c.name.get_ref().trim().to_string();
+        let at = c.name.span().start;
+        if name.is_empty() {
+            r.error(at, Some("consumer.name".into()), "must not be empty");
+            continue;
+        }
+        if out.iter().any(|o: &ConsumerConfig| o.name == name) {
+            r.error(
+                at,
+                Some("consumer.name".into()),
+                format!("two consumers are named \"{name}\""),
+            );
+        }
+        let key = |k: &str| Some(format!("consumer \"{name}\": {k}"));
+        let mut key_hashes = Vec::new();
+        for k in &c.keys {
+            match parse_key_hash(k.get_ref()) {
+                Some(h) if seen_keys.contains(&h) => r.error(
+                    k.span().start,
+                    key("keys"),
+                    "this key is already another consumer's (or listed twice)",
+                ),
+                Some(h) => {
+                    seen_keys.push(h);
+                    key_hashes.push(h);
+                }
+                None => r.error(
+                    k.span().start,
+                    key("keys"),
+                    "expected \"sha256:<64 hex digits>\", the key's hash (`headroom key hash` prints it), never the key itself",
+                ),
+            }
+        }
+        for l in &c.limit {
+            if l.get_ref()
+                .key
+                .as_ref()
+                .is_some_and(|k| k.get_ref().trim() != "consumer")
+            {
+                r.error(
+                    l.span().start,
+                    key("limit.key"),
+                    "a consumer's own limits count by the consumer: leave `key` out",
+                );
+            }
+        }
+        let mut limits = validate_limits(r, &c.limit, &key, shared_available, true);
+        for l in &mut limits {
+            l.key = LimitKey::Consumer;
+        }
+        out.push(ConsumerConfig {
+            name,
+            groups: c.groups.iter().map(|g| g.trim().to_string()).collect(),
+            key_hashes,
+            limits,
+        });
+    }
+}
+
+/// `sha256:<64 hex digits>`.
+pub(crate) fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
+    let hex = s.trim().strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
+/// `[route.auth]`: its methods, key locations, admitted groups (each must be some
+/// consumer's) and the identity headers.
+pub(super) fn validate_auth(
+    r: &mut Reporter,
+    raw: Option<&Spanned<model::RouteAuth>>,
+    key: &impl Fn(&str) -> Option<String>,
+    consumers: &[ConsumerConfig],
+) -> Option<RouteAuthConfig> {
+    let s = raw?;
+    let a = s.get_ref();
+    let mut keys = None;
+    for m in &a.methods {
+        match m.get_ref().as_str() {
+            "key" => {
+                keys = Some(KeyAuth {
+                    header: a.key_header.trim().to_ascii_lowercase(),
+                    query: a.key_query.clone().filter(|q| !q.is_empty()),
+                })
+            }
+            other => r.error(
+                m.span().start,
+                key("auth.methods"),
+                format!("expected \"key\" (API keys), got \"{other}\""),
+            ),
+        }
+    }
+    if a.methods.is_empty() {
+        r.error(
+            s.span().start,
+            key("auth.methods"),
+            "name at least one method: [\"key\"]",
+        );
+    }
+    for (what, h) in [
+        ("auth.key_header", &a.key_header),
+        ("auth.forward.consumer", &a.forward.consumer),
+        ("auth.forward.groups", &a.forward.groups),
+    ] {
+        if http_token(h).is_none() {
+            r.error(
+                s.span().start,
+                key(what),
+                format!("\"{h}\" is not a header name"),
+            );
+        }
+    }
+    let groups: Vec<String> = a
+        .groups
+        .iter()
+        .map(|g| {
+            let name = g.get_ref().trim().to_string();
+            if !consumers.iter().any(|c| c.groups.contains(&name)) {
+                r.error(
+                    g.span().start,
+                    key("auth.groups"),
+                    format!("no consumer is in group \"{name}\""),
+                );
+            }
+            name
+        })
+        .collect();
+    Some(RouteAuthConfig {
+        key: keys,
+        groups,
+        forward_consumer: a.forward.consumer.trim().to_ascii_lowercase(),
+        forward_groups: a.forward.groups.trim().to_ascii_lowercase(),
+    })
+}
+
+fn http_token(s: &str) -> Option<&str> {
+    let s = s.trim();
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    ok.then_some(s)
+}
+
 /// `10/s`, `600/m`, `1000/h`, `50000/d`, `5/10s` (any duration after the slash).
 pub(crate) fn parse_rate(s: &str) -> Option<(u64, Duration)> {
     let (count, unit) = s.split_once('/')?;
@@ -186,13 +398,10 @@ fn parse_key(s: &str) -> Option<LimitKey> {
     match s.trim() {
         "ip" => Some(LimitKey::Ip),
         "route" => Some(LimitKey::Route),
+        "consumer" => Some(LimitKey::Consumer),
         other => {
-            let name = other.strip_prefix("header:")?.trim().to_ascii_lowercase();
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            valid.then_some(LimitKey::Header(name))
+            let name = http_token(other.strip_prefix("header:")?)?;
+            Some(LimitKey::Header(name.to_ascii_lowercase()))
         }
     }
 }

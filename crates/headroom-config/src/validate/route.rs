@@ -14,6 +14,7 @@ pub(super) fn validate_route(
     services: &[&str],
     listeners: &[&str],
     guard: &crate::guard::GuardConfig,
+    consumers: &[crate::guard::ConsumerConfig],
 ) -> Option<RouteConfig> {
     let at = spanned.span().start;
     let route = spanned.get_ref();
@@ -38,7 +39,9 @@ pub(super) fn validate_route(
     let (request_headers, response_headers) = header_edits(r, route, at, &key);
     let cache = super::cache::validate_route_cache(r, route.cache.as_ref(), &key);
     let compress = super::cache::validate_compress(r, route.compress.as_ref(), &key);
-    let limits = super::guard::validate_limits(r, &route.limit, &key, guard.redis.is_some());
+    let auth = super::guard::validate_auth(r, route.auth.as_ref(), &key, consumers);
+    let limits =
+        super::guard::validate_limits(r, &route.limit, &key, guard.redis.is_some(), auth.is_some());
     let cfg = RouteConfig {
         name: name.clone(),
         listeners: route
@@ -55,6 +58,7 @@ pub(super) fn validate_route(
         cache,
         compress,
         limits,
+        auth,
     };
     (r.errors.len() == errors_before).then_some(cfg)
 }

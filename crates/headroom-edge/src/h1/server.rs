@@ -411,6 +411,7 @@ async fn refuse(
                 attempts: 0,
                 cache: "",
                 guard: "",
+                consumer: "",
                 user_agent: "",
                 referer: "",
             },

@@ -6,12 +6,14 @@
 use super::context::{ConnCtx, Record};
 use super::Answer;
 use crate::body::RequestBody;
-use headroom_guard::{LimitRequest, RouteLimits, Verdict};
+use headroom_guard::{AuthVerdict, Consumer, LimitRequest, RouteAuth, RouteLimits, Verdict};
 use http::{header, HeaderValue, Request, StatusCode};
 use std::sync::Arc;
 
 /// One admission policy of a route.
 pub enum Admission {
+    /// `[route.auth]`: who is calling (headroom-guard); then that consumer's own limits.
+    Auth(Arc<RouteAuth>),
     /// `[[route.limit]]`: the route's rate limits (headroom-guard), all checked.
     Limit(Arc<RouteLimits>),
 }
@@ -19,64 +21,153 @@ pub enum Admission {
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Admission::Auth(_) => f.write_str("Auth"),
             Admission::Limit(_) => f.write_str("Limit"),
         }
     }
 }
 
-/// Lets the request on, or answers it (429 when a limit says no, 503 when a shared limit
-/// cannot be decided and fails closed).
+/// Lets the request on, or answers it: 401 (no or bad credentials), 403 (a consumer the
+/// route does not admit), 429 (a limit said no), 503 (a shared limit cannot be decided and
+/// fails closed).
+///
+/// An authenticated request comes back with its [`Admitted`]: the identity headers are set
+/// (and the credentials removed) by [`Admitted::apply`] just before forwarding, once the
+/// phases that read the request as the client sent it are done.
 pub(super) async fn admit(
     policies: &[Admission],
     req: &Request<RequestBody>,
     conn: &ConnCtx,
     record: &mut Record,
-) -> Result<(), Answer> {
+) -> Result<Option<Admitted>, Answer> {
+    let mut admitted: Option<Admitted> = None;
     for policy in policies {
         match policy {
-            Admission::Limit(limits) => {
-                let client = limits.client(conn.client.ip(), req.headers());
-                let verdict = limits
-                    .check(&LimitRequest {
-                        client,
-                        headers: req.headers(),
-                    })
-                    .await;
-                match verdict {
-                    Verdict::Pass(fields) => record.rate = fields,
-                    Verdict::Limited {
-                        limit,
-                        retry_after_secs,
-                        fields,
-                    } => {
-                        record.guard = "limited";
-                        let mut a = Answer::new(
-                            StatusCode::TOO_MANY_REQUESTS,
-                            "rate_limited",
-                            format!(
-                                "rate limit \"{limit}\" exceeded; retry in {retry_after_secs} s"
-                            ),
-                        );
-                        a.headers = vec![
-                            (header::RETRY_AFTER, HeaderValue::from(retry_after_secs)),
-                            (headroom_guard::RATELIMIT_POLICY.clone(), fields.policy),
-                            (headroom_guard::RATELIMIT.clone(), fields.state),
-                        ];
-                        return Err(a);
-                    }
-                    Verdict::Unavailable { limit } => {
-                        record.guard = "unavailable";
-                        let mut a = Answer::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "rate_limit_unavailable",
-                            format!("rate limit \"{limit}\" cannot be decided now (its Redis is unavailable)"),
-                        );
-                        a.headers = vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))];
-                        return Err(a);
-                    }
+            Admission::Auth(auth) => {
+                let who = match auth.check(req.headers(), req.uri()) {
+                    AuthVerdict::Pass(c) => c,
+                    verdict => return Err(refused(auth, verdict, record)),
+                };
+                record.consumer = Some(who.name.clone());
+                if let Some(limits) = &who.limits {
+                    limit(limits, req, conn, Some(&who.name), record).await?;
                 }
+                admitted = Some(Admitted {
+                    auth: auth.clone(),
+                    consumer: who,
+                });
+            }
+            Admission::Limit(limits) => {
+                let consumer = admitted.as_ref().map(|a| &*a.consumer.name);
+                limit(limits, req, conn, consumer, record).await?
             }
         }
     }
-    Ok(())
+    Ok(admitted)
+}
+
+/// An authenticated request's consumer, and the route auth that found it.
+pub(super) struct Admitted {
+    auth: Arc<RouteAuth>,
+    consumer: Arc<Consumer>,
+}
+
+impl Admitted {
+    /// The credentials and client-sent identity headers out, the consumer's in.
+    pub(super) fn apply(self, req: &mut Request<RequestBody>) {
+        let mut uri = req.uri().clone();
+        self.auth
+            .forward(&self.consumer, req.headers_mut(), &mut uri);
+        if &uri != req.uri() {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+/// 401 or 403 for a request auth did not let on.
+fn refused(auth: &RouteAuth, verdict: AuthVerdict, record: &mut Record) -> Answer {
+    match verdict {
+        AuthVerdict::Forbidden(c) => {
+            record.guard = "forbidden";
+            record.consumer = Some(c.name.clone());
+            Answer::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("consumer \"{}\" may not use this route", c.name),
+            )
+        }
+        v => {
+            let missing = matches!(v, AuthVerdict::Missing);
+            record.guard = if missing {
+                "unauthenticated"
+            } else {
+                "bad_credentials"
+            };
+            let mut a = Answer::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                if missing {
+                    "credentials required"
+                } else {
+                    "the credentials are not valid"
+                },
+            );
+            a.headers = vec![(header::WWW_AUTHENTICATE, auth.challenge.clone())];
+            a
+        }
+    }
+}
+
+/// One set of limits: on, or 429 / 503.
+async fn limit(
+    limits: &RouteLimits,
+    req: &Request<RequestBody>,
+    conn: &ConnCtx,
+    consumer: Option<&str>,
+    record: &mut Record,
+) -> Result<(), Answer> {
+    let client = limits.client(conn.client.ip(), req.headers());
+    let verdict = limits
+        .check(&LimitRequest {
+            client,
+            headers: req.headers(),
+            consumer,
+        })
+        .await;
+    match verdict {
+        Verdict::Pass(fields) => {
+            if fields.is_some() {
+                record.rate = fields;
+            }
+            Ok(())
+        }
+        Verdict::Limited {
+            limit,
+            retry_after_secs,
+            fields,
+        } => {
+            record.guard = "limited";
+            let mut a = Answer::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("rate limit \"{limit}\" exceeded; retry in {retry_after_secs} s"),
+            );
+            a.headers = vec![
+                (header::RETRY_AFTER, HeaderValue::from(retry_after_secs)),
+                (headroom_guard::RATELIMIT_POLICY.clone(), fields.policy),
+                (headroom_guard::RATELIMIT.clone(), fields.state),
+            ];
+            Err(a)
+        }
+        Verdict::Unavailable { limit } => {
+            record.guard = "unavailable";
+            let mut a = Answer::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limit_unavailable",
+                format!("rate limit \"{limit}\" cannot be decided now (its Redis is unavailable)"),
+            );
+            a.headers = vec![(header::RETRY_AFTER, HeaderValue::from_static("1"))];
+            Err(a)
+        }
+    }
 }

@@ -46,6 +46,8 @@ pub struct Record {
     pub cache: &'static str,
     /// What the guard decided when it answered (`limited`, `unavailable`); "" otherwise.
     pub guard: &'static str,
+    /// The authenticated consumer, for the log line.
+    pub consumer: Option<Box<str>>,
     /// The rate-limit fields for a response the guard let through.
     pub rate: Option<headroom_guard::RateFields>,
 }
@@ -182,6 +184,7 @@ impl RequestCtx {
                 attempts: self.record.attempts,
                 cache: self.record.cache,
                 guard: self.record.guard,
+                consumer: self.record.consumer.as_deref().unwrap_or(""),
                 user_agent: header_text(&l.user_agent),
                 referer: header_text(&l.referer),
             },

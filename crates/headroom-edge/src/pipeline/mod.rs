@@ -109,8 +109,9 @@ pub async fn handle(
             route::route(&ctx.snap, &req, host, &ctx.conn, &mut ctx.record)
         );
         let route = routed.route;
+        let mut admitted = None;
         if !route.admit.is_empty() {
-            phase!(
+            admitted = phase!(
                 'phases,
                 admit::admit(&route.admit, &req, &ctx.conn, &mut ctx.record).await
             );
@@ -133,6 +134,9 @@ pub async fn handle(
                 lookup::Looked::Answer(resp) => break 'phases Ok(resp),
                 lookup::Looked::Forward(p) => pending = p,
             }
+        }
+        if let Some(a) = admitted {
+            a.apply(&mut req);
         }
         if let Some(lookup::Pending::Fill(fill)) = &pending {
             fill.prepare(req.headers_mut());

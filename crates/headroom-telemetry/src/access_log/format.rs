@@ -35,6 +35,8 @@ pub struct Entry<'a> {
     /// What the guard decided when it answered (`limited`, `unavailable`); empty when it
     /// let the request on or the route has no guard.
     pub guard: &'a str,
+    /// The authenticated consumer; empty when none.
+    pub consumer: &'a str,
     pub user_agent: &'a str,
     pub referer: &'a str,
 }
@@ -86,6 +88,10 @@ pub fn format_entry(out: &mut String, format: Format, e: &Entry) {
                 out.push_str(e.guard);
                 out.push('"');
             }
+            if !e.consumer.is_empty() {
+                out.push_str(",\"consumer\":");
+                json_str(out, e.consumer);
+            }
             out.push_str(",\"user_agent\":");
             json_str(out, e.user_agent);
             out.push_str("}\n");
@@ -116,6 +122,10 @@ pub fn format_entry(out: &mut String, format: Format, e: &Entry) {
             if !e.guard.is_empty() {
                 out.push_str(" guard=");
                 out.push_str(e.guard);
+            }
+            if !e.consumer.is_empty() {
+                out.push_str(" consumer=");
+                clf_str(out, e.consumer, Quoted::No);
             }
             let _ = writeln!(out, " duration_ms={:.3}", ms(e.duration));
         }
@@ -251,6 +261,7 @@ mod tests {
             attempts: 1,
             cache: "",
             guard: "",
+            consumer: "",
             user_agent: "curl/8",
             referer: "",
         }

@@ -23,6 +23,7 @@ fn entry(request_id: &str) -> Entry<'_> {
         attempts: 1,
         cache: "",
         guard: "",
+        consumer: "",
         user_agent: "t",
         referer: "",
     }
