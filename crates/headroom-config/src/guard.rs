@@ -112,3 +112,82 @@ pub struct KeyAuth {
     pub header: String,
     pub query: Option<String>,
 }
+
+/// `[route.access]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessConfig {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+    /// Bytes a request body may have on this route.
+    pub max_body: Option<u64>,
+}
+
+/// `[route.cors]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsConfig {
+    pub origins: Vec<OriginPattern>,
+    /// Upper-case.
+    pub methods: Vec<String>,
+    /// Lower-case request headers a preflight may ask for; `*` (without credentials): any.
+    pub headers: Vec<String>,
+    /// Response headers scripts may read.
+    pub expose: Vec<String>,
+    pub credentials: bool,
+    pub max_age: Option<std::time::Duration>,
+}
+
+/// One entry of `cors.origins`: `*`, an exact origin (`https://app.example.com`), or a
+/// pattern with one leading wildcard label (`https://*.example.com`: any subdomain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPattern {
+    Any,
+    /// Lower-case `scheme://host[:port]`.
+    Exact(String),
+    /// `scheme://` and `.rest` (lower-case): matches `scheme://anything.rest`.
+    Subdomains {
+        scheme: String,
+        suffix: String,
+    },
+}
+
+impl OriginPattern {
+    /// `None` when it is not `*` nor `scheme://host[:port]` (with at most a leading `*.`).
+    pub fn parse(s: &str) -> Option<OriginPattern> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "*" {
+            return Some(OriginPattern::Any);
+        }
+        let (scheme, host) = s.split_once("://")?;
+        let valid = |h: &str| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        };
+        if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return None;
+        }
+        match host.strip_prefix("*.") {
+            Some(rest) if valid(rest) => Some(OriginPattern::Subdomains {
+                scheme: format!("{scheme}://"),
+                suffix: format!(".{rest}"),
+            }),
+            Some(_) => None,
+            None if valid(host) => Some(OriginPattern::Exact(s.clone())),
+            None => None,
+        }
+    }
+
+    /// Does the request's `Origin` value match (case-insensitively)?
+    pub fn matches(&self, origin: &str) -> bool {
+        match self {
+            OriginPattern::Any => true,
+            OriginPattern::Exact(o) => o.eq_ignore_ascii_case(origin),
+            OriginPattern::Subdomains { scheme, suffix } => {
+                let o = origin.to_ascii_lowercase();
+                o.strip_prefix(scheme.as_str())
+                    .and_then(|host| host.strip_suffix(suffix.as_str()))
+                    .is_some_and(|label| !label.is_empty() && !label.contains(['/', ':']))
+            }
+        }
+    }
+}

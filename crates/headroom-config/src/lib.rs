@@ -99,6 +99,9 @@ pub struct RouteConfig {
     /// `[[route.limit]]`, in order; a request must pass each.
     pub limits: Vec<guard::LimitConfig>,
     pub auth: Option<guard::RouteAuthConfig>,
+    /// `[route.access]`: client address rules, body limit.
+    pub access: Option<guard::AccessConfig>,
+    pub cors: Option<guard::CorsConfig>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -160,6 +160,8 @@ pub struct Route {
     #[serde(default)]
     pub limit: Vec<Spanned<guard::RouteLimit>>,
     pub auth: Option<Spanned<guard::RouteAuth>>,
+    pub access: Option<Spanned<guard::RouteAccess>>,
+    pub cors: Option<Spanned<guard::RouteCors>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -90,6 +90,9 @@ pub struct Route {
     pub response_remove: Vec<HeaderName>,
     /// Admission policies (guard), checked in order by the `admit` phase; empty: skipped.
     pub admit: Box<[Admission]>,
+    /// `[route.access] max_body`: bytes a request body may have here (the listener's
+    /// `max_body_bytes` still caps it).
+    pub max_body: Option<u64>,
     /// The cache rule the `lookup` phase applies; `None`: skipped.
     pub cache: Option<CacheRule>,
     /// `[route.compress]`; `None`: responses go as they are.
@@ -242,11 +245,10 @@ impl Live {
     /// counts), a new one if it did; `None` when no route has limits.
     fn guard_for(&self, cfg: &Config) -> Option<Arc<Guard>> {
         let mut slot = self.guard.lock().unwrap_or_else(|p| p.into_inner());
-        if cfg
-            .routes
-            .iter()
-            .all(|r| r.limits.is_empty() && r.auth.is_none())
-        {
+        let guarded = |r: &headroom_config::RouteConfig| {
+            !r.limits.is_empty() || r.auth.is_some() || r.access.is_some() || r.cors.is_some()
+        };
+        if !cfg.routes.iter().any(guarded) {
             *slot = None;
             return None;
         }
@@ -480,11 +482,20 @@ impl Route {
             request_remove: header_names(&rc.request_headers.remove),
             response_add: header_pairs(&rc.response_headers.add),
             response_remove: header_names(&rc.response_headers.remove),
+            max_body: rc.access.as_ref().and_then(|a| a.max_body),
             admit: guard
                 .map(|g| {
+                    // CORS first: a preflight carries no credentials. Then who may come
+                    // (address, body size), who it is, and how much.
+                    let cors = g.cors.map(Admission::Cors);
+                    let access = g.access.map(Admission::Access);
                     let auth = g.auth.map(Admission::Auth);
                     let limits = g.limits.map(Admission::Limit);
-                    auth.into_iter().chain(limits).collect()
+                    cors.into_iter()
+                        .chain(access)
+                        .chain(auth)
+                        .chain(limits)
+                        .collect()
                 })
                 .unwrap_or_default(),
             cache: rc.cache.as_ref().zip(cache).map(|(c, store)| CacheRule {
@@ -603,6 +614,8 @@ impl Snapshot {
                         name: &r.name,
                         limits: &r.limits,
                         auth: r.auth.as_ref(),
+                        access: r.access.as_ref(),
+                        cors: r.cors.as_ref(),
                     })
                     .collect::<Vec<_>>(),
                 &cfg.consumers,

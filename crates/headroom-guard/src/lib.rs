@@ -8,15 +8,19 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
 mod auth;
 mod client;
+mod cors;
 pub mod gcra;
 mod limit;
 mod local;
 mod shared;
 
+pub use access::{Access, AccessRules};
 pub use auth::{key_hash, new_key, AuthVerdict, Consumer, RouteAuth};
 pub use client::client_ip;
+pub use cors::{Cors, CorsVerdict};
 pub use limit::{LimitRequest, RateFields, RouteLimits, Verdict, RATELIMIT, RATELIMIT_POLICY};
 
 use auth::Consumers;
@@ -109,6 +113,10 @@ impl Guard {
         let out = routes
             .iter()
             .map(|r| RouteGuard {
+                access: r
+                    .access
+                    .map(|a| Arc::new(AccessRules::new(a, self.trusted.clone()))),
+                cors: r.cors.map(|c| Arc::new(Cors::new(c))),
                 auth: r.auth.map(|a| {
                     Arc::new(RouteAuth::new(r.name, a, consumers.clone(), &self.registry))
                 }),
@@ -134,10 +142,14 @@ pub struct RouteSpec<'a> {
     pub name: &'a str,
     pub limits: &'a [LimitConfig],
     pub auth: Option<&'a RouteAuthConfig>,
+    pub access: Option<&'a headroom_config::guard::AccessConfig>,
+    pub cors: Option<&'a headroom_config::guard::CorsConfig>,
 }
 
 /// A route's compiled guard; each part `None` when the route has none.
 pub struct RouteGuard {
+    pub cors: Option<Arc<Cors>>,
+    pub access: Option<Arc<AccessRules>>,
     pub auth: Option<Arc<RouteAuth>>,
     pub limits: Option<Arc<RouteLimits>>,
 }

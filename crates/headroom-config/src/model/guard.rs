@@ -144,6 +144,40 @@ impl Default for AuthForward {
     }
 }
 
+/// `[route.access]`: who may use the route by address, and how large a body it takes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteAccess {
+    /// Addresses or CIDR blocks admitted; empty: all (but `deny`).
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Addresses or CIDR blocks refused (403), checked first.
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+    /// Largest request body on this route (the listener's `max_body_bytes` still caps it).
+    pub max_body: Option<crate::units::Size>,
+}
+
+/// `[route.cors]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCors {
+    /// `"*"`, exact origins, or `"https://*.example.com"`.
+    pub origins: Vec<Spanned<String>>,
+    /// Default ["GET", "HEAD", "POST"].
+    #[serde(default = "defaults::cors_methods")]
+    pub methods: Vec<String>,
+    /// Request headers a preflight may ask for. Default ["content-type"].
+    #[serde(default = "defaults::cors_headers")]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub expose: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+    /// How long browsers may cache a preflight. Default 10m.
+    pub max_age: Option<Dur>,
+}
+
 mod defaults {
     use super::*;
     pub fn timeout() -> Dur {
@@ -166,6 +200,12 @@ mod defaults {
     }
     pub fn auth_methods() -> Vec<Spanned<String>> {
         vec![Spanned::new(0..0, "key".into())]
+    }
+    pub fn cors_methods() -> Vec<String> {
+        vec!["GET".into(), "HEAD".into(), "POST".into()]
+    }
+    pub fn cors_headers() -> Vec<String> {
+        vec!["content-type".into()]
     }
     pub fn key_header() -> String {
         "x-api-key".into()

@@ -13,12 +13,9 @@ pub(crate) fn validate_guard(r: &mut Reporter, raw: &model::Guard) -> GuardConfi
         .iter()
         .filter_map(|p| {
             let v = p.get_ref().trim();
-            let parsed = v
-                .parse::<IpNet>()
-                .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from));
-            match parsed {
-                Ok(net) => Some(net.trunc()),
-                Err(_) => {
+            match parse_net(v) {
+                Some(net) => Some(net),
+                None => {
                     r.error(
                         p.span().start,
                         Some("guard.trusted_proxies".into()),
@@ -370,6 +367,122 @@ pub(super) fn validate_auth(
         forward_consumer: a.forward.consumer.trim().to_ascii_lowercase(),
         forward_groups: a.forward.groups.trim().to_ascii_lowercase(),
     })
+}
+
+/// `[route.access]`.
+pub(super) fn validate_access(
+    r: &mut Reporter,
+    raw: Option<&Spanned<model::RouteAccess>>,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<AccessConfig> {
+    let a = raw?.get_ref();
+    let nets = |r: &mut Reporter, list: &[Spanned<String>], what: &str| -> Vec<IpNet> {
+        list.iter()
+            .filter_map(|p| match parse_net(p.get_ref()) {
+                Some(n) => Some(n),
+                None => {
+                    r.error(
+                        p.span().start,
+                        key(what),
+                        format!(
+                            "expected an address or a CIDR block like \"10.0.0.0/8\" or \"2001:db8::/32\", got \"{}\"",
+                            p.get_ref()
+                        ),
+                    );
+                    None
+                }
+            })
+            .collect()
+    };
+    Some(AccessConfig {
+        allow: nets(r, &a.allow, "access.allow"),
+        deny: nets(r, &a.deny, "access.deny"),
+        max_body: a.max_body.map(|s| s.0),
+    })
+}
+
+/// `[route.cors]`: origins parsed; credentials with a wildcard origin refused (browsers
+/// refuse such answers).
+pub(super) fn validate_cors(
+    r: &mut Reporter,
+    raw: Option<&Spanned<model::RouteCors>>,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<CorsConfig> {
+    let s = raw?;
+    let c = s.get_ref();
+    let origins: Vec<OriginPattern> = c
+        .origins
+        .iter()
+        .filter_map(|o| match OriginPattern::parse(o.get_ref()) {
+            Some(p) => Some(p),
+            None => {
+                r.error(
+                    o.span().start,
+                    key("cors.origins"),
+                    format!(
+                        "expected \"*\", an origin like \"https://app.example.com\" or \"https://*.example.com\", got \"{}\"",
+                        o.get_ref()
+                    ),
+                );
+                None
+            }
+        })
+        .collect();
+    if c.origins.is_empty() {
+        r.error(
+            s.span().start,
+            key("cors.origins"),
+            "list the origins allowed (or \"*\")",
+        );
+    }
+    if c.credentials && origins.contains(&OriginPattern::Any) {
+        r.error(
+            s.span().start,
+            key("cors.credentials"),
+            "browsers refuse credentials with a wildcard origin: list the origins",
+        );
+    }
+    for m in &c.methods {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            r.error(
+                s.span().start,
+                key("cors.methods"),
+                format!("\"{m}\" is not a method"),
+            );
+        }
+    }
+    for h in c.headers.iter().chain(&c.expose) {
+        if h != "*" && http_token(h).is_none() {
+            r.error(
+                s.span().start,
+                key("cors.headers"),
+                format!("\"{h}\" is not a header name"),
+            );
+        }
+    }
+    Some(CorsConfig {
+        origins,
+        methods: c.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+        headers: c
+            .headers
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
+        expose: c.expose.iter().map(|h| h.trim().to_string()).collect(),
+        credentials: c.credentials,
+        max_age: Some(
+            c.max_age
+                .map_or(std::time::Duration::from_secs(600), |d| d.0),
+        ),
+    })
+}
+
+fn parse_net(v: &str) -> Option<IpNet> {
+    let v = v.trim();
+    v.parse::<IpNet>()
+        .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
+        .ok()
+        .map(|n| n.trunc())
 }
 
 fn http_token(s: &str) -> Option<&str> {

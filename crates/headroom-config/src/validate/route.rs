@@ -40,6 +40,8 @@ pub(super) fn validate_route(
     let cache = super::cache::validate_route_cache(r, route.cache.as_ref(), &key);
     let compress = super::cache::validate_compress(r, route.compress.as_ref(), &key);
     let auth = super::guard::validate_auth(r, route.auth.as_ref(), &key, consumers);
+    let access = super::guard::validate_access(r, route.access.as_ref(), &key);
+    let cors = super::guard::validate_cors(r, route.cors.as_ref(), &key);
     let limits =
         super::guard::validate_limits(r, &route.limit, &key, guard.redis.is_some(), auth.is_some());
     let cfg = RouteConfig {
@@ -59,6 +61,8 @@ pub(super) fn validate_route(
         compress,
         limits,
         auth,
+        access,
+        cors,
     };
     (r.errors.len() == errors_before).then_some(cfg)
 }

@@ -65,6 +65,10 @@ pub(crate) async fn forward(
 ) -> Result<Response<ClientBody>, Answer> {
     let service: &Service = &target.service;
     let cfg = &service.cfg;
+    // The route's body limit, within the listener's.
+    let max_body = route
+        .max_body
+        .map_or(conn.max_body_bytes, |m| m.min(conn.max_body_bytes));
     let (mut parts, body) = req.into_parts();
     let uri = request::upstream_request(&mut parts, route, cfg.protocol, conn, request_id);
 
@@ -82,14 +86,14 @@ pub(crate) async fn forward(
             Ok(b) => Replay::Buffered(b.to_bytes()),
             Err(e) => {
                 let err = attempt_body_error(e);
-                return Err(err.answer("", cfg.request_timeout, conn.max_body_bytes));
+                return Err(err.answer("", cfg.request_timeout, max_body));
             }
         }
     } else {
         Replay::Stream(Some(UpstreamBody::Stream {
             inner: body,
             seen: 0,
-            limit: conn.max_body_bytes,
+            limit: max_body,
         }))
     };
 
@@ -136,13 +140,7 @@ pub(crate) async fn forward(
                         i = n;
                         continue;
                     }
-                    None => {
-                        return Err(e.answer(
-                            &replica.label,
-                            cfg.request_timeout,
-                            conn.max_body_bytes,
-                        ))
-                    }
+                    None => return Err(e.answer(&replica.label, cfg.request_timeout, max_body)),
                 }
             }
         };
@@ -199,7 +197,7 @@ pub(crate) async fn forward(
             passive_failure(service, replica);
             warn!(service = %service.name, replica = %replica.label, error = %failure, "upstream request failed");
         }
-        let answer = failure.answer(&replica.label, cfg.request_timeout, conn.max_body_bytes);
+        let answer = failure.answer(&replica.label, cfg.request_timeout, max_body);
         let retry = match failure.retry() {
             RetrySafety::NothingSent => true,
             RetrySafety::IfIdempotent => may_retry,

@@ -6,12 +6,19 @@
 use super::context::{ConnCtx, Record};
 use super::Answer;
 use crate::body::RequestBody;
-use headroom_guard::{AuthVerdict, Consumer, LimitRequest, RouteAuth, RouteLimits, Verdict};
+use headroom_guard::{
+    Access, AccessRules, AuthVerdict, Consumer, Cors, CorsVerdict, LimitRequest, RouteAuth,
+    RouteLimits, Verdict,
+};
 use http::{header, HeaderValue, Request, StatusCode};
 use std::sync::Arc;
 
 /// One admission policy of a route.
 pub enum Admission {
+    /// `[route.cors]`: preflights answered here, CORS fields on allowed origins' responses.
+    Cors(Arc<Cors>),
+    /// `[route.access]`: client address allow/deny lists, the route's body limit.
+    Access(Arc<AccessRules>),
     /// `[route.auth]`: who is calling (headroom-guard); then that consumer's own limits.
     Auth(Arc<RouteAuth>),
     /// `[[route.limit]]`: the route's rate limits (headroom-guard), all checked.
@@ -21,6 +28,8 @@ pub enum Admission {
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Admission::Cors(_) => f.write_str("Cors"),
+            Admission::Access(_) => f.write_str("Access"),
             Admission::Auth(_) => f.write_str("Auth"),
             Admission::Limit(_) => f.write_str("Limit"),
         }
@@ -43,6 +52,37 @@ pub(super) async fn admit(
     let mut admitted: Option<Admitted> = None;
     for policy in policies {
         match policy {
+            Admission::Cors(cors) => match cors.check(req.method(), req.headers()) {
+                CorsVerdict::None => {}
+                CorsVerdict::Actual(fields) => record.response_fields.extend(fields),
+                CorsVerdict::Preflight(fields) => {
+                    record.guard = "cors_preflight";
+                    return Err(preflight(fields));
+                }
+                CorsVerdict::Refused(why) => {
+                    record.guard = "cors_refused";
+                    return Err(Answer::new(
+                        StatusCode::FORBIDDEN,
+                        "cors_forbidden",
+                        format!("CORS preflight refused: {why}"),
+                    ));
+                }
+            },
+            Admission::Access(rules) => {
+                let declared = http_body::Body::size_hint(req.body()).lower();
+                match rules.check(conn.client.ip(), req.headers(), declared) {
+                    Access::Allowed => {}
+                    Access::Denied(ip) => {
+                        record.guard = "denied";
+                        return Err(Answer::new(
+                            StatusCode::FORBIDDEN,
+                            "forbidden",
+                            format!("{ip} may not use this route"),
+                        ));
+                    }
+                    Access::TooLarge(max) => return Err(Answer::body_too_large(max)),
+                }
+            }
             Admission::Auth(auth) => {
                 let who = match auth.check(req.headers(), req.uri()) {
                     AuthVerdict::Pass(c) => c,
@@ -136,8 +176,13 @@ async fn limit(
         .await;
     match verdict {
         Verdict::Pass(fields) => {
-            if fields.is_some() {
-                record.rate = fields;
+            if let Some(f) = fields {
+                record
+                    .response_fields
+                    .push((headroom_guard::RATELIMIT_POLICY.clone(), f.policy));
+                record
+                    .response_fields
+                    .push((headroom_guard::RATELIMIT.clone(), f.state));
             }
             Ok(())
         }
@@ -170,4 +215,11 @@ async fn limit(
             Err(a)
         }
     }
+}
+
+/// A preflight's answer: 204, no body, the CORS fields.
+fn preflight(fields: Vec<(http::HeaderName, HeaderValue)>) -> Answer {
+    let mut a = Answer::new(StatusCode::NO_CONTENT, "cors_preflight", "");
+    a.headers = fields;
+    a
 }

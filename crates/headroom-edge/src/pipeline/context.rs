@@ -48,8 +48,8 @@ pub struct Record {
     pub guard: &'static str,
     /// The authenticated consumer, for the log line.
     pub consumer: Option<Box<str>>,
-    /// The rate-limit fields for a response the guard let through.
-    pub rate: Option<headroom_guard::RateFields>,
+    /// Fields the guard adds to the response it let through (`RateLimit`, CORS).
+    pub response_fields: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// The request's fields the access log line needs, kept as the request had them: clones of

@@ -27,8 +27,12 @@ pub(super) fn respond(resp: &mut Response<ClientBody>, mut ctx: Box<RequestCtx>)
             h.insert(k.clone(), v.clone());
         }
     }
-    if let Some(rate) = ctx.record.rate.take() {
-        rate.apply(h);
+    for (k, v) in std::mem::take(&mut ctx.record.response_fields) {
+        if k == http::header::VARY {
+            h.append(k, v);
+        } else {
+            h.insert(k, v);
+        }
     }
     h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     ctx.record.status = resp.status().as_u16();
@@ -37,7 +41,14 @@ pub(super) fn respond(resp: &mut Response<ClientBody>, mut ctx: Box<RequestCtx>)
 
 /// An early answer as a JSON error response, closing the connection if it says so.
 pub(super) fn answer(answer: Answer, request_id: &HeaderValue) -> Response<ClientBody> {
-    let mut r = json_error(answer.status, answer.kind, &answer.message, request_id);
+    // A 204 (a CORS preflight answered here) has no body.
+    let mut r = if answer.status == StatusCode::NO_CONTENT {
+        let mut r = Response::new(ClientBody::full(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r
+    } else {
+        json_error(answer.status, answer.kind, &answer.message, request_id)
+    };
     for (k, v) in answer.headers {
         r.headers_mut().insert(k, v);
     }

@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# bench/guard.sh — what the guard costs a request: headroom proxying plain, with an API key
+# and a rate limit, with the limit in Redis, and nginx with limit_req; same upstream, same
+# load, ROUNDS interleaved rounds, paired ratios.
+#
+# Runs on loopback only, everything in a temp dir, everything killed on exit. The upstream is
+# nginx (1 worker) answering /small with 100 bytes. Measured, each with wrk -t1 -c$CONNS:
+#   upstream        the upstream alone
+#   hr-plain        headroom proxying, no guard on the route
+#   hr-key-limit    headroom, [route.auth] (an API key in x-api-key) and a local rate limit
+#                   by consumer that is never hit (10^9/s)
+#   hr-redis-limit  headroom, the same limit by client address kept in Redis (one script
+#                   call per request to a real redis-server)
+#   nginx-limit     nginx proxying with limit_req (a zone by $binary_remote_addr, never hit)
+#   nginx-plain     nginx proxying, for reference
+# Each target is checked before it is measured (the key works and a wrong one is refused,
+# RateLimit fields present, X-Forwarded-... as expected), and every run must be all 2xx.
+#
+# Env knobs:
+#   ROUNDS=5 DURATION=5s WARMUP=1s CONNS=64   as in bench/cache.sh
+#   QUICK=1        smoke test: ROUNDS=1 DURATION=2s unless set explicitly
+#   PLACEMENT=shared|split|none               as in bench/cache.sh
+#   HEADROOM_BIN=path  measure this headroom binary instead of building one
+#   KEEP_TMP=1     keep the temp dir
+set -euo pipefail
+
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    ROUNDS=${ROUNDS:-1} DURATION=${DURATION:-2s}
+fi
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+CONNS=${CONNS:-64}
+PLACEMENT=${PLACEMENT:-shared}
+KEEP_TMP=${KEEP_TMP:-0}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+
+declare -A PKG_OF=([nginx]=nginx [redis-server]=redis-server [wrk]=wrk [curl]=curl)
+missing=()
+for t in nginx redis-server wrk curl; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("${PKG_OF[$t]}")
+done
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
+    say "installing ${missing[*]} ..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" \
+        || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; } \
+        || die "apt-get install ${missing[*]} failed"
+fi
+for t in nginx redis-server wrk python3 taskset getconf pgrep curl awk; do
+    command -v "$t" >/dev/null 2>&1 || die "required tool '$t' not found in PATH"
+done
+
+# shellcheck source=bench/targets.sh
+source "$ROOT/bench/targets.sh"
+setup_placement
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
+[[ $CONNS =~ ^[1-9][0-9]*$ ]] || die "CONNS must be a positive integer (got '$CONNS')"
+setup_run guard
+
+read -r P_UP P_HR P_HR_ADMIN P_NGINX P_REDIS < <(free_ports 5)
+[[ -n ${P_REDIS:-} ]] || die "could not find 5 free ports in 20000-21999"
+
+fetch() { # fetch NAME URL [HEADER] — one GET; headers in $TMP/last.h; prints "CODE SIZE"
+    local extra=()
+    [[ -n ${3:-} ]] && extra=(-H "$3")
+    curl -s --max-time 5 -D "$TMP/last.h" -o "$TMP/last.b" -w '%{http_code} %{size_download}' "${extra[@]}" "$2" \
+        || die "$1: curl $2 failed"
+}
+header() { # header NAME — that header's value in the last fetch ("" if absent)
+    awk -v h="$(echo "$1" | tr 'A-Z' 'a-z')" -F': *' 'tolower($1) == h { sub(/\r$/, "", $2); print $2; exit }' "$TMP/last.h"
+}
+
+# ---------------------------------------------------------------- configs
+SMALL_SIZE=100
+mkdir -p "$TMP/nginx-up" "$TMP/nginx-px" "$TMP/redis"
+ME_USER=$(id -un) ME_GROUP=$(id -gn)
+NGINX_USER=""
+[[ $EUID -eq 0 ]] && NGINX_USER="user $ME_USER $ME_GROUP;"
+WCONN=$((NOFILE > 30000 ? 30000 : NOFILE))
+nginx_conf() { # nginx_conf DIR SERVER_BLOCK
+    cat <<EOF
+$NGINX_USER
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections $WCONN; }
+http {
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $1/body; proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fcgi; uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;
+$2
+}
+EOF
+}
+nginx_conf "$TMP/nginx-up" "    server {
+        listen 127.0.0.1:$P_UP;
+        location = /small { return 200 \"$(head -c $SMALL_SIZE /dev/zero | tr '\0' 'a')\"; }
+    }" >"$TMP/nginx-up.conf"
+nginx_conf "$TMP/nginx-px" "    limit_req_zone \$binary_remote_addr zone=bench:16m rate=100000000r/s;
+    upstream app { server 127.0.0.1:$P_UP; keepalive 64; keepalive_requests 1000000000; }
+    server {
+        listen 127.0.0.1:$P_NGINX;
+        proxy_http_version 1.1;
+        proxy_set_header Connection \"\";
+        location /plain/ { proxy_pass http://app/; }
+        location /limit/ { limit_req zone=bench burst=1000 nodelay; proxy_pass http://app/; }
+    }" >"$TMP/nginx-px.conf"
+
+KEY="hr_bench_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+KEY_HASH=$("$HEADROOM" key hash "$KEY") || die "$HEADROOM has no 'key hash' (a binary without the guard?)"
+cat >"$TMP/headroom.toml" <<EOF
+[global]
+workers = 1
+access_log = "off"
+watch = false
+[[listener]]
+name = "web"
+bind = "127.0.0.1:$P_HR"
+[admin]
+bind = "127.0.0.1:$P_HR_ADMIN"
+
+[[route]]
+name = "plain"
+service = "origin"
+match.path_prefix = "/plain/"
+strip_prefix = "/plain"
+
+[[route]]
+name = "key-limit"
+service = "origin"
+match.path_prefix = "/key/"
+strip_prefix = "/key"
+[route.auth]
+[[route.limit]]
+name = "per-consumer"
+rate = "1000000000/s"
+key = "consumer"
+shared = false
+
+[[route]]
+name = "redis-limit"
+service = "origin"
+match.path_prefix = "/redis/"
+strip_prefix = "/redis"
+[[route.limit]]
+name = "per-ip"
+rate = "1000000000/s"
+
+[service.origin]
+replicas = ["127.0.0.1:$P_UP"]
+
+[[consumer]]
+name = "bench"
+keys = ["$KEY_HASH"]
+
+[guard.redis]
+url = "redis://127.0.0.1:$P_REDIS"
+timeout = "100ms"
+EOF
+"$HEADROOM" check --config "$TMP/headroom.toml" >"$TMP/check.log" 2>&1 \
+    || die "headroom refuses the guard config:"$'\n'"$(cat "$TMP/check.log")"
+cat >"$TMP/key.lua" <<EOF
+wrk.headers["x-api-key"] = "$KEY"
+EOF
+
+# ---------------------------------------------------------------- start
+start_bg upstream nginx -p "$TMP/nginx-up" -c "$TMP/nginx-up.conf" -e "$TMP/nginx-up/error.log"
+PID_UP=$LAST_PID
+start_bg nginx nginx -p "$TMP/nginx-px" -c "$TMP/nginx-px.conf" -e "$TMP/nginx-px/error.log"
+PID_NGINX=$LAST_PID
+start_bg redis redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP/redis"
+PID_REDIS=$LAST_PID
+wait_port redis "$P_REDIS" "$PID_REDIS"
+start_bg headroom "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1
+PID_HR=$LAST_PID
+wait_port upstream "$P_UP" "$PID_UP"
+wait_port nginx "$P_NGINX" "$PID_NGINX"
+wait_port headroom "$P_HR" "$PID_HR"
+
+H="http://127.0.0.1"
+URL_OF=([upstream]=$H:$P_UP/small [hr-plain]=$H:$P_HR/plain/small [hr-key-limit]=$H:$P_HR/key/small
+    [hr-redis-limit]=$H:$P_HR/redis/small [nginx-limit]=$H:$P_NGINX/limit/small [nginx-plain]=$H:$P_NGINX/plain/small)
+ROOTS_OF=([hr-plain]=$PID_HR [hr-key-limit]=$PID_HR [hr-redis-limit]=$PID_HR [nginx-limit]=$PID_NGINX [nginx-plain]=$PID_NGINX)
+XROOT_OF=([hr-redis-limit]=$PID_REDIS)
+LUA_OF=([hr-key-limit]=$TMP/key.lua)
+
+expect() { # expect NAME URL "CODE SIZE" WANT
+    [[ $3 == "$4" ]] || die "$1: $2 answered '$3' (status, bytes), expected '$4'"$'\n'"$(cat "$TMP/last.h")"
+}
+check_plain() { # check_plain NAME — 200 with the body
+    local got
+    got=$(fetch "$1" "${URL_OF[$1]}"); expect "$1" "${URL_OF[$1]}" "$got" "200 $SMALL_SIZE"
+}
+check_key() { # the key passes with RateLimit fields; no key and a wrong key get 401
+    local got u=${URL_OF[hr-key-limit]}
+    got=$(fetch hr-key-limit "$u" "x-api-key: $KEY"); expect hr-key-limit "$u" "$got" "200 $SMALL_SIZE"
+    [[ $(header ratelimit-policy) == *per-consumer* ]] || die "hr-key-limit: no RateLimit-Policy:"$'\n'"$(cat "$TMP/last.h")"
+    got=$(fetch hr-key-limit "$u"); [[ $got == 401* ]] || die "hr-key-limit: no key answered $got, not 401"
+    got=$(fetch hr-key-limit "$u" "x-api-key: wrong"); [[ $got == 401* ]] || die "hr-key-limit: a wrong key answered $got, not 401"
+}
+check_redis() { # decided by Redis: its decision counter grows
+    local before after
+    before=$(redis_decisions)
+    check_plain hr-redis-limit
+    [[ $(header ratelimit-policy) == *per-ip* ]] || die "hr-redis-limit: no RateLimit-Policy"
+    after=$(redis_decisions)
+    ((after > before)) || die "hr-redis-limit: headroom_guard_redis_decisions_total{by=\"redis\"} did not grow ($before -> $after)"
+}
+redis_decisions() {
+    curl -s --max-time 5 "$H:$P_HR_ADMIN/metrics" | awk '/^headroom_guard_redis_decisions_total\{by="redis"\}/ { print $2 + 0; f = 1 } END { if (!f) print 0 }'
+}
+CHECK_OF=([upstream]="check_plain upstream" [hr-plain]="check_plain hr-plain" [hr-key-limit]=check_key
+    [hr-redis-limit]=check_redis [nginx-limit]="check_plain nginx-limit" [nginx-plain]="check_plain nginx-plain")
+
+GROUPS_=("hr-plain hr-key-limit hr-redis-limit nginx-limit nginx-plain")
+
+MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+say ""
+say "machine: $NCPU CPUs ($(nproc --all) total), ${MODEL:-unknown CPU}; $(uname -sr)"
+say "versions: $(nginx -v 2>&1 | sed 's/.*: //'), redis $(redis-server --version | awk '{print $3}' | sed 's/v=//'), $(wrk -v 2>&1 | awk 'NR==1 {print $1" "$2}'), headroom ${HEADROOM_BIN:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')}"
+say "load: $ROUNDS rounds of wrk -t1 -c$CONNS -d$DURATION --latency per target (order rotates each round; one $WARMUP warm-up per target before round 1)"
+say_placement
+[[ $PLACEMENT == split ]] && pin_tree "$WRK_CPU" "$PID_REDIS"
+say ""
+
+say "warm-up: $WARMUP per target ..."
+warm upstream
+[[ $PLACEMENT == split ]] && pin_tree "$WRK_CPU" "$PID_UP"
+for t in ${GROUPS_[0]}; do warm "$t"; done
+ALL_TARGETS=(upstream)
+for t in ${GROUPS_[0]}; do ALL_TARGETS+=("$t"); done
+for ((r = 1; r <= ROUNDS; r++)); do
+    read -r -a order <<<"$(round_order "$r" "${GROUPS_[@]}")"
+    say ""
+    say "round $r/$ROUNDS: upstream, then ${order[*]}"
+    [[ $PLACEMENT == split ]] && pin_tree "$SRV_CPU" "$PID_UP"
+    bench upstream "$r"
+    [[ $PLACEMENT == split ]] && pin_tree "$WRK_CPU" "$PID_UP"
+    for t in "${order[@]}"; do bench "$t" "$r"; done
+done
+summarize "${ALL_TARGETS[@]}"
+
+say ""
+say "=== summary ($NCPU CPUs: ${MODEL:-unknown CPU}; placement=$PLACEMENT; wrk -t1 -c$CONNS -d$DURATION; median of $ROUNDS rounds) ==="
+printf '%-15s %10s %9s %9s %11s %11s   %s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req" "of it sys" "req/s min-max"
+for t in "${ALL_TARGETS[@]}"; do
+    printf '%-15s %10.0f %9.3f %9.3f %11s %11s   %.0f-%.0f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" \
+        "${SYS[$t]}" "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
+done
+say "(hr-redis-limit: its cpu is headroom's; redis-server adds ${XCPU[hr-redis-limit]} µs/req)"
+say ""
+say "API key + local limit vs plain proxying (target: req/s ratio >= 0.90):"
+ratio_lines hr-key-limit hr-plain
+say "API key + local limit vs nginx limit_req (target: req/s ratio >= 1.2):"
+ratio_lines hr-key-limit nginx-limit
+say "limit in Redis vs plain proxying:"
+ratio_lines hr-redis-limit hr-plain
+say "nginx limit_req vs nginx plain (for comparison):"
+ratio_lines nginx-limit nginx-plain
