@@ -10,11 +10,15 @@
 
 mod client;
 pub mod gcra;
+mod jwks;
+mod jwt;
 mod limit;
 mod local;
 mod shared;
 
 pub use client::client_ip;
+pub use jwks::KeySource;
+pub use jwt::{JwtError, JwtSettings, JwtVerifier, Verified};
 pub use limit::{LimitRequest, RateFields, RouteLimits, Verdict, RATELIMIT, RATELIMIT_POLICY};
 
 use headroom_config::guard::{GuardConfig, LimitConfig};
