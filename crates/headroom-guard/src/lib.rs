@@ -13,6 +13,8 @@ mod auth;
 mod client;
 mod cors;
 pub mod gcra;
+mod jwks;
+mod jwt;
 mod limit;
 mod local;
 mod shared;
@@ -21,6 +23,8 @@ pub use access::{Access, AccessRules};
 pub use auth::{key_hash, new_key, AuthVerdict, Consumer, RouteAuth};
 pub use client::client_ip;
 pub use cors::{Cors, CorsVerdict};
+pub use jwks::KeySource;
+pub use jwt::{JwtError, JwtSettings, JwtVerifier, Verified};
 pub use limit::{LimitRequest, RateFields, RouteLimits, Verdict, RATELIMIT, RATELIMIT_POLICY};
 
 use auth::Consumers;
