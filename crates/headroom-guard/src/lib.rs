@@ -13,9 +13,13 @@ pub mod gcra;
 mod limit;
 mod local;
 mod shared;
+mod shed;
 
 pub use client::client_ip;
 pub use limit::{LimitRequest, RateFields, RouteLimits, Verdict, RATELIMIT, RATELIMIT_POLICY};
+pub use shed::{
+    AdaptiveSettings, Outcome, Permit, Priority, Shed, ShedReason, ShedSettings, Shedder,
+};
 
 use headroom_config::guard::{GuardConfig, LimitConfig};
 use headroom_telemetry::Registry;
