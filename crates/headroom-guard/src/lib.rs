@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod circuit;
 mod client;
 pub mod gcra;
 mod limit;
@@ -15,6 +16,7 @@ mod local;
 mod shared;
 mod shed;
 
+pub use circuit::{Circuit, CircuitPermit, CircuitSettings, CircuitState, Observer, Open};
 pub use client::client_ip;
 pub use limit::{LimitRequest, RateFields, RouteLimits, Verdict, RATELIMIT, RATELIMIT_POLICY};
 pub use shed::{
