@@ -10,6 +10,7 @@
 
 mod access;
 mod auth;
+mod circuit;
 mod client;
 mod cors;
 pub mod gcra;
@@ -18,14 +19,19 @@ mod jwt;
 mod limit;
 mod local;
 mod shared;
+mod shed;
 
 pub use access::{Access, AccessRules};
 pub use auth::{key_hash, new_key, AuthVerdict, Consumer, RouteAuth};
+pub use circuit::{Circuit, CircuitPermit, CircuitSettings, CircuitState, Observer, Open};
 pub use client::client_ip;
 pub use cors::{Cors, CorsVerdict};
 pub use jwks::KeySource;
 pub use jwt::{JwtError, JwtSettings, JwtVerifier, Verified};
 pub use limit::{LimitRequest, RateFields, RouteLimits, Verdict, RATELIMIT, RATELIMIT_POLICY};
+pub use shed::{
+    AdaptiveSettings, Outcome, Permit, Priority, Shed, ShedReason, ShedSettings, Shedder,
+};
 
 use auth::Consumers;
 use headroom_config::guard::{ConsumerConfig, GuardConfig, LimitConfig, RouteAuthConfig};
