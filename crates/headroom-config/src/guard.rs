@@ -99,6 +99,8 @@ pub struct ConsumerConfig {
 pub struct RouteAuthConfig {
     /// API keys accepted: where they come from.
     pub key: Option<KeyAuth>,
+    /// Bearer tokens accepted (`Authorization: Bearer ...`), verified by this `[jwt.NAME]`.
+    pub jwt: Option<String>,
     /// Groups admitted (any of); empty: every authenticated consumer.
     pub groups: Vec<String>,
     /// Header names (lower-case) the upstream gets the consumer's name and groups in.
@@ -188,6 +190,44 @@ impl OriginPattern {
                     .and_then(|host| host.strip_suffix(suffix.as_str()))
                     .is_some_and(|label| !label.is_empty() && !label.contains(['/', ':']))
             }
+        }
+    }
+}
+
+/// `[jwt.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub name: String,
+    pub keys: JwtKeys,
+    pub algorithms: Vec<String>,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub leeway: std::time::Duration,
+    pub require_exp: bool,
+    pub consumer_claim: String,
+    /// (claim, lower-case header name), sorted by claim.
+    pub forward_claims: Vec<(String, String)>,
+    pub max_token_bytes: usize,
+    pub jwks_refresh: std::time::Duration,
+}
+
+/// Where a `[jwt.NAME]`'s keys come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwtKeys {
+    Secret(Vec<u8>),
+    PemFile(std::path::PathBuf),
+    JwksFile(std::path::PathBuf),
+    JwksUrl(String),
+}
+
+impl std::fmt::Debug for JwtKeys {
+    /// Never prints a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKeys::Secret(_) => f.write_str("Secret(***)"),
+            JwtKeys::PemFile(p) => write!(f, "PemFile({})", p.display()),
+            JwtKeys::JwksFile(p) => write!(f, "JwksFile({})", p.display()),
+            JwtKeys::JwksUrl(u) => write!(f, "JwksUrl({u})"),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Config {
     pub guard: guard::GuardConfig,
     /// `[[consumer]]`, from the config then `guard.key_file`.
     pub consumers: Vec<guard::ConsumerConfig>,
+    /// `[jwt.NAME]`, by name.
+    pub jwt: BTreeMap<String, guard::JwtConfig>,
 }
 
 #[derive(Debug, Clone)]

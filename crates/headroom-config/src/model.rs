@@ -29,6 +29,8 @@ pub struct File {
     pub guard: guard::Guard,
     #[serde(default)]
     pub consumer: Vec<Spanned<guard::Consumer>>,
+    #[serde(default)]
+    pub jwt: BTreeMap<String, Spanned<guard::Jwt>>,
 }
 
 /// Process-wide settings.

@@ -50,6 +50,8 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
     let admin = validate_admin(&mut r, &raw.admin);
     let cache = cache::validate_cache(&mut r, &raw.cache);
     let guard = guard::validate_guard(&mut r, &raw.guard);
+    let jwt = guard::validate_jwts(&mut r, &raw.jwt, base_dir);
+    let jwt_names: Vec<&str> = raw.jwt.keys().map(|k| k.as_str()).collect();
     let consumers = guard::validate_consumers(
         &mut r,
         &raw.consumer,
@@ -72,15 +74,14 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
         .iter()
         .enumerate()
         .filter_map(|(i, route)| {
-            validate_route(
-                &mut r,
-                i,
-                route,
-                &service_names,
-                &listener_names,
-                &guard,
-                &consumers,
-            )
+            let known = route::Known {
+                services: &service_names,
+                listeners: &listener_names,
+                guard: &guard,
+                consumers: &consumers,
+                jwts: &jwt_names,
+            };
+            validate_route(&mut r, i, route, &known)
         })
         .collect();
 
@@ -95,6 +96,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
             cache,
             guard,
             consumers,
+            jwt,
         })
     } else {
         Err(ConfigErrors(r.errors))

@@ -285,6 +285,11 @@ impl Edge {
             self.shared.reloads_failed.inc();
             return Err(format!("{reason}: restart headroom to apply it (routes, services and the rest reload live); the running config stays"));
         }
+        let bad_keys = headroom_guard::check(&config.jwt);
+        if !bad_keys.is_empty() {
+            self.shared.reloads_failed.inc();
+            return Err(format!("{}; the running config stays", bad_keys.join("; ")));
+        }
         let log_to = log_destination(&config);
         if log_to != self.shared.access_log.destination() {
             if let Err(e) = self.shared.access_log.retarget(log_to) {

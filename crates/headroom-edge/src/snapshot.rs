@@ -619,6 +619,7 @@ impl Snapshot {
                     })
                     .collect::<Vec<_>>(),
                 &cfg.consumers,
+                &cfg.jwt,
             ),
             None => Vec::new(),
         }

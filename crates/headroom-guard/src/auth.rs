@@ -6,6 +6,7 @@
 //! map. A lookup by hash leaks nothing useful through timing: finding which hashes exist
 //! would need a SHA-256 pre-image.
 
+use crate::jwt::JwtVerifier;
 use crate::limit::RouteLimits;
 use headroom_config::guard::{ConsumerConfig, RouteAuthConfig};
 use headroom_telemetry::{Counter, Registry};
@@ -26,10 +27,11 @@ pub struct Consumer {
     admitted: Arc<Counter>,
 }
 
-/// Every consumer, by key hash.
+/// Every consumer, by key hash and by name.
 #[derive(Default)]
 pub struct Consumers {
     by_key: HashMap<[u8; 32], Arc<Consumer>>,
+    by_name: HashMap<Box<str>, Arc<Consumer>>,
 }
 
 impl Consumers {
@@ -39,6 +41,7 @@ impl Consumers {
         mut limits: impl FnMut(&ConsumerConfig) -> Option<Arc<RouteLimits>>,
     ) -> Consumers {
         let mut by_key = HashMap::new();
+        let mut by_name = HashMap::new();
         for c in cfg {
             let consumer = Arc::new(Consumer {
                 name: c.name.as_str().into(),
@@ -55,8 +58,25 @@ impl Consumers {
             for h in &c.key_hashes {
                 by_key.insert(*h, consumer.clone());
             }
+            by_name.insert(consumer.name.clone(), consumer);
         }
-        Consumers { by_key }
+        Consumers { by_key, by_name }
+    }
+
+    /// A token's consumer: the configured one of that name (its groups and limits), or one
+    /// known only by the token (no groups, no limits of its own, no series of its own).
+    fn by_token(&self, name: &str) -> Arc<Consumer> {
+        if let Some(c) = self.by_name.get(name) {
+            return c.clone();
+        }
+        Arc::new(Consumer {
+            name: name.into(),
+            groups: Box::new([]),
+            name_value: HeaderValue::from_str(name).ok(),
+            groups_value: None,
+            limits: None,
+            admitted: Arc::new(Counter::default()),
+        })
     }
 
     fn by_key(&self, key: &[u8]) -> Option<&Arc<Consumer>> {
@@ -68,8 +88,8 @@ impl Consumers {
 
 /// What a route's auth decided.
 pub enum AuthVerdict {
-    /// Authenticated and admitted.
-    Pass(Arc<Consumer>),
+    /// Authenticated and admitted; with a token, the claims to forward (header, value).
+    Pass(Arc<Consumer>, Vec<(HeaderName, HeaderValue)>),
     /// No credentials: 401.
     Missing,
     /// Credentials that match no consumer: 401.
@@ -86,6 +106,8 @@ pub struct RouteAuth {
     forward_consumer: Option<HeaderName>,
     forward_groups: Option<HeaderName>,
     consumers: Arc<Consumers>,
+    /// Bearer tokens: the verifier, and the header each forwarded claim goes in.
+    jwt: Option<(JwtVerifier, Box<[HeaderName]>)>,
     /// `WWW-Authenticate` for a 401.
     pub challenge: HeaderValue,
     /// By result: passed, unauthenticated (no credentials), bad_credentials, forbidden.
@@ -97,6 +119,7 @@ impl RouteAuth {
         route: &str,
         cfg: &RouteAuthConfig,
         consumers: Arc<Consumers>,
+        jwt: Option<(JwtVerifier, Vec<String>)>,
         registry: &Registry,
     ) -> RouteAuth {
         let result = |r: &str| {
@@ -110,11 +133,18 @@ impl RouteAuth {
             .key
             .as_ref()
             .and_then(|k| HeaderName::from_bytes(k.header.as_bytes()).ok());
-        let challenge = format!(
-            "ApiKey realm=\"{}\", header=\"{}\"",
-            route.replace('"', ""),
-            key_header.as_ref().map_or("", |h| h.as_str())
-        );
+        let realm = route.replace('"', "");
+        let challenge = match (&key_header, &jwt) {
+            (Some(h), _) => format!("ApiKey realm=\"{realm}\", header=\"{}\"", h.as_str()),
+            (None, _) => format!("Bearer realm=\"{realm}\""),
+        };
+        let jwt = jwt.map(|(v, headers)| {
+            let names = headers
+                .iter()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect();
+            (v, names)
+        });
         RouteAuth {
             key_query: cfg
                 .key
@@ -125,6 +155,7 @@ impl RouteAuth {
             forward_consumer: HeaderName::from_bytes(cfg.forward_consumer.as_bytes()).ok(),
             forward_groups: HeaderName::from_bytes(cfg.forward_groups.as_bytes()).ok(),
             consumers,
+            jwt,
             challenge: HeaderValue::from_str(&challenge)
                 .unwrap_or(HeaderValue::from_static("ApiKey")),
             results: [
@@ -136,11 +167,15 @@ impl RouteAuth {
         }
     }
 
-    /// Authenticates a request by its headers and query, and counts the result.
-    pub fn check(&self, headers: &HeaderMap, uri: &Uri) -> AuthVerdict {
-        let v = self.decide(headers, uri);
+    /// Authenticates a request by its headers and query (an API key first, else a bearer
+    /// token), and counts the result.
+    pub async fn check(&self, headers: &HeaderMap, uri: &Uri) -> AuthVerdict {
+        let v = match self.decide(headers, uri) {
+            AuthVerdict::Missing if self.jwt.is_some() => self.bearer(headers).await,
+            v => v,
+        };
         let i = match &v {
-            AuthVerdict::Pass(c) => {
+            AuthVerdict::Pass(c, _) => {
                 c.admitted.inc();
                 0
             }
@@ -150,6 +185,47 @@ impl RouteAuth {
         };
         self.results[i].inc();
         v
+    }
+
+    /// `Authorization: Bearer <token>`, verified.
+    async fn bearer(&self, headers: &HeaderMap) -> AuthVerdict {
+        let Some((verifier, claim_headers)) = &self.jwt else {
+            return AuthVerdict::Missing;
+        };
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return AuthVerdict::Missing;
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return AuthVerdict::Missing;
+        };
+        let verified = match verifier.verify(token).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = e.kind(), "bearer token refused");
+                return AuthVerdict::Invalid;
+            }
+        };
+        let consumer = self.consumers.by_token(&verified.consumer);
+        if !self.groups.is_empty() && !consumer.groups.iter().any(|g| self.groups.contains(g)) {
+            return AuthVerdict::Forbidden(consumer);
+        }
+        let claims = verified
+            .claims
+            .into_iter()
+            .filter_map(|(i, v)| {
+                Some((
+                    claim_headers.get(i)?.clone(),
+                    HeaderValue::from_bytes(v.as_bytes()).ok()?,
+                ))
+            })
+            .collect();
+        AuthVerdict::Pass(consumer, claims)
     }
 
     fn decide(&self, headers: &HeaderMap, uri: &Uri) -> AuthVerdict {
@@ -171,12 +247,26 @@ impl RouteAuth {
         if !self.groups.is_empty() && !consumer.groups.iter().any(|g| self.groups.contains(g)) {
             return AuthVerdict::Forbidden(consumer.clone());
         }
-        AuthVerdict::Pass(consumer.clone())
+        AuthVerdict::Pass(consumer.clone(), Vec::new())
     }
 
     /// Readies the request for the upstream: the credentials and any client-sent identity
     /// headers removed, the consumer's identity set.
-    pub fn forward(&self, consumer: &Consumer, headers: &mut HeaderMap, uri: &mut Uri) {
+    pub fn forward(
+        &self,
+        consumer: &Consumer,
+        claims: Vec<(HeaderName, HeaderValue)>,
+        headers: &mut HeaderMap,
+        uri: &mut Uri,
+    ) {
+        if let Some((_, names)) = &self.jwt {
+            for n in names.iter() {
+                headers.remove(n);
+            }
+        }
+        for (k, v) in claims {
+            headers.insert(k, v);
+        }
         if let Some(h) = &self.key_header {
             headers.remove(h);
         }
@@ -303,11 +393,13 @@ mod tests {
                     header: "x-api-key".into(),
                     query: Some("api_key".into()),
                 }),
+                jwt: None,
                 groups: groups.iter().map(|g| g.to_string()).collect(),
                 forward_consumer: "x-consumer".into(),
                 forward_groups: "x-consumer-groups".into(),
             },
             consumers(),
+            None,
             &Registry::new(),
         )
     }
@@ -323,9 +415,16 @@ mod tests {
         h
     }
 
+    fn check(a: &RouteAuth, h: &HeaderMap, u: &Uri) -> AuthVerdict {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(a.check(h, u))
+    }
+
     fn name(v: &AuthVerdict) -> String {
         match v {
-            AuthVerdict::Pass(c) => format!("pass {}", c.name),
+            AuthVerdict::Pass(c, _) => format!("pass {}", c.name),
             AuthVerdict::Missing => "missing".into(),
             AuthVerdict::Invalid => "invalid".into(),
             AuthVerdict::Forbidden(c) => format!("forbidden {}", c.name),
@@ -337,22 +436,22 @@ mod tests {
         let a = auth(&[]);
         let root: Uri = "/x".parse().unwrap();
         assert_eq!(
-            name(&a.check(&headers(&[("x-api-key", "acme-key-2")]), &root)),
+            name(&check(&a, &headers(&[("x-api-key", "acme-key-2")]), &root)),
             "pass acme"
         );
         let q: Uri = "/x?a=1&api_key=intern-key".parse().unwrap();
-        assert_eq!(name(&a.check(&HeaderMap::new(), &q)), "pass intern");
-        assert_eq!(name(&a.check(&HeaderMap::new(), &root)), "missing");
+        assert_eq!(name(&check(&a, &HeaderMap::new(), &q)), "pass intern");
+        assert_eq!(name(&check(&a, &HeaderMap::new(), &root)), "missing");
         assert_eq!(
-            name(&a.check(&headers(&[("x-api-key", "")]), &root)),
+            name(&check(&a, &headers(&[("x-api-key", "")]), &root)),
             "missing"
         );
         assert_eq!(
-            name(&a.check(&headers(&[("x-api-key", "garbage")]), &root)),
+            name(&check(&a, &headers(&[("x-api-key", "garbage")]), &root)),
             "invalid"
         );
         assert_eq!(
-            name(&a.check(&headers(&[("x-api-key", "acme-key-1 ")]), &root)),
+            name(&check(&a, &headers(&[("x-api-key", "acme-key-1 ")]), &root)),
             "invalid",
             "keys are compared exactly"
         );
@@ -363,11 +462,11 @@ mod tests {
         let a = auth(&["partners"]);
         let root: Uri = "/".parse().unwrap();
         assert_eq!(
-            name(&a.check(&headers(&[("x-api-key", "acme-key-1")]), &root)),
+            name(&check(&a, &headers(&[("x-api-key", "acme-key-1")]), &root)),
             "pass acme"
         );
         assert_eq!(
-            name(&a.check(&headers(&[("x-api-key", "intern-key")]), &root)),
+            name(&check(&a, &headers(&[("x-api-key", "intern-key")]), &root)),
             "forbidden intern"
         );
     }
@@ -381,10 +480,10 @@ mod tests {
             ("x-consumer-groups", "root"),
         ]);
         let mut uri: Uri = "/x?a=1&api_key=acme-key-1&b=2".parse().unwrap();
-        let AuthVerdict::Pass(c) = a.check(&h, &uri) else {
+        let AuthVerdict::Pass(c, claims) = check(&a, &h, &uri) else {
             panic!()
         };
-        a.forward(&c, &mut h, &mut uri);
+        a.forward(&c, claims, &mut h, &mut uri);
         assert_eq!(h.get("x-api-key"), None);
         assert_eq!(h.get("x-consumer").unwrap(), "acme");
         assert_eq!(h.get("x-consumer-groups").unwrap(), "partners");

@@ -34,11 +34,13 @@ pub use shed::{
 };
 
 use auth::Consumers;
-use headroom_config::guard::{ConsumerConfig, GuardConfig, LimitConfig, RouteAuthConfig};
+use headroom_config::guard::{
+    ConsumerConfig, GuardConfig, JwtConfig, JwtKeys, LimitConfig, RouteAuthConfig,
+};
 use headroom_telemetry::Registry;
 use limit::Limit;
 use shared::SharedStore;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// The guard's state for one `[guard]` config.
@@ -49,6 +51,9 @@ pub struct Guard {
     trusted: Arc<[headroom_config::guard::IpNet]>,
     /// Each (route, limit)'s state, reused while its config is the same.
     limits: Mutex<HashMap<(String, String), Arc<Limit>>>,
+    /// Each `[jwt.NAME]`'s verifier (its keys, its JWKS fetcher), reused while its config is
+    /// the same, so a reload does not refetch a JWKS URL.
+    jwts: Mutex<HashMap<String, (JwtConfig, JwtVerifier)>>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -76,6 +81,7 @@ impl Guard {
             shared,
             trusted: cfg.trusted_proxies.clone().into(),
             limits: Mutex::default(),
+            jwts: Mutex::default(),
         }
     }
 
@@ -90,7 +96,9 @@ impl Guard {
         &self,
         routes: &[RouteSpec<'_>],
         consumers: &[ConsumerConfig],
+        jwts: &BTreeMap<String, JwtConfig>,
     ) -> Vec<RouteGuard> {
+        let verifiers = self.verifiers(jwts);
         let mut map = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = HashMap::new();
         let mut build = |scope: &str, limits: &[LimitConfig]| -> Option<Arc<RouteLimits>> {
@@ -128,7 +136,18 @@ impl Guard {
                     .map(|a| Arc::new(AccessRules::new(a, self.trusted.clone()))),
                 cors: r.cors.map(|c| Arc::new(Cors::new(c))),
                 auth: r.auth.map(|a| {
-                    Arc::new(RouteAuth::new(r.name, a, consumers.clone(), &self.registry))
+                    let jwt = a.jwt.as_ref().and_then(|name| {
+                        let (cfg, v) = verifiers.get(name)?;
+                        let headers = cfg.forward_claims.iter().map(|(_, h)| h.clone()).collect();
+                        Some((v.clone(), headers))
+                    });
+                    Arc::new(RouteAuth::new(
+                        r.name,
+                        a,
+                        consumers.clone(),
+                        jwt,
+                        &self.registry,
+                    ))
                 }),
                 limits: build(r.name, r.limits),
             })
@@ -141,10 +160,73 @@ impl Guard {
         out
     }
 
+    /// The verifiers for `jwts`: the ones in use where the config is unchanged, new ones
+    /// (started on the current runtime) for the rest. One that cannot be built is logged
+    /// and left out: its routes then refuse every token (`headroom check` reports it).
+    fn verifiers(
+        &self,
+        jwts: &BTreeMap<String, JwtConfig>,
+    ) -> HashMap<String, (JwtConfig, JwtVerifier)> {
+        let mut map = self.jwts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::new();
+        for (name, cfg) in jwts {
+            let v = match map.remove(name) {
+                Some((old, v)) if old == *cfg => v,
+                _ => match jwt_verifier(cfg) {
+                    Ok(v) => {
+                        if tokio::runtime::Handle::try_current().is_ok() {
+                            v.start();
+                        }
+                        v
+                    }
+                    Err(e) => {
+                        tracing::error!(jwt = %name, error = %e, "jwt: cannot verify tokens; its routes refuse every token");
+                        continue;
+                    }
+                },
+            };
+            next.insert(name.clone(), (cfg.clone(), v));
+        }
+        *map = next.clone();
+        next
+    }
+
     /// The client's address for `peer`, through the trusted proxies.
     pub fn client(&self, peer: std::net::IpAddr, headers: &http::HeaderMap) -> std::net::IpAddr {
         client::client_ip(&self.trusted, peer, headers)
     }
+}
+
+/// The verifier a `[jwt.NAME]` describes: its keys read and parsed now.
+fn jwt_verifier(cfg: &JwtConfig) -> Result<JwtVerifier, String> {
+    let keys = match &cfg.keys {
+        JwtKeys::Secret(s) => KeySource::Secret(s.clone()),
+        JwtKeys::PemFile(p) => {
+            KeySource::Pem(std::fs::read(p).map_err(|e| format!("pem_file {}: {e}", p.display()))?)
+        }
+        JwtKeys::JwksFile(p) => KeySource::JwksFile(p.clone()),
+        JwtKeys::JwksUrl(u) => KeySource::JwksUrl(u.clone()),
+    };
+    let mut s = JwtSettings::new(keys);
+    s.algorithms = cfg.algorithms.clone();
+    s.issuer = cfg.issuer.clone();
+    s.audience = cfg.audience.clone();
+    s.leeway = cfg.leeway;
+    s.require_exp = cfg.require_exp;
+    s.consumer_claim = cfg.consumer_claim.clone();
+    s.forward_claims = cfg.forward_claims.iter().map(|(c, _)| c.clone()).collect();
+    s.max_token_bytes = cfg.max_token_bytes;
+    s.jwks_refresh = cfg.jwks_refresh;
+    JwtVerifier::new(&s)
+}
+
+/// What the guard finds wrong in a config that its validation could not see: keys that do
+/// not parse (a PEM that is not a public key, a JWKS without a usable key). Each message
+/// names the `[jwt.NAME]` table. `headroom check`, `serve` and reloads refuse such a config.
+pub fn check(jwts: &BTreeMap<String, JwtConfig>) -> Vec<String> {
+    jwts.iter()
+        .filter_map(|(name, cfg)| jwt_verifier(cfg).err().map(|e| format!("jwt.{name}: {e}")))
+        .collect()
 }
 
 /// What [`Guard::compile`] needs of a route.

@@ -79,11 +79,30 @@ enum Command {
     DemoUpstream(upstream::Args),
 }
 
+/// Reads and validates a config: the file's own checks, then what only the guard can check
+/// (JWT keys that must parse). Errors as printed, and how many.
+pub(crate) fn load_config(
+    path: &std::path::Path,
+) -> Result<headroom_config::Config, (String, usize)> {
+    let cfg = headroom_config::load(path).map_err(|e| (e.to_string(), e.0.len()))?;
+    let bad = headroom_guard::check(&cfg.jwt);
+    if bad.is_empty() {
+        return Ok(cfg);
+    }
+    let n = bad.len();
+    let text = bad
+        .iter()
+        .map(|b| format!("{}: {b}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Err((text, n))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, workers } => serve::run(&config, workers),
-        Command::Check { config } => match headroom_config::load(&config) {
+        Command::Check { config } => match load_config(&config) {
             Ok(cfg) => {
                 println!(
                     "{}: ok ({} listeners, {} routes, {} services)",
@@ -94,9 +113,9 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{} error(s) in {}", errors.0.len(), config.display());
+            Err((text, n)) => {
+                eprintln!("{text}");
+                eprintln!("{n} error(s) in {}", config.display());
                 ExitCode::from(2)
             }
         },

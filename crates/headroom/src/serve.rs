@@ -11,9 +11,9 @@ use tracing::{error, info, warn};
 
 pub fn run(path: &Path, workers: Option<usize>) -> ExitCode {
     crate::init_logging();
-    let mut config = match headroom_config::load(path) {
+    let mut config = match crate::load_config(path) {
         Ok(c) => c,
-        Err(errors) => {
+        Err((errors, _)) => {
             eprintln!("{errors}");
             return ExitCode::from(2);
         }

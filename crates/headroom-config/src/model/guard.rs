@@ -124,6 +124,47 @@ pub struct RouteAuth {
     /// Headers the upstream gets with the consumer's identity (client-sent copies removed).
     #[serde(default)]
     pub forward: AuthForward,
+    /// The `[jwt.NAME]` that verifies bearer tokens (method "jwt").
+    pub jwt: Option<Spanned<String>>,
+}
+
+/// `[jwt.NAME]`: how bearer tokens are verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// An HMAC secret (HS256/384/512), or the environment variable holding it.
+    pub secret: Option<String>,
+    pub secret_env: Option<Spanned<String>>,
+    /// Public keys or certificates, PEM (RS*, PS256, ES256/384, EdDSA).
+    pub pem_file: Option<Spanned<String>>,
+    /// A JWKS document on disk, read at start and on reload.
+    pub jwks_file: Option<Spanned<String>>,
+    /// A JWKS URL fetched in the background (`http://` or `https://`).
+    pub jwks_url: Option<Spanned<String>>,
+    /// Algorithms accepted; default: those the keys imply. "none" is never accepted.
+    #[serde(default)]
+    pub algorithms: Vec<Spanned<String>>,
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Clock-skew allowance on `exp` and `nbf`. Default 60s.
+    #[serde(default = "defaults::leeway")]
+    pub leeway: Dur,
+    /// Refuse tokens without `exp`. Default true.
+    #[serde(default = "defaults::yes")]
+    pub require_exp: bool,
+    /// The claim naming the consumer. Default "sub".
+    #[serde(default = "defaults::sub")]
+    pub consumer_claim: String,
+    /// Claims forwarded to the upstream: claim name → header name.
+    #[serde(default)]
+    pub forward_claims: std::collections::BTreeMap<String, String>,
+    /// Tokens longer than this are refused unread. Default 8KiB.
+    #[serde(default = "defaults::max_token")]
+    pub max_token_bytes: crate::units::Size,
+    /// How often a JWKS URL is fetched again. Default 5m.
+    #[serde(default = "defaults::jwks_refresh")]
+    pub jwks_refresh: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +241,21 @@ mod defaults {
     }
     pub fn auth_methods() -> Vec<Spanned<String>> {
         vec![Spanned::new(0..0, "key".into())]
+    }
+    pub fn leeway() -> Dur {
+        Dur(Duration::from_secs(60))
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn sub() -> String {
+        "sub".into()
+    }
+    pub fn max_token() -> crate::units::Size {
+        crate::units::Size(8 << 10)
+    }
+    pub fn jwks_refresh() -> Dur {
+        Dur(Duration::from_secs(300))
     }
     pub fn cors_methods() -> Vec<String> {
         vec!["GET".into(), "HEAD".into(), "POST".into()]

@@ -300,6 +300,118 @@ pub(crate) fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// `[jwt.NAME]` tables: exactly one key source, files that can be read, a URL that is one.
+/// (The keys themselves are parsed when the guard is built: `headroom_guard::check`.)
+pub(crate) fn validate_jwts(
+    r: &mut Reporter,
+    raw: &std::collections::BTreeMap<String, Spanned<model::Jwt>>,
+    base_dir: &std::path::Path,
+) -> std::collections::BTreeMap<String, JwtConfig> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, s) in raw {
+        let at = s.span().start;
+        let j = s.get_ref();
+        let key = |k: &str| Some(format!("jwt.{name}.{k}"));
+        let file = |r: &mut Reporter, f: &Spanned<String>, what: &str| {
+            let path = base_dir.join(f.get_ref());
+            if let Err(e) = std::fs::metadata(&path) {
+                r.error(
+                    f.span().start,
+                    key(what),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+            }
+            path
+        };
+        let mut sources = Vec::new();
+        if let Some(secret) = &j.secret {
+            sources.push(JwtKeys::Secret(secret.as_bytes().to_vec()));
+        }
+        if let Some(var) = &j.secret_env {
+            match std::env::var(var.get_ref()) {
+                Ok(v) if !v.is_empty() => sources.push(JwtKeys::Secret(v.into_bytes())),
+                _ => r.error(
+                    var.span().start,
+                    key("secret_env"),
+                    format!(
+                        "the environment variable {} is not set (or empty)",
+                        var.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(f) = &j.pem_file {
+            sources.push(JwtKeys::PemFile(file(r, f, "pem_file")));
+        }
+        if let Some(f) = &j.jwks_file {
+            sources.push(JwtKeys::JwksFile(file(r, f, "jwks_file")));
+        }
+        if let Some(u) = &j.jwks_url {
+            let v = u.get_ref();
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                r.error(
+                    u.span().start,
+                    key("jwks_url"),
+                    format!("expected an http:// or https:// URL, got \"{v}\""),
+                );
+            }
+            sources.push(JwtKeys::JwksUrl(v.clone()));
+        }
+        let declared = usize::from(j.secret.is_some())
+            + usize::from(j.secret_env.is_some())
+            + usize::from(j.pem_file.is_some())
+            + usize::from(j.jwks_file.is_some())
+            + usize::from(j.jwks_url.is_some());
+        if declared != 1 {
+            r.error(
+                at,
+                Some(format!("jwt.{name}")),
+                "set exactly one of `secret`, `secret_env`, `pem_file`, `jwks_file` or `jwks_url`",
+            );
+        }
+        for a in &j.algorithms {
+            if a.get_ref().eq_ignore_ascii_case("none") {
+                r.error(
+                    a.span().start,
+                    key("algorithms"),
+                    "\"none\" is never accepted: a token must be signed",
+                );
+            }
+        }
+        let mut forward_claims = Vec::new();
+        for (claim, header) in &j.forward_claims {
+            match http_token(header) {
+                Some(h) => forward_claims.push((claim.clone(), h.to_ascii_lowercase())),
+                None => r.error(
+                    at,
+                    key("forward_claims"),
+                    format!("\"{header}\" is not a header name"),
+                ),
+            }
+        }
+        let Some(keys) = sources.into_iter().next() else {
+            continue;
+        };
+        out.insert(
+            name.clone(),
+            JwtConfig {
+                name: name.clone(),
+                keys,
+                algorithms: j.algorithms.iter().map(|a| a.get_ref().clone()).collect(),
+                issuer: j.issuer.clone(),
+                audience: j.audience.clone(),
+                leeway: j.leeway.0,
+                require_exp: j.require_exp,
+                consumer_claim: j.consumer_claim.clone(),
+                forward_claims,
+                max_token_bytes: usize::try_from(j.max_token_bytes.0).unwrap_or(usize::MAX),
+                jwks_refresh: j.jwks_refresh.0,
+            },
+        );
+    }
+    out
+}
+
 /// `[route.auth]`: its methods, key locations, admitted groups (each must be some
 /// consumer's) and the identity headers.
 pub(super) fn validate_auth(
@@ -307,12 +419,27 @@ pub(super) fn validate_auth(
     raw: Option<&Spanned<model::RouteAuth>>,
     key: &impl Fn(&str) -> Option<String>,
     consumers: &[ConsumerConfig],
+    jwts: &[&str],
 ) -> Option<RouteAuthConfig> {
     let s = raw?;
     let a = s.get_ref();
     let mut keys = None;
+    let mut jwt = None;
     for m in &a.methods {
         match m.get_ref().as_str() {
+            "jwt" => match &a.jwt {
+                Some(n) if jwts.contains(&n.get_ref().as_str()) => jwt = Some(n.get_ref().clone()),
+                Some(n) => r.error(
+                    n.span().start,
+                    key("auth.jwt"),
+                    super::unknown_name("[jwt.NAME] table", n.get_ref(), jwts),
+                ),
+                None => r.error(
+                    m.span().start,
+                    key("auth.jwt"),
+                    "method \"jwt\" needs `jwt = \"NAME\"`, naming a [jwt.NAME] table",
+                ),
+            },
             "key" => {
                 keys = Some(KeyAuth {
                     header: a.key_header.trim().to_ascii_lowercase(),
@@ -322,7 +449,7 @@ pub(super) fn validate_auth(
             other => r.error(
                 m.span().start,
                 key("auth.methods"),
-                format!("expected \"key\" (API keys), got \"{other}\""),
+                format!("expected \"key\" (API keys) or \"jwt\" (bearer tokens), got \"{other}\""),
             ),
         }
     }
@@ -363,6 +490,7 @@ pub(super) fn validate_auth(
         .collect();
     Some(RouteAuthConfig {
         key: keys,
+        jwt,
         groups,
         forward_consumer: a.forward.consumer.trim().to_ascii_lowercase(),
         forward_groups: a.forward.groups.trim().to_ascii_lowercase(),

@@ -7,15 +7,22 @@ use crate::model;
 use crate::*;
 use toml::Spanned;
 
+/// What a route may refer to, by name.
+pub(super) struct Known<'a> {
+    pub services: &'a [&'a str],
+    pub listeners: &'a [&'a str],
+    pub guard: &'a crate::guard::GuardConfig,
+    pub consumers: &'a [crate::guard::ConsumerConfig],
+    pub jwts: &'a [&'a str],
+}
+
 pub(super) fn validate_route(
     r: &mut Reporter,
     index: usize,
     spanned: &Spanned<model::Route>,
-    services: &[&str],
-    listeners: &[&str],
-    guard: &crate::guard::GuardConfig,
-    consumers: &[crate::guard::ConsumerConfig],
+    known: &Known<'_>,
 ) -> Option<RouteConfig> {
+    let (services, listeners, guard) = (known.services, known.listeners, known.guard);
     let at = spanned.span().start;
     let route = spanned.get_ref();
     let name = route
@@ -39,7 +46,8 @@ pub(super) fn validate_route(
     let (request_headers, response_headers) = header_edits(r, route, at, &key);
     let cache = super::cache::validate_route_cache(r, route.cache.as_ref(), &key);
     let compress = super::cache::validate_compress(r, route.compress.as_ref(), &key);
-    let auth = super::guard::validate_auth(r, route.auth.as_ref(), &key, consumers);
+    let auth =
+        super::guard::validate_auth(r, route.auth.as_ref(), &key, known.consumers, known.jwts);
     let access = super::guard::validate_access(r, route.access.as_ref(), &key);
     let cors = super::guard::validate_cors(r, route.cors.as_ref(), &key);
     let limits =

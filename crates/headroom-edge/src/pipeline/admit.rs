@@ -84,8 +84,8 @@ pub(super) async fn admit(
                 }
             }
             Admission::Auth(auth) => {
-                let who = match auth.check(req.headers(), req.uri()) {
-                    AuthVerdict::Pass(c) => c,
+                let (who, claims) = match auth.check(req.headers(), req.uri()).await {
+                    AuthVerdict::Pass(c, claims) => (c, claims),
                     verdict => return Err(refused(auth, verdict, record)),
                 };
                 record.consumer = Some(who.name.clone());
@@ -95,6 +95,7 @@ pub(super) async fn admit(
                 admitted = Some(Admitted {
                     auth: auth.clone(),
                     consumer: who,
+                    claims,
                 });
             }
             Admission::Limit(limits) => {
@@ -110,6 +111,8 @@ pub(super) async fn admit(
 pub(super) struct Admitted {
     auth: Arc<RouteAuth>,
     consumer: Arc<Consumer>,
+    /// A token's claims for the upstream (header, value).
+    claims: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl Admitted {
@@ -117,7 +120,7 @@ impl Admitted {
     pub(super) fn apply(self, req: &mut Request<RequestBody>) {
         let mut uri = req.uri().clone();
         self.auth
-            .forward(&self.consumer, req.headers_mut(), &mut uri);
+            .forward(&self.consumer, self.claims, req.headers_mut(), &mut uri);
         if &uri != req.uri() {
             *req.uri_mut() = uri;
         }
