@@ -231,3 +231,34 @@ impl std::fmt::Debug for JwtKeys {
         }
     }
 }
+
+/// `[service.NAME.shed]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShedConfig {
+    pub max_inflight: Option<u32>,
+    /// (min, max, initial, tolerance) when adaptive.
+    pub adaptive: Option<(u32, u32, u32, f64)>,
+    pub queue: u32,
+    pub queue_timeout: std::time::Duration,
+    pub critical_reserve: f64,
+}
+
+/// `[service.NAME.circuit]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitConfig {
+    pub consecutive_failures: Option<u32>,
+    /// (share, minimum requests in the window).
+    pub failure_rate: Option<(f64, u32)>,
+    pub window: std::time::Duration,
+    pub open_for: std::time::Duration,
+    pub half_open_probes: u32,
+}
+
+/// A route's priority under load shedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    Critical,
+    #[default]
+    Normal,
+    Sheddable,
+}

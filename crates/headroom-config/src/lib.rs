@@ -103,6 +103,7 @@ pub struct RouteConfig {
     pub auth: Option<guard::RouteAuthConfig>,
     /// `[route.access]`: client address rules, body limit.
     pub access: Option<guard::AccessConfig>,
+    pub priority: guard::Priority,
     pub cors: Option<guard::CorsConfig>,
 }
 
@@ -176,6 +177,8 @@ pub struct ServiceConfig {
     pub outlier: OutlierConfig,
     pub slow_start: Duration,
     pub retry: RetryConfig,
+    pub shed: Option<guard::ShedConfig>,
+    pub circuit: Option<guard::CircuitConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -163,6 +163,8 @@ pub struct Route {
     pub limit: Vec<Spanned<guard::RouteLimit>>,
     pub auth: Option<Spanned<guard::RouteAuth>>,
     pub access: Option<Spanned<guard::RouteAccess>>,
+    /// Under load shedding: "critical", "normal" (default) or "sheddable".
+    pub priority: Option<Spanned<String>>,
     pub cors: Option<Spanned<guard::RouteCors>>,
 }
 
@@ -252,6 +254,8 @@ pub struct Service {
     /// A replica that becomes healthy ramps its share of traffic up over this. Default 10s; "0s" disables.
     #[serde(default = "defaults::slow_start")]
     pub slow_start: Dur,
+    pub shed: Option<Spanned<guard::Shed>>,
+    pub circuit: Option<Spanned<guard::Circuit>>,
     #[serde(default)]
     pub retry: Retry,
 }

@@ -19,6 +19,7 @@ pub mod health;
 pub mod listener;
 pub mod pipeline;
 pub mod pool;
+pub mod protect;
 pub mod replica;
 pub mod replica_set;
 pub mod retry;

@@ -93,6 +93,8 @@ pub struct Route {
     /// `[route.access] max_body`: bytes a request body may have here (the listener's
     /// `max_body_bytes` still caps it).
     pub max_body: Option<u64>,
+    /// Under load shedding (its services' `[service.NAME.shed]`).
+    pub priority: headroom_guard::Priority,
     /// The cache rule the `lookup` phase applies; `None`: skipped.
     pub cache: Option<CacheRule>,
     /// `[route.compress]`; `None`: responses go as they are.
@@ -144,6 +146,8 @@ pub struct Service {
     pub timeouts: Arc<Counter>,
     /// `read_timeout`, with `headroom_upstream_errors_total{kind="read_timeout"}`.
     pub read_timeout: Arc<crate::body::ReadTimeout>,
+    /// Load shedding and the circuit breaker; `None`: neither (nothing paid).
+    pub protect: Option<crate::protect::Protection>,
 }
 
 impl Service {
@@ -153,6 +157,7 @@ impl Service {
         replicas: Vec<Arc<Replica>>,
         sources: Vec<Source>,
         budget: Arc<RetryBudget>,
+        protect: Option<crate::protect::Protection>,
         registry: &Registry,
     ) -> Service {
         let labels = [("service", name)];
@@ -197,6 +202,7 @@ impl Service {
                 name.into(),
                 err("read_timeout"),
             )),
+            protect,
             cfg: sc.clone(),
         }
     }
@@ -215,6 +221,8 @@ pub struct Live {
     pub workers: usize,
     replicas: Mutex<HashMap<(String, String), Arc<Replica>>>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// Each service's shedder and breaker, kept while their config stays the same.
+    protections: Mutex<HashMap<String, crate::protect::Protection>>,
     membership: Mutex<Membership>,
     /// Route, service and consumer names of the last build, so a reload can forget the
     /// series of those it removed.
@@ -234,6 +242,7 @@ impl Live {
             workers,
             replicas: Mutex::default(),
             budgets: Mutex::default(),
+            protections: Mutex::default(),
             membership: Mutex::default(),
             names: Mutex::default(),
             cache: Mutex::default(),
@@ -483,6 +492,7 @@ impl Route {
             response_add: header_pairs(&rc.response_headers.add),
             response_remove: header_names(&rc.response_headers.remove),
             max_body: rc.access.as_ref().and_then(|a| a.max_body),
+            priority: crate::protect::priority(rc.priority),
             admit: guard
                 .map(|g| {
                     // CORS first: a preflight carries no credentials. Then who may come
@@ -587,9 +597,26 @@ impl Snapshot {
                 })
                 .clone();
             let sources = members.iter().map(|m| m.source).collect();
+            let protect = {
+                let mut kept = live.protections.lock().unwrap_or_else(|p| p.into_inner());
+                let (shed, circuit) = (sc.shed.as_ref(), sc.circuit.as_ref());
+                match kept.get(name) {
+                    Some(p) if p.same(shed, circuit) => Some(p.clone()),
+                    _ => {
+                        let p = crate::protect::Protection::new(name, shed, circuit, registry);
+                        match &p {
+                            Some(p) => kept.insert(name.clone(), p.clone()),
+                            None => kept.remove(name),
+                        };
+                        p
+                    }
+                }
+            };
             services.insert(
                 name.as_str(),
-                Arc::new(Service::new(name, sc, replicas, sources, budget, registry)),
+                Arc::new(Service::new(
+                    name, sc, replicas, sources, budget, protect, registry,
+                )),
             );
         }
         drop(membership);
@@ -603,6 +630,10 @@ impl Snapshot {
             stays
         });
         budgets.retain(|name, _| cfg.services.contains_key(name));
+        live.protections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|name, _| cfg.services.contains_key(name));
 
         let listener_names: Vec<String> = cfg.listeners.iter().map(|l| l.name.clone()).collect();
         let cache = live.cache_for(cfg);

@@ -219,6 +219,56 @@ pub struct RouteCors {
     pub max_age: Option<Dur>,
 }
 
+/// `[service.NAME.shed]`: load shedding in front of the service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shed {
+    /// A fixed limit of requests in flight (with `adaptive`: its ceiling).
+    pub max_inflight: Option<u32>,
+    /// Find the limit from latency (a gradient controller). Default false.
+    #[serde(default)]
+    pub adaptive: bool,
+    /// Adaptive bounds: floor (default 4), ceiling (default 1000), start (default 20).
+    pub min_limit: Option<u32>,
+    pub max_limit: Option<u32>,
+    pub initial_limit: Option<u32>,
+    /// How far above the unloaded latency admitted requests may go. Default 0.1 (10%).
+    pub tolerance: Option<f64>,
+    /// Requests that may wait for a slot. Default 0 (shed at once).
+    #[serde(default)]
+    pub queue: u32,
+    /// Longest wait in the queue. Default 1s.
+    #[serde(default = "defaults::queue_timeout")]
+    pub queue_timeout: Dur,
+    /// Share of the limit only critical routes may use. Default 0.1.
+    #[serde(default = "defaults::critical_reserve")]
+    pub critical_reserve: f64,
+}
+
+/// `[service.NAME.circuit]`: a circuit breaker on the service as a whole.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Circuit {
+    /// Failures in a row that open it. Default 20; 0 turns the rule off.
+    #[serde(default = "defaults::consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// Failure share over `window` that opens it. Default 0.5; 0 turns the rule off.
+    #[serde(default = "defaults::failure_rate")]
+    pub failure_rate: f64,
+    /// Requests the window must hold before the rate counts. Default 20.
+    #[serde(default = "defaults::min_requests")]
+    pub min_requests: u32,
+    /// Default 10s.
+    #[serde(default = "defaults::circuit_window")]
+    pub window: Dur,
+    /// How long it stays open before probing. Default 5s.
+    #[serde(default = "defaults::open_for")]
+    pub open_for: Dur,
+    /// Probes let through half-open; all must succeed to close it. Default 3.
+    #[serde(default = "defaults::half_open_probes")]
+    pub half_open_probes: u32,
+}
+
 mod defaults {
     use super::*;
     pub fn timeout() -> Dur {
@@ -241,6 +291,30 @@ mod defaults {
     }
     pub fn auth_methods() -> Vec<Spanned<String>> {
         vec![Spanned::new(0..0, "key".into())]
+    }
+    pub fn queue_timeout() -> Dur {
+        Dur(Duration::from_secs(1))
+    }
+    pub fn critical_reserve() -> f64 {
+        0.1
+    }
+    pub fn consecutive_failures() -> u32 {
+        20
+    }
+    pub fn failure_rate() -> f64 {
+        0.5
+    }
+    pub fn min_requests() -> u32 {
+        20
+    }
+    pub fn circuit_window() -> Dur {
+        Dur(Duration::from_secs(10))
+    }
+    pub fn open_for() -> Dur {
+        Dur(Duration::from_secs(5))
+    }
+    pub fn half_open_probes() -> u32 {
+        3
     }
     pub fn leeway() -> Dur {
         Dur(Duration::from_secs(60))

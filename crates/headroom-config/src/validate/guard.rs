@@ -605,6 +605,143 @@ pub(super) fn validate_cors(
     })
 }
 
+/// `[service.NAME.shed]`: a limit to enforce (fixed, adaptive, or both), bounds in order.
+pub(super) fn validate_shed(
+    r: &mut Reporter,
+    raw: Option<&Spanned<model::Shed>>,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<ShedConfig> {
+    let s = raw?;
+    let at = s.span().start;
+    let c = s.get_ref();
+    if c.max_inflight.is_none() && !c.adaptive {
+        r.error(
+            at,
+            key("shed"),
+            "set `max_inflight` (a fixed limit), `adaptive = true`, or both",
+        );
+    }
+    if c.max_inflight == Some(0) {
+        r.error(at, key("shed.max_inflight"), "must be at least 1");
+    }
+    let adaptive = c.adaptive.then(|| {
+        let min = c.min_limit.unwrap_or(4).max(1);
+        let max = c.max_limit.unwrap_or(1000);
+        let initial = c.initial_limit.unwrap_or(20);
+        if min > max || initial < min || initial > max {
+            r.error(
+                at,
+                key("shed"),
+                format!(
+                    "expected min_limit <= initial_limit <= max_limit, got {min}, {initial}, {max}"
+                ),
+            );
+        }
+        let tolerance = c.tolerance.unwrap_or(0.1);
+        if !(0.0..=10.0).contains(&tolerance) {
+            r.error(
+                at,
+                key("shed.tolerance"),
+                "expected a share like 0.1 (10% over the unloaded latency)",
+            );
+        }
+        (
+            min,
+            max.max(min),
+            initial.clamp(min, max.max(min)),
+            tolerance,
+        )
+    });
+    if !(0.0..=0.4).contains(&c.critical_reserve) {
+        r.error(
+            at,
+            key("shed.critical_reserve"),
+            "expected a share from 0 to 0.4",
+        );
+    }
+    if c.queue > 0 && c.queue_timeout.0.is_zero() {
+        r.error(
+            at,
+            key("shed.queue_timeout"),
+            "must be more than 0s with a queue",
+        );
+    }
+    Some(ShedConfig {
+        max_inflight: c.max_inflight,
+        adaptive,
+        queue: c.queue,
+        queue_timeout: c.queue_timeout.0,
+        critical_reserve: c.critical_reserve,
+    })
+}
+
+/// `[service.NAME.circuit]`.
+pub(super) fn validate_circuit(
+    r: &mut Reporter,
+    raw: Option<&Spanned<model::Circuit>>,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<CircuitConfig> {
+    let s = raw?;
+    let at = s.span().start;
+    let c = s.get_ref();
+    if !(0.0..=1.0).contains(&c.failure_rate) {
+        r.error(
+            at,
+            key("circuit.failure_rate"),
+            "expected a share from 0 to 1 (0.5: half the requests)",
+        );
+    }
+    if c.consecutive_failures == 0 && c.failure_rate == 0.0 {
+        r.error(
+            at,
+            key("circuit"),
+            "both rules are off: set consecutive_failures or failure_rate",
+        );
+    }
+    for (what, d) in [
+        ("circuit.window", c.window.0),
+        ("circuit.open_for", c.open_for.0),
+    ] {
+        if d.is_zero() {
+            r.error(at, key(what), "must be more than 0s");
+        }
+    }
+    if c.half_open_probes == 0 {
+        r.error(at, key("circuit.half_open_probes"), "must be at least 1");
+    }
+    Some(CircuitConfig {
+        consecutive_failures: (c.consecutive_failures > 0).then_some(c.consecutive_failures),
+        failure_rate: (c.failure_rate > 0.0).then_some((c.failure_rate, c.min_requests.max(1))),
+        window: c.window.0,
+        open_for: c.open_for.0,
+        half_open_probes: c.half_open_probes.max(1),
+    })
+}
+
+/// A route's `priority`.
+pub(super) fn validate_priority(
+    r: &mut Reporter,
+    raw: Option<&Spanned<String>>,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Priority {
+    let Some(p) = raw else {
+        return Priority::Normal;
+    };
+    match p.get_ref().as_str() {
+        "critical" => Priority::Critical,
+        "normal" => Priority::Normal,
+        "sheddable" => Priority::Sheddable,
+        other => {
+            r.error(
+                p.span().start,
+                key("priority"),
+                format!("expected \"critical\", \"normal\" or \"sheddable\", got \"{other}\""),
+            );
+            Priority::Normal
+        }
+    }
+}
+
 fn parse_net(v: &str) -> Option<IpNet> {
     let v = v.trim();
     v.parse::<IpNet>()

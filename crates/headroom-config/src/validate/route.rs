@@ -50,6 +50,7 @@ pub(super) fn validate_route(
         super::guard::validate_auth(r, route.auth.as_ref(), &key, known.consumers, known.jwts);
     let access = super::guard::validate_access(r, route.access.as_ref(), &key);
     let cors = super::guard::validate_cors(r, route.cors.as_ref(), &key);
+    let priority = super::guard::validate_priority(r, route.priority.as_ref(), &key);
     let limits =
         super::guard::validate_limits(r, &route.limit, &key, guard.redis.is_some(), auth.is_some());
     let cfg = RouteConfig {
@@ -70,6 +71,7 @@ pub(super) fn validate_route(
         limits,
         auth,
         access,
+        priority,
         cors,
     };
     (r.errors.len() == errors_before).then_some(cfg)

@@ -70,6 +70,8 @@ pub(super) fn validate_service(
             on_status: s.retry.on_status.clone(),
             replay_body_bytes: s.retry.replay_body_bytes.0,
         },
+        shed: super::guard::validate_shed(r, s.shed.as_ref(), &key),
+        circuit: super::guard::validate_circuit(r, s.circuit.as_ref(), &key),
     };
     (r.errors.len() == errors_before).then_some(cfg)
 }

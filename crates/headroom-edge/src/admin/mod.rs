@@ -216,10 +216,25 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                     })
                 })
                 .collect();
+            let shed = s.protect.as_ref().and_then(|p| p.shed.as_ref()).map(|sh| {
+                serde_json::json!({
+                    "limit": sh.limit(),
+                    "inflight": sh.inflight(),
+                    "queued": sh.queued(),
+                    "baseline_ms": sh.baseline().map(|b| b.as_secs_f64() * 1e3),
+                })
+            });
+            let circuit = s
+                .protect
+                .as_ref()
+                .and_then(|p| p.circuit.as_ref())
+                .map(|c| c.state().as_str());
             serde_json::json!({
                 "service": &*s.name,
                 "balance": s.cfg.balance.as_str(),
                 "replicas": replicas,
+                "shed": shed,
+                "circuit": circuit,
             })
         })
         .collect();

@@ -55,7 +55,90 @@ impl Replay {
 }
 
 /// Forwards the request to `target`'s service; the response head, or the answer to give.
+/// A service with a circuit breaker or load shedding admits the request first (503 with
+/// `Retry-After` when its circuit is open or it sheds), and learns how it ended: at the
+/// response head, so a slow client does not look like a slow upstream.
 pub(crate) async fn forward(
+    req: Request<RequestBody>,
+    route: &Route,
+    target: &Target,
+    conn: &ConnCtx,
+    request_id: &HeaderValue,
+    record: &mut Record,
+) -> Result<Response<ClientBody>, Answer> {
+    let Some(protect) = &target.service.protect else {
+        return forward_upstream(req, route, target, conn, request_id, record).await;
+    };
+    let circuit = match protect.circuit.as_ref().map(|c| c.allow()) {
+        None => None,
+        Some(Ok(permit)) => Some(permit),
+        Some(Err(open)) => {
+            protect.count_open();
+            return Err(unavailable(
+                "circuit_open",
+                format!(
+                    "service \"{}\" is failing: its circuit is open",
+                    target.service.name
+                ),
+                open.retry_after,
+            ));
+        }
+    };
+    let shed = match &protect.shed {
+        None => None,
+        Some(s) => match s.admit(route.priority).await {
+            Ok(permit) => {
+                protect.observe();
+                Some(permit)
+            }
+            Err(shed) => {
+                protect.count_shed(shed.reason);
+                protect.observe();
+                return Err(unavailable(
+                    "shed",
+                    format!(
+                        "service \"{}\" is at its capacity: request shed ({})",
+                        target.service.name,
+                        shed.reason.as_str()
+                    ),
+                    shed.retry_after,
+                ));
+            }
+        },
+    };
+    let start = std::time::Instant::now();
+    let result = forward_upstream(req, route, target, conn, request_id, record).await;
+    // What counts against the service: a 5xx of its own, or no answer (connect failure,
+    // timeout, no replica). A 4xx, or an answer the edge gave for the client's fault
+    // (413, 408, 400), is not the service failing.
+    let failed = match &result {
+        Ok(resp) => resp.status().is_server_error(),
+        Err(a) => matches!(a.status.as_u16(), 502..=504),
+    };
+    if let Some(c) = circuit {
+        c.record(!failed);
+    }
+    if let Some(p) = shed {
+        let outcome = if failed {
+            headroom_guard::Outcome::Failed
+        } else {
+            headroom_guard::Outcome::Ok
+        };
+        p.done(start.elapsed(), outcome);
+        protect.observe();
+    }
+    result
+}
+
+/// 503 with `Retry-After` (whole seconds, at least 1).
+fn unavailable(kind: &'static str, message: String, retry_after: std::time::Duration) -> Answer {
+    let mut a = Answer::new(StatusCode::SERVICE_UNAVAILABLE, kind, message);
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    a.headers = vec![(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)))];
+    a
+}
+
+async fn forward_upstream(
     req: Request<RequestBody>,
     route: &Route,
     target: &Target,
