@@ -13,6 +13,14 @@
 #                   call per request to a real redis-server)
 #   nginx-limit     nginx proxying with limit_req (a zone by $binary_remote_addr, never hit)
 #   nginx-plain     nginx proxying, for reference
+#   hr-jwt-limit    headroom, [route.auth] with an RS256 bearer token (PEM key) and the
+#                   same local limit
+# Then, once each:
+#   accuracy        three headroom instances share one 500/s limit (burst 500) in Redis;
+#                   three wrk runs hammer them at once for 10 s; admitted vs 500 + 500 x 10
+#   overload        a demo upstream of capacity 400/s (--concurrency 8 --delay-ms 20)
+#                   offered 1600/s (4x) by `headroom bench --rate`: goodput (200s/s), p99
+#                   and 503s with adaptive shedding and without
 # Each target is checked before it is measured (the key works and a wrong one is refused,
 # RateLimit fields present, X-Forwarded-... as expected), and every run must be all 2xx.
 #
@@ -62,8 +70,8 @@ setup_placement
 [[ $CONNS =~ ^[1-9][0-9]*$ ]] || die "CONNS must be a positive integer (got '$CONNS')"
 setup_run guard
 
-read -r P_UP P_HR P_HR_ADMIN P_NGINX P_REDIS < <(free_ports 5)
-[[ -n ${P_REDIS:-} ]] || die "could not find 5 free ports in 20000-21999"
+read -r P_UP P_HR P_HR_ADMIN P_NGINX P_REDIS P_A1 P_A2 P_A3 P_SLOW P_OV P_OV_ADMIN < <(free_ports 11)
+[[ -n ${P_OV_ADMIN:-} ]] || die "could not find 11 free ports in 20000-21999"
 
 fetch() { # fetch NAME URL [HEADER] — one GET; headers in $TMP/last.h; prints "CODE SIZE"
     local extra=()
@@ -148,6 +156,23 @@ key = "consumer"
 shared = false
 
 [[route]]
+name = "jwt-limit"
+service = "origin"
+match.path_prefix = "/jwt/"
+strip_prefix = "/jwt"
+[route.auth]
+methods = ["jwt"]
+jwt = "bench"
+[[route.limit]]
+name = "per-consumer"
+rate = "1000000000/s"
+key = "consumer"
+shared = false
+
+[jwt.bench]
+pem_file = "$ROOT/crates/headroom-guard/tests/data/jwt/rsa.pub.pem"
+
+[[route]]
 name = "redis-limit"
 service = "origin"
 match.path_prefix = "/redis/"
@@ -172,6 +197,16 @@ EOF
 cat >"$TMP/key.lua" <<EOF
 wrk.headers["x-api-key"] = "$KEY"
 EOF
+# An RS256 token for the jwt target, signed with the test key (openssl: no Python crypto
+# needed): header.claims.signature, base64url.
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+JWT_HEAD=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+JWT_BODY=$(printf '{"sub":"bench","exp":%d}' $(($(date +%s) + 86400)) | b64url)
+JWT_SIG=$(printf '%s.%s' "$JWT_HEAD" "$JWT_BODY" | openssl dgst -sha256 -sign "$ROOT/crates/headroom-guard/tests/data/jwt/rsa.key.pem" -binary | b64url)
+TOKEN="$JWT_HEAD.$JWT_BODY.$JWT_SIG"
+cat >"$TMP/jwt.lua" <<EOF
+wrk.headers["authorization"] = "Bearer $TOKEN"
+EOF
 
 # ---------------------------------------------------------------- start
 start_bg upstream nginx -p "$TMP/nginx-up" -c "$TMP/nginx-up.conf" -e "$TMP/nginx-up/error.log"
@@ -189,10 +224,12 @@ wait_port headroom "$P_HR" "$PID_HR"
 
 H="http://127.0.0.1"
 URL_OF=([upstream]=$H:$P_UP/small [hr-plain]=$H:$P_HR/plain/small [hr-key-limit]=$H:$P_HR/key/small
-    [hr-redis-limit]=$H:$P_HR/redis/small [nginx-limit]=$H:$P_NGINX/limit/small [nginx-plain]=$H:$P_NGINX/plain/small)
-ROOTS_OF=([hr-plain]=$PID_HR [hr-key-limit]=$PID_HR [hr-redis-limit]=$PID_HR [nginx-limit]=$PID_NGINX [nginx-plain]=$PID_NGINX)
+    [hr-redis-limit]=$H:$P_HR/redis/small [nginx-limit]=$H:$P_NGINX/limit/small [nginx-plain]=$H:$P_NGINX/plain/small
+    [hr-jwt-limit]=$H:$P_HR/jwt/small)
+ROOTS_OF=([hr-plain]=$PID_HR [hr-key-limit]=$PID_HR [hr-redis-limit]=$PID_HR [nginx-limit]=$PID_NGINX [nginx-plain]=$PID_NGINX
+    [hr-jwt-limit]=$PID_HR)
 XROOT_OF=([hr-redis-limit]=$PID_REDIS)
-LUA_OF=([hr-key-limit]=$TMP/key.lua)
+LUA_OF=([hr-key-limit]=$TMP/key.lua [hr-jwt-limit]=$TMP/jwt.lua)
 
 expect() { # expect NAME URL "CODE SIZE" WANT
     [[ $3 == "$4" ]] || die "$1: $2 answered '$3' (status, bytes), expected '$4'"$'\n'"$(cat "$TMP/last.h")"
@@ -219,10 +256,15 @@ check_redis() { # decided by Redis: its decision counter grows
 redis_decisions() {
     curl -s --max-time 5 "$H:$P_HR_ADMIN/metrics" | awk '/^headroom_guard_redis_decisions_total\{by="redis"\}/ { print $2 + 0; f = 1 } END { if (!f) print 0 }'
 }
-CHECK_OF=([upstream]="check_plain upstream" [hr-plain]="check_plain hr-plain" [hr-key-limit]=check_key
+check_jwt() { # the token passes; a tampered one gets 401
+    local got u=${URL_OF[hr-jwt-limit]}
+    got=$(fetch hr-jwt-limit "$u" "authorization: Bearer $TOKEN"); expect hr-jwt-limit "$u" "$got" "200 $SMALL_SIZE"
+    got=$(fetch hr-jwt-limit "$u" "authorization: Bearer ${TOKEN}x"); [[ $got == 401* ]] || die "hr-jwt-limit: a tampered token answered $got"
+}
+CHECK_OF=([upstream]="check_plain upstream" [hr-plain]="check_plain hr-plain" [hr-key-limit]=check_key [hr-jwt-limit]=check_jwt
     [hr-redis-limit]=check_redis [nginx-limit]="check_plain nginx-limit" [nginx-plain]="check_plain nginx-plain")
 
-GROUPS_=("hr-plain hr-key-limit hr-redis-limit nginx-limit nginx-plain")
+GROUPS_=("hr-plain hr-key-limit hr-jwt-limit hr-redis-limit nginx-limit nginx-plain")
 
 MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 say ""
@@ -263,7 +305,114 @@ say "API key + local limit vs plain proxying (target: req/s ratio >= 0.90):"
 ratio_lines hr-key-limit hr-plain
 say "API key + local limit vs nginx limit_req (target: req/s ratio >= 1.2):"
 ratio_lines hr-key-limit nginx-limit
+say "JWT (RS256) + local limit vs plain proxying:"
+ratio_lines hr-jwt-limit hr-plain
 say "limit in Redis vs plain proxying:"
 ratio_lines hr-redis-limit hr-plain
 say "nginx limit_req vs nginx plain (for comparison):"
 ratio_lines nginx-limit nginx-plain
+
+# ---------------------------------------------------------------- accuracy: 3 instances, one Redis limit
+say ""
+say "accuracy: three instances share \"500/s\" (burst 500) in Redis; three wrk -c16 runs of 10 s at once"
+redis-cli -p "$P_REDIS" flushall >/dev/null
+for i in 1 2 3; do
+    port_var="P_A$i"
+    cat >"$TMP/acc$i.toml" <<EOF
+[global]
+workers = 1
+access_log = "off"
+watch = false
+[[listener]]
+name = "web"
+bind = "127.0.0.1:${!port_var}"
+[admin]
+enabled = false
+[[route]]
+name = "shared"
+service = "origin"
+[[route.limit]]
+name = "shared"
+rate = "500/s"
+key = "route"
+[service.origin]
+replicas = ["127.0.0.1:$P_UP"]
+[guard.redis]
+url = "redis://127.0.0.1:$P_REDIS"
+timeout = "100ms"
+EOF
+    start_bg "acc$i" "$HEADROOM" serve --config "$TMP/acc$i.toml" --workers 1
+    wait_port "acc$i" "${!port_var}" "$LAST_PID"
+done
+ACC_START=$(date +%s.%N)
+for i in 1 2 3; do
+    port_var="P_A$i"
+    "${PIN_WRK[@]}" wrk -t1 -c16 -d10s "$H:${!port_var}/small" >"$TMP/acc$i.txt" 2>&1 &
+    PIDS+=("$!")
+done
+wait "${PIDS[@]: -3}" 2>/dev/null || true
+ACC_END=$(date +%s.%N)
+admitted=0 total=0
+for i in 1 2 3; do
+    all=$(awk '/requests in/ {print $1}' "$TMP/acc$i.txt")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$TMP/acc$i.txt")
+    total=$((total + ${all:-0}))
+    admitted=$((admitted + ${all:-0} - ${non2xx:-0}))
+done
+awk -v a="$admitted" -v t="$total" -v s="$ACC_START" -v e="$ACC_END" 'BEGIN {
+    d = e - s; x = 500 + 500 * d
+    printf "accuracy: admitted %d of %d requests in %.2f s; expected %.0f (500 + 500/s x %.2f s): %.3f (target within 5%%)\n", a, t, d, x, d, a / x }'
+
+# ---------------------------------------------------------------- overload: 4x capacity, shedding on and off
+say ""
+say "overload: demo upstream of capacity 400/s (8 at once, 20 ms each), offered 1600/s for 10 s by headroom bench"
+start_bg slow "$HEADROOM" demo-upstream --bind "127.0.0.1:$P_SLOW" --name slow --concurrency 8 --delay-ms 20
+wait_port slow "$P_SLOW" "$LAST_PID"
+cat >"$TMP/overload.toml" <<EOF
+[global]
+workers = 1
+access_log = "off"
+watch = false
+[[listener]]
+name = "web"
+bind = "127.0.0.1:$P_OV"
+[admin]
+bind = "127.0.0.1:$P_OV_ADMIN"
+[[route]]
+name = "shed"
+service = "shed"
+match.path_prefix = "/shed/"
+strip_prefix = "/shed"
+[[route]]
+name = "noshed"
+service = "noshed"
+match.path_prefix = "/noshed/"
+strip_prefix = "/noshed"
+[service.shed]
+replicas = ["127.0.0.1:$P_SLOW"]
+request_timeout = "30s"
+[service.shed.shed]
+adaptive = true
+max_inflight = 200
+[service.noshed]
+replicas = ["127.0.0.1:$P_SLOW"]
+request_timeout = "30s"
+EOF
+start_bg overload "$HEADROOM" serve --config "$TMP/overload.toml" --workers 1
+wait_port overload "$P_OV" "$LAST_PID"
+for mode in shed noshed; do
+    "$HEADROOM" bench --rate 1600/s -d 10s -c 400 --timeout 30s --json "$H:$P_OV/$mode/x" >"$TMP/ov-$mode.json" 2>"$TMP/ov-$mode.err" \
+        || die "overload $mode: headroom bench failed: $(tail -n 3 "$TMP/ov-$mode.err")"
+    python3 - "$mode" "$TMP/ov-$mode.json" <<'EOF'
+import json, sys
+mode, path = sys.argv[1], sys.argv[2]
+r = json.load(open(path))
+st = r.get("status", {})
+dur = r.get("duration_s") or r.get("elapsed_s") or 10.0
+ok = st.get("200", 0)
+shed = st.get("503", 0)
+lat = r.get("latency_ms", {})
+print(f"overload {mode:7s}: goodput {ok / dur:7.0f}/s  200s {ok:6d}  503s {shed:6d}  p50 {lat.get('p50', 0):8.1f} ms  p99 {lat.get('p99', 0):8.1f} ms  errors {sum(r.get('errors', {}).values())}")
+EOF
+done
+say "(p99 is over every answer; with shedding the 503s are the fast ones, so it is the admitted requests' tail)"

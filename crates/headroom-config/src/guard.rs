@@ -69,6 +69,9 @@ pub enum LimitKey {
     Header(String),
     /// The authenticated consumer (routes with `[route.auth]`).
     Consumer,
+    /// A claim of the request's bearer token (routes whose auth takes JWTs); requests
+    /// without it share one key.
+    Claim(String),
 }
 
 impl LimitKey {
@@ -79,6 +82,7 @@ impl LimitKey {
             LimitKey::Route => "route".into(),
             LimitKey::Header(h) => format!("header:{h}"),
             LimitKey::Consumer => "consumer".into(),
+            LimitKey::Claim(c) => format!("claim:{c}"),
         }
     }
 }

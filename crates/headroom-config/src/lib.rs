@@ -77,6 +77,9 @@ pub struct ListenerConfig {
     pub send_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    /// Peer addresses admitted (empty: all) and refused.
+    pub allow: Vec<guard::IpNet>,
+    pub deny: Vec<guard::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

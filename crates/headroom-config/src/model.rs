@@ -124,6 +124,12 @@ pub struct Listener {
     /// Largest request body accepted (413 beyond). Default 10MiB.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: Size,
+    /// Peer addresses or CIDR blocks admitted; empty: all (but `deny`).
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Peer addresses or CIDR blocks refused (403, connection closed), checked first.
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -257,6 +257,25 @@ fn validate_listeners(
             }
             TlsFiles { cert, key }
         });
+        let nets = |r: &mut Reporter,
+                    list: &[Spanned<String>],
+                    k: &str|
+         -> Vec<crate::guard::IpNet> {
+            list.iter()
+                .filter_map(|p| {
+                    let n = guard::parse_net(p.get_ref());
+                    if n.is_none() {
+                        r.error(
+                            p.span().start,
+                            Some(format!("listener \"{name}\": {k}")),
+                            format!("expected an address or a CIDR block like \"10.0.0.0/8\", got \"{}\"", p.get_ref()),
+                        );
+                    }
+                    n
+                })
+                .collect()
+        };
+        let (allow, deny) = (nets(r, &l.allow, "allow"), nets(r, &l.deny, "deny"));
         out.push(ListenerConfig {
             name,
             bind,
@@ -267,6 +286,8 @@ fn validate_listeners(
             send_timeout: l.send_timeout.0,
             max_header_bytes: l.max_header_bytes.0 as usize,
             max_body_bytes: l.max_body_bytes.0,
+            allow,
+            deny,
         });
     }
     out
@@ -580,7 +601,7 @@ replicas = ["127.0.0.1:9003"]
         let msg = check(&text).unwrap_err().to_string();
         for want in [
             "limit.rate: expected COUNT/UNIT",
-            "limit.key: expected \"ip\", \"route\", \"consumer\" or \"header:NAME\"",
+            "limit.key: expected \"ip\", \"route\", \"consumer\", \"header:NAME\" or \"claim:NAME\"",
             "limit.burst: must be at least 1",
             "limit.shared: a shared limit needs [guard.redis]",
             "guard.trusted_proxies: expected an address or a CIDR block",

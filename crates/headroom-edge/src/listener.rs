@@ -136,6 +136,11 @@ pub async fn accept_loop(
                 .unwrap_or(http::HeaderValue::from_static("unknown")),
             tls: l.tls.is_some(),
             max_body_bytes: cfg.max_body_bytes,
+            denied: {
+                let ip = peer.ip().to_canonical();
+                cfg.deny.iter().any(|n| n.contains(&ip))
+                    || (!cfg.allow.is_empty() && !cfg.allow.iter().any(|n| n.contains(&ip)))
+            },
         });
         let (open, tls, cfg, shutdown, drain, send_timeouts) = (
             l.open.clone(),

@@ -8,7 +8,7 @@ use headroom_guard::{
     AdaptiveSettings, Circuit, CircuitSettings, CircuitState, Priority, ShedReason, ShedSettings,
     Shedder,
 };
-use headroom_telemetry::{Counter, Gauge, Registry};
+use headroom_telemetry::{Counter, Gauge, Histogram, Registry};
 use std::sync::Arc;
 
 /// One service's shedder and breaker (either may be absent) and their series.
@@ -23,6 +23,8 @@ pub struct Protection {
     pub(crate) limit: Arc<Gauge>,
     pub(crate) inflight: Arc<Gauge>,
     pub(crate) queued: Arc<Gauge>,
+    /// Time from asking the shedder to a slot (0 for most: a slot was free).
+    pub(crate) queue_wait: Arc<Histogram>,
 }
 
 impl std::fmt::Debug for Protection {
@@ -110,6 +112,11 @@ impl Protection {
             queued: registry.gauge(
                 "headroom_guard_concurrency_queued",
                 "Requests waiting in a service's shedding queue.",
+                &labels,
+            ),
+            queue_wait: registry.histogram(
+                "headroom_guard_queue_wait_seconds",
+                "Time admitted requests waited for a slot in a service's shedder.",
                 &labels,
             ),
         })

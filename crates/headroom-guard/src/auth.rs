@@ -86,10 +86,18 @@ impl Consumers {
     }
 }
 
+/// A token's claims the request needs: headers for the upstream, and the values limits
+/// with `key = "claim:NAME"` count by. Empty for an API key.
+#[derive(Default)]
+pub struct Claims {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub keys: Vec<(Box<str>, String)>,
+}
+
 /// What a route's auth decided.
 pub enum AuthVerdict {
-    /// Authenticated and admitted; with a token, the claims to forward (header, value).
-    Pass(Arc<Consumer>, Vec<(HeaderName, HeaderValue)>),
+    /// Authenticated and admitted, with the token's claims (none for an API key).
+    Pass(Arc<Consumer>, Claims),
     /// No credentials: 401.
     Missing,
     /// Credentials that match no consumer: 401.
@@ -97,6 +105,9 @@ pub enum AuthVerdict {
     /// A consumer the route's groups do not admit: 403.
     Forbidden(Arc<Consumer>),
 }
+
+/// A route's bearer tokens: the verifier, forwarded claims' headers, limit claims' names.
+type BearerAuth = (JwtVerifier, Box<[HeaderName]>, Box<[Box<str>]>);
 
 /// `[route.auth]`, compiled.
 pub struct RouteAuth {
@@ -106,8 +117,9 @@ pub struct RouteAuth {
     forward_consumer: Option<HeaderName>,
     forward_groups: Option<HeaderName>,
     consumers: Arc<Consumers>,
-    /// Bearer tokens: the verifier, and the header each forwarded claim goes in.
-    jwt: Option<(JwtVerifier, Box<[HeaderName]>)>,
+    /// Bearer tokens: the verifier, the header each forwarded claim goes in (the first
+    /// claims the verifier returns), then the claims limits count by (the rest).
+    jwt: Option<BearerAuth>,
     /// `WWW-Authenticate` for a 401.
     pub challenge: HeaderValue,
     /// By result: passed, unauthenticated (no credentials), bad_credentials, forbidden.
@@ -119,7 +131,7 @@ impl RouteAuth {
         route: &str,
         cfg: &RouteAuthConfig,
         consumers: Arc<Consumers>,
-        jwt: Option<(JwtVerifier, Vec<String>)>,
+        jwt: Option<(JwtVerifier, Vec<String>, Vec<String>)>,
         registry: &Registry,
     ) -> RouteAuth {
         let result = |r: &str| {
@@ -138,12 +150,17 @@ impl RouteAuth {
             (Some(h), _) => format!("ApiKey realm=\"{realm}\", header=\"{}\"", h.as_str()),
             (None, _) => format!("Bearer realm=\"{realm}\""),
         };
-        let jwt = jwt.map(|(v, headers)| {
+        let jwt = jwt.map(|(v, headers, keys)| {
+            // Headers are validated names; one that is not stays in its place (so indices
+            // keep matching) as a name nobody sends.
             let names = headers
                 .iter()
-                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .map(|h| {
+                    HeaderName::from_bytes(h.as_bytes())
+                        .unwrap_or(HeaderName::from_static("x-headroom-invalid"))
+                })
                 .collect();
-            (v, names)
+            (v, names, keys.into_iter().map(Into::into).collect())
         });
         RouteAuth {
             key_query: cfg
@@ -189,7 +206,7 @@ impl RouteAuth {
 
     /// `Authorization: Bearer <token>`, verified.
     async fn bearer(&self, headers: &HeaderMap) -> AuthVerdict {
-        let Some((verifier, claim_headers)) = &self.jwt else {
+        let Some((verifier, claim_headers, claim_keys)) = &self.jwt else {
             return AuthVerdict::Missing;
         };
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
@@ -215,16 +232,16 @@ impl RouteAuth {
         if !self.groups.is_empty() && !consumer.groups.iter().any(|g| self.groups.contains(g)) {
             return AuthVerdict::Forbidden(consumer);
         }
-        let claims = verified
-            .claims
-            .into_iter()
-            .filter_map(|(i, v)| {
-                Some((
-                    claim_headers.get(i)?.clone(),
-                    HeaderValue::from_bytes(v.as_bytes()).ok()?,
-                ))
-            })
-            .collect();
+        let mut claims = Claims::default();
+        for (i, v) in verified.claims {
+            if let Some(h) = claim_headers.get(i) {
+                if let Ok(v) = HeaderValue::from_bytes(v.as_bytes()) {
+                    claims.headers.push((h.clone(), v));
+                }
+            } else if let Some(k) = claim_keys.get(i - claim_headers.len()) {
+                claims.keys.push((k.clone(), v));
+            }
+        }
         AuthVerdict::Pass(consumer, claims)
     }
 
@@ -247,7 +264,7 @@ impl RouteAuth {
         if !self.groups.is_empty() && !consumer.groups.iter().any(|g| self.groups.contains(g)) {
             return AuthVerdict::Forbidden(consumer.clone());
         }
-        AuthVerdict::Pass(consumer.clone(), Vec::new())
+        AuthVerdict::Pass(consumer.clone(), Claims::default())
     }
 
     /// Readies the request for the upstream: the credentials and any client-sent identity
@@ -259,7 +276,7 @@ impl RouteAuth {
         headers: &mut HeaderMap,
         uri: &mut Uri,
     ) {
-        if let Some((_, names)) = &self.jwt {
+        if let Some((_, names, _)) = &self.jwt {
             for n in names.iter() {
                 headers.remove(n);
             }
@@ -483,7 +500,7 @@ mod tests {
         let AuthVerdict::Pass(c, claims) = check(&a, &h, &uri) else {
             panic!()
         };
-        a.forward(&c, claims, &mut h, &mut uri);
+        a.forward(&c, claims.headers, &mut h, &mut uri);
         assert_eq!(h.get("x-api-key"), None);
         assert_eq!(h.get("x-consumer").unwrap(), "acme");
         assert_eq!(h.get("x-consumer-groups").unwrap(), "partners");

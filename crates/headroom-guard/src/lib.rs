@@ -22,7 +22,7 @@ mod shared;
 mod shed;
 
 pub use access::{Access, AccessRules};
-pub use auth::{key_hash, new_key, AuthVerdict, Consumer, RouteAuth};
+pub use auth::{key_hash, new_key, AuthVerdict, Claims, Consumer, RouteAuth};
 pub use circuit::{Circuit, CircuitPermit, CircuitSettings, CircuitState, Observer, Open};
 pub use client::client_ip;
 pub use cors::{Cors, CorsVerdict};
@@ -43,6 +43,9 @@ use shared::SharedStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+/// Each `[jwt.NAME]`: its config, the claims limits count by, its verifier.
+type Verifiers = HashMap<String, (JwtConfig, Vec<String>, JwtVerifier)>;
+
 /// The guard's state for one `[guard]` config.
 pub struct Guard {
     cfg: GuardConfig,
@@ -53,7 +56,7 @@ pub struct Guard {
     limits: Mutex<HashMap<(String, String), Arc<Limit>>>,
     /// Each `[jwt.NAME]`'s verifier (its keys, its JWKS fetcher), reused while its config is
     /// the same, so a reload does not refetch a JWKS URL.
-    jwts: Mutex<HashMap<String, (JwtConfig, JwtVerifier)>>,
+    jwts: Mutex<Verifiers>,
 }
 
 impl std::fmt::Debug for Guard {
@@ -98,7 +101,22 @@ impl Guard {
         consumers: &[ConsumerConfig],
         jwts: &BTreeMap<String, JwtConfig>,
     ) -> Vec<RouteGuard> {
-        let verifiers = self.verifiers(jwts);
+        // The claims limits count by, for each [jwt.NAME], beyond its forward_claims.
+        let mut extra: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for r in routes {
+            let Some(name) = r.auth.and_then(|a| a.jwt.as_deref()) else {
+                continue;
+            };
+            for l in r.limits {
+                if let headroom_config::guard::LimitKey::Claim(c) = &l.key {
+                    let e = extra.entry(name).or_default();
+                    if !e.contains(c) {
+                        e.push(c.clone());
+                    }
+                }
+            }
+        }
+        let verifiers = self.verifiers(jwts, &extra);
         let mut map = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = HashMap::new();
         let mut build = |scope: &str, limits: &[LimitConfig]| -> Option<Arc<RouteLimits>> {
@@ -137,9 +155,9 @@ impl Guard {
                 cors: r.cors.map(|c| Arc::new(Cors::new(c))),
                 auth: r.auth.map(|a| {
                     let jwt = a.jwt.as_ref().and_then(|name| {
-                        let (cfg, v) = verifiers.get(name)?;
+                        let (cfg, keys, v) = verifiers.get(name)?;
                         let headers = cfg.forward_claims.iter().map(|(_, h)| h.clone()).collect();
-                        Some((v.clone(), headers))
+                        Some((v.clone(), headers, keys.clone()))
                     });
                     Arc::new(RouteAuth::new(
                         r.name,
@@ -166,13 +184,15 @@ impl Guard {
     fn verifiers(
         &self,
         jwts: &BTreeMap<String, JwtConfig>,
-    ) -> HashMap<String, (JwtConfig, JwtVerifier)> {
+        extra: &BTreeMap<&str, Vec<String>>,
+    ) -> Verifiers {
         let mut map = self.jwts.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = HashMap::new();
         for (name, cfg) in jwts {
+            let keys = extra.get(name.as_str()).cloned().unwrap_or_default();
             let v = match map.remove(name) {
-                Some((old, v)) if old == *cfg => v,
-                _ => match jwt_verifier(cfg) {
+                Some((old, old_keys, v)) if old == *cfg && old_keys == keys => v,
+                _ => match jwt_verifier(cfg, &keys) {
                     Ok(v) => {
                         if tokio::runtime::Handle::try_current().is_ok() {
                             v.start();
@@ -185,7 +205,7 @@ impl Guard {
                     }
                 },
             };
-            next.insert(name.clone(), (cfg.clone(), v));
+            next.insert(name.clone(), (cfg.clone(), keys, v));
         }
         *map = next.clone();
         next
@@ -198,7 +218,8 @@ impl Guard {
 }
 
 /// The verifier a `[jwt.NAME]` describes: its keys read and parsed now.
-fn jwt_verifier(cfg: &JwtConfig) -> Result<JwtVerifier, String> {
+/// `limit_claims`: claims the routes' limits count by, read after the forwarded ones.
+fn jwt_verifier(cfg: &JwtConfig, limit_claims: &[String]) -> Result<JwtVerifier, String> {
     let keys = match &cfg.keys {
         JwtKeys::Secret(s) => KeySource::Secret(s.clone()),
         JwtKeys::PemFile(p) => {
@@ -215,6 +236,7 @@ fn jwt_verifier(cfg: &JwtConfig) -> Result<JwtVerifier, String> {
     s.require_exp = cfg.require_exp;
     s.consumer_claim = cfg.consumer_claim.clone();
     s.forward_claims = cfg.forward_claims.iter().map(|(c, _)| c.clone()).collect();
+    s.forward_claims.extend(limit_claims.iter().cloned());
     s.max_token_bytes = cfg.max_token_bytes;
     s.jwks_refresh = cfg.jwks_refresh;
     JwtVerifier::new(&s)
@@ -225,7 +247,11 @@ fn jwt_verifier(cfg: &JwtConfig) -> Result<JwtVerifier, String> {
 /// names the `[jwt.NAME]` table. `headroom check`, `serve` and reloads refuse such a config.
 pub fn check(jwts: &BTreeMap<String, JwtConfig>) -> Vec<String> {
     jwts.iter()
-        .filter_map(|(name, cfg)| jwt_verifier(cfg).err().map(|e| format!("jwt.{name}: {e}")))
+        .filter_map(|(name, cfg)| {
+            jwt_verifier(cfg, &[])
+                .err()
+                .map(|e| format!("jwt.{name}: {e}"))
+        })
         .collect()
 }
 

@@ -85,6 +85,12 @@ impl Limit {
         let headers = req.headers;
         match &self.cfg.key {
             LimitKey::Consumer => Some(req.consumer.map_or(&[][..], str::as_bytes)),
+            LimitKey::Claim(c) => Some(
+                req.claims
+                    .iter()
+                    .find(|(k, _)| **k == **c)
+                    .map_or(&[][..], |(_, v)| v.as_bytes()),
+            ),
             LimitKey::Ip => Some(client),
             LimitKey::Route => None,
             LimitKey::Header(_) => Some(
@@ -121,6 +127,8 @@ pub struct LimitRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The authenticated consumer's name (`key = "consumer"`).
     pub consumer: Option<&'a str>,
+    /// The bearer token's claims limits count by (`key = "claim:NAME"`).
+    pub claims: &'a [(Box<str>, String)],
 }
 
 /// The outcome for one request.

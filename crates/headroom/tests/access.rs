@@ -158,3 +158,25 @@ fn credentials_with_a_wildcard_origin_are_refused_by_check() {
         "{err}"
     );
 }
+
+#[test]
+fn a_listener_s_deny_list_refuses_a_peer_on_every_route_and_before_routing() {
+    let up = Upstream::start("u");
+    let cfg = config(&up, "", "").replacen(
+        "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
+        "name = \"public\"\nbind = \"127.0.0.1:0\"\ndeny = [\"127.0.0.0/8\"]\n",
+        1,
+    );
+    let h = Headroom::start(&cfg);
+    let r = h.get("/");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "forbidden");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(up.served(), 0);
+    let allowed = config(&up, "", "").replacen(
+        "name = \"public\"\nbind = \"127.0.0.1:0\"\n",
+        "name = \"public\"\nbind = \"127.0.0.1:0\"\nallow = [\"127.0.0.1\", \"::1\"]\n",
+        1,
+    );
+    assert_eq!(Headroom::start(&allowed).get("/").status, 200);
+}

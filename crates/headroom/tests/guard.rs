@@ -330,3 +330,30 @@ fn with_redis_down_a_fail_closed_limit_answers_503() {
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(up.served(), 1);
 }
+
+#[test]
+fn instances_sharing_a_redis_cluster_enforce_one_limit() {
+    let cluster = headroom_redis::testing::RedisCluster::start();
+    let up = Upstream::start("u");
+    let seeds: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let cfg = limited(
+        &up,
+        "[[route.limit]]\nname = \"shared\"\nrate = \"4/h\"\nkey = \"route\"\n",
+        &format!(
+            "[guard.redis]\ncluster = [{}]\ntimeout = \"500ms\"\n",
+            seeds.join(", ")
+        ),
+    );
+    let a = Headroom::start(&cfg);
+    let b = Headroom::start(&cfg);
+    let mut passed = 0;
+    for i in 0..10 {
+        let h = if i % 2 == 0 { &a } else { &b };
+        passed += u32::from(h.get("/").status == 200);
+    }
+    assert_eq!(
+        passed, 4,
+        "4 per hour across both instances, kept in the cluster"
+    );
+    assert!(b.metric("headroom_guard_redis_decisions_total{by=\"redis\"}") >= 5.0);
+}

@@ -220,3 +220,29 @@ fn a_pem_file_that_is_not_a_public_key_is_refused_by_check() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"none\" is never accepted"));
 }
+
+#[test]
+fn a_limit_keyed_by_a_claim_counts_each_claim_value_apart() {
+    let up = Upstream::start("u");
+    let cfg = config(&up, &format!("pem_file = \"{}\"", data("rsa.pub.pem").display())).replace(
+        "jwt = \"main\"\n",
+        "jwt = \"main\"\n[[route.limit]]\nname = \"per-tenant\"\nrate = \"1/h\"\nkey = \"claim:tenant\"\n",
+    );
+    let h = Headroom::start(&cfg);
+    let as_tenant = |sub: &str, tenant: &str| {
+        let mut c = claims(sub, 600);
+        c["tenant"] = serde_json::Value::from(tenant);
+        token(None, c)
+    };
+    assert_eq!(bearer(&h, &as_tenant("ann", "t1"), &[]).status, 200);
+    assert_eq!(
+        bearer(&h, &as_tenant("bob", "t1"), &[]).status,
+        429,
+        "another user of the same tenant: the tenant's one request an hour is spent"
+    );
+    assert_eq!(
+        bearer(&h, &as_tenant("ann", "t2"), &[]).status,
+        200,
+        "another tenant"
+    );
+}

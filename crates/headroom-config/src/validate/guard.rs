@@ -87,6 +87,7 @@ pub(super) fn validate_limits(
     key: &impl Fn(&str) -> Option<String>,
     shared_available: bool,
     has_auth: bool,
+    has_jwt: bool,
 ) -> Vec<LimitConfig> {
     let mut out: Vec<LimitConfig> = Vec::new();
     for (i, s) in limits.iter().enumerate() {
@@ -134,7 +135,7 @@ pub(super) fn validate_limits(
                         k.span().start,
                         key("limit.key"),
                         format!(
-                            "expected \"ip\", \"route\", \"consumer\" or \"header:NAME\", got \"{}\"",
+                            "expected \"ip\", \"route\", \"consumer\", \"header:NAME\" or \"claim:NAME\", got \"{}\"",
                             k.get_ref()
                         ),
                     );
@@ -142,6 +143,13 @@ pub(super) fn validate_limits(
                 }
             },
         };
+        if matches!(limit_key, LimitKey::Claim(_)) && !has_jwt {
+            r.error(
+                at,
+                key("limit.key"),
+                "key = \"claim:NAME\" needs [route.auth] with methods = [\"jwt\"] on this route",
+            );
+        }
         if limit_key == LimitKey::Consumer && !has_auth {
             r.error(
                 at,
@@ -273,7 +281,7 @@ fn consumers_into(
                 );
             }
         }
-        let mut limits = validate_limits(r, &c.limit, &key, shared_available, true);
+        let mut limits = validate_limits(r, &c.limit, &key, shared_available, true, false);
         for l in &mut limits {
             l.key = LimitKey::Consumer;
         }
@@ -742,7 +750,7 @@ pub(super) fn validate_priority(
     }
 }
 
-fn parse_net(v: &str) -> Option<IpNet> {
+pub(super) fn parse_net(v: &str) -> Option<IpNet> {
     let v = v.trim();
     v.parse::<IpNet>()
         .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
@@ -777,6 +785,10 @@ fn parse_key(s: &str) -> Option<LimitKey> {
         "ip" => Some(LimitKey::Ip),
         "route" => Some(LimitKey::Route),
         "consumer" => Some(LimitKey::Consumer),
+        other if other.starts_with("claim:") => {
+            let c = other["claim:".len()..].trim();
+            (!c.is_empty()).then(|| LimitKey::Claim(c.to_string()))
+        }
         other => {
             let name = http_token(other.strip_prefix("header:")?)?;
             Some(LimitKey::Header(name.to_ascii_lowercase()))

@@ -51,8 +51,14 @@ pub(super) fn validate_route(
     let access = super::guard::validate_access(r, route.access.as_ref(), &key);
     let cors = super::guard::validate_cors(r, route.cors.as_ref(), &key);
     let priority = super::guard::validate_priority(r, route.priority.as_ref(), &key);
-    let limits =
-        super::guard::validate_limits(r, &route.limit, &key, guard.redis.is_some(), auth.is_some());
+    let limits = super::guard::validate_limits(
+        r,
+        &route.limit,
+        &key,
+        guard.redis.is_some(),
+        auth.is_some(),
+        auth.as_ref().is_some_and(|a| a.jwt.is_some()),
+    );
     let cfg = RouteConfig {
         name: name.clone(),
         listeners: route

@@ -84,10 +84,12 @@ pub(crate) async fn forward(
             ));
         }
     };
+    let asked = std::time::Instant::now();
     let shed = match &protect.shed {
         None => None,
         Some(s) => match s.admit(route.priority).await {
             Ok(permit) => {
+                protect.queue_wait.observe(asked.elapsed());
                 protect.observe();
                 Some(permit)
             }

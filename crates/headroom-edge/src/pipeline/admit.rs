@@ -50,6 +50,7 @@ pub(super) async fn admit(
     record: &mut Record,
 ) -> Result<Option<Admitted>, Answer> {
     let mut admitted: Option<Admitted> = None;
+    let mut claim_keys: Vec<(Box<str>, String)> = Vec::new();
     for policy in policies {
         match policy {
             Admission::Cors(cors) => match cors.check(req.method(), req.headers()) {
@@ -90,17 +91,18 @@ pub(super) async fn admit(
                 };
                 record.consumer = Some(who.name.clone());
                 if let Some(limits) = &who.limits {
-                    limit(limits, req, conn, Some(&who.name), record).await?;
+                    limit(limits, req, conn, Some(&who.name), &[], record).await?;
                 }
+                claim_keys = claims.keys;
                 admitted = Some(Admitted {
                     auth: auth.clone(),
                     consumer: who,
-                    claims,
+                    claims: claims.headers,
                 });
             }
             Admission::Limit(limits) => {
                 let consumer = admitted.as_ref().map(|a| &*a.consumer.name);
-                limit(limits, req, conn, consumer, record).await?
+                limit(limits, req, conn, consumer, &claim_keys, record).await?
             }
         }
     }
@@ -167,6 +169,7 @@ async fn limit(
     req: &Request<RequestBody>,
     conn: &ConnCtx,
     consumer: Option<&str>,
+    claims: &[(Box<str>, String)],
     record: &mut Record,
 ) -> Result<(), Answer> {
     let client = limits.client(conn.client.ip(), req.headers());
@@ -175,6 +178,7 @@ async fn limit(
             client,
             headers: req.headers(),
             consumer,
+            claims,
         })
         .await;
     match verdict {

@@ -23,6 +23,8 @@ pub struct ConnCtx {
     pub client_ip: HeaderValue,
     pub tls: bool,
     pub max_body_bytes: u64,
+    /// The listener's `allow`/`deny` refuse this peer: every request gets 403.
+    pub denied: bool,
 }
 
 /// What the phases found out and did, for metrics and the log line.

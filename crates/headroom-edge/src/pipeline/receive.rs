@@ -17,6 +17,14 @@ pub(super) fn receive<'r>(
     req: &'r Request<RequestBody>,
     conn: &ConnCtx,
 ) -> Result<&'r str, Answer> {
+    if conn.denied {
+        return Err(Answer::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{} may not use this listener", conn.client.ip()),
+        )
+        .close());
+    }
     let host = host_of(req).unwrap_or("");
     if req.version() == Version::HTTP_11 && host.is_empty() {
         return Err(Answer::new(
