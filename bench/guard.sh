@@ -406,7 +406,7 @@ for mode in shed noshed; do
     python3 - "$mode" "$TMP/ov-$mode.json" <<'EOF'
 import json, sys
 mode, path = sys.argv[1], sys.argv[2]
-r = json.load(open(path))
+r = json.load(open(path))["run"]
 st = r.get("status", {})
 dur = r.get("duration_s") or r.get("elapsed_s") or 10.0
 ok = st.get("200", 0)

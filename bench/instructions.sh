@@ -2,7 +2,9 @@
 # User-space instructions per proxied request, for headroom and nginx as a proxy, counted
 # by valgrind's callgrind: repeatable on a shared, noisy machine where wall-clock time is
 # not. Both proxies run one worker in front of the same nginx `return 200` upstream and
-# serve the same requests (N GETs on 4 keep-alive connections, after a warm-up).
+# serve the same requests (N GETs on 4 keep-alive connections, after a warm-up). A second
+# headroom, whose one route has an API key ([route.auth]) and a rate limit that is never hit,
+# serves the same GETs with the key: the guard's cost per request.
 #
 #   bash bench/instructions.sh          # N=2000
 #   KEEP=/tmp/cg bash bench/instructions.sh   # keeps the callgrind files for callgrind_annotate
@@ -33,7 +35,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); HR=$(free_port); AD=$(free_port); NX=$(free_port)
+UP=$(free_port); HR=$(free_port); AD=$(free_port); NX=$(free_port); HG=$(free_port); AG=$(free_port)
 
 cat > "$TMP/upstream.conf" <<CONF
 worker_processes 1; daemon off; pid $TMP/up.pid; error_log $TMP/up.err;
@@ -63,6 +65,20 @@ service = "app"
 replicas = ["127.0.0.1:$UP"]
 CONF
 
+KEY=bench-key-0123456789
+sed -e "s/127.0.0.1:$HR/127.0.0.1:$HG/" -e "s/127.0.0.1:$AD/127.0.0.1:$AG/" "$TMP/headroom.toml" > "$TMP/guard.toml"
+cat >> "$TMP/guard.toml" <<CONF
+[[consumer]]
+name = "bench"
+keys = ["$("$HEADROOM" key hash "$KEY")"]
+CONF
+python3 - "$TMP/guard.toml" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read().replace('service = "app"\n', 'service = "app"\n[route.auth]\n[[route.limit]]\nrate = "1000000000/s"\nkey = "consumer"\n', 1)
+open(p, "w").write(s)
+PY
+
 nginx -c "$TMP/upstream.conf" -e "$TMP/up.err" & PIDS+=($!)
 
 # measure NAME PORT COMMAND...: instructions per request of COMMAND's process tree.
@@ -72,13 +88,14 @@ measure() {
     local vg=$!
     PIDS+=($vg)
     for _ in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
-    python3 - "$port" "$N" <<'PY'
+    python3 - "$port" "$N" "${SEND_KEY:-}" <<'PY'
 import http.client, subprocess, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
+port, n, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+headers = {"x-api-key": key} if key else {}
 def run(k):
     conns = [http.client.HTTPConnection("127.0.0.1", port) for _ in range(4)]
     for i in range(k):
-        c = conns[i % 4]; c.request("GET", "/"); r = c.getresponse(); r.read()
+        c = conns[i % 4]; c.request("GET", "/", headers=headers); r = c.getresponse(); r.read()
         assert r.status == 200, r.status
 run(200)
 subprocess.run(["callgrind_control", "-z"], capture_output=True)
@@ -96,6 +113,9 @@ PY
 echo "user-space instructions per proxied GET ($N requests, callgrind):"
 H=$(measure headroom "$HR" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1)
 X=$(measure nginx "$NX" nginx -c "$TMP/proxy.conf" -e "$TMP/px.err")
+G=$(SEND_KEY=$KEY measure headroom-key-limit "$HG" "$HEADROOM" serve --config "$TMP/guard.toml" --workers 1)
 echo "  $H"
 echo "  $X"
+echo "  $G"
 awk -v h="${H#* }" -v x="${X#* }" 'BEGIN { printf "  headroom/nginx = %.2f\n", h / x }'
+awk -v h="${H#* }" -v g="${G#* }" 'BEGIN { printf "  headroom-key-limit/headroom = %.2f (+%d instructions for the key and the limit)\n", g / h, g - h }'

@@ -198,7 +198,8 @@ impl RouteLimits {
             IpAddr::V4(a) => Ip::V4(a.octets()),
             IpAddr::V6(a) => Ip::V6(a.octets()),
         };
-        let mut state = String::new();
+        // One allocation for the `RateLimit` field: ~40 bytes a limit.
+        let mut state = String::with_capacity(48 * self.limits.len());
         for limit in self.limits.iter() {
             let key = limit.key(ip.bytes(), req);
             let Some(decision) = limit.decide(key).await else {

@@ -140,7 +140,8 @@ fn unavailable(kind: &'static str, message: String, retry_after: std::time::Dura
     a
 }
 
-async fn forward_upstream(
+/// Forwards to the service, with retries: what [`forward`] protects.
+pub(crate) async fn forward_upstream(
     req: Request<RequestBody>,
     route: &Route,
     target: &Target,

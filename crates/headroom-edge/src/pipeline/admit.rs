@@ -120,11 +120,10 @@ pub(super) struct Admitted {
 impl Admitted {
     /// The credentials and client-sent identity headers out, the consumer's in.
     pub(super) fn apply(self, req: &mut Request<RequestBody>) {
-        let mut uri = req.uri().clone();
         self.auth
-            .forward(&self.consumer, self.claims, req.headers_mut(), &mut uri);
-        if &uri != req.uri() {
-            *req.uri_mut() = uri;
+            .forward(&self.consumer, self.claims, req.headers_mut());
+        if self.auth.reads_query() {
+            self.auth.strip_query(req.uri_mut());
         }
     }
 }

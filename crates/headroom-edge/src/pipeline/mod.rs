@@ -145,6 +145,20 @@ pub async fn handle(
         // method's clone allocates nothing.
         let method = route.compress.as_ref().map(|_| req.method().clone());
         let result = match (&route.action, routed.target) {
+            // A service without shedding or a breaker is forwarded to directly: awaiting
+            // through the protected wrapper would move the forward future once more
+            // (callgrind: ~600 instructions a request).
+            (_, Some(target)) if target.service.protect.is_none() => {
+                crate::forward::forward_upstream(
+                    req,
+                    route,
+                    target,
+                    &ctx.conn,
+                    &ctx.request_id,
+                    &mut ctx.record,
+                )
+                .await
+            }
             (_, Some(target)) => {
                 crate::forward::forward(
                     req,
