@@ -142,22 +142,6 @@ body() { head -c "$1" /dev/zero | tr '\0' 'a'; } # letters only: safe inside an 
 mkdir -p "$TMP/www" "$TMP/nginx-up" "$TMP/nginx-cache/store" "$TMP/redis"
 body "$BIG_SIZE" >"$TMP/www/64k"
 
-ME_USER=$(id -un) ME_GROUP=$(id -gn)
-NGINX_USER=""
-[[ $EUID -eq 0 ]] && NGINX_USER="user $ME_USER $ME_GROUP;" # workers stay root: the temp dir is 0700
-WCONN=$((NOFILE > 30000 ? 30000 : NOFILE))
-nginx_common() { # nginx_common DIR
-    cat <<EOF
-$NGINX_USER
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections $WCONN; }
-EOF
-}
 # keepalive_requests raised everywhere: nginx's default of 1000 would close client and
 # upstream keep-alive connections every 1000 requests.
 {

@@ -47,9 +47,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-declare -A PKG_OF=([nginx]=nginx [redis-server]=redis-server [wrk]=wrk [curl]=curl)
+declare -A PKG_OF=([nginx]=nginx [redis-server]=redis-server [wrk]=wrk [curl]=curl [openssl]=openssl)
 missing=()
-for t in nginx redis-server wrk curl; do
+for t in nginx redis-server wrk curl openssl; do
     command -v "$t" >/dev/null 2>&1 || missing+=("${PKG_OF[$t]}")
 done
 if ((${#missing[@]})); then
@@ -59,7 +59,7 @@ if ((${#missing[@]})); then
         || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; } \
         || die "apt-get install ${missing[*]} failed"
 fi
-for t in nginx redis-server wrk python3 taskset getconf pgrep curl awk; do
+for t in nginx redis-server redis-cli wrk openssl python3 taskset getconf pgrep curl awk; do
     command -v "$t" >/dev/null 2>&1 || die "required tool '$t' not found in PATH"
 done
 
@@ -86,20 +86,9 @@ header() { # header NAME — that header's value in the last fetch ("" if absent
 # ---------------------------------------------------------------- configs
 SMALL_SIZE=100
 mkdir -p "$TMP/nginx-up" "$TMP/nginx-px" "$TMP/redis"
-ME_USER=$(id -un) ME_GROUP=$(id -gn)
-NGINX_USER=""
-[[ $EUID -eq 0 ]] && NGINX_USER="user $ME_USER $ME_GROUP;"
-WCONN=$((NOFILE > 30000 ? 30000 : NOFILE))
 nginx_conf() { # nginx_conf DIR SERVER_BLOCK
+    nginx_common "$1"
     cat <<EOF
-$NGINX_USER
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections $WCONN; }
 http {
     access_log off;
     keepalive_requests 1000000000;
@@ -126,16 +115,11 @@ nginx_conf "$TMP/nginx-px" "    limit_req_zone \$binary_remote_addr zone=bench:1
 
 KEY="hr_bench_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 KEY_HASH=$("$HEADROOM" key hash "$KEY") || die "$HEADROOM has no 'key hash' (a binary without the guard?)"
-cat >"$TMP/headroom.toml" <<EOF
-[global]
-workers = 1
-access_log = "off"
-watch = false
-[[listener]]
-name = "web"
-bind = "127.0.0.1:$P_HR"
-[admin]
-bind = "127.0.0.1:$P_HR_ADMIN"
+hr_head() { # hr_head PORT [ADMIN_PORT] — a one-worker headroom's [global], listener and admin
+    printf '[global]\nworkers = 1\naccess_log = "off"\nwatch = false\n[[listener]]\nname = "web"\nbind = "127.0.0.1:%s"\n' "$1"
+    if [[ -n ${2:-} ]]; then printf '[admin]\nbind = "127.0.0.1:%s"\n' "$2"; else printf '[admin]\nenabled = false\n'; fi
+}
+{ hr_head "$P_HR" "$P_HR_ADMIN"; cat <<EOF
 
 [[route]]
 name = "plain"
@@ -192,6 +176,7 @@ keys = ["$KEY_HASH"]
 url = "redis://127.0.0.1:$P_REDIS"
 timeout = "100ms"
 EOF
+} >"$TMP/headroom.toml"
 "$HEADROOM" check --config "$TMP/headroom.toml" >"$TMP/check.log" 2>&1 \
     || die "headroom refuses the guard config:"$'\n'"$(cat "$TMP/check.log")"
 cat >"$TMP/key.lua" <<EOF
@@ -318,16 +303,7 @@ say "accuracy: three instances share \"500/s\" (burst 500) in Redis; three wrk -
 redis-cli -p "$P_REDIS" flushall >/dev/null
 for i in 1 2 3; do
     port_var="P_A$i"
-    cat >"$TMP/acc$i.toml" <<EOF
-[global]
-workers = 1
-access_log = "off"
-watch = false
-[[listener]]
-name = "web"
-bind = "127.0.0.1:${!port_var}"
-[admin]
-enabled = false
+    { hr_head "${!port_var}"; cat <<EOF
 [[route]]
 name = "shared"
 service = "origin"
@@ -341,6 +317,7 @@ replicas = ["127.0.0.1:$P_UP"]
 url = "redis://127.0.0.1:$P_REDIS"
 timeout = "100ms"
 EOF
+    } >"$TMP/acc$i.toml"
     start_bg "acc$i" "$HEADROOM" serve --config "$TMP/acc$i.toml" --workers 1
     wait_port "acc$i" "${!port_var}" "$LAST_PID"
 done
@@ -368,16 +345,7 @@ say ""
 say "overload: demo upstream of capacity 400/s (8 at once, 20 ms each), offered 1600/s for 10 s by headroom bench"
 start_bg slow "$HEADROOM" demo-upstream --bind "127.0.0.1:$P_SLOW" --name slow --concurrency 8 --delay-ms 20
 wait_port slow "$P_SLOW" "$LAST_PID"
-cat >"$TMP/overload.toml" <<EOF
-[global]
-workers = 1
-access_log = "off"
-watch = false
-[[listener]]
-name = "web"
-bind = "127.0.0.1:$P_OV"
-[admin]
-bind = "127.0.0.1:$P_OV_ADMIN"
+{ hr_head "$P_OV" "$P_OV_ADMIN"; cat <<EOF
 [[route]]
 name = "shed"
 service = "shed"
@@ -398,6 +366,7 @@ max_inflight = 200
 replicas = ["127.0.0.1:$P_SLOW"]
 request_timeout = "30s"
 EOF
+} >"$TMP/overload.toml"
 start_bg overload "$HEADROOM" serve --config "$TMP/overload.toml" --workers 1
 wait_port overload "$P_OV" "$LAST_PID"
 for mode in shed noshed; do

@@ -218,3 +218,19 @@ ratio_lines() {
         unset -n vals
     done
 }
+
+nginx_common() { # nginx_common DIR — the main-context lines of a one-worker nginx kept in DIR
+    local user=""
+    # Workers stay root when run as root: the temp dir is 0700.
+    [[ $EUID -eq 0 ]] && user="user $(id -un) $(id -gn);"
+    cat <<EOF
+$user
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections $((NOFILE > 30000 ? 30000 : NOFILE)); }
+EOF
+}

@@ -135,20 +135,8 @@ fn actual_cross_origin_requests_get_the_fields_only_for_allowed_origins() {
 #[test]
 fn credentials_with_a_wildcard_origin_are_refused_by_check() {
     let up = Upstream::start("u");
-    let dir = temp_dir();
-    let path = dir.join("h.toml");
-    std::fs::write(
-        &path,
-        config(&up, "[route.cors]\norigins = [\"*\"]\ncredentials = true\n[route.access]\ndeny = [\"10.0.0.0/33\"]", ""),
-    )
-    .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&config(&up, "[route.cors]\norigins = [\"*\"]\ncredentials = true\n[route.access]\ndeny = [\"10.0.0.0/33\"]", ""));
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("cors.credentials: browsers refuse credentials"),
         "{err}"

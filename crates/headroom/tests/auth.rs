@@ -207,21 +207,13 @@ fn keys_can_live_in_a_key_file_read_again_on_reload() {
 #[test]
 fn a_plaintext_key_or_an_unknown_group_in_the_config_is_refused() {
     let up = Upstream::start("u");
-    let dir = temp_dir();
-    let path = dir.join("h.toml");
     let cfg = config(&up, "groups = [\"partnrs\"]", "").replacen(
         "keys = [\"sha256:",
         "keys = [\"oops\", \"sha256:",
         1,
     );
-    std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&cfg);
+    assert_eq!(code, Some(2));
     assert!(err.contains("no consumer is in group \"partnrs\""), "{err}");
     assert!(err.contains("consumer \"acme\": keys"), "{err}");
 }

@@ -192,20 +192,12 @@ fn a_reload_keeps_the_counts_of_limits_it_did_not_change() {
 #[test]
 fn a_bad_limit_is_refused_with_its_line_and_key() {
     let up = Upstream::start("u");
-    let dir = temp_dir();
-    let path = dir.join("bad.toml");
-    std::fs::write(
-        &path,
-        limited(&up, "[[route.limit]]\nrate = \"10 per second\"\n", ""),
-    )
-    .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&limited(
+        &up,
+        "[[route.limit]]\nrate = \"10 per second\"\n",
+        "",
+    ));
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("bad.toml:") && err.contains("limit.rate") && err.contains("10/s"),
         "{err}"

@@ -189,36 +189,18 @@ fn keys_from_a_jwks_url_verify_tokens_and_survive_the_url_going_down() {
 #[test]
 fn a_pem_file_that_is_not_a_public_key_is_refused_by_check() {
     let up = Upstream::start("u");
-    let dir = temp_dir();
-    let bad = dir.join("bad.pem");
+    let bad = temp_dir().join("bad.pem");
     std::fs::write(
         &bad,
         "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n",
     )
     .unwrap();
-    let path = dir.join("h.toml");
-    std::fs::write(
-        &path,
-        config(&up, &format!("pem_file = \"{}\"", bad.display())),
-    )
-    .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = check_config(&config(&up, &format!("pem_file = \"{}\"", bad.display())));
+    assert_eq!(code, Some(2));
     assert!(err.contains("jwt.main: "), "{err}");
-    let none = config(&up, "secret = \"s3cret\"\nalgorithms = [\"none\"]");
-    std::fs::write(&path, none).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("\"none\" is never accepted"));
+    let (code, err) = check_config(&config(&up, "secret = \"s3cret\"\nalgorithms = [\"none\"]"));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("\"none\" is never accepted"), "{err}");
 }
 
 #[test]

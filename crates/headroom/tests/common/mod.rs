@@ -555,6 +555,23 @@ pub fn one_route_config_with(up: &Upstream, listener_extra: &str, service_extra:
     )
 }
 
+/// `headroom check` on `config` (written as `bad.toml` in a temp dir): its exit code and
+/// what it printed on stderr.
+#[allow(dead_code)]
+pub fn check_config(config: &str) -> (Option<i32>, String) {
+    let path = temp_dir().join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The value of `series` in a `/metrics` text, if it is there.
 pub fn series_value(metrics: &str, series: &str) -> Option<f64> {
     metrics.lines().find_map(|l| {
