@@ -112,6 +112,15 @@ ttl = "1m"
 [route.compress]
 
 [[route]]
+name = "api"
+match = {{ path_prefix = "/api/" }}
+service = "demo"
+[[route.limit]]
+name = "per-ip"
+rate = "5/s"
+burst = 10
+
+[[route]]
 name = "app"
 match = {{ path_prefix = "/" }}
 service = "demo"
@@ -142,6 +151,8 @@ retry = {{ attempts = 2, on_status = [500, 502, 503, 504] }}
     say!("  for i in $(seq 20); do curl -s -o /dev/null -w '%{{http_code}} ' http://127.0.0.1:{port}/; done; echo");
     say!("                                                       # all 200: replica-3's errors are retried");
     say!("  curl -si http://127.0.0.1:{port}/static/app.js | grep -i cache   # cached for 1m: MISS, then HIT");
+    say!("  for i in $(seq 12); do curl -s -o /dev/null -w '%{{http_code}} ' http://127.0.0.1:{port}/api/; done; echo");
+    say!("                                                       # 10 x 200, then 429: /api/ allows 5/s, bursts of 10");
     say!(
         "  {} purge --admin 127.0.0.1:{admin_port} --prefix /static/        # purge it",
         shell_name_of_this_binary().0

@@ -233,6 +233,25 @@ fn start_demo() -> (std::process::Child, u16, Lines) {
 }
 
 #[test]
+fn the_demo_s_api_route_is_rate_limited_as_it_says() {
+    let (mut child, port, out) = start_demo();
+    assert!(
+        out.wait_for("/api/", Duration::from_secs(1)).is_some(),
+        "the try-line"
+    );
+    let mut c = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    let statuses: Vec<u16> = (0..15).map(|_| c.get("/api/").status).collect();
+    // 5/s with bursts of 10: the first 10 pass; 15 requests take far less than the 1 s
+    // that would refill 5 more, so some of the rest are limited.
+    assert!(statuses[..10].iter().all(|&s| s == 200), "{statuses:?}");
+    assert!(statuses[10..].contains(&429), "{statuses:?}");
+    let r = c.get("/api/");
+    assert!(r.header("ratelimit-policy").is_some() || r.status == 429);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn demo_serves_through_three_replicas() {
     let (mut child, port, out) = start_demo();
     assert!(
