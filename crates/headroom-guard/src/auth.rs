@@ -110,7 +110,7 @@ impl Consumers {
 
 /// A token's claims the request needs: headers for the upstream, and the values limits
 /// with `key = "claim:NAME"` count by. Empty for an API key.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Claims {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub keys: Vec<(Box<str>, String)>,
@@ -128,6 +128,24 @@ pub enum AuthVerdict {
     Forbidden(Arc<Consumer>),
 }
 
+/// How long a verified token is taken on trust before its signature is checked again.
+pub const TOKEN_CACHE_FOR: u64 = 60;
+/// Tokens remembered per route (beyond it the cache starts over).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+struct CachedToken {
+    consumer: Arc<Consumer>,
+    claims: Claims,
+    /// Seconds since the epoch.
+    until: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A route's bearer tokens: the verifier, forwarded claims' headers, limit claims' names.
 type BearerAuth = (JwtVerifier, Box<[HeaderName]>, Box<[Box<str>]>);
 
@@ -142,6 +160,11 @@ pub struct RouteAuth {
     /// Bearer tokens: the verifier, the header each forwarded claim goes in (the first
     /// claims the verifier returns), then the claims limits count by (the rest).
     jwt: Option<BearerAuth>,
+    /// Tokens this route let through, as sent: a repeat skips the signature check (an
+    /// RS256 verification is ~40 µs). Kept until the token expires, and never more than
+    /// [`TOKEN_CACHE_FOR`], so a key removed from a JWKS stops working within that.
+    tokens: std::sync::Mutex<HashMap<Box<str>, CachedToken>>,
+    token_hits: Arc<Counter>,
     /// `WWW-Authenticate` for a 401.
     pub challenge: HeaderValue,
     /// By result: passed, unauthenticated (no credentials), bad_credentials, forbidden.
@@ -195,6 +218,12 @@ impl RouteAuth {
             forward_groups: HeaderName::from_bytes(cfg.forward_groups.as_bytes()).ok(),
             consumers,
             jwt,
+            tokens: std::sync::Mutex::default(),
+            token_hits: registry.counter(
+                "headroom_guard_jwt_cache_hits_total",
+                "Bearer tokens let through without checking their signature again (seen valid within the last minute).",
+                &[("route", route)],
+            ),
             challenge: HeaderValue::from_str(&challenge)
                 .unwrap_or(HeaderValue::from_static("ApiKey")),
             results: [
@@ -243,6 +272,17 @@ impl RouteAuth {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return AuthVerdict::Missing;
         };
+        let now = unix_now();
+        if let Some(c) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .filter(|c| now < c.until)
+        {
+            self.token_hits.inc();
+            return AuthVerdict::Pass(c.consumer.clone(), c.claims.clone());
+        }
         let verified = match verifier.verify(token).await {
             Ok(v) => v,
             Err(e) => {
@@ -250,6 +290,7 @@ impl RouteAuth {
                 return AuthVerdict::Invalid;
             }
         };
+        let expires = verified.expires;
         let consumer = self.consumers.by_token(&verified.consumer);
         if !self.groups.is_empty() && !consumer.groups.iter().any(|g| self.groups.contains(g)) {
             return AuthVerdict::Forbidden(consumer);
@@ -263,6 +304,24 @@ impl RouteAuth {
             } else if let Some(k) = claim_keys.get(i - claim_headers.len()) {
                 claims.keys.push((k.clone(), v));
             }
+        }
+        let until = expires.map_or(now + TOKEN_CACHE_FOR, |e| e.min(now + TOKEN_CACHE_FOR));
+        if token.len() <= 8 << 10 {
+            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            if tokens.len() >= TOKEN_CACHE_MAX {
+                tokens.retain(|_, c| now < c.until);
+                if tokens.len() >= TOKEN_CACHE_MAX {
+                    tokens.clear();
+                }
+            }
+            tokens.insert(
+                token.into(),
+                CachedToken {
+                    consumer: consumer.clone(),
+                    claims: claims.clone(),
+                    until,
+                },
+            );
         }
         AuthVerdict::Pass(consumer, claims)
     }
@@ -542,6 +601,45 @@ mod tests {
         let mut only: Uri = "/y?api_key=k".parse().unwrap();
         only = without_query_param(&only, "api_key").unwrap();
         assert_eq!(only.to_string(), "/y");
+    }
+
+    #[test]
+    fn a_verified_token_is_taken_on_trust_when_it_comes_again_and_a_changed_one_is_not() {
+        use crate::{JwtSettings, JwtVerifier, KeySource};
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let verifier =
+            JwtVerifier::new(&JwtSettings::new(KeySource::Secret(secret.clone()))).unwrap();
+        let registry = Registry::new();
+        let a = RouteAuth::new(
+            "api",
+            &RouteAuthConfig {
+                key: None,
+                jwt: Some("main".into()),
+                groups: vec![],
+                forward_consumer: "x-consumer".into(),
+                forward_groups: "x-consumer-groups".into(),
+            },
+            consumers(),
+            Some((verifier, vec![], vec![])),
+            &registry,
+        );
+        let exp = unix_now() + 600;
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": "acme", "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap();
+        let bearer = |t: &str| headers(&[("authorization", &format!("Bearer {t}"))]);
+        let root: Uri = "/".parse().unwrap();
+        assert_eq!(name(&check(&a, &bearer(&token), &root)), "pass acme");
+        assert_eq!(a.token_hits.get(), 0, "the first time it is verified");
+        assert_eq!(name(&check(&a, &bearer(&token), &root)), "pass acme");
+        assert_eq!(a.token_hits.get(), 1, "then taken from the cache");
+        let mut forged = token.clone();
+        forged.push('x');
+        assert_eq!(name(&check(&a, &bearer(&forged), &root)), "invalid");
+        assert_eq!(a.token_hits.get(), 1);
     }
 
     #[test]

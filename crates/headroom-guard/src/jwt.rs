@@ -86,6 +86,9 @@ pub struct Verified {
     /// index there, in that order; a missing or `null` claim is left out). Values hold no
     /// control characters; they may hold UTF-8 (`HeaderValue::from_bytes` takes them).
     pub claims: Vec<(usize, String)>,
+    /// When the token stops being valid (`exp` plus the leeway, seconds since the epoch);
+    /// `None` without `exp`.
+    pub expires: Option<u64>,
 }
 
 /// Why a token is refused. Its `Display` is safe to send to the client: it names what was

@@ -61,7 +61,9 @@ pub(crate) fn check(payload: &[u8], rules: &Rules, now: u64) -> Result<Verified,
         return Err(bad(&name, "appears twice"));
     }
     let now = now as f64;
-    match numeric_date("exp", &found.exp)? {
+    let exp = numeric_date("exp", &found.exp)?;
+    let expires = exp.map(|e| (e + rules.leeway).max(0.0) as u64);
+    match exp {
         Some(exp) if now >= exp + rules.leeway => return Err(JwtError::Expired),
         None if rules.require_exp => return Err(bad("exp", "is missing")),
         _ => {}
@@ -121,7 +123,11 @@ pub(crate) fn check(payload: &[u8], rules: &Rules, now: u64) -> Result<Verified,
         claims.push((i, text));
     }
     claims.sort_unstable_by_key(|(i, _)| *i);
-    Ok(Verified { consumer, claims })
+    Ok(Verified {
+        consumer,
+        claims,
+        expires,
+    })
 }
 
 fn bad(name: &str, why: &str) -> JwtError {
