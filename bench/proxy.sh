@@ -65,83 +65,21 @@ for t in nginx haproxy wrk cargo python3 taskset getconf timeout pgrep curl awk;
     command -v "$t" >/dev/null 2>&1 || die "required tool '$t' not found in PATH"
 done
 
-NCPU=$(nproc)
-if [[ $PLACEMENT != none ]] && ((NCPU < 2)); then
-    say "note: only $NCPU CPU, pinning disabled"
-    PLACEMENT=none
-fi
-case $PLACEMENT in
-    shared | split | none) ;;
-    *) die "PLACEMENT must be shared, split or none (got '$PLACEMENT')" ;;
-esac
+# shellcheck source=bench/targets.sh
+source "$ROOT/bench/targets.sh"
+setup_placement
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
-WRK_CPU=1 SRV_CPU=0
-PIN_WRK=() PIN_SRV=() # command prefixes; taskset execs, so "${PIN_SRV[@]}" cmd & gives cmd's own pid in $!
-if [[ $PLACEMENT != none ]]; then PIN_WRK=(taskset -c "$WRK_CPU") PIN_SRV=(taskset -c "$SRV_CPU"); fi
-
-# File descriptors: 10k idle connections need >10k fds in headroom/nginx/haproxy and in the client.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-NOFILE=$(ulimit -n)
-[[ $NOFILE == unlimited ]] && NOFILE=1048576
+# File descriptors: 10k idle connections need >10k fds in headroom/nginx/haproxy and in the
+# client (setup_placement raised the limit as far as it goes).
 if ((IDLE_CONNS > 0 && NOFILE < IDLE_CONNS + 500)); then
     say "note: open-file limit is $NOFILE (hard limit $(ulimit -Hn)); memory run skipped"
     IDLE_CONNS=0
 fi
 
-# ---------------------------------------------------------------- build
-if [[ -n ${HEADROOM_BIN:-} ]]; then
-    HEADROOM=$(realpath "$HEADROOM_BIN") || die "HEADROOM_BIN=$HEADROOM_BIN not found"
-    [[ -x $HEADROOM ]] || die "HEADROOM_BIN=$HEADROOM_BIN is not executable"
-else
-    say "building headroom (release) ..."
-    (cd "$ROOT" && cargo build --release -p headroom) || die "cargo build --release -p headroom failed"
-    HEADROOM="${CARGO_TARGET_DIR:-$ROOT/target}/release/headroom"
-    [[ -x $HEADROOM ]] || die "$HEADROOM not found after build"
-fi
-
-# ---------------------------------------------------------------- temp dir, cleanup
-TMP=$(mktemp -d /tmp/headroom-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$? p all=()
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do
-        kill -0 "$p" 2>/dev/null || continue
-        while read -r c; do all+=("$c"); done < <(tree_pids "$p")
-    done
-    for p in "${all[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for _ in $(seq 20); do
-        local alive=0
-        for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do { wait "$p"; } 2>/dev/null || true; done
-    if [[ $KEEP_TMP == 1 ]]; then echo "temp dir kept: $TMP" >&2; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+setup_run proxy
 
 # ---------------------------------------------------------------- ports
-read -r P_UP P_NGINX P_HAPROXY P_HEADROOM P_ADMIN P_NGINX2 P_HAPROXY2 P_HEADROOM2 P_ADMIN2 < <(python3 - <<'EOF'
-import random, socket
-out, p = [], 18000 + random.randrange(0, 1500)
-while len(out) < 9 and p < 20000:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        out.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-    p += 1
-print(*out)
-EOF
-)
+read -r P_UP P_NGINX P_HAPROXY P_HEADROOM P_ADMIN P_NGINX2 P_HAPROXY2 P_HEADROOM2 P_ADMIN2 < <(free_ports 9)
 [[ -n ${P_ADMIN2:-} ]] || die "could not find 9 free ports in 18000-19999"
 
 # ---------------------------------------------------------------- helpers

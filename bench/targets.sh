@@ -1,4 +1,4 @@
-# bench/targets.sh — the run machinery bench/cache.sh and bench/guard.sh share: CPU
+# bench/targets.sh — the run machinery bench/proxy.sh, cache.sh and guard.sh share: CPU
 # placement, the build, the temp dir and its cleanup, free ports, target tables and one
 # measured wrk run per target per round, medians, and paired ratios. Sourced after
 # bench/lib.sh; reads the caller's knobs (ROOT, ROUNDS, DURATION, WARMUP, CONNS, PLACEMENT,
