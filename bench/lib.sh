@@ -1,6 +1,6 @@
 # bench/lib.sh — what the benchmark scripts share: process trees and their CPU time and
 # memory, pinning, starting and waiting for servers, medians and ratios. Sourced by
-# bench/proxy.sh and bench/cache.sh; the functions read the caller's globals (TMP, PIDS,
+# bench/proxy.sh, bench/cache.sh and bench/guard.sh; the functions read the caller's globals (TMP, PIDS,
 # PIN_SRV, PLACEMENT, ROUNDS) when they run.
 # shellcheck shell=bash
 
@@ -79,3 +79,15 @@ round_values() { # round_values ARRAYNAME TARGET — that target's values for ro
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+
+parse_wrk() { # parse_wrk FILE — "req/s p50_ms p99_ms requests" from wrk --latency output
+    awk '
+        function ms(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") return n / 1000; if (u == "ms") return n; if (u == "s") return n * 1000
+            if (u == "m") return n * 60000; if (u == "h") return n * 3600000; return -1 }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        / requests in / { reqs = $1 }
+        $1 == "Requests/sec:" { rps = $2 }
+        END { printf "%s %s %s %s\n", rps, p50, p99, reqs }' "$1"
+}

@@ -118,15 +118,7 @@ bench() { # bench NAME PORT ROUND [PROXY_ROOT_PID] — one measured run, stored 
     [[ -n $root ]] && c1=$(cpu_ticks "$root")
 
     local parsed
-    parsed=$(awk '
-        function ms(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "us") return n / 1000; if (u == "ms") return n; if (u == "s") return n * 1000
-            if (u == "m") return n * 60000; if (u == "h") return n * 3600000; return -1 }
-        $1 == "50%" { p50 = ms($2) }
-        $1 == "99%" { p99 = ms($2) }
-        / requests in / { reqs = $1 }
-        $1 == "Requests/sec:" { rps = $2 }
-        END { printf "%s %s %s %s\n", rps, p50, p99, reqs }' "$out")
+    parsed=$(parse_wrk "$out")
     read -r R_RPS[$k] R_P50[$k] R_P99[$k] R_REQS[$k] <<<"$parsed"
     [[ ${R_REQS[$k]:-0} -gt 0 ]] || { echo; die "$name: could not parse wrk output:"$'\n'"$(cat "$out")"; }
     if [[ -n $root ]]; then
