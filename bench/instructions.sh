@@ -4,7 +4,8 @@
 # not. Both proxies run one worker in front of the same nginx `return 200` upstream and
 # serve the same requests (N GETs on 4 keep-alive connections, after a warm-up). A second
 # headroom, whose one route has an API key ([route.auth]) and a rate limit that is never hit,
-# serves the same GETs with the key: the guard's cost per request.
+# serves the same GETs: the guard's cost per request. Every target gets the same requests,
+# the x-api-key field included, so the difference is what the guard does with it.
 #
 #   bash bench/instructions.sh          # N=2000
 #   KEEP=/tmp/cg bash bench/instructions.sh   # keeps the callgrind files for callgrind_annotate
@@ -111,8 +112,8 @@ PY
 }
 
 echo "user-space instructions per proxied GET ($N requests, callgrind):"
-H=$(measure headroom "$HR" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1)
-X=$(measure nginx "$NX" nginx -c "$TMP/proxy.conf" -e "$TMP/px.err")
+H=$(SEND_KEY=$KEY measure headroom "$HR" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1)
+X=$(SEND_KEY=$KEY measure nginx "$NX" nginx -c "$TMP/proxy.conf" -e "$TMP/px.err")
 G=$(SEND_KEY=$KEY measure headroom-key-limit "$HG" "$HEADROOM" serve --config "$TMP/guard.toml" --workers 1)
 echo "  $H"
 echo "  $X"

@@ -4,14 +4,18 @@
 //! API keys are stored as SHA-256 hashes only (the config never holds a key): a request's
 //! key is hashed once (ring's SHA-256, ~0.3 µs for a key-sized input) and looked up in a
 //! map. A lookup by hash leaks nothing useful through timing: finding which hashes exist
-//! would need a SHA-256 pre-image.
+//! would need a SHA-256 pre-image. Keys already found valid are remembered by a seeded
+//! XXH3 (the seed is per process and secret), so the bytes of a remembered key are only ever
+//! compared with a request's key whose 64-bit hash matched it.
 
 use crate::jwt::JwtVerifier;
 use crate::limit::RouteLimits;
+use crate::local::{random_seed, Prehashed};
 use headroom_config::guard::{ConsumerConfig, RouteAuthConfig};
 use headroom_telemetry::{Counter, Registry};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 /// A consumer as requests see it.
@@ -36,8 +40,14 @@ pub struct Consumers {
     /// third of the guard's cost per request). Only keys that matched a consumer go in, so
     /// it holds at most the configured keys; it lives as long as this snapshot's consumers
     /// (a reload that revokes a key drops it). Unknown keys pay the hash every time.
-    verified: std::sync::RwLock<HashMap<Box<[u8]>, Arc<Consumer>>>,
+    /// Looked up by a seeded XXH3 of the key (SipHash cost ~150 instructions a request), the
+    /// key itself kept to compare.
+    verified: std::sync::RwLock<Verified>,
+    seed: u64,
 }
+
+/// The verified keys: XXH3(key) → (key, its consumer).
+type Verified = HashMap<u64, (Box<[u8]>, Arc<Consumer>), BuildHasherDefault<Prehashed>>;
 
 impl Consumers {
     pub(crate) fn new(
@@ -69,6 +79,7 @@ impl Consumers {
             by_key,
             by_name,
             verified: Default::default(),
+            seed: random_seed(),
         }
     }
 
@@ -89,20 +100,23 @@ impl Consumers {
     }
 
     fn by_key(&self, key: &[u8]) -> Option<Arc<Consumer>> {
-        if let Some(c) = self
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed);
+        if let Some((k, c)) = self
             .verified
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(key)
+            .get(&h)
         {
-            return Some(c.clone());
+            if **k == *key {
+                return Some(c.clone());
+            }
         }
         let digest = ring::digest::digest(&ring::digest::SHA256, key);
         let hash: [u8; 32] = digest.as_ref().try_into().ok()?;
         let c = self.by_key.get(&hash)?.clone();
         let mut seen = self.verified.write().unwrap_or_else(|p| p.into_inner());
         if seen.len() < self.by_key.len() {
-            seen.insert(key.into(), c.clone());
+            seen.insert(h, (key.into(), c.clone()));
         }
         Some(c)
     }
@@ -563,6 +577,31 @@ mod tests {
             name(&check(&a, &headers(&[("x-api-key", "acme-key-1 ")]), &root)),
             "invalid",
             "keys are compared exactly"
+        );
+    }
+
+    #[test]
+    fn a_remembered_key_passes_again_and_keys_near_it_do_not() {
+        let a = auth(&[]);
+        let root: Uri = "/".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                name(&check(&a, &headers(&[("x-api-key", "acme-key-1")]), &root)),
+                "pass acme"
+            );
+        }
+        assert_eq!(a.consumers.verified.read().unwrap().len(), 1);
+        for near in ["acme-key-", "acme-key-10", "acme-key-2x", "ACME-KEY-1"] {
+            assert_eq!(
+                name(&check(&a, &headers(&[("x-api-key", near)]), &root)),
+                "invalid",
+                "{near}"
+            );
+        }
+        assert_eq!(
+            a.consumers.verified.read().unwrap().len(),
+            1,
+            "only keys that matched are remembered"
         );
     }
 

@@ -233,10 +233,11 @@ impl RouteLimits {
                 }
             }
         }
+        // The string's buffer becomes the value's: no copy.
         let fields = self.policy.clone().and_then(|policy| {
             Some(RateFields {
                 policy,
-                state: HeaderValue::from_str(&state).ok()?,
+                state: HeaderValue::from_maybe_shared(bytes::Bytes::from(state)).ok()?,
             })
         });
         Verdict::Pass(fields)

@@ -121,7 +121,7 @@ fn make_room(map: &mut Tats, now: u64, cap: usize) {
     });
 }
 
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(0x6865_6164_726f_6f6du64)
 }

@@ -89,7 +89,7 @@ pub(super) async fn admit(
                     AuthVerdict::Pass(c, claims) => (c, claims),
                     verdict => return Err(refused(auth, verdict, record)),
                 };
-                record.consumer = Some(who.name.clone());
+                record.consumer = Some(who.clone());
                 if let Some(limits) = &who.limits {
                     limit(limits, req, conn, Some(&who.name), &[], record).await?;
                 }
@@ -133,7 +133,7 @@ fn refused(auth: &RouteAuth, verdict: AuthVerdict, record: &mut Record) -> Answe
     match verdict {
         AuthVerdict::Forbidden(c) => {
             record.guard = "forbidden";
-            record.consumer = Some(c.name.clone());
+            record.consumer = Some(c.clone());
             Answer::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",

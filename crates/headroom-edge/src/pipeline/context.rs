@@ -49,7 +49,7 @@ pub struct Record {
     /// What the guard decided when it answered (`limited`, `unavailable`); "" otherwise.
     pub guard: &'static str,
     /// The authenticated consumer, for the log line.
-    pub consumer: Option<Box<str>>,
+    pub consumer: Option<Arc<headroom_guard::Consumer>>,
     /// Fields the guard adds to the response it let through (`RateLimit`, CORS).
     pub response_fields: Vec<(http::HeaderName, http::HeaderValue)>,
 }
@@ -186,7 +186,7 @@ impl RequestCtx {
                 attempts: self.record.attempts,
                 cache: self.record.cache,
                 guard: self.record.guard,
-                consumer: self.record.consumer.as_deref().unwrap_or(""),
+                consumer: self.record.consumer.as_deref().map_or("", |c| &*c.name),
                 user_agent: header_text(&l.user_agent),
                 referer: header_text(&l.referer),
             },

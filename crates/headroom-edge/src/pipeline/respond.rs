@@ -27,6 +27,8 @@ pub(super) fn respond(resp: &mut Response<ClientBody>, mut ctx: Box<RequestCtx>)
             h.insert(k.clone(), v.clone());
         }
     }
+    // Room for them all (and the request id) at once: one growth at most, not one each.
+    h.reserve(ctx.record.response_fields.len() + 1);
     for (k, v) in std::mem::take(&mut ctx.record.response_fields) {
         if k == http::header::VARY {
             h.append(k, v);
