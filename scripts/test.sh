@@ -12,6 +12,8 @@ command -v prlimit >/dev/null || need+=(util-linux)  # the admin test runs headr
 command -v redis-server >/dev/null || need+=(redis-server)  # headroom-redis tests run real servers
 command -v redis-cli >/dev/null || need+=(redis-tools)       # ... and join six into a cluster
 command -v gzip >/dev/null || need+=(gzip)                 # the compression test decodes as a client would
+command -v promtool >/dev/null || need+=(prometheus)       # /metrics is linted by promtool and scraped by a real Prometheus
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # alerts are pushed to a real Alertmanager
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo

@@ -124,6 +124,7 @@ impl Edge {
         let workers = config.global.workers.max(1);
         // One shard per worker for the per-request metrics, one for every other thread.
         let registry = Arc::new(Registry::with_shards(workers + 1));
+        headroom_telemetry::process::register(&registry);
         let access_log = AccessLog::start(
             log_destination(&config),
             registry.counter(

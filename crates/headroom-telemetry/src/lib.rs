@@ -16,5 +16,6 @@ mod registry;
 mod shard;
 
 pub use metrics::{Counter, Gauge, Histogram, UpDownCounter, LATENCY_BUCKETS_SECONDS};
-pub use registry::Registry;
+pub mod process;
+pub use registry::{Format, ReadFn, Registry};
 pub use shard::set_worker;

@@ -5,12 +5,56 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Clone)]
+/// A value read when the metrics are rendered (the process's CPU time, its memory).
+pub type ReadFn = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+#[derive(Clone)]
 enum Metric {
     Counter(Arc<Counter>),
     Gauge(Arc<Gauge>),
     UpDown(Arc<UpDownCounter>),
     Histogram(Arc<Histogram>),
+    Read(ReadFn),
+}
+
+impl std::fmt::Debug for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Metric::Counter(c) => c.fmt(f),
+            Metric::Gauge(g) => g.fmt(f),
+            Metric::UpDown(g) => g.fmt(f),
+            Metric::Histogram(h) => h.fmt(f),
+            Metric::Read(_) => f.write_str("Read"),
+        }
+    }
+}
+
+/// The two text formats `/metrics` speaks, chosen by the scraper's `Accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4, the default.
+    Prometheus,
+    /// OpenMetrics 1.0 text: counter families named without `_total`, `# EOF` at the end.
+    OpenMetrics,
+}
+
+impl Format {
+    /// OpenMetrics when `accept` asks for `application/openmetrics-text` (as Prometheus
+    /// does when it can take it), else the Prometheus text format.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Prometheus,
+        }
+    }
+
+    /// The response's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -179,6 +223,19 @@ impl Registry {
         }
     }
 
+    /// A value read at every render by `read` (cheap, never blocking for long): `kind` is
+    /// "counter" or "gauge". Registering the same name and labels again keeps the first.
+    pub fn read_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        labels: &[(&str, &str)],
+        read: ReadFn,
+    ) {
+        self.get_or_insert(name, help, kind, labels, || Metric::Read(read));
+    }
+
     /// Drops, in every family, the series whose labels include every pair of `labels`:
     /// `&[("service", "a"), ("replica", "10.0.0.1:80")]` forgets that replica of service
     /// `a` only, `&[("route", "api")]` every series of route `api`. An empty `labels`
@@ -200,10 +257,32 @@ impl Registry {
     /// The Prometheus text exposition format (version 0.0.4). Cost: reads every shard of
     /// every series, under the registry's lock.
     pub fn render(&self) -> String {
+        self.render_as(Format::Prometheus)
+    }
+
+    /// Every metric in `format`. In OpenMetrics a counter's family drops its `_total`
+    /// (which its sample keeps) and the text ends with `# EOF`.
+    pub fn render_as(&self, format: Format) -> String {
         let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::with_capacity(16 << 10);
         for (name, f) in families.iter() {
-            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {}", f.help, f.kind);
+            let family = match format {
+                Format::OpenMetrics if f.kind == "counter" => {
+                    name.strip_suffix("_total").unwrap_or(name)
+                }
+                _ => name,
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {family} {}\n# TYPE {family} {}",
+                escape_help(f.help),
+                f.kind
+            );
+            let sample_name = match format {
+                Format::OpenMetrics if f.kind == "counter" => format!("{family}_total"),
+                _ => name.to_string(),
+            };
+            let name = sample_name.as_str();
             for (labels, series) in &f.series {
                 let braced = |extra: &str| -> String {
                     match (labels.is_empty(), extra.is_empty()) {
@@ -222,6 +301,9 @@ impl Registry {
                     }
                     Metric::UpDown(g) => {
                         let _ = writeln!(out, "{name}{} {}", braced(""), g.get());
+                    }
+                    Metric::Read(read) => {
+                        let _ = writeln!(out, "{name}{} {}", braced(""), read());
                     }
                     Metric::Histogram(h) => {
                         // One read of the shards: the buckets, +Inf and _count agree.
@@ -245,7 +327,19 @@ impl Registry {
                 }
             }
         }
+        if format == Format::OpenMetrics {
+            out.push_str("# EOF\n");
+        }
         out
+    }
+}
+
+/// HELP text with `\` and newlines escaped, as both formats require.
+fn escape_help(help: &str) -> std::borrow::Cow<'_, str> {
+    if help.contains(['\\', '\n']) {
+        help.replace('\\', "\\\\").replace('\n', "\\n").into()
+    } else {
+        help.into()
     }
 }
 
@@ -263,6 +357,31 @@ mod tests {
         let text = r.render();
         assert!(text.contains("x_total{route=\"a\"} 2"), "{text}");
         assert!(text.contains("x_total{route=\"b\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
+        let r = Registry::new();
+        r.counter("req_total", "Requests.\nAll of them.", &[("route", "a")])
+            .inc();
+        r.gauge("up", "Up.", &[]).set(1);
+        let om = r.render_as(Format::OpenMetrics);
+        assert!(om.contains("# TYPE req counter\n"), "{om}");
+        assert!(om.contains("# HELP req Requests.\\nAll of them.\n"), "{om}");
+        assert!(om.contains("req_total{route=\"a\"} 1\n"), "{om}");
+        assert!(om.contains("# TYPE up gauge\nup 1\n"), "{om}");
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        let text = r.render();
+        assert!(text.contains("# TYPE req_total counter\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::negotiate(None), Format::Prometheus);
     }
 
     #[test]

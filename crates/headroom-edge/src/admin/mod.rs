@@ -176,7 +176,12 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
         return purge::answer(req, shared).await;
     }
     match req.uri().path() {
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", shared.registry.render()),
+        "/metrics" => {
+            let format = headroom_telemetry::Format::negotiate(
+                req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+            );
+            reply(StatusCode::OK, format.content_type(), shared.registry.render_as(format))
+        }
         "/status" => reply(StatusCode::OK, "application/json", format!("{:#}\n", status_json(shared))),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         _ => reply(
