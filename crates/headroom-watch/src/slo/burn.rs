@@ -204,15 +204,28 @@ mod tests {
             long_rate: 5.0,
             short_rate: 900.0,
         };
-        let at_factor = PairReading {
-            long_rate: 14.4,
-            short_rate: 14.4,
-        };
         assert!(both.firing(&pair));
         assert!(!short_recovered.firing(&pair));
         assert!(!long_not_yet.firing(&pair));
+    }
+
+    #[test]
+    fn a_window_exactly_at_the_factor_does_not_fire_its_pair() {
+        let pair = STANDARD_PAIRS[0];
+        let long_at = PairReading {
+            long_rate: 14.4,
+            short_rate: 900.0,
+        };
+        let short_at = PairReading {
+            long_rate: 900.0,
+            short_rate: 14.4,
+        };
         assert!(
-            !at_factor.firing(&pair),
+            !long_at.firing(&pair),
+            "the factor must be exceeded, not met"
+        );
+        assert!(
+            !short_at.firing(&pair),
             "the factor must be exceeded, not met"
         );
     }

@@ -198,16 +198,18 @@ fn a_day_of_three_and_a_half_times_burn_opens_the_1d_2h_ticket_but_pages_no_one(
 
     let transitions = run(&mut evaluator, &history, burn, burn + DAY);
 
-    let fired = summary_of(&transitions);
-    assert!(
-        fired
-            .iter()
-            .any(|(firing, window, _, _)| *firing && window == "1d/2h"),
-        "{fired:?}"
-    );
-    assert!(
-        fired.iter().all(|(_, _, severity, _)| severity == "ticket"),
-        "{fired:?}"
+    let fired: Vec<_> = summary_of(&transitions)
+        .into_iter()
+        .map(|(firing, window, severity, at)| (firing, window, severity, at - burn))
+        .collect();
+    // 3.5× fills a day's window past 3× after 3/3.5 of a day (20 h 34 m); the 3-day window
+    // passes 1× at the same moment. The 6h/30m pair needs 6×: never.
+    assert_eq!(
+        fired,
+        [
+            (true, "1d/2h".into(), "ticket".into(), 74_060),
+            (true, "3d/6h".into(), "ticket".into(), 74_060),
+        ]
     );
 }
 
@@ -303,4 +305,37 @@ fn two_objectives_of_one_name_are_rejected() {
 fn severities_serialize_as_their_label() {
     assert_eq!(serde_json::to_value(Severity::Page).unwrap(), "page");
     assert_eq!(Severity::Ticket.to_string(), "ticket");
+}
+
+/// Counts reads, to pin down what an evaluation costs the history.
+struct CountingSource<'a> {
+    inner: &'a dyn Source,
+    reads: std::cell::Cell<usize>,
+}
+
+impl Source for CountingSource<'_> {
+    fn counts(&self, sli: &Sli, from: u64, to: u64) -> super::Counts {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.counts(sli, from, to)
+    }
+    fn quantile(&self, q: f64, from: u64, to: u64) -> Option<f64> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.quantile(q, from, to)
+    }
+}
+
+#[test]
+fn a_quiet_evaluation_reads_two_windows_per_pair_and_status_adds_the_budget() {
+    let mut history = FakeHistory::new();
+    history.serve(DAY, 100, 0, FAST);
+    let source = CountingSource {
+        inner: &history,
+        reads: Default::default(),
+    };
+    let mut evaluator = evaluator(three_nines());
+
+    evaluator.evaluate(&source, DAY);
+    assert_eq!(source.reads.get(), 8);
+    evaluator.status(&source, DAY);
+    assert_eq!(source.reads.get(), 8 + 9);
 }
