@@ -120,11 +120,22 @@ fn a_window_across_every_tier_counts_each_record_once() {
 }
 
 #[test]
+fn where_tiers_meet_no_slot_is_counted_twice() {
+    let mut h = memory();
+    // The 10 s tier's oldest slot is half a minute into a minute: the 1 min tier must not
+    // answer for that whole minute as well.
+    let end = T0 + 4 * DAY + 30;
+    steady(&mut h, "route:api", T0, end);
+    assert_eq!(h.sum("route:api", T0, end).total, (end - T0) / 10);
+}
+
+#[test]
 fn beyond_six_hours_a_window_is_rounded_to_minutes() {
     let mut h = memory();
     h.record("route:api", T0 + 20, &sample(7, 0)).unwrap();
-    h.record("route:other", T0 + 7 * HOUR, &sample(1, 0)).unwrap(); // time moves on
-    // T0+20 is past the 10 s tier's span: the 1 min slot [T0, T0+60) answers for it.
+    h.record("route:other", T0 + 7 * HOUR, &sample(1, 0))
+        .unwrap(); // time moves on
+                   // T0+20 is past the 10 s tier's span: the 1 min slot [T0, T0+60) answers for it.
     assert_eq!(h.sum("route:api", T0 + 30, T0 + 40).total, 7);
     assert_eq!(h.sum("route:api", T0 + 60, T0 + 120).total, 0);
 }
@@ -135,7 +146,10 @@ fn a_ring_slot_is_overwritten_when_its_time_comes_round() {
     h.record("route:api", T0, &sample(5, 5)).unwrap();
     // Exactly 6 h later the same 10 s position comes round: it must hold the new data only.
     h.record("route:api", T0 + 6 * HOUR, &sample(1, 0)).unwrap();
-    assert_eq!(h.sum("route:api", T0 + 6 * HOUR, T0 + 6 * HOUR + 10), sample(1, 0));
+    assert_eq!(
+        h.sum("route:api", T0 + 6 * HOUR, T0 + 6 * HOUR + 10),
+        sample(1, 0)
+    );
     // The old record lives on in the coarser tiers.
     assert_eq!(h.sum("route:api", T0, T0 + 60).errors, 5);
 }
@@ -154,7 +168,12 @@ fn after_thirty_five_days_old_data_is_gone() {
             at: T0
         })
     );
-    assert_eq!(h.refusals().too_old, 1);
+    // A new series too: the tiers' spans are the history's, not each series'.
+    assert!(matches!(
+        h.record("route:new", T0, &sample(1, 0)),
+        Err(RecordError::TooOld { .. })
+    ));
+    assert_eq!(h.refusals().too_old, 2);
 }
 
 #[test]
@@ -162,7 +181,8 @@ fn a_series_silent_for_thirty_five_days_is_pruned_and_frees_its_place() {
     let limits = HistoryLimits { max_series: 2 };
     let mut h = History::in_memory(BOUNDS.to_vec(), limits).unwrap();
     h.record("route:old", T0, &sample(1, 0)).unwrap();
-    h.record("route:live", T0 + 36 * DAY, &sample(1, 0)).unwrap();
+    h.record("route:live", T0 + 36 * DAY, &sample(1, 0))
+        .unwrap();
     assert!(h.record("route:new", T0 + 36 * DAY, &sample(1, 0)).is_err());
     let stats = h.flush().unwrap();
     assert_eq!(stats.series_pruned, 1);
@@ -187,7 +207,10 @@ fn new_series_beyond_max_series_are_refused_and_counted() {
     }
     h.record("route:a", T0 + 10, &sample(1, 0)).unwrap(); // known series still recorded
     assert_eq!(h.refusals().series, 3);
-    assert_eq!(h.series(), vec!["route:a".to_string(), "route:b".to_string()]);
+    assert_eq!(
+        h.series(),
+        vec!["route:a".to_string(), "route:b".to_string()]
+    );
 }
 
 #[test]
@@ -212,7 +235,12 @@ fn a_histogram_of_the_wrong_length_is_refused() {
 
 #[test]
 fn bounds_must_be_finite_and_strictly_increasing() {
-    for bad in [vec![], vec![0.1, 0.1], vec![0.5, 0.1], vec![0.1, f64::INFINITY]] {
+    for bad in [
+        vec![],
+        vec![0.1, 0.1],
+        vec![0.5, 0.1],
+        vec![0.1, f64::INFINITY],
+    ] {
         let err = History::in_memory(bad.clone(), HistoryLimits::default()).unwrap_err();
         assert!(matches!(err, HistoryError::InvalidBounds { .. }), "{bad:?}");
         assert!(!err.retry_may_succeed());
@@ -222,7 +250,8 @@ fn bounds_must_be_finite_and_strictly_increasing() {
 #[test]
 fn counters_saturate_instead_of_wrapping() {
     let mut h = memory();
-    h.record("route:api", T0, &sample(u64::from(u32::MAX), 0)).unwrap();
+    h.record("route:api", T0, &sample(u64::from(u32::MAX), 0))
+        .unwrap();
     h.record("route:api", T0, &sample(10, 0)).unwrap();
     assert_eq!(h.sum("route:api", T0, T0 + 10).total, u64::from(u32::MAX));
     assert!(h.refusals().saturated > 0);
@@ -288,9 +317,16 @@ fn reopening_after_a_flush_keeps_the_data() {
             slots: 360 + 60 + 6 + 3
         }
     );
-    assert_eq!(h.series(), vec!["route:api".to_string(), "service:app".into()]);
+    assert_eq!(
+        h.series(),
+        vec!["route:api".to_string(), "service:app".into()]
+    );
     assert_eq!(h.sum("route:api", T0, T0 + HOUR).total, 360);
-    assert_eq!(h.sum("route:api", T0 + 10, T0 + 20).total, 1, "10 s detail kept");
+    assert_eq!(
+        h.sum("route:api", T0 + 10, T0 + 20).total,
+        1,
+        "10 s detail kept"
+    );
     assert_eq!(h.sum("service:app", T0, T0 + 10), sample(4, 2));
 }
 
@@ -316,7 +352,8 @@ fn a_flush_writes_only_what_changed() {
     }
     h.flush().unwrap();
     for i in 0..20 {
-        h.record(&format!("route:{i}"), T0 + 600, &sample(1, 0)).unwrap();
+        h.record(&format!("route:{i}"), T0 + 600, &sample(1, 0))
+            .unwrap();
     }
     let stats = h.flush().unwrap();
     assert_eq!(stats.slots_written, 20 * 3, "one slot per tier per series");
@@ -347,7 +384,12 @@ fn the_file_holds_one_slot_per_ring_position() {
         let (mut h, _) = open(&dir.file());
         // 7 h at 10 s: the 10 s ring (6 h) turns over; flushing every hour.
         for hour in 0..7 {
-            steady(&mut h, "route:api", T0 + hour * HOUR, T0 + (hour + 1) * HOUR);
+            steady(
+                &mut h,
+                "route:api",
+                T0 + hour * HOUR,
+                T0 + (hour + 1) * HOUR,
+            );
             h.flush().unwrap();
         }
     }
@@ -363,18 +405,37 @@ fn the_file_holds_one_slot_per_ring_position() {
 }
 
 #[test]
+fn slots_emptied_by_the_ring_moving_on_are_deleted_from_the_file() {
+    let dir = TempDir::new("emptied");
+    let (mut h, _) = open(&dir.file());
+    h.record("route:api", T0, &sample(1, 0)).unwrap();
+    h.flush().unwrap();
+    // 7 h later the 10 s slot of T0 is past its span (the 1 min and 10 min ones are not).
+    h.record("route:api", T0 + 7 * HOUR, &sample(1, 0)).unwrap();
+    let stats = h.flush().unwrap();
+    assert_eq!((stats.slots_written, stats.slots_removed), (3, 1));
+}
+
+#[test]
 fn pruned_series_are_deleted_from_the_file() {
     let dir = TempDir::new("prune-file");
     {
         let (mut h, _) = open(&dir.file());
         h.record("route:old", T0, &sample(1, 0)).unwrap();
         h.flush().unwrap();
-        h.record("route:live", T0 + 36 * DAY, &sample(1, 0)).unwrap();
+        h.record("route:live", T0 + 36 * DAY, &sample(1, 0))
+            .unwrap();
         let stats = h.flush().unwrap();
         assert_eq!((stats.series_pruned, stats.slots_removed), (1, 3));
     }
     let (h, notice) = open(&dir.file());
-    assert_eq!(notice, OpenNotice::Reopened { series: 1, slots: 3 });
+    assert_eq!(
+        notice,
+        OpenNotice::Reopened {
+            series: 1,
+            slots: 3
+        }
+    );
     assert_eq!(h.series(), vec!["route:live".to_string()]);
 }
 
@@ -421,7 +482,10 @@ fn a_file_cut_in_the_middle_is_moved_aside() {
         h.flush().unwrap();
     }
     let len = std::fs::metadata(dir.file()).unwrap().len();
-    let file = std::fs::OpenOptions::new().write(true).open(dir.file()).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.file())
+        .unwrap();
     file.set_len(len / 2).unwrap();
     drop(file);
     let (h, notice) = open(&dir.file());
@@ -437,9 +501,12 @@ fn other_bounds_start_a_fresh_history_and_keep_the_old_file_aside() {
         h.record("route:api", T0, &sample(1, 0)).unwrap();
         h.flush().unwrap();
     }
-    let (h, notice) =
-        History::open(dir.file(), vec![0.1, 0.2], HistoryLimits::default()).unwrap();
-    let OpenNotice::BoundsChanged { moved_to, old_bounds } = notice else {
+    let (h, notice) = History::open(dir.file(), vec![0.1, 0.2], HistoryLimits::default()).unwrap();
+    let OpenNotice::BoundsChanged {
+        moved_to,
+        old_bounds,
+    } = notice
+    else {
         panic!("expected BoundsChanged, got {notice:?}");
     };
     assert_eq!(old_bounds, BOUNDS.to_vec());
@@ -454,10 +521,19 @@ fn a_file_already_open_elsewhere_is_unavailable_not_corrupt() {
     let (_first, _) = open(&dir.file());
     let (_second, notice) = open(&dir.file());
     assert!(
-        matches!(notice, OpenNotice::Unavailable { error: HistoryError::Unavailable { .. } }),
+        matches!(
+            notice,
+            OpenNotice::Unavailable {
+                error: HistoryError::Unavailable { .. }
+            }
+        ),
         "{notice:?}"
     );
-    assert_eq!(dir.entries(), vec!["history.redb".to_string()], "nothing moved aside");
+    assert_eq!(
+        dir.entries(),
+        vec!["history.redb".to_string()],
+        "nothing moved aside"
+    );
 }
 
 #[test]
@@ -468,13 +544,23 @@ fn a_failing_flush_keeps_the_history_in_memory_and_the_next_one_retries() {
     std::fs::write(&blocker, b"x").unwrap();
     let path = blocker.join("history.redb");
     let (mut h, notice) = open(&path);
-    assert!(matches!(notice, OpenNotice::Unavailable { .. }), "{notice:?}");
+    assert!(
+        matches!(notice, OpenNotice::Unavailable { .. }),
+        "{notice:?}"
+    );
     h.record("route:api", T0, &sample(3, 1)).unwrap();
     let err = h.flush().unwrap_err();
-    assert!(matches!(err, HistoryError::Unavailable { during: "open", .. }), "{err}");
+    assert!(
+        matches!(err, HistoryError::Unavailable { during: "open", .. }),
+        "{err}"
+    );
     assert!(err.retry_may_succeed());
     h.record("route:api", T0 + 10, &sample(1, 0)).unwrap();
-    assert_eq!(h.sum("route:api", T0, T0 + 20).total, 4, "memory kept working");
+    assert_eq!(
+        h.sum("route:api", T0, T0 + 20).total,
+        4,
+        "memory kept working"
+    );
     // The disk comes back: the next flush writes everything.
     std::fs::remove_file(&blocker).unwrap();
     let stats = h.flush().unwrap();
@@ -504,7 +590,10 @@ fn a_file_found_late_is_added_to_the_memory_not_overwritten() {
     h.record("route:api", T0 + 10, &sample(1, 0)).unwrap();
     drop(holder);
     let stats = h.flush().unwrap();
-    assert!(matches!(stats.reopened, Some(OpenNotice::Reopened { series: 1, .. })));
+    assert!(matches!(
+        stats.reopened,
+        Some(OpenNotice::Reopened { series: 1, .. })
+    ));
     assert_eq!(h.sum("route:api", T0, T0 + 20).total, 6);
     drop(h);
     let (h, _) = open(&dir.file());
