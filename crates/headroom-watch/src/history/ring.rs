@@ -40,6 +40,18 @@ pub const TIERS: [Tier; 3] = [
     },
 ];
 
+/// Ring positions per chunk, the unit written to disk: 16 slots of ~30 bytes make a value
+/// of ~500 bytes, so the store's per-entry overhead (16 bytes) is 1 byte a slot. Every
+/// tier's slot count is a multiple of it.
+pub(crate) const CHUNK: u64 = 16;
+const CHUNK_MASK: u64 = (1 << CHUNK) - 1;
+// Every tier is whole chunks (written without `is_multiple_of`, which rust 1.85 lacks).
+const _: () = assert!(
+    TIERS[0].slots / CHUNK * CHUNK == TIERS[0].slots
+        && TIERS[1].slots / CHUNK * CHUNK == TIERS[1].slots
+        && TIERS[2].slots / CHUNK * CHUNK == TIERS[2].slots
+);
+
 /// Slots in all tiers together, per series: the bound of the file (2160 + 4320 + 5040).
 pub const SLOTS_PER_SERIES: u64 = TIERS[0].slots + TIERS[1].slots + TIERS[2].slots;
 
@@ -144,12 +156,24 @@ impl Ring {
         Some((slot, cells))
     }
 
-    /// Positions changed since the last flush, in order.
-    pub(crate) fn dirty_positions(&self) -> impl Iterator<Item = u64> + '_ {
+    /// The counters at ring position `pos` (zeros when empty).
+    pub(crate) fn cells(&self, width: usize, pos: u64) -> &[u32] {
+        let pos = pos as usize;
+        &self.cells[pos * width..(pos + 1) * width]
+    }
+
+    /// Sets the newest slot, as read from the file before its slots (nothing is cleared).
+    pub(crate) fn set_newest(&mut self, newest: Option<u64>) {
+        self.newest = newest;
+    }
+
+    /// Chunks with a position changed since the last flush, in order.
+    pub(crate) fn dirty_chunks(&self) -> impl Iterator<Item = u64> + '_ {
+        const PER_WORD: u64 = 64 / CHUNK;
         self.dirty.iter().enumerate().flat_map(|(word, &bits)| {
-            (0..64)
-                .filter(move |bit| bits & (1 << bit) != 0)
-                .map(move |bit| (word * 64 + bit) as u64)
+            (0..PER_WORD)
+                .filter(move |c| (bits >> (c * CHUNK)) & CHUNK_MASK != 0)
+                .map(move |c| word as u64 * PER_WORD + c)
         })
     }
 
@@ -158,13 +182,13 @@ impl Ring {
         self.dirty.fill(0);
     }
 
-    /// Non-empty positions.
-    pub(crate) fn occupied(&self, width: usize) -> impl Iterator<Item = u64> + '_ {
+    /// Chunks with a non-empty position.
+    pub(crate) fn occupied_chunks(&self, width: usize) -> impl Iterator<Item = u64> + '_ {
         self.cells
-            .chunks_exact(width)
+            .chunks_exact(width * CHUNK as usize)
             .enumerate()
             .filter(|(_, cells)| cells.iter().any(|&c| c != 0))
-            .map(|(pos, _)| pos as u64)
+            .map(|(chunk, _)| chunk as u64)
     }
 
     /// Heap bytes held.

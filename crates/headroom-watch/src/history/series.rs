@@ -35,10 +35,10 @@ pub(crate) struct SeriesSet {
     pub(crate) gone_keys: Vec<u64>,
 }
 
-/// The key of a slot on disk: tier, ring position, series id. Ordered by tier then
-/// position, so one flush's slots (the same few positions of every series) sit together.
-pub(crate) fn slot_key(tier: usize, pos: u64, id: u32) -> u64 {
-    (tier as u64) << 56 | pos << 32 | u64::from(id)
+/// The key of a chunk of slots on disk: tier, chunk of ring positions, series id. Ordered
+/// by tier then chunk, so one flush's chunks (the same chunk of every series) sit together.
+pub(crate) fn slot_key(tier: usize, chunk: u64, id: u32) -> u64 {
+    (tier as u64) << 56 | chunk << 32 | u64::from(id)
 }
 
 /// The parts of a slot key.
@@ -265,7 +265,7 @@ impl SeriesSet {
                 continue;
             };
             for (tier, ring) in series.rings.iter().enumerate() {
-                for pos in ring.occupied(width) {
+                for pos in 0..TIERS[tier].slots {
                     if let Some((slot, cells)) = ring.at(TIERS[tier], width, pos) {
                         sample.total = cells[0].into();
                         sample.errors = cells[1].into();
@@ -298,8 +298,8 @@ impl SeriesSet {
             if let Some(series) = self.by_id[id].take() {
                 for (tier, ring) in series.rings.iter().enumerate() {
                     self.gone_keys.extend(
-                        ring.occupied(self.width)
-                            .map(|pos| slot_key(tier, pos, id as u32)),
+                        ring.occupied_chunks(self.width)
+                            .map(|chunk| slot_key(tier, chunk, id as u32)),
                     );
                 }
                 self.ids.remove(&series.name);

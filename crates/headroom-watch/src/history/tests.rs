@@ -356,8 +356,12 @@ fn a_flush_writes_only_what_changed() {
             .unwrap();
     }
     let stats = h.flush().unwrap();
-    assert_eq!(stats.slots_written, 20 * 3, "one slot per tier per series");
-    assert_eq!(h.flush().unwrap().slots_written, 0);
+    assert_eq!(
+        stats.chunks_written,
+        20 * 3,
+        "one chunk per tier per series"
+    );
+    assert_eq!(h.flush().unwrap().chunks_written, 0);
 }
 
 #[test]
@@ -413,7 +417,7 @@ fn slots_emptied_by_the_ring_moving_on_are_deleted_from_the_file() {
     // 7 h later the 10 s slot of T0 is past its span (the 1 min and 10 min ones are not).
     h.record("route:api", T0 + 7 * HOUR, &sample(1, 0)).unwrap();
     let stats = h.flush().unwrap();
-    assert_eq!((stats.slots_written, stats.slots_removed), (3, 1));
+    assert_eq!((stats.slots_written, stats.chunks_removed), (3, 1));
 }
 
 #[test]
@@ -426,7 +430,7 @@ fn pruned_series_are_deleted_from_the_file() {
         h.record("route:live", T0 + 36 * DAY, &sample(1, 0))
             .unwrap();
         let stats = h.flush().unwrap();
-        assert_eq!((stats.series_pruned, stats.slots_removed), (1, 3));
+        assert_eq!((stats.series_pruned, stats.chunks_removed), (1, 3));
     }
     let (h, notice) = open(&dir.file());
     assert_eq!(
