@@ -603,3 +603,9 @@ fn a_file_found_late_is_added_to_the_memory_not_overwritten() {
     let (h, _) = open(&dir.file());
     assert_eq!(h.sum("route:api", T0, T0 + 20).total, 6);
 }
+
+#[test]
+fn a_history_can_move_to_a_blocking_thread() {
+    fn send<T: Send + 'static>(_: &T) {}
+    send(&memory());
+}
