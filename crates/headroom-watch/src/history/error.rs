@@ -85,6 +85,13 @@ pub enum RecordError {
         /// `sample.buckets.len()`.
         got: usize,
     },
+    /// `at` is later than [`MAX_AT`](super::MAX_AT): a clock or caller bug.
+    BadTime {
+        /// The series recorded into.
+        series: String,
+        /// The time given.
+        at: u64,
+    },
     /// `at` is older than every tier holds (35 days behind the newest record).
     TooOld {
         /// The series recorded into.
@@ -108,6 +115,10 @@ impl fmt::Display for RecordError {
             } => write!(
                 f,
                 "history: series {series:?}: a sample with {got} buckets, expected {expected} (bounds + 1)"
+            ),
+            RecordError::BadTime { series, at } => write!(
+                f,
+                "history: series {series:?}: time {at} is past the year 36812 (a clock bug?)"
             ),
             RecordError::TooOld { series, at } => write!(
                 f,

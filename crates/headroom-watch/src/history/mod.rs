@@ -23,7 +23,7 @@ use redb::Database;
 pub use error::{HistoryError, RecordError};
 pub use ring::{Tier, SLOTS_PER_SERIES, TIERS};
 pub use sample::{good_within, quantile, Sample};
-pub use series::MAX_POINTS;
+pub use series::{MAX_AT, MAX_POINTS};
 
 use series::SeriesSet;
 use store::Failure;
@@ -56,6 +56,8 @@ pub struct Refusals {
     pub bad_buckets: u64,
     /// Samples older than every tier holds.
     pub too_old: u64,
+    /// Samples with a time past [`MAX_AT`].
+    pub bad_time: u64,
     /// Additions that hit a slot counter's ceiling (`u32::MAX`) and stopped there.
     pub saturated: u64,
 }
@@ -65,7 +67,8 @@ pub struct Refusals {
 pub enum OpenNotice {
     /// There was no file (or an empty redb file): a new history was started in it.
     Created,
-    /// The file was read back.
+    /// The file was read back. (In [`FlushStats::reopened`], when a flush only reopened a
+    /// file whose content is already in memory, both counts are 0.)
     Reopened {
         /// Series read.
         series: usize,
@@ -341,8 +344,8 @@ impl History {
     /// longer holds `at` skips it.
     ///
     /// Errors (each also counted in [`History::refusals`]) when nothing was kept: a new
-    /// series beyond `max_series`, a histogram of the wrong length, or `at` older than 35
-    /// days behind the newest record. Cost: three slot additions, and when time moves on,
+    /// series beyond `max_series`, a histogram of the wrong length, `at` older than 35
+    /// days behind the newest record, or `at` past [`MAX_AT`]. Cost: three slot additions, and when time moves on,
     /// clearing the slots passed. Never panics, never blocks.
     pub fn record(&mut self, series: &str, at: u64, sample: &Sample) -> Result<(), RecordError> {
         self.set.record(series, at, sample)

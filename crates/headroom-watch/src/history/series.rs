@@ -9,6 +9,10 @@ use super::{RecordError, Refusals, Sample};
 /// bounds the allocation whatever `from`, `to` and `step` say.
 pub const MAX_POINTS: usize = 12_000;
 
+/// The latest time a record may carry (2^40 s, the year 36812): anything later is a bug,
+/// and the bound keeps slot arithmetic far from overflowing.
+pub const MAX_AT: u64 = 1 << 40;
+
 /// One series: its name and a ring per tier.
 #[derive(Debug)]
 pub(crate) struct Series {
@@ -113,6 +117,23 @@ impl SeriesSet {
                 series: name.to_owned(),
                 expected: self.buckets(),
                 got: sample.buckets.len(),
+            });
+        }
+        if at > MAX_AT {
+            self.refusals.bad_time += 1;
+            return Err(RecordError::BadTime {
+                series: name.to_owned(),
+                at,
+            });
+        }
+        // Older than the coarsest tier holds: refused before it can make a series.
+        let coarsest = TIERS.len() - 1;
+        let span = TIERS[coarsest];
+        if self.newest[coarsest].is_some_and(|n| at / span.slot_secs + span.slots <= n) {
+            self.refusals.too_old += 1;
+            return Err(RecordError::TooOld {
+                series: name.to_owned(),
+                at,
             });
         }
         let Some(id) = self.id_or_insert(name, None) else {

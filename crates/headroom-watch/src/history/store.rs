@@ -194,6 +194,11 @@ pub(crate) fn load(db: &Database, set: &mut SeriesSet) -> Result<Loaded, Failure
         if series.rings.iter().any(|r| r.newest().is_some()) {
             return Err(Failure::Corrupt(format!("series {name:?} twice")));
         }
+        if newest.iter().flatten().any(|&n| n > super::series::MAX_AT) {
+            return Err(Failure::Corrupt(format!(
+                "series {name:?}: a time past the year 36812"
+            )));
+        }
         for (tier, newest) in newest.into_iter().enumerate() {
             series.rings[tier].set_newest(newest);
             if let Some(n) = newest {

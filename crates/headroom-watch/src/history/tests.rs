@@ -609,3 +609,29 @@ fn a_history_can_move_to_a_blocking_thread() {
     fn send<T: Send + 'static>(_: &T) {}
     send(&memory());
 }
+
+#[test]
+fn a_time_from_a_broken_clock_is_refused_without_harm() {
+    let mut h = memory();
+    h.record("route:api", T0, &sample(1, 0)).unwrap();
+    assert!(matches!(
+        h.record("route:api", u64::MAX, &sample(1, 0)),
+        Err(RecordError::BadTime { .. })
+    ));
+    assert_eq!(h.refusals().bad_time, 1);
+    assert_eq!(h.sum("route:api", T0, T0 + 10).total, 1, "nothing moved on");
+    assert_eq!(h.sum("route:api", 0, u64::MAX).total, 1);
+    assert_eq!(
+        h.points("route:api", u64::MAX - 5, u64::MAX, u64::MAX)
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_record_older_than_every_tier_makes_no_series() {
+    let mut h = memory();
+    h.record("route:api", T0 + 40 * DAY, &sample(1, 0)).unwrap();
+    assert!(h.record("route:late", T0, &sample(1, 0)).is_err());
+    assert_eq!(h.series(), vec!["route:api".to_string()]);
+}
