@@ -313,9 +313,10 @@ impl History {
         };
         if let Some((scratch, read)) = loaded {
             if self.set.ids.is_empty() && !read.renumbered {
-                let refusals = self.set.refusals;
+                let mut refusals = self.set.refusals;
+                refusals.series += scratch.refusals.series;
                 self.set = scratch;
-                self.set.refusals.series += refusals.series;
+                self.set.refusals = refusals;
                 self.set.dirty_ids.clear();
                 self.set
                     .by_id
