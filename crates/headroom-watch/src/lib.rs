@@ -3,3 +3,4 @@
 //! histograms on a timer and feeds [`history`]; [`slo`] judges the history against the
 //! configured objectives; [`alert`] tells Alertmanager or a webhook when a judgement changes.
 #![forbid(unsafe_code)]
+pub mod alert;
