@@ -291,6 +291,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_dispatching_task_hands_a_new_group_over_after_group_wait() {
+        let receivers = [Receiver::webhook("http://127.0.0.1:9/").unwrap()];
+        let stats = Arc::new(NotifierStats::new(&receivers));
+        let queue = Arc::new(Queue::new(8, stats.clone(), 0));
+        let timing = Timing {
+            group_by: vec!["alertname".into()],
+            group_wait: Duration::from_secs(10),
+            group_interval: Duration::from_secs(60),
+            repeat_interval: Duration::from_secs(3600),
+            resend_interval: Duration::from_secs(60),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(dispatch(
+            rx,
+            Dispatcher::new(timing, true, false),
+            vec![queue.clone()],
+            vec![],
+        ));
+        tx.send(vec![burn()]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(9_999)).await;
+        assert_eq!(stats.receivers()[0].queued(), 0, "still in group_wait");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(stats.receivers()[0].queued(), 1);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn send_never_waits_and_counts_what_a_full_queue_drops() {
         let options = NotifierOptions {
             queue_capacity: 2,
