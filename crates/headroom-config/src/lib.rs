@@ -9,6 +9,7 @@ mod error;
 pub mod guard;
 pub mod model;
 pub mod units;
+pub mod watch;
 mod validate;
 
 pub use error::{did_you_mean, ConfigError, ConfigErrors};
@@ -43,6 +44,8 @@ pub struct Config {
     pub consumers: Vec<guard::ConsumerConfig>,
     /// `[jwt.NAME]`, by name.
     pub jwt: BTreeMap<String, guard::JwtConfig>,
+    /// `[watch]`: history, SLOs, rules, alert receivers.
+    pub watch: watch::WatchConfig,
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ use toml::Spanned;
 
 pub mod cache;
 pub mod guard;
+pub mod watch;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +32,8 @@ pub struct File {
     pub consumer: Vec<Spanned<guard::Consumer>>,
     #[serde(default)]
     pub jwt: BTreeMap<String, Spanned<guard::Jwt>>,
+    #[serde(default)]
+    pub watch: watch::Watch,
 }
 
 /// Process-wide settings.

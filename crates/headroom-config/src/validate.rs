@@ -10,6 +10,7 @@ mod cache;
 mod guard;
 mod route;
 mod service;
+mod watch;
 
 use route::validate_route;
 use service::validate_service;
@@ -83,7 +84,9 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
             };
             validate_route(&mut r, i, route, &known)
         })
-        .collect();
+        .collect::<Vec<RouteConfig>>();
+    let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    let watch = watch::validate_watch(&mut r, &raw.watch, &route_names, base_dir);
 
     if r.errors.is_empty() {
         Ok(Config {
@@ -97,6 +100,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
             guard,
             consumers,
             jwt,
+            watch,
         })
     } else {
         Err(ConfigErrors(r.errors))
@@ -615,5 +619,112 @@ replicas = ["127.0.0.1:9003"]
             msg.contains("guard.redis.fallback: expected \"local\" or \"closed\""),
             "{msg}"
         );
+    }
+
+    const WATCHED: &str = r#"
+[[listener]]
+bind = "127.0.0.1:8080"
+
+[[route]]
+name = "api"
+service = "app"
+
+[service.app]
+replicas = ["127.0.0.1:9001"]
+
+[watch]
+history = "state/history.redb"
+
+[[watch.slo]]
+route = "api"
+objective = "99.9%"
+
+[[watch.slo]]
+route = "api"
+objective = 0.95
+latency = "250ms"
+period = "28d"
+
+[[watch.rule]]
+name = "api-errors"
+route = "api"
+error_rate = "1%"
+for = "5m"
+
+[[watch.rule]]
+name = "api-slower"
+route = "api"
+latency = "p99"
+above_baseline = "10%"
+severity = "page"
+
+[[watch.alert]]
+alertmanager = "http://127.0.0.1:9093"
+
+[[watch.alert]]
+webhook = "http://127.0.0.1:9000/hook"
+"#;
+
+    #[test]
+    fn slos_rules_and_receivers_read_as_typed_config() {
+        let c = check(WATCHED).unwrap();
+        let w = &c.watch;
+        assert_eq!(w.history, Some(Path::new("./state/history.redb").into()));
+        assert_eq!(w.slos.len(), 2);
+        assert_eq!(w.slos[0].name, "api");
+        assert!((w.slos[0].objective - 0.999).abs() < 1e-12);
+        assert_eq!(w.slos[0].period, Duration::from_secs(30 * 86_400));
+        assert_eq!(w.slos[1].name, "api-latency");
+        assert_eq!(w.slos[1].latency, Some(Duration::from_millis(250)));
+        assert_eq!(w.slos[1].period, Duration::from_secs(28 * 86_400));
+        assert_eq!(
+            w.rules[0].condition,
+            crate::watch::RuleCondition::ErrorRate { above: 0.01 }
+        );
+        assert_eq!(
+            w.rules[1].condition,
+            crate::watch::RuleCondition::LatencyAboveBaseline {
+                quantile: 0.99,
+                ratio: 0.1,
+                baseline: Duration::from_secs(3600)
+            }
+        );
+        assert_eq!(w.rules[1].severity, crate::watch::Severity::Page);
+        assert_eq!(
+            w.receivers,
+            [
+                crate::watch::ReceiverConfig::Alertmanager("http://127.0.0.1:9093".into()),
+                crate::watch::ReceiverConfig::Webhook("http://127.0.0.1:9000/hook".into())
+            ]
+        );
+        assert!(check(GOOD).unwrap().watch.slos.is_empty(), "off by default");
+    }
+
+    #[test]
+    fn impossible_objectives_unknown_routes_and_odd_thresholds_are_each_reported_at_their_line() {
+        let text = WATCHED
+            .replacen("objective = \"99.9%\"", "objective = \"100%\"", 1)
+            .replacen("objective = 0.95", "objective = 0", 1)
+            .replacen("latency = \"250ms\"", "latency = \"300ms\"", 1)
+            .replacen("name = \"api-errors\"\nroute = \"api\"", "name = \"api-errors\"\nroute = \"apj\"", 1)
+            .replacen("alertmanager = \"http://127.0.0.1:9093\"", "alertmanager = \"127.0.0.1:9093\"", 1);
+        let e = check(&text).unwrap_err();
+        let text_of = |key: &str| -> Vec<String> {
+            e.0.iter()
+                .filter(|x| x.key.as_deref() == Some(key))
+                .map(|x| format!("{}: {}", x.line, x.message))
+                .collect()
+        };
+        assert_eq!(e.0.len(), 5, "{e}");
+        let objectives = text_of("watch.slo.objective");
+        assert!(objectives[0].starts_with("17: 100% cannot be an objective"), "{objectives:?}");
+        assert!(objectives[1].starts_with("21: 0% cannot be an objective"), "{objectives:?}");
+        let latency = text_of("watch.slo.latency");
+        assert!(latency[0].starts_with("22: 300ms is not a latency bucket bound"), "{latency:?}");
+        assert!(latency[0].contains("250ms, 500ms"), "{latency:?}");
+        let route = text_of("watch.rule.route");
+        assert!(route[0].starts_with("27: unknown route \"apj\" (did you mean \"api\"?)"), "{route:?}");
+        let alert = text_of("watch.alert");
+        assert!(alert[0].contains("expected an http:// or https:// URL"), "{alert:?}");
     }
 }

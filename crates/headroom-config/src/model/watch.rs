@@ -1,0 +1,138 @@
+//! `[watch]`: the request history, `[[watch.slo]]`, `[[watch.rule]]` and `[[watch.alert]]`,
+//! as serde reads them.
+
+use crate::units::{Dur, Share};
+use serde::Deserialize;
+use std::time::Duration;
+use toml::Spanned;
+
+/// `[watch]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Watch {
+    /// The history file (redb), relative to the config file's directory. Default: none,
+    /// the history is kept in memory only and a restart starts it afresh.
+    pub history: Option<Spanned<String>>,
+    /// Series the history keeps at most. Default 1,000.
+    pub max_series: usize,
+    /// The dashboard's address for alert links. Default: the admin listener's.
+    pub external_url: Option<Spanned<String>>,
+    pub slo: Vec<Spanned<Slo>>,
+    pub rule: Vec<Spanned<Rule>>,
+    pub alert: Vec<Spanned<AlertReceiver>>,
+    pub alerting: Alerting,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            history: None,
+            max_series: 1_000,
+            external_url: None,
+            slo: Vec::new(),
+            rule: Vec::new(),
+            alert: Vec::new(),
+            alerting: Alerting::default(),
+        }
+    }
+}
+
+/// `[[watch.slo]]`: an objective for one route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Default: the route's name, then "-latency" for a latency objective.
+    pub name: Option<String>,
+    pub route: Spanned<String>,
+    /// The share of good requests promised: "99.9%" or 0.999.
+    pub objective: Spanned<Share>,
+    /// With it, a request is good when answered within this (one of the latency bucket
+    /// bounds); without it, when it was not answered with a 5xx.
+    pub latency: Option<Spanned<Dur>>,
+    /// The rolling period. Default 30d.
+    #[serde(default = "thirty_days")]
+    pub period: Spanned<Dur>,
+}
+
+fn thirty_days() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(Duration::from_secs(30 * 86_400)))
+}
+
+/// `[[watch.rule]]`: a plain condition with Prometheus' `for:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    pub route: Spanned<String>,
+    /// Fires when the share of 5xx over `window` is above this.
+    pub error_rate: Option<Spanned<Share>>,
+    /// "p50", "p95", "p99", "p99.9": the latency quantile `above` or `above_baseline` is
+    /// about.
+    pub latency: Option<Spanned<String>>,
+    /// Fires when the quantile over `window` is above this.
+    pub above: Option<Spanned<Dur>>,
+    /// Fires when the quantile over `window` is this much above the same quantile over the
+    /// `baseline` before it ("10%").
+    pub above_baseline: Option<Spanned<Share>>,
+    #[serde(default = "one_hour")]
+    pub baseline: Dur,
+    #[serde(default = "five_minutes")]
+    pub window: Dur,
+    /// How long the condition must hold before the rule fires. Default 5m.
+    #[serde(default = "five_minutes", rename = "for")]
+    pub for_: Dur,
+    /// "ticket" (default) or "page".
+    #[serde(default)]
+    pub severity: Severity,
+}
+
+fn one_hour() -> Dur {
+    Dur(Duration::from_secs(3600))
+}
+
+fn five_minutes() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Ticket,
+    Page,
+}
+
+/// `[[watch.alert]]`: one receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertReceiver {
+    /// Alertmanager's webhook payload (version 4) POSTed to this URL.
+    pub webhook: Option<Spanned<String>>,
+    /// An Alertmanager: alerts pushed to `<url>/api/v2/alerts`.
+    pub alertmanager: Option<Spanned<String>>,
+}
+
+/// `[watch.alerting]`: grouping and timing of notifications (Alertmanager's terms).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerting {
+    pub group_by: Vec<String>,
+    pub group_wait: Dur,
+    pub group_interval: Dur,
+    pub repeat_interval: Dur,
+    /// Per notification attempt.
+    pub timeout: Dur,
+}
+
+impl Default for Alerting {
+    fn default() -> Self {
+        Alerting {
+            group_by: vec!["alertname".into(), "route".into()],
+            group_wait: Dur(Duration::from_secs(10)),
+            group_interval: Dur(Duration::from_secs(60)),
+            repeat_interval: Dur(Duration::from_secs(4 * 3600)),
+            timeout: Dur(Duration::from_secs(10)),
+        }
+    }
+}

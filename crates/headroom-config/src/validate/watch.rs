@@ -1,0 +1,247 @@
+//! `[watch]`: SLOs and rules name routes that exist, objectives are possible, receivers are
+//! URLs.
+
+use super::unknown_name;
+use crate::error::Reporter;
+use crate::model::watch as model;
+use crate::watch::*;
+use headroom_telemetry::LATENCY_BUCKETS_SECONDS;
+use std::path::Path;
+use std::time::Duration;
+
+pub(crate) fn validate_watch(
+    r: &mut Reporter,
+    raw: &model::Watch,
+    routes: &[&str],
+    base_dir: &Path,
+) -> WatchConfig {
+    let history = raw.history.as_ref().and_then(|p| {
+        if p.get_ref().trim().is_empty() {
+            r.error(
+                p.span().start,
+                Some("watch.history".into()),
+                "must be a file path; leave it out to keep the history in memory only",
+            );
+            return None;
+        }
+        Some(base_dir.join(p.get_ref()))
+    });
+    if raw.max_series == 0 {
+        r.error(0, Some("watch.max_series".into()), "must be at least 1");
+    }
+    let external_url = raw.external_url.as_ref().and_then(|u| {
+        let v = u.get_ref().trim();
+        if v.starts_with("http://") || v.starts_with("https://") {
+            Some(v.trim_end_matches('/').to_string())
+        } else {
+            r.error(
+                u.span().start,
+                Some("watch.external_url".into()),
+                format!("expected an http:// or https:// URL, got \"{v}\""),
+            );
+            None
+        }
+    });
+    let check_route = |r: &mut Reporter, route: &toml::Spanned<String>, key: &str| -> bool {
+        if routes.contains(&route.get_ref().as_str()) {
+            true
+        } else {
+            r.error(
+                route.span().start,
+                Some(key.into()),
+                unknown_name("route", route.get_ref(), routes),
+            );
+            false
+        }
+    };
+    let mut names = Vec::new();
+    let mut slos = Vec::new();
+    for s in &raw.slo {
+        let at = s.span().start;
+        let s = s.get_ref();
+        let route_ok = check_route(r, &s.route, "watch.slo.route");
+        let objective = s.objective.get_ref().0;
+        let objective_ok = objective > 0.0 && objective < 1.0;
+        if !objective_ok {
+            r.error(
+                s.objective.span().start,
+                Some("watch.slo.objective".into()),
+                format!(
+                    "{}% cannot be an objective: expected more than 0% and less than 100%, like \"99.9%\" (100% leaves no error budget to judge by)",
+                    objective * 100.0
+                ),
+            );
+        }
+        let period = s.period.get_ref().0;
+        if period < Duration::from_secs(3600) || period > Duration::from_secs(90 * 86_400) {
+            r.error(
+                s.period.span().start.max(at),
+                Some("watch.slo.period".into()),
+                "expected a period from 1h to 90d, like \"30d\" or \"28d\"",
+            );
+        }
+        let latency = s.latency.as_ref().map(|l| (l.span().start, l.get_ref().0));
+        if let Some((lat_at, l)) = latency {
+            if !LATENCY_BUCKETS_SECONDS
+                .iter()
+                .any(|b| (b - l.as_secs_f64()).abs() < 1e-9)
+            {
+                let bounds: Vec<String> = LATENCY_BUCKETS_SECONDS
+                    .iter()
+                    .map(|b| humantime::format_duration(Duration::from_secs_f64(*b)).to_string())
+                    .collect();
+                r.error(
+                    lat_at,
+                    Some("watch.slo.latency".into()),
+                    format!(
+                        "{} is not a latency bucket bound: requests are counted by bucket, so the threshold must be one of {}",
+                        humantime::format_duration(l),
+                        bounds.join(", ")
+                    ),
+                );
+            }
+        }
+        let name = s.name.clone().unwrap_or_else(|| match latency {
+            Some(_) => format!("{}-latency", s.route.get_ref()),
+            None => s.route.get_ref().clone(),
+        });
+        if names.contains(&name) {
+            r.error(
+                at,
+                Some("watch.slo.name".into()),
+                format!("two objectives are named \"{name}\": give one a `name`"),
+            );
+        }
+        names.push(name.clone());
+        if route_ok && objective_ok {
+            slos.push(SloConfig {
+                name,
+                route: s.route.get_ref().clone(),
+                objective,
+                latency: latency.map(|(_, l)| l),
+                period,
+            });
+        }
+    }
+    let mut rules = Vec::new();
+    for raw_rule in &raw.rule {
+        let at = raw_rule.span().start;
+        let x = raw_rule.get_ref();
+        let route_ok = check_route(r, &x.route, "watch.rule.route");
+        let quantile = x.latency.as_ref().and_then(|q| {
+            let v = q.get_ref().trim();
+            match v
+                .strip_prefix('p')
+                .and_then(|n| n.parse::<f64>().ok())
+                .filter(|n| *n > 0.0 && *n < 100.0)
+            {
+                Some(n) => Some(n / 100.0),
+                None => {
+                    r.error(
+                        q.span().start,
+                        Some("watch.rule.latency".into()),
+                        format!("expected a quantile like \"p95\" or \"p99.9\", got \"{v}\""),
+                    );
+                    None
+                }
+            }
+        });
+        let condition = match (&x.error_rate, quantile, &x.above, &x.above_baseline) {
+            (Some(e), None, None, None) => Some(RuleCondition::ErrorRate {
+                above: e.get_ref().0,
+            }),
+            (None, Some(q), Some(t), None) => Some(RuleCondition::LatencyAbove {
+                quantile: q,
+                threshold: t.get_ref().0,
+            }),
+            (None, Some(q), None, Some(ratio)) if ratio.get_ref().0 > 0.0 => {
+                Some(RuleCondition::LatencyAboveBaseline {
+                    quantile: q,
+                    ratio: ratio.get_ref().0,
+                    baseline: x.baseline.0,
+                })
+            }
+            _ if x.latency.is_some() && quantile.is_none() => None,
+            _ => {
+                r.error(
+                    at,
+                    Some("watch.rule".into()),
+                    format!(
+                        "rule \"{}\": expected one condition: `error_rate = \"1%\"`, or `latency = \"p99\"` with `above = \"500ms\"` or `above_baseline = \"10%\"` (more than 0%)",
+                        x.name
+                    ),
+                );
+                None
+            }
+        };
+        if x.window.0.is_zero() {
+            r.error(at, Some("watch.rule.window".into()), "must be more than 0s");
+        }
+        if names.contains(&x.name) {
+            r.error(
+                at,
+                Some("watch.rule.name".into()),
+                format!("\"{}\" names another rule or objective", x.name),
+            );
+        }
+        names.push(x.name.clone());
+        if let (true, Some(condition)) = (route_ok, condition) {
+            rules.push(RuleConfig {
+                name: x.name.clone(),
+                route: x.route.get_ref().clone(),
+                condition,
+                window: x.window.0,
+                for_: x.for_.0,
+                severity: x.severity,
+            });
+        }
+    }
+    let receivers = raw
+        .alert
+        .iter()
+        .filter_map(|a| {
+            let at = a.span().start;
+            let a = a.get_ref();
+            let (url, make): (&toml::Spanned<String>, fn(String) -> ReceiverConfig) =
+                match (&a.webhook, &a.alertmanager) {
+                    (Some(u), None) => (u, ReceiverConfig::Webhook),
+                    (None, Some(u)) => (u, ReceiverConfig::Alertmanager),
+                    _ => {
+                        r.error(
+                            at,
+                            Some("watch.alert".into()),
+                            "expected one of `webhook = \"http://...\"` or `alertmanager = \"http://host:9093\"`",
+                        );
+                        return None;
+                    }
+                };
+            let v = url.get_ref().trim();
+            if v.starts_with("http://") || v.starts_with("https://") {
+                Some(make(v.to_string()))
+            } else {
+                r.error(
+                    url.span().start,
+                    Some("watch.alert".into()),
+                    format!("expected an http:// or https:// URL, got \"{v}\""),
+                );
+                None
+            }
+        })
+        .collect();
+    let al = &raw.alerting;
+    WatchConfig {
+        history,
+        max_series: raw.max_series.max(1),
+        external_url,
+        slos,
+        rules,
+        receivers,
+        alerting: AlertingConfig {
+            group_by: al.group_by.clone(),
+            group_wait: al.group_wait.0,
+            group_interval: al.group_interval.0,
+            repeat_interval: al.repeat_interval.0,
+            timeout: al.timeout.0,
+        },
+    }
+}

@@ -1,0 +1,79 @@
+//! The watch plane's typed config: `[watch]`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::model::watch::Severity;
+
+/// `[watch]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WatchConfig {
+    /// `None`: the history lives in memory only.
+    pub history: Option<PathBuf>,
+    pub max_series: usize,
+    pub external_url: Option<String>,
+    pub slos: Vec<SloConfig>,
+    pub rules: Vec<RuleConfig>,
+    pub receivers: Vec<ReceiverConfig>,
+    pub alerting: AlertingConfig,
+}
+
+/// `[[watch.slo]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloConfig {
+    pub name: String,
+    pub route: String,
+    /// Strictly between 0 and 1.
+    pub objective: f64,
+    /// `Some`: a latency objective, this one of the latency bucket bounds.
+    pub latency: Option<Duration>,
+    pub period: Duration,
+}
+
+/// `[[watch.rule]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleConfig {
+    pub name: String,
+    pub route: String,
+    pub condition: RuleCondition,
+    pub window: Duration,
+    pub for_: Duration,
+    pub severity: Severity,
+}
+
+/// What a rule watches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleCondition {
+    ErrorRate { above: f64 },
+    LatencyAbove { quantile: f64, threshold: Duration },
+    LatencyAboveBaseline { quantile: f64, ratio: f64, baseline: Duration },
+}
+
+/// `[[watch.alert]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverConfig {
+    Webhook(String),
+    Alertmanager(String),
+}
+
+/// `[watch.alerting]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertingConfig {
+    pub group_by: Vec<String>,
+    pub group_wait: Duration,
+    pub group_interval: Duration,
+    pub repeat_interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            group_by: vec!["alertname".into(), "route".into()],
+            group_wait: Duration::from_secs(10),
+            group_interval: Duration::from_secs(60),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
