@@ -9,8 +9,8 @@ mod error;
 pub mod guard;
 pub mod model;
 pub mod units;
-pub mod watch;
 mod validate;
+pub mod watch;
 
 pub use error::{did_you_mean, ConfigError, ConfigErrors};
 pub use model::{AccessLogFormat, Balance, UpstreamProtocol};

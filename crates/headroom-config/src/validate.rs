@@ -706,8 +706,16 @@ webhook = "http://127.0.0.1:9000/hook"
             .replacen("objective = \"99.9%\"", "objective = \"100%\"", 1)
             .replacen("objective = 0.95", "objective = 0", 1)
             .replacen("latency = \"250ms\"", "latency = \"300ms\"", 1)
-            .replacen("name = \"api-errors\"\nroute = \"api\"", "name = \"api-errors\"\nroute = \"apj\"", 1)
-            .replacen("alertmanager = \"http://127.0.0.1:9093\"", "alertmanager = \"127.0.0.1:9093\"", 1);
+            .replacen(
+                "name = \"api-errors\"\nroute = \"api\"",
+                "name = \"api-errors\"\nroute = \"apj\"",
+                1,
+            )
+            .replacen(
+                "alertmanager = \"http://127.0.0.1:9093\"",
+                "alertmanager = \"127.0.0.1:9093\"",
+                1,
+            );
         let e = check(&text).unwrap_err();
         let text_of = |key: &str| -> Vec<String> {
             e.0.iter()
@@ -717,14 +725,29 @@ webhook = "http://127.0.0.1:9000/hook"
         };
         assert_eq!(e.0.len(), 5, "{e}");
         let objectives = text_of("watch.slo.objective");
-        assert!(objectives[0].starts_with("17: 100% cannot be an objective"), "{objectives:?}");
-        assert!(objectives[1].starts_with("21: 0% cannot be an objective"), "{objectives:?}");
+        assert!(
+            objectives[0].starts_with("17: 100% cannot be an objective"),
+            "{objectives:?}"
+        );
+        assert!(
+            objectives[1].starts_with("21: 0% cannot be an objective"),
+            "{objectives:?}"
+        );
         let latency = text_of("watch.slo.latency");
-        assert!(latency[0].starts_with("22: 300ms is not a latency bucket bound"), "{latency:?}");
+        assert!(
+            latency[0].starts_with("22: 300ms is not a latency bucket bound"),
+            "{latency:?}"
+        );
         assert!(latency[0].contains("250ms, 500ms"), "{latency:?}");
         let route = text_of("watch.rule.route");
-        assert!(route[0].starts_with("27: unknown route \"apj\" (did you mean \"api\"?)"), "{route:?}");
+        assert!(
+            route[0].starts_with("27: unknown route \"apj\" (did you mean \"api\"?)"),
+            "{route:?}"
+        );
         let alert = text_of("watch.alert");
-        assert!(alert[0].contains("expected an http:// or https:// URL"), "{alert:?}");
+        assert!(
+            alert[0].contains("expected an http:// or https:// URL"),
+            "{alert:?}"
+        );
     }
 }

@@ -44,9 +44,18 @@ pub struct RuleConfig {
 /// What a rule watches.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleCondition {
-    ErrorRate { above: f64 },
-    LatencyAbove { quantile: f64, threshold: Duration },
-    LatencyAboveBaseline { quantile: f64, ratio: f64, baseline: Duration },
+    ErrorRate {
+        above: f64,
+    },
+    LatencyAbove {
+        quantile: f64,
+        threshold: Duration,
+    },
+    LatencyAboveBaseline {
+        quantile: f64,
+        ratio: f64,
+        baseline: Duration,
+    },
 }
 
 /// `[[watch.alert]]`.

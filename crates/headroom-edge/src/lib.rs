@@ -65,6 +65,9 @@ pub struct Shared {
     /// Serialises snapshot rebuilds, so a reload and a runtime change never lose each
     /// other's work. Held only while a snapshot is built (control plane, never per request).
     rebuilding: Mutex<()>,
+    /// The watch plane's last word for `/status` (SLOs, alerts, history), set by it on
+    /// every evaluation; `None` until then or without one.
+    pub watch_status: arc_swap::ArcSwapOption<serde_json::Value>,
 }
 
 impl Shared {
@@ -170,6 +173,7 @@ impl Edge {
             config: ArcSwap::from_pointee(config.clone()),
             generation: AtomicU64::new(1),
             rebuilding: Mutex::new(()),
+            watch_status: Default::default(),
             health_kick: tokio::sync::Notify::new(),
         });
 

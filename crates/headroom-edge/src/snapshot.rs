@@ -66,6 +66,11 @@ impl Red {
         Red::new(registry, "", "")
     }
 
+    /// Requests counted so far by status class, 1xx to 5xx. Reads every shard.
+    pub fn counts(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.by_class[i].get())
+    }
+
     pub fn record(&self, status: u16) {
         let i = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[i].inc();

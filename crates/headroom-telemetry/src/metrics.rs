@@ -172,6 +172,12 @@ impl Histogram {
         t
     }
 
+    /// Counts per bucket (not cumulative; the last is +Inf), summed over every shard: one
+    /// more than [`LATENCY_BUCKETS_SECONDS`].
+    pub fn bucket_counts(&self) -> Vec<u64> {
+        self.totals().buckets.to_vec()
+    }
+
     /// Samples observed, over every shard.
     pub fn count(&self) -> u64 {
         self.totals()

@@ -130,6 +130,15 @@ balance = "p2c-ewma"
 replicas = [{replica_list}]
 health = {{ path = "/healthz", interval = "1s" }}
 retry = {{ attempts = 2, on_status = [500, 502, 503, 504] }}
+
+[[watch.slo]]
+route = "app"
+objective = "99.9%"
+
+[[watch.slo]]
+route = "app"
+objective = "99%"
+latency = "25ms"
 "#
     );
     let config = match headroom_config::parse("demo.toml", &toml, Path::new(".")) {
@@ -157,7 +166,7 @@ retry = {{ attempts = 2, on_status = [500, 502, 503, 504] }}
         "  {} purge --admin 127.0.0.1:{admin_port} --prefix /static/        # purge it",
         shell_name_of_this_binary().0
     );
-    say!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency, cache");
+    say!("  curl -s http://127.0.0.1:{admin_port}/status          # routes, replicas, health, latency, cache, SLOs");
     say!("  curl -s http://127.0.0.1:{admin_port}/metrics         # Prometheus metrics");
     let (bin, on_path) = shell_name_of_this_binary();
     say!("  {bin} bench --rate 500/s -d 10s http://127.0.0.1:{port}/   # load it, open loop");

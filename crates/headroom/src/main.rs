@@ -5,6 +5,7 @@ mod key;
 mod purge;
 mod serve;
 mod upstream;
+mod watch;
 
 use clap::{Parser, Subcommand};
 

@@ -62,6 +62,8 @@ pub fn serve_config(
         if let Some(addr) = edge.admin_addr() {
             info!(%addr, "admin listening (/metrics, /status)");
         }
+        let (stop_watch, stopped) = tokio::sync::watch::channel(false);
+        let watch_plane = tokio::spawn(crate::watch::run(edge.shared.clone(), edge.admin_addr(), stopped));
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
             let reason = tokio::select! {
@@ -103,6 +105,9 @@ pub fn serve_config(
                 }
             }
         }
+        // The history's last minute is written before the process drains and exits.
+        let _ = stop_watch.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), watch_plane).await;
         Ok::<_, String>(edge)
     });
     match edge {

@@ -258,6 +258,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                 .collect();
             c.status(&routes)
         }),
+        "watch": shared.watch_status.load_full().as_deref(),
     })
 }
 

@@ -1,0 +1,444 @@
+//! The watch plane at run time: every 10 s, the edge's per-route counters and latency
+//! histograms are read (nothing is added to the request path: they are the counters
+//! `/metrics` shows) and their deltas recorded into the history; the SLOs and rules of
+//! `[watch]` are judged against it; what changes goes to the alert receivers; and `/status`
+//! gets the verdicts. The history is flushed to its file every minute and at shutdown, off
+//! the runtime's threads.
+
+use headroom_config::watch::{
+    ReceiverConfig, RuleCondition, Severity as CfgSeverity, SloConfig, WatchConfig,
+};
+use headroom_edge::Shared;
+use headroom_telemetry::{Counter, LATENCY_BUCKETS_SECONDS};
+use headroom_watch::alert::{Alert, Notifier, NotifierHandle, NotifierOptions, Receiver};
+use headroom_watch::history::{good_within, quantile, History, HistoryLimits, OpenNotice, Sample};
+use headroom_watch::slo::{
+    Condition, Counts, Evaluator, Objective, Rule, Severity, Sli, Source, Transition,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch as signal;
+use tracing::{info, warn};
+
+/// One slot of the history's finest tier.
+const TICK: Duration = Duration::from_secs(10);
+/// How often the history is written to its file.
+const FLUSH_EVERY: u64 = 6;
+
+fn series_of(route: &str) -> String {
+    format!("route:{route}")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The history of one route, as the SLO evaluator reads it.
+struct RouteSource<'a> {
+    history: &'a History,
+    series: &'a str,
+}
+
+impl Source for RouteSource<'_> {
+    fn counts(&self, sli: &Sli, from: u64, to: u64) -> Counts {
+        let s = self.history.sum(self.series, from, to);
+        let good = match sli {
+            Sli::Availability => s.total.saturating_sub(s.errors),
+            Sli::Latency { threshold } => {
+                good_within(&s, &LATENCY_BUCKETS_SECONDS, threshold.as_secs_f64())
+            }
+        };
+        Counts {
+            good,
+            total: s.total,
+        }
+    }
+
+    fn quantile(&self, q: f64, from: u64, to: u64) -> Option<f64> {
+        quantile(
+            &self.history.sum(self.series, from, to),
+            &LATENCY_BUCKETS_SECONDS,
+            q,
+        )
+    }
+}
+
+/// A route's objectives and rules with their alert state.
+struct RouteWatch {
+    route: String,
+    series: String,
+    evaluator: Evaluator,
+}
+
+fn severity(s: CfgSeverity) -> Severity {
+    match s {
+        CfgSeverity::Page => Severity::Page,
+        CfgSeverity::Ticket => Severity::Ticket,
+    }
+}
+
+/// The evaluators for `cfg`, one per route. Config validation already refused what these
+/// constructors would; a refusal here is logged and the objective left out.
+fn evaluators(cfg: &WatchConfig) -> Vec<RouteWatch> {
+    let mut by_route: HashMap<&str, (Vec<Objective>, Vec<Rule>)> = HashMap::new();
+    for s in &cfg.slos {
+        match objective(s) {
+            Ok(o) => by_route.entry(&s.route).or_default().0.push(o),
+            Err(e) => warn!(slo = %s.name, "objective left out: {e}"),
+        }
+    }
+    for r in &cfg.rules {
+        let condition = match r.condition {
+            RuleCondition::ErrorRate { above } => Condition::ErrorRate {
+                above,
+                window: r.window,
+                for_: r.for_,
+            },
+            RuleCondition::LatencyAbove {
+                quantile,
+                threshold,
+            } => Condition::LatencyAbove {
+                quantile,
+                threshold,
+                window: r.window,
+                for_: r.for_,
+            },
+            RuleCondition::LatencyAboveBaseline {
+                quantile,
+                ratio,
+                baseline,
+            } => Condition::LatencyAboveBaseline {
+                quantile,
+                above_ratio: ratio,
+                baseline,
+                window: r.window,
+                for_: r.for_,
+            },
+        };
+        match Rule::new(format!("route {}: {}", r.route, r.name), condition) {
+            Ok(rule) => by_route
+                .entry(&r.route)
+                .or_default()
+                .1
+                .push(rule.with_severity(severity(r.severity))),
+            Err(e) => warn!(rule = %r.name, "rule left out: {e}"),
+        }
+    }
+    let mut out: Vec<RouteWatch> = by_route
+        .into_iter()
+        .filter_map(
+            |(route, (objectives, rules))| match Evaluator::new(objectives, rules) {
+                Ok(evaluator) => Some(RouteWatch {
+                    route: route.to_string(),
+                    series: series_of(route),
+                    evaluator,
+                }),
+                Err(e) => {
+                    warn!(route, "objectives left out: {e}");
+                    None
+                }
+            },
+        )
+        .collect();
+    out.sort_by(|a, b| a.route.cmp(&b.route));
+    out
+}
+
+fn objective(s: &SloConfig) -> Result<Objective, String> {
+    let sli = match s.latency {
+        Some(threshold) => Sli::Latency { threshold },
+        None => Sli::Availability,
+    };
+    // The name starts the alerts' summaries: "route api: burning its ...".
+    let name = if s.name == s.route {
+        format!("route {}", s.route)
+    } else {
+        format!("route {} ({})", s.route, s.name)
+    };
+    Objective::new(name, sli, s.objective, s.period).map_err(|e| e.to_string())
+}
+
+fn receivers(cfg: &WatchConfig) -> Vec<Receiver> {
+    cfg.receivers
+        .iter()
+        .filter_map(|r| {
+            let made = match r {
+                ReceiverConfig::Webhook(u) => Receiver::webhook(u),
+                ReceiverConfig::Alertmanager(u) => Receiver::alertmanager(u),
+            };
+            made.map_err(|e| warn!("alert receiver left out: {e}")).ok()
+        })
+        .collect()
+}
+
+/// The notifier for `cfg`'s receivers (`None` without any).
+fn notifier(cfg: &WatchConfig, dashboard: &str) -> Option<NotifierHandle> {
+    let receivers = receivers(cfg);
+    if receivers.is_empty() {
+        return None;
+    }
+    let a = &cfg.alerting;
+    let options = NotifierOptions {
+        group_by: a.group_by.clone(),
+        group_wait: a.group_wait,
+        group_interval: a.group_interval,
+        repeat_interval: a.repeat_interval,
+        request_timeout: a.timeout,
+        external_url: dashboard.to_string(),
+        ..NotifierOptions::default()
+    };
+    Some(Notifier::spawn(receivers, options))
+}
+
+fn to_alert(route: &str, t: &Transition, dashboard: &str) -> Alert {
+    let (info, resolved) = match t {
+        Transition::Firing(i) => (i, false),
+        Transition::Resolved(i) => (i, true),
+    };
+    let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+    let mut alert = Alert::firing(&info.alert, at(info.started_at))
+        .label("route", route)
+        .annotation("summary", &info.summary)
+        .annotation("dashboard", dashboard);
+    for (k, v) in &info.labels {
+        alert = alert.label(k, v);
+    }
+    alert.generator_url = dashboard.to_string();
+    if resolved {
+        alert = alert.resolved(at(info.at));
+    }
+    alert
+}
+
+/// Counters of the watch plane, on `/metrics`.
+struct WatchMetrics {
+    flushes_ok: Arc<Counter>,
+    flushes_failed: Arc<Counter>,
+    refused: Arc<Counter>,
+    transitions: Arc<Counter>,
+}
+
+/// Runs until `stop` turns true, then flushes the history one last time.
+pub async fn run(
+    shared: Arc<Shared>,
+    admin: Option<std::net::SocketAddr>,
+    mut stop: signal::Receiver<bool>,
+) {
+    let cfg = shared.config.load().watch.clone();
+    let bounds = LATENCY_BUCKETS_SECONDS.to_vec();
+    let limits = HistoryLimits {
+        max_series: cfg.max_series,
+    };
+    let mut history = match &cfg.history {
+        Some(path) => match History::open(path.clone(), bounds.clone(), limits.clone()) {
+            Ok((h, notice)) => {
+                match notice {
+                    // Logged where it happened, with the file's new name.
+                    OpenNotice::MovedAside { .. } | OpenNotice::BoundsChanged { .. } => {}
+                    OpenNotice::Unavailable { error } => warn!(
+                        path = %path.display(),
+                        "history kept in memory for now, the file retried at every flush: {error}"
+                    ),
+                    n => info!(path = %path.display(), "history opened: {n:?}"),
+                }
+                h
+            }
+            Err(e) => {
+                warn!(path = %path.display(), "history kept in memory only: {e}");
+                History::in_memory(bounds.clone(), limits.clone())
+                    .expect("the latency bounds are valid")
+            }
+        },
+        None => History::in_memory(bounds.clone(), limits.clone())
+            .expect("the latency bounds are valid"),
+    };
+    let registry = &shared.registry;
+    let flush_counter = |result: &str| {
+        registry.counter(
+            "headroom_watch_history_flushes_total",
+            "Writes of the history to its file, by result (ok, failed).",
+            &[("result", result)],
+        )
+    };
+    let metrics = WatchMetrics {
+        flushes_ok: flush_counter("ok"),
+        flushes_failed: flush_counter("failed"),
+        refused: registry.counter(
+            "headroom_watch_history_refused_total",
+            "Samples the history refused (too many series, a broken clock).",
+            &[],
+        ),
+        transitions: registry.counter(
+            "headroom_watch_alert_transitions_total",
+            "SLO and rule alerts that started or stopped firing.",
+            &[],
+        ),
+    };
+    let dashboard = cfg
+        .external_url
+        .clone()
+        .unwrap_or_else(|| admin.map_or_else(String::new, |a| format!("http://{a}/status")));
+    let mut watched = cfg.clone();
+    let mut routes = evaluators(&watched);
+    let mut notify = notifier(&watched, &dashboard);
+    let mut last: HashMap<String, ([u64; 5], Vec<u64>)> = HashMap::new();
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.changed() => break,
+        }
+        n += 1;
+        let now = unix_now();
+        // A reload may have changed the objectives, rules or receivers (not the file: that
+        // needs a restart, as it holds the state).
+        let cfg = shared.config.load().watch.clone();
+        if cfg.slos != watched.slos || cfg.rules != watched.rules {
+            routes = evaluators(&cfg);
+        }
+        if cfg.receivers != watched.receivers || cfg.alerting != watched.alerting {
+            notify = notifier(&cfg, &dashboard);
+        }
+        if cfg.history != watched.history {
+            warn!("[watch] history changed: the new file is used after a restart");
+        }
+        watched = cfg;
+        sample(&shared, &mut history, &mut last, now, &metrics);
+        let mut statuses = Vec::new();
+        let mut active = Vec::new();
+        for rw in &mut routes {
+            let source = RouteSource {
+                history: &history,
+                series: &rw.series,
+            };
+            let transitions = rw.evaluator.evaluate(&source, now);
+            for t in &transitions {
+                match t {
+                    Transition::Firing(i) => {
+                        warn!(route = %rw.route, alert = %i.alert, "firing: {}", i.summary)
+                    }
+                    Transition::Resolved(i) => {
+                        info!(route = %rw.route, alert = %i.alert, "resolved: {}", i.summary)
+                    }
+                }
+                metrics.transitions.inc();
+            }
+            if let Some(h) = &notify {
+                let alerts: Vec<Alert> = transitions
+                    .iter()
+                    .map(|t| to_alert(&rw.route, t, &dashboard))
+                    .collect();
+                if !alerts.is_empty() {
+                    if let Err(e) = h.send(alerts) {
+                        warn!("alerts not sent: {e:?}");
+                    }
+                }
+            }
+            statuses.extend(rw.evaluator.status(&source, now));
+            active.extend(rw.evaluator.active());
+        }
+        shared.watch_status.store(Some(Arc::new(serde_json::json!({
+            "slos": statuses,
+            "alerts": active,
+            "history": {
+                "path": watched.history.as_ref().map(|p| p.display().to_string()),
+                "series": history.series().len(),
+                "memory_bytes": history.memory_bytes(),
+            },
+        }))));
+        if n.is_multiple_of(FLUSH_EVERY) {
+            history = flush(history, &metrics).await;
+        }
+    }
+    sample(&shared, &mut history, &mut last, unix_now(), &metrics);
+    flush(history, &metrics).await;
+}
+
+/// Records every route's requests since the last call.
+fn sample(
+    shared: &Shared,
+    history: &mut History,
+    last: &mut HashMap<String, ([u64; 5], Vec<u64>)>,
+    now: u64,
+    metrics: &WatchMetrics,
+) {
+    let snap = shared.snapshot.load();
+    for route in snap.routes.iter() {
+        let classes = route_counts(route);
+        let buckets = route.latency.bucket_counts();
+        let prev = last
+            .entry(route.name.to_string())
+            .or_insert_with(|| ([0; 5], vec![0; buckets.len()]));
+        let delta: Vec<u64> = buckets
+            .iter()
+            .zip(&prev.1)
+            .map(|(c, p)| c.saturating_sub(*p))
+            .collect();
+        let d = |i: usize| classes[i].saturating_sub(prev.0[i]);
+        let s = Sample {
+            total: (0..5).map(d).sum(),
+            errors: d(4),
+            buckets: delta,
+        };
+        *prev = (classes, buckets);
+        if s.total == 0 && s.buckets.iter().all(|b| *b == 0) {
+            continue;
+        }
+        if history.record(&series_of(&route.name), now, &s).is_err() {
+            metrics.refused.inc();
+        }
+    }
+}
+
+/// A route's requests by status class: its own (fixed responses, redirects, requests that
+/// never reached a service) and those of each service it forwards to.
+fn route_counts(route: &headroom_edge::snapshot::Route) -> [u64; 5] {
+    use headroom_edge::snapshot::RouteAction;
+    let mut c = route.red.counts();
+    let mut add = |red: &headroom_edge::snapshot::Red| {
+        for (t, n) in c.iter_mut().zip(red.counts()) {
+            *t += n;
+        }
+    };
+    match &route.action {
+        RouteAction::Forward(t) => add(&t.red),
+        RouteAction::Split { targets, .. } => targets.iter().for_each(|(t, _)| add(&t.red)),
+        RouteAction::Redirect { .. } | RouteAction::Respond { .. } => {}
+    }
+    c
+}
+
+/// Writes the history to its file on a blocking thread; a failure is logged and counted,
+/// and the history stays whole in memory for the next try.
+async fn flush(mut history: History, metrics: &WatchMetrics) -> History {
+    if history.path().is_none() {
+        return history;
+    }
+    let done = tokio::task::spawn_blocking(move || {
+        let r = history.flush();
+        (history, r)
+    })
+    .await;
+    match done {
+        Ok((h, Ok(_))) => {
+            metrics.flushes_ok.inc();
+            h
+        }
+        Ok((h, Err(e))) => {
+            metrics.flushes_failed.inc();
+            warn!("history not written (kept in memory, retried in a minute): {e}");
+            h
+        }
+        Err(e) => {
+            metrics.flushes_failed.inc();
+            warn!("the history flush failed ({e}): starting afresh in memory");
+            History::in_memory(LATENCY_BUCKETS_SECONDS.to_vec(), HistoryLimits::default())
+                .expect("the latency bounds are valid")
+        }
+    }
+}

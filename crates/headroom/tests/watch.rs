@@ -1,0 +1,292 @@
+//! The watch plane end to end: a route breaking its SLO shows in `/status`, fires the
+//! burn-rate alert to a webhook (Alertmanager's v4 payload) and to a real Alertmanager
+//! (Debian's `prometheus-alertmanager`, started here), and the history — hence the error
+//! budget — survives a restart; a corrupt history file is moved aside.
+//!
+//! The watch plane samples every 10 s of wall time, so each test takes one or two of those.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// A route answering 500 to everything, with an availability SLO and an error-rate rule.
+fn failing_config(extra: &str) -> String {
+    format!(
+        "{pre}[[route]]\nname = \"api\"\nrespond = {{ status = 500, body = \"no\" }}\n\n\
+         [watch]\n{extra}\n\
+         [[watch.slo]]\nroute = \"api\"\nobjective = \"99.9%\"\n\n\
+         [[watch.rule]]\nname = \"errors\"\nroute = \"api\"\nerror_rate = \"1%\"\nfor = \"0s\"\n\n\
+         [watch.alerting]\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\n",
+        pre = preamble()
+    )
+}
+
+/// Polls `/status` until its `watch` section satisfies `pred`, for up to 40 s.
+fn wait_watch(
+    h: &Headroom,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let w = h.status()["watch"].clone();
+        if pred(&w) {
+            return w;
+        }
+        assert!(Instant::now() < deadline, "{what}: /status watch is {w:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An HTTP server taking POSTs and keeping their bodies, answering 200.
+#[derive(Clone)]
+struct Webhook {
+    url: String,
+    bodies: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Webhook {
+    fn start() -> Webhook {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", l.local_addr().unwrap());
+        let bodies: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let b = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_ok() {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    b.0.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&body).into_owned());
+                    b.1.notify_all();
+                }
+            }
+        });
+        Webhook { url, bodies }
+    }
+
+    /// The first body `pred` accepts, waiting up to 40 s.
+    fn wait(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let (m, cv) = &*self.bodies;
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut got = m.lock().unwrap();
+        loop {
+            if let Some(v) = got
+                .iter()
+                .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                .find(|v| pred(v))
+            {
+                return v;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no matching webhook call in {got:#?}");
+            got = cv.wait_timeout(got, left).unwrap().0;
+        }
+    }
+}
+
+/// A real Alertmanager on loopback, killed on drop.
+struct Alertmanager {
+    child: Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl Alertmanager {
+    fn start() -> Alertmanager {
+        let dir = temp_dir();
+        let port = free_port();
+        std::fs::write(
+            dir.join("am.yml"),
+            "route:\n  receiver: nowhere\nreceivers:\n  - name: nowhere\n",
+        )
+        .unwrap();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", dir.join("am.yml").display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager (Debian package; scripts/test.sh installs it)");
+        let am = Alertmanager {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while am.get("/-/ready").map(|r| r.status) != Some(200) {
+            assert!(Instant::now() < deadline, "alertmanager did not get ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        am
+    }
+
+    fn get(&self, path: &str) -> Option<Response> {
+        let addr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        Some(Client::connect(addr).get(path))
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_burn_alert(a: &serde_json::Value) -> bool {
+    a["labels"]["alertname"] == "SloBurnRate"
+        && a["labels"]["route"] == "api"
+        && a["labels"]["window"] == "1h/5m"
+}
+
+#[test]
+fn a_route_breaking_its_slo_shows_in_status_and_alerts_a_webhook_and_a_real_alertmanager() {
+    let hook = Webhook::start();
+    let am = Alertmanager::start();
+    let h = Headroom::start(&failing_config(&format!(
+        "[[watch.alert]]\nwebhook = \"{}\"\n\n[[watch.alert]]\nalertmanager = \"{}\"\n",
+        hook.url,
+        am.url()
+    )));
+    for _ in 0..50 {
+        assert_eq!(h.get("/").status, 500);
+    }
+    let w = wait_watch(&h, "the burn rate fires on all 50", |w| {
+        w["slos"][0]["total"] == 50
+            && w["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["labels"]["window"] == "1h/5m"))
+    });
+    let slo = &w["slos"][0];
+    assert_eq!(slo["total"], 50, "{w:#}");
+    assert_eq!(slo["bad"], 50, "{w:#}");
+    assert!(
+        slo["budget_left"].as_f64().unwrap() < 0.0,
+        "50 errors overspend a budget of 0.05: {w:#}"
+    );
+    assert!(
+        w["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["alert"] == "ErrorRateHigh"),
+        "the rule fires too: {w:#}"
+    );
+
+    let payload = hook.wait(|v| {
+        v["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(is_burn_alert))
+    });
+    assert_eq!(payload["version"], "4");
+    assert_eq!(payload["status"], "firing");
+    let alert = payload["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| is_burn_alert(a))
+        .unwrap();
+    assert_eq!(alert["labels"]["severity"], "page");
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert!(summary.contains("99.9% availability budget"), "{summary}");
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let alerts: serde_json::Value = am
+            .get("/api/v2/alerts")
+            .map(|r| r.json())
+            .unwrap_or_default();
+        if alerts
+            .as_array()
+            .is_some_and(|a| a.iter().any(is_burn_alert))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alertmanager has {alerts:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(h.metric("headroom_watch_alert_transitions_total") >= 2.0);
+}
+
+#[test]
+fn the_history_and_so_the_error_budget_survive_a_restart() {
+    let up = Upstream::start("u");
+    let dir = temp_dir();
+    let path = dir.join("history.redb");
+    // Forwarded this time: a route's requests are counted by the services it reaches.
+    let config = failing_config(&format!("history = \"{}\"\n", path.display())).replacen(
+        "respond = { status = 500, body = \"no\" }",
+        &format!("service = \"s\"\n[service.s]\nreplicas = [\"{}\"]", up.addr),
+        1,
+    );
+    let h = Headroom::start(&config);
+    for i in 0..20 {
+        let status = if i % 2 == 0 { 500 } else { 200 };
+        assert_eq!(h.get(&format!("/?status={status}")).status, status);
+    }
+    wait_watch(&h, "the requests are in the history", |w| {
+        w["slos"][0]["total"] == 20
+    });
+    h.signal("TERM");
+    let mut h = h;
+    assert!(h.child.wait().unwrap().success());
+    assert!(path.exists(), "the history was written at shutdown");
+
+    let again = Headroom::start(&config);
+    let w = wait_watch(&again, "the history is read back", |w| {
+        w["slos"][0]["total"] == 20
+    });
+    assert_eq!(w["slos"][0]["bad"], 10, "{w:#}");
+}
+
+#[test]
+fn a_corrupt_history_file_is_moved_aside_and_a_new_one_started() {
+    let dir = temp_dir();
+    let path = dir.join("history.redb");
+    std::fs::write(&path, b"this is not a redb file, just garbage on disk").unwrap();
+    let h = Headroom::start(&failing_config(&format!(
+        "history = \"{}\"\n",
+        path.display()
+    )));
+    assert_eq!(h.get("/").status, 500);
+    wait_watch(&h, "the new history counts", |w| w["slos"][0]["total"] == 1);
+    let aside: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("history.redb.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(
+        h.stderr.count("history file moved aside") == 1,
+        "logged once: {:?}",
+        h.stderr.all()
+    );
+}
