@@ -345,6 +345,20 @@ pub async fn run(
         shared.watch_status.store(Some(Arc::new(serde_json::json!({
             "slos": statuses,
             "alerts": active,
+            "receivers": notify.as_ref().map(|n| {
+                let stats = n.stats();
+                serde_json::json!({
+                    "dropped_alerts": stats.dropped_alerts(),
+                    "receivers": stats.receivers().iter().map(|r| serde_json::json!({
+                        "kind": r.kind(),
+                        "url": r.url().to_string(),
+                        "sent": r.sent(),
+                        "failed_attempts": r.failed_attempts(),
+                        "dropped": r.dropped(),
+                        "queued": r.queued(),
+                    })).collect::<Vec<_>>(),
+                })
+            }),
             "history": {
                 "path": watched.history.as_ref().map(|p| p.display().to_string()),
                 "series": history.series().len(),

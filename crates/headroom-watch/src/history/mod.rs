@@ -230,7 +230,7 @@ impl History {
     /// corrupt file or one written with other bounds is moved aside and a new history
     /// started; a file that cannot be opened leaves the history in memory, and each flush
     /// tries again. Cost: reading the file (~90 ms for a full 50-series, 33 MiB file;
-    /// see README-history.md). Blocking: call it from a blocking thread in async code.
+    /// see the README, "The history"). Blocking: call it from a blocking thread in async code.
     pub fn open(
         path: impl Into<PathBuf>,
         bounds: Vec<f64>,

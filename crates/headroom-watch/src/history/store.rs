@@ -12,7 +12,7 @@
 //!
 //! Why chunks: redb's B-tree leaves end up about half full when keys arrive in order (as
 //! time makes them), and each entry costs 16 bytes besides its key and value; 16 slots per
-//! entry make the file ~2× smaller than one slot per entry (measured, README-history.md).
+//! entry make the file ~2× smaller than one slot per entry (measured, the README, "The history").
 
 use std::fs;
 use std::io::ErrorKind;
