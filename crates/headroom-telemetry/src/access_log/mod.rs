@@ -10,6 +10,7 @@
 //! keep each thread's lines in order; a batch holds whole lines only, so lines stay whole.
 
 mod format;
+pub use format::civil_from_days;
 mod writer;
 
 pub use format::{format_entry, Entry, Format};
