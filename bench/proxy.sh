@@ -32,6 +32,9 @@
 #               (beside wrk) for the proxy runs, on CPU 0 for its own direct run
 #       none:   no pinning
 #   TWO_WORKERS=1  also measure the two-worker row (0 skips it)
+#   WATCH=1        also measure the watch plane's cost (0 skips it): headroom with the access
+#                  log on (to a file), without and with [watch] (two SLOs, a rule, a history
+#                  file), one worker, pinned as above, interleaved rounds, paired ratios
 #   HEADROOM_BIN=path  measure this headroom binary instead of building one (before/after runs)
 #   KEEP_TMP=1     keep the temp dir (configs, logs, raw wrk output)
 set -euo pipefail
@@ -44,6 +47,7 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 PLACEMENT=${PLACEMENT:-shared}
 KEEP_TMP=${KEEP_TMP:-0}
 TWO_WORKERS=${TWO_WORKERS:-1}
+WATCH=${WATCH:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=bench/lib.sh
@@ -79,8 +83,8 @@ fi
 setup_run proxy
 
 # ---------------------------------------------------------------- ports
-read -r P_UP P_NGINX P_HAPROXY P_HEADROOM P_ADMIN P_NGINX2 P_HAPROXY2 P_HEADROOM2 P_ADMIN2 < <(free_ports 9)
-[[ -n ${P_ADMIN2:-} ]] || die "could not find 9 free ports in 18000-19999"
+read -r P_UP P_NGINX P_HAPROXY P_HEADROOM P_ADMIN P_NGINX2 P_HAPROXY2 P_HEADROOM2 P_ADMIN2 P_LOG P_LOG_ADMIN P_WATCH P_WATCH_ADMIN < <(free_ports 13)
+[[ -n ${P_WATCH_ADMIN:-} ]] || die "could not find 13 free ports in 18000-19999"
 
 # ---------------------------------------------------------------- helpers
 start_free() { # start_free NAME cmd... (not pinned: the two-worker row); sets LAST_PID
@@ -341,6 +345,35 @@ grep -q "worker_processes 2;" "$TMP/nginx-proxy2.conf" && grep -q ":$P_NGINX2;" 
     && grep -q "^workers = 2" "$TMP/headroom2.toml" && grep -q ":$P_HEADROOM2\"" "$TMP/headroom2.toml" \
     || die "could not derive the two-worker configs"
 
+# The watch row: the access log on (to a file), then the same with [watch].
+sed -e 's/^access_log = "off"$/access_log = "json"\naccess_log_path = "access-log.json"/' \
+    -e "s/127.0.0.1:$P_ADMIN\"/127.0.0.1:$P_LOG_ADMIN\"/" -e "s/127.0.0.1:$P_HEADROOM\"/127.0.0.1:$P_LOG\"/" \
+    -e 's/^\[\[route\]\]$/[[route]]\nname = "app"/' "$TMP/headroom.toml" >"$TMP/headroom-log.toml"
+sed -e "s/127.0.0.1:$P_LOG_ADMIN\"/127.0.0.1:$P_WATCH_ADMIN\"/" -e "s/127.0.0.1:$P_LOG\"/127.0.0.1:$P_WATCH\"/" \
+    -e 's/^access_log_path = "access-log.json"$/access_log_path = "access-log-watch.json"/' \
+    "$TMP/headroom-log.toml" >"$TMP/headroom-watch.toml"
+cat >>"$TMP/headroom-watch.toml" <<WATCH_EOF
+[watch]
+history = "history.redb"
+[[watch.slo]]
+route = "app"
+objective = "99.9%"
+[[watch.slo]]
+route = "app"
+objective = "99%"
+latency = "25ms"
+[[watch.rule]]
+name = "errors"
+route = "app"
+error_rate = "1%"
+WATCH_EOF
+grep -q ":$P_LOG\"" "$TMP/headroom-log.toml" && grep -q '^access_log_path' "$TMP/headroom-log.toml" \
+    && grep -q '^name = "app"' "$TMP/headroom-log.toml" && grep -q ":$P_WATCH\"" "$TMP/headroom-watch.toml" \
+    || die "could not derive the watch-row configs"
+if ((WATCH)); then
+    "$HEADROOM" check --config "$TMP/headroom-watch.toml" >/dev/null || die "headroom refuses the watch-row config"
+fi
+
 # ---------------------------------------------------------------- start everything
 start_bg upstream nginx -p "$TMP/nginx-up" -c "$TMP/nginx-up.conf" -e "$TMP/nginx-up/error.log"
 PID_UP=$LAST_PID
@@ -359,6 +392,14 @@ if ((TWO_WORKERS)); then
     PID_HEADROOM2=$LAST_PID
 fi
 
+if ((WATCH)); then
+    start_bg headroom-log "$HEADROOM" serve --config "$TMP/headroom-log.toml" --workers 1
+    PID_LOG=$LAST_PID
+    start_bg headroom-watch "$HEADROOM" serve --config "$TMP/headroom-watch.toml" --workers 1
+    PID_WATCH=$LAST_PID
+    wait_port headroom-log "$P_LOG" "$PID_LOG"
+    wait_port headroom-watch "$P_WATCH" "$PID_WATCH"
+fi
 wait_port upstream "$P_UP" "$PID_UP"
 wait_port nginx "$P_NGINX" "$PID_NGINX"
 wait_port haproxy "$P_HAPROXY" "$PID_HAPROXY"
@@ -437,6 +478,29 @@ if ((TWO_WORKERS)); then
     if [[ $PLACEMENT == shared || $PLACEMENT == split ]]; then pin_tree "$SRV_CPU" "$PID_UP"; fi
 fi
 
+# ---------------------------------------------------------------- the watch plane's cost
+if ((WATCH)); then
+    check_ok headroom-log "$P_LOG"
+    check_ok headroom-watch "$P_WATCH"
+    PORT_OF+=([headroom-log]=$P_LOG [headroom-watch]=$P_WATCH)
+    ROOT_OF+=([headroom-log]=$PID_LOG [headroom-watch]=$PID_WATCH)
+    WATCHED=(headroom-log headroom-watch)
+    say ""
+    say "the watch plane's cost: access log on, without and with [watch] (pinned as the first row)"
+    for t in "${WATCHED[@]}"; do warm "$t" "${PORT_OF[$t]}"; done
+    for ((r = 1; r <= ROUNDS; r++)); do
+        order=("${WATCHED[$(((r - 1) % 2))]}" "${WATCHED[$((r % 2))]}")
+        say ""
+        say "round $r/$ROUNDS (watch): ${order[*]}"
+        for t in "${order[@]}"; do bench "$t" "${PORT_OF[$t]}" "$r" "${ROOT_OF[$t]}"; done
+    done
+    summarize "${WATCHED[@]}"
+    # The history holds what the watch plane sampled (every 10 s): it did run in the rounds.
+    SAMPLED=$(curl -s --max-time 5 "http://127.0.0.1:$P_WATCH_ADMIN/status" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["watch"]["slos"][0]["total"])' 2>/dev/null || echo 0)
+    ((SAMPLED > 0)) || die "headroom-watch: /status shows no sampled requests"
+fi
+
 # ---------------------------------------------------------------- memory
 if ((IDLE_CONNS > 0)); then
     say ""
@@ -505,4 +569,15 @@ if ((TWO_WORKERS)); then
             "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
     done
     ratio_lines headroom2 nginx2 haproxy2
+fi
+if ((WATCH)); then
+    say ""
+    say "=== the watch plane's cost: access log on, [watch] off and on (target: req/s ratio >= 0.95) ==="
+    printf '%-15s %10s %9s %9s %11s   %s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req" "req/s min-max"
+    for t in "${WATCHED[@]}"; do
+        printf '%-15s %10.0f %9.3f %9.3f %11s   %.0f-%.0f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" \
+            "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
+    done
+    ratio_lines headroom-watch headroom-log
+    say "(the watch plane had sampled $SAMPLED requests into the history)"
 fi
