@@ -1,6 +1,7 @@
 //! The `headroom` binary: wiring only. The work happens in the library crates.
 
 mod demo;
+mod export;
 mod key;
 mod purge;
 mod serve;
@@ -75,6 +76,12 @@ enum Command {
     /// API keys for [[consumer]]: make a new one, or hash one for the config.
     #[command(subcommand)]
     Key(key::Command),
+    /// Export the config's SLOs and rules as Prometheus rules, or a Grafana dashboard.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  headroom export prometheus-rules --config headroom.toml -o headroom.rules.yml\n  promtool check rules headroom.rules.yml\n  headroom export grafana --config headroom.toml -o headroom-dashboard.json"
+    )]
+    Export(export::Command),
     /// A demo upstream server that answers with its name (used by `demo` and the tests).
     #[command(hide = true)]
     DemoUpstream(upstream::Args),
@@ -128,6 +135,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => headroom_bench::run(*args),
         Command::Purge(args) => purge::run(args),
         Command::Key(cmd) => key::run(cmd),
+        Command::Export(cmd) => export::run(cmd),
         Command::DemoUpstream(args) => upstream::run(args),
     }
 }
