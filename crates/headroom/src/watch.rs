@@ -71,6 +71,23 @@ struct RouteWatch {
     route: String,
     series: String,
     evaluator: Evaluator,
+    /// The evaluator's names ("route api", the start of every summary) to the config's
+    /// ("api"), which the `objective` and `rule` labels carry, as `headroom export
+    /// prometheus-rules` writes them.
+    names: HashMap<String, String>,
+}
+
+impl RouteWatch {
+    /// `labels` with the config's names.
+    fn relabel(&self, labels: &mut std::collections::BTreeMap<String, String>) {
+        for key in ["objective", "rule"] {
+            if let Some(v) = labels.get_mut(key) {
+                if let Some(name) = self.names.get(v.as_str()) {
+                    v.clone_from(name);
+                }
+            }
+        }
+    }
 }
 
 fn severity(s: CfgSeverity) -> Severity {
@@ -84,9 +101,16 @@ fn severity(s: CfgSeverity) -> Severity {
 /// constructors would; a refusal here is logged and the objective left out.
 fn evaluators(cfg: &WatchConfig) -> Vec<RouteWatch> {
     let mut by_route: HashMap<&str, (Vec<Objective>, Vec<Rule>)> = HashMap::new();
+    let mut names: HashMap<&str, HashMap<String, String>> = HashMap::new();
     for s in &cfg.slos {
         match objective(s) {
-            Ok(o) => by_route.entry(&s.route).or_default().0.push(o),
+            Ok(o) => {
+                names
+                    .entry(&s.route)
+                    .or_default()
+                    .insert(o.name().to_string(), s.name.clone());
+                by_route.entry(&s.route).or_default().0.push(o)
+            }
             Err(e) => warn!(slo = %s.name, "objective left out: {e}"),
         }
     }
@@ -118,7 +142,12 @@ fn evaluators(cfg: &WatchConfig) -> Vec<RouteWatch> {
                 for_: r.for_,
             },
         };
-        match Rule::new(format!("route {}: {}", r.route, r.name), condition) {
+        let shown = format!("route {}: {}", r.route, r.name);
+        names
+            .entry(&r.route)
+            .or_default()
+            .insert(shown.clone(), r.name.clone());
+        match Rule::new(shown, condition) {
             Ok(rule) => by_route
                 .entry(&r.route)
                 .or_default()
@@ -135,6 +164,7 @@ fn evaluators(cfg: &WatchConfig) -> Vec<RouteWatch> {
                     route: route.to_string(),
                     series: series_of(route),
                     evaluator,
+                    names: names.remove(route).unwrap_or_default(),
                 }),
                 Err(e) => {
                     warn!(route, "objectives left out: {e}");
@@ -193,17 +223,20 @@ fn notifier(cfg: &WatchConfig, dashboard: &str) -> Option<NotifierHandle> {
     Some(Notifier::spawn(receivers, options))
 }
 
-fn to_alert(route: &str, t: &Transition, dashboard: &str) -> Alert {
+fn to_alert(rw: &RouteWatch, t: &Transition, dashboard: &str) -> Alert {
     let (info, resolved) = match t {
         Transition::Firing(i) => (i, false),
         Transition::Resolved(i) => (i, true),
     };
+    let route = rw.route.as_str();
+    let mut labels = info.labels.clone();
+    rw.relabel(&mut labels);
     let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
     let mut alert = Alert::firing(&info.alert, at(info.started_at))
         .label("route", route)
         .annotation("summary", &info.summary)
         .annotation("dashboard", dashboard);
-    for (k, v) in &info.labels {
+    for (k, v) in &labels {
         alert = alert.label(k, v);
     }
     alert.generator_url = dashboard.to_string();
@@ -331,7 +364,7 @@ pub async fn run(
             if let Some(h) = &notify {
                 let alerts: Vec<Alert> = transitions
                     .iter()
-                    .map(|t| to_alert(&rw.route, t, &dashboard))
+                    .map(|t| to_alert(rw, t, &dashboard))
                     .collect();
                 if !alerts.is_empty() {
                     if let Err(e) = h.send(alerts) {
@@ -340,7 +373,10 @@ pub async fn run(
                 }
             }
             statuses.extend(rw.evaluator.status(&source, now));
-            active.extend(rw.evaluator.active());
+            active.extend(rw.evaluator.active().into_iter().map(|mut a| {
+                rw.relabel(&mut a.labels);
+                a
+            }));
         }
         shared.watch_status.store(Some(Arc::new(serde_json::json!({
             "slos": statuses,

@@ -214,6 +214,10 @@ fn a_route_breaking_its_slo_shows_in_status_and_alerts_a_webhook_and_a_real_aler
         .find(|a| is_burn_alert(a))
         .unwrap();
     assert_eq!(alert["labels"]["severity"], "page");
+    assert_eq!(
+        alert["labels"]["objective"], "api",
+        "the config's name, as `headroom export prometheus-rules` labels it"
+    );
     let summary = alert["annotations"]["summary"].as_str().unwrap();
     assert!(summary.contains("99.9% availability budget"), "{summary}");
 
