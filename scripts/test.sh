@@ -14,6 +14,7 @@ command -v redis-cli >/dev/null || need+=(redis-tools)       # ... and join six 
 command -v gzip >/dev/null || need+=(gzip)                 # the compression test decodes as a client would
 command -v promtool >/dev/null || need+=(prometheus)       # /metrics is linted by promtool and scraped by a real Prometheus
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # alerts are pushed to a real Alertmanager
+command -v chromium >/dev/null || need+=(chromium)          # the dashboard is loaded in headless Chromium
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo

@@ -68,6 +68,9 @@ pub struct Shared {
     /// The watch plane's last word for `/status` (SLOs, alerts, history), set by it on
     /// every evaluation; `None` until then or without one.
     pub watch_status: arc_swap::ArcSwapOption<serde_json::Value>,
+    /// The last hour of every route, for the dashboard's charts (`/watch/charts`), set by
+    /// the watch plane every 10 s.
+    pub watch_charts: arc_swap::ArcSwapOption<serde_json::Value>,
 }
 
 impl Shared {
@@ -174,6 +177,7 @@ impl Edge {
             generation: AtomicU64::new(1),
             rebuilding: Mutex::new(()),
             watch_status: Default::default(),
+            watch_charts: Default::default(),
             health_kick: tokio::sync::Notify::new(),
         });
 

@@ -401,12 +401,46 @@ pub async fn run(
                 "memory_bytes": history.memory_bytes(),
             },
         }))));
+        shared
+            .watch_charts
+            .store(Some(Arc::new(charts(&history, now))));
         if n.is_multiple_of(FLUSH_EVERY) {
             history = flush(history, &metrics).await;
         }
     }
     sample(&shared, &mut history, &mut last, unix_now(), &metrics);
     flush(history, &metrics).await;
+}
+
+/// The last hour of every route at 10 s: requests/s, the 5xx ratio, p50, p95 and p99 (ms),
+/// one array per measure; `null` where a slot had no requests.
+fn charts(history: &History, now: u64) -> serde_json::Value {
+    const SPAN: u64 = 3600;
+    let step = TICK.as_secs();
+    let to = now - now % step + step;
+    let from = to - SPAN;
+    let mut series = history.series();
+    series.sort();
+    let routes: Vec<serde_json::Value> = series
+        .iter()
+        .filter_map(|s| {
+            let route = s.strip_prefix("route:")?;
+            let points = history.points(s, from, to, step);
+            let q = |p: &Sample, q: f64| {
+                quantile(p, &LATENCY_BUCKETS_SECONDS, q).map(|v| (v * 1e5).round() / 100.0)
+            };
+            Some(serde_json::json!({
+                "route": route,
+                "t": points.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+                "rps": points.iter().map(|(_, p)| p.total as f64 / step as f64).collect::<Vec<_>>(),
+                "errors": points.iter().map(|(_, p)| (p.total > 0).then(|| p.errors as f64 / p.total as f64)).collect::<Vec<_>>(),
+                "p50": points.iter().map(|(_, p)| q(p, 0.5)).collect::<Vec<_>>(),
+                "p95": points.iter().map(|(_, p)| q(p, 0.95)).collect::<Vec<_>>(),
+                "p99": points.iter().map(|(_, p)| q(p, 0.99)).collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    serde_json::json!({ "step": step, "from": from, "to": to, "routes": routes })
 }
 
 /// Records every route's requests since the last call.

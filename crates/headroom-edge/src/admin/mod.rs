@@ -184,13 +184,26 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
         }
         "/status" => reply(StatusCode::OK, "application/json", format!("{:#}\n", status_json(shared))),
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/" | "/dashboard" => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
+        "/watch/charts" => reply(
+            StatusCode::OK,
+            "application/json",
+            shared
+                .watch_charts
+                .load_full()
+                .map_or_else(|| "{\"routes\":[]}\n".to_string(), |c| format!("{c}\n")),
+        ),
         _ => reply(
             StatusCode::NOT_FOUND,
             "application/json",
-            "{\"error\":\"not_found\",\"message\":\"admin endpoints: /metrics, /status, /healthz, /services/NAME/replicas, /cache/purge\"}\n",
+            "{\"error\":\"not_found\",\"message\":\"admin endpoints: /dashboard, /metrics, /status, /watch/charts, /healthz, /services/NAME/replicas, /cache/purge\"}\n",
         ),
     }
 }
+
+/// The dashboard: one page, no external assets (it works offline), reading `/status` and
+/// `/watch/charts`.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Routes, services and replicas with health, EWMA latency and in-flight counts.
 pub fn status_json(shared: &Shared) -> serde_json::Value {

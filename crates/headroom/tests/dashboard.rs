@@ -1,0 +1,117 @@
+//! The dashboard in a real browser: headless Chromium (Debian's `chromium`) loads the admin
+//! listener's page, which must render without console errors and show what came through the
+//! proxy in this test — the routes' charts, the replica table, an SLO being broken and its
+//! alert. A screenshot is kept as a test artifact (`target/tmp/dashboard.png`).
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn config(up: &Upstream) -> String {
+    format!(
+        "{pre}[[route]]\nname = \"broken\"\nmatch.path_prefix = \"/broken\"\nrespond = {{ status = 500, body = \"no\" }}\n\n\
+         [[route]]\nname = \"app\"\nservice = \"s\"\n\n\
+         [service.s]\nreplicas = [\"{addr}\"]\n\n\
+         [[watch.slo]]\nroute = \"broken\"\nobjective = \"99.9%\"\n\n\
+         [[watch.slo]]\nroute = \"app\"\nobjective = \"99%\"\nlatency = \"250ms\"\n",
+        pre = preamble(),
+        addr = up.addr
+    )
+}
+
+/// Chromium, headless, on `url` with `args`; its stdout and stderr.
+fn chromium(url: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,1500",
+            // Time for the page's fetches and drawing before the DOM is read.
+            "--virtual-time-budget=8000",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium (Debian package chromium; scripts/test.sh installs it)");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_dashboard_shows_the_traffic_the_slo_breach_and_the_replicas_without_console_errors() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&config(&up));
+    for _ in 0..30 {
+        assert_eq!(h.get("/hello").status, 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(h.get("/broken").status, 500);
+    }
+    // Until the watch plane has sampled both routes and the alert fires.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let w = h.status()["watch"].clone();
+        let fired = w["alerts"].as_array().is_some_and(|a| !a.is_empty());
+        let charts = h.admin_get("/watch/charts").json();
+        let routes = charts["routes"].as_array().map_or(0, |r| r.len());
+        if fired && routes == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "watch {w:#}, charts {charts:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let url = format!("http://{}/dashboard", h.admin.unwrap());
+    let page = h.admin_get("/dashboard");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        !page.text().contains("http://") && !page.text().contains("https://"),
+        "no external assets: the page works offline"
+    );
+
+    let (dom, log) = chromium(&url, &["--dump-dom"]);
+    // What the page shows, without its own script's text.
+    let dom = match (dom.find("<script>"), dom.find("</script>")) {
+        (Some(a), Some(b)) => format!("{}{}", &dom[..a], &dom[b..]),
+        _ => dom,
+    };
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    for needle in ["route app", "route broken", "SloBurnRate"] {
+        assert!(dom.contains(needle), "{needle} not on the page:\n{dom}");
+    }
+    assert!(!dom.contains("nothing firing"), "the alert is shown");
+    assert!(!dom.contains("loading…"), "every panel rendered:\n{dom}");
+    assert!(!dom.contains("cannot reach headroom"), "{dom}");
+    assert!(
+        dom.contains(&up.addr.to_string()),
+        "the replica table lists the upstream"
+    );
+    let drawn = dom.matches("<path d=\"M").count();
+    assert!(drawn >= 4, "charts drawn from the history: {drawn} lines");
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&url, &[&format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
