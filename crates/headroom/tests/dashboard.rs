@@ -32,8 +32,9 @@ fn chromium(url: &str, args: &[&str]) -> (String, String) {
             "--enable-logging=stderr",
             "--v=0",
             "--window-size=1280,1500",
-            // Time for the page's fetches and drawing before the DOM is read.
-            "--virtual-time-budget=8000",
+            // Virtual time for the first fetches and drawing, read before the page opens its
+            // event stream at 3 s (virtual time would wait for that stream to end).
+            "--virtual-time-budget=2500",
         ])
         .args(args)
         .arg(url)
@@ -43,6 +44,42 @@ fn chromium(url: &str, args: &[&str]) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+#[test]
+fn the_event_stream_sends_the_status_and_the_charts() {
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"r\"\nrespond = {{ status = 200, body = \"ok\" }}\n",
+        preamble()
+    ));
+    assert_eq!(h.get("/").status, 200);
+    let mut s = std::net::TcpStream::connect(h.admin.unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /watch/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 65536];
+    // The first tick is at once: status, and charts once the watch plane has published.
+    while !(got.contains("event: status\ndata: ") && got.contains("event: charts\ndata: ")) {
+        let n = s.read(&mut buf).expect("events within 20 s");
+        assert!(n > 0, "the stream ended: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        got.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{got}"
+    );
+    let status = got
+        .split("event: status\ndata: ")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(status).unwrap();
+    assert_eq!(v["generation"], 1, "{v:#}");
+    assert!(v["watch"].is_object(), "the watch plane's part: {v:#}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! the accept queue), [`HEADER_READ_TIMEOUT`] to send a request head, a back-off on accept
 //! errors (out of file descriptors) instead of a spin, and a constant-time token check.
 
+mod events;
 mod purge;
 mod replicas;
 
@@ -113,9 +114,19 @@ pub async fn serve(
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(req, &shared).await) }
+                async move {
+                    use http_body_util::BodyExt;
+                    if req.uri().path() == "/watch/events" && may_read(req.headers(), &shared) {
+                        return Ok::<_, Infallible>(match events::answer(&shared) {
+                            Ok(r) => r.map(|b| b.boxed_unsync()),
+                            Err(status) => reply(status, "application/json", "{\"error\":\"busy\",\"message\":\"too many event streams open; poll /status\"}\n")
+                                .map(|b| b.boxed_unsync()),
+                        });
+                    }
+                    Ok(answer(req, &shared).await.map(|b| b.boxed_unsync()))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -125,6 +136,16 @@ pub async fn serve(
             drop(slot);
         });
     }
+}
+
+/// No admin token, or the right one in `headers`.
+fn may_read(headers: &HeaderMap, shared: &Shared) -> bool {
+    let config = shared.config.load();
+    config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.as_deref())
+        .is_none_or(|t| authorized(headers, t))
 }
 
 /// True when `headers` carry `Authorization: Bearer <token>`. The scheme is matched without
@@ -196,7 +217,7 @@ async fn answer(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Full<B
         _ => reply(
             StatusCode::NOT_FOUND,
             "application/json",
-            "{\"error\":\"not_found\",\"message\":\"admin endpoints: /dashboard, /metrics, /status, /watch/charts, /healthz, /services/NAME/replicas, /cache/purge\"}\n",
+            "{\"error\":\"not_found\",\"message\":\"admin endpoints: /dashboard, /metrics, /status, /watch/charts, /watch/events, /healthz, /services/NAME/replicas, /cache/purge\"}\n",
         ),
     }
 }
