@@ -16,6 +16,7 @@ use headroom_watch::slo::{
     Condition, Counts, Evaluator, Objective, Rule, Severity, Sli, Source, Transition,
 };
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch as signal;
@@ -248,6 +249,9 @@ fn to_alert(rw: &RouteWatch, t: &Transition, dashboard: &str) -> Alert {
 
 /// Counters of the watch plane, on `/metrics`.
 struct WatchMetrics {
+    /// The last flush failed: the next failure is not logged again (one line per
+    /// transition, as for alert receivers).
+    failing: std::sync::atomic::AtomicBool,
     flushes_ok: Arc<Counter>,
     flushes_failed: Arc<Counter>,
     refused: Arc<Counter>,
@@ -297,6 +301,7 @@ pub async fn run(
         )
     };
     let metrics = WatchMetrics {
+        failing: Default::default(),
         flushes_ok: flush_counter("ok"),
         flushes_failed: flush_counter("failed"),
         refused: registry.counter(
@@ -511,11 +516,16 @@ async fn flush(mut history: History, metrics: &WatchMetrics) -> History {
     match done {
         Ok((h, Ok(_))) => {
             metrics.flushes_ok.inc();
+            if metrics.failing.swap(false, Relaxed) {
+                info!("history written again");
+            }
             h
         }
         Ok((h, Err(e))) => {
             metrics.flushes_failed.inc();
-            warn!("history not written (kept in memory, retried in a minute): {e}");
+            if !metrics.failing.swap(true, Relaxed) {
+                warn!("history not written (kept in memory, retried every minute): {e}");
+            }
             h
         }
         Err(e) => {

@@ -294,3 +294,33 @@ fn a_corrupt_history_file_is_moved_aside_and_a_new_one_started() {
         h.stderr.all()
     );
 }
+
+#[test]
+fn an_unwritable_history_and_a_dead_receiver_cost_the_proxy_nothing() {
+    let dir = temp_dir();
+    // The history's directory is a regular file: it can never be written.
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let dead = format!("http://127.0.0.1:{}/hook", free_port());
+    let h = Headroom::start(&failing_config(&format!(
+        "history = \"{}\"\n[[watch.alert]]\nwebhook = \"{dead}\"\n",
+        blocker.join("history.redb").display()
+    )));
+    for _ in 0..20 {
+        assert_eq!(h.get("/").status, 500, "the route answers as configured");
+    }
+    let w = wait_watch(&h, "the alert was tried and failed", |w| {
+        w["receivers"]["receivers"][0]["failed_attempts"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+    });
+    assert_eq!(w["slos"][0]["total"], 20, "judged from memory: {w:#}");
+    assert!(
+        h.stderr.count("history kept in memory") == 1,
+        "said once: {:?}",
+        h.stderr.all()
+    );
+    for _ in 0..20 {
+        assert_eq!(h.get("/").status, 500);
+    }
+}
