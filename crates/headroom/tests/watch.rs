@@ -324,3 +324,37 @@ fn an_unwritable_history_and_a_dead_receiver_cost_the_proxy_nothing() {
         assert_eq!(h.get("/").status, 500);
     }
 }
+
+#[test]
+fn a_reload_changes_the_objectives_and_an_impossible_one_keeps_the_running_config() {
+    let config = failing_config("");
+    let h = Headroom::start(&config);
+    assert_eq!(h.get("/").status, 500);
+    wait_watch(&h, "one objective", |w| {
+        w["slos"].as_array().is_some_and(|s| s.len() == 1)
+    });
+
+    let tighter = config.replacen(
+        "objective = \"99.9%\"\n",
+        "objective = \"99.9%\"\n\n[[watch.slo]]\nname = \"fast\"\nroute = \"api\"\nobjective = \"90%\"\nlatency = \"1s\"\n",
+        1,
+    );
+    assert!(h.reload(&tighter).contains("config reloaded"));
+    let w = wait_watch(&h, "two objectives after the reload", |w| {
+        w["slos"].as_array().is_some_and(|s| s.len() == 2)
+    });
+    assert_eq!(w["slos"][1]["objective"], "route api (fast)", "{w:#}");
+    assert_eq!(w["slos"][1]["total"], 1, "judged on the history kept across the reload");
+
+    let impossible = tighter.replacen("objective = \"90%\"", "objective = \"100%\"", 1);
+    let outcome = h.reload(&impossible);
+    assert!(outcome.contains("config not reloaded"), "{outcome}");
+    assert!(
+        h.stderr.all().iter().any(|l| l.contains("100% cannot be an objective")),
+        "the reason is logged"
+    );
+    let w = wait_watch(&h, "still two", |w| {
+        w["slos"].as_array().is_some_and(|s| s.len() == 2)
+    });
+    assert_eq!(w["slos"][1]["target"], 0.9);
+}
