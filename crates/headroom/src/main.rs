@@ -1,5 +1,6 @@
 //! The `headroom` binary: wiring only. The work happens in the library crates.
 
+mod advise;
 mod demo;
 mod export;
 mod key;
@@ -73,6 +74,8 @@ enum Command {
     Bench(Box<headroom_bench::Args>),
     /// Purge the cache of a running headroom: a URL, a prefix, a tag, or everything.
     Purge(purge::Args),
+    /// Say what to change, from a running headroom's traffic: findings with evidence and config.
+    Advise(advise::Args),
     /// API keys for [[consumer]]: make a new one, or hash one for the config.
     #[command(subcommand)]
     Key(key::Command),
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
         } => demo::run(port, admin_port, replicas),
         Command::Bench(args) => headroom_bench::run(*args),
         Command::Purge(args) => purge::run(args),
+        Command::Advise(args) => advise::run(args),
         Command::Key(cmd) => key::run(cmd),
         Command::Export(cmd) => export::run(cmd),
         Command::DemoUpstream(args) => upstream::run(args),

@@ -344,13 +344,19 @@ fn a_reload_changes_the_objectives_and_an_impossible_one_keeps_the_running_confi
         w["slos"].as_array().is_some_and(|s| s.len() == 2)
     });
     assert_eq!(w["slos"][1]["objective"], "route api (fast)", "{w:#}");
-    assert_eq!(w["slos"][1]["total"], 1, "judged on the history kept across the reload");
+    assert_eq!(
+        w["slos"][1]["total"], 1,
+        "judged on the history kept across the reload"
+    );
 
     let impossible = tighter.replacen("objective = \"90%\"", "objective = \"100%\"", 1);
     let outcome = h.reload(&impossible);
     assert!(outcome.contains("config not reloaded"), "{outcome}");
     assert!(
-        h.stderr.all().iter().any(|l| l.contains("100% cannot be an objective")),
+        h.stderr
+            .all()
+            .iter()
+            .any(|l| l.contains("100% cannot be an objective")),
         "the reason is logged"
     );
     let w = wait_watch(&h, "still two", |w| {
