@@ -8,10 +8,7 @@
 use clap::Args as ClapArgs;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Debug, ClapArgs)]
 #[command(
@@ -45,7 +42,9 @@ pub struct Finding {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let read = |path: &str| get(&args.admin, args.token.as_deref(), path);
+    let read = |path: &str| {
+        crate::admin_client::request(&args.admin, args.token.as_deref(), "GET", path, None)
+    };
     let (status, metrics) = match (read("/status"), read("/metrics")) {
         (Ok((200, s)), Ok((200, m))) => (s, m),
         (Ok((code, body)), _) | (_, Ok((code, body))) if code != 200 => {
@@ -311,26 +310,4 @@ fn retries_refused(metrics: &BTreeMap<String, f64>, out: &mut Vec<Finding>) {
             ),
         });
     }
-}
-
-fn get(addr: &str, token: Option<&str>, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let text = raw
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((status, text))
 }

@@ -206,13 +206,7 @@ fn prom_duration(d: Duration) -> String {
 }
 
 fn prom_duration_secs(secs: u64) -> String {
-    match secs {
-        0 => "0s".to_string(),
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
+    headroom_watch::slo::window_label(secs)
 }
 
 /// `0.999` → `99.9%`, without float noise.

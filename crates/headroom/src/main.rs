@@ -1,5 +1,6 @@
 //! The `headroom` binary: wiring only. The work happens in the library crates.
 
+mod admin_client;
 mod advise;
 mod demo;
 mod export;

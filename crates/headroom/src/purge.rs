@@ -2,10 +2,7 @@
 //! a shared Redis tier, every instance's).
 
 use clap::Args as ClapArgs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Debug, ClapArgs)]
 #[command(
@@ -49,7 +46,13 @@ pub fn run(args: Args) -> ExitCode {
     }
     body.insert("soft".into(), args.soft.into());
     let body = serde_json::Value::Object(body).to_string();
-    match post(&args.admin, args.token.as_deref(), &body) {
+    match crate::admin_client::request(
+        &args.admin,
+        args.token.as_deref(),
+        "POST",
+        "/cache/purge",
+        Some(&body),
+    ) {
         Ok((200, text)) => {
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             println!(
@@ -83,27 +86,4 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn post(addr: &str, token: Option<&str>, body: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "POST /cache/purge HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let text = raw
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((status, text))
 }

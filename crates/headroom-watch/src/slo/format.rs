@@ -21,8 +21,8 @@ pub(crate) fn quantile_name(q: f64) -> String {
 }
 
 /// A window in the largest whole unit: `3600` → `1h`, `300` → `5m`, `259200` → `3d`,
-/// `90` → `90s`.
-pub(crate) fn window(secs: u64) -> String {
+/// `90` → `90s` (also a valid Prometheus duration: `headroom export` writes windows so).
+pub fn window(secs: u64) -> String {
     match secs {
         0 => "0s".to_string(),
         s if s % 86_400 == 0 => format!("{}d", s / 86_400),

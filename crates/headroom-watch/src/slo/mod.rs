@@ -29,6 +29,7 @@ mod scenarios;
 
 pub use burn::{burn_rate, BurnPair, Severity, STANDARD_PAIRS};
 pub use evaluator::{AlertInfo, DuplicateName, Evaluator, PairStatus, SloStatus, Transition};
+pub use format::window as window_label;
 pub use objective::{Budget, Objective, ObjectiveError, MAX_PERIOD};
 pub use rule::{Condition, Rule, RuleError};
 
