@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 fn config(up: &Upstream) -> String {
     format!(
         "{pre}[[route]]\nname = \"broken\"\nmatch.path_prefix = \"/broken\"\nrespond = {{ status = 500, body = \"no\" }}\n\n\
-         [[route]]\nname = \"app\"\nservice = \"s\"\n\n\
+         [[route]]\nname = \"app\"\nservice = \"s\"\n[[route.limit]]\nrate = \"35/h\"\n\n\
          [service.s]\nreplicas = [\"{addr}\"]\n\n\
          [[watch.slo]]\nroute = \"broken\"\nobjective = \"99.9%\"\n\n\
          [[watch.slo]]\nroute = \"app\"\nobjective = \"99%\"\nlatency = \"250ms\"\n",
@@ -89,6 +89,12 @@ fn the_dashboard_shows_the_traffic_the_slo_breach_and_the_replicas_without_conso
     for _ in 0..30 {
         assert_eq!(h.get("/hello").status, 200);
     }
+    for _ in 0..5 {
+        assert_eq!(h.get("/hello").status, 200, "within the burst of 35");
+    }
+    for _ in 0..4 {
+        assert_eq!(h.get("/hello").status, 429);
+    }
     for _ in 0..10 {
         assert_eq!(h.get("/broken").status, 500);
     }
@@ -137,6 +143,14 @@ fn the_dashboard_shows_the_traffic_the_slo_breach_and_the_replicas_without_conso
     assert!(
         dom.contains(&up.addr.to_string()),
         "the replica table lists the upstream"
+    );
+    let guard = dom
+        .split("Guard: rate limited and shed")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no guard panel:\n{dom}"));
+    assert!(
+        guard.contains("route app") && guard.contains(">4<") && guard.contains("10.3%"),
+        "4 of 39 limited on route app:\n{guard}"
     );
     let drawn = dom.matches("<path d=\"M").count();
     assert!(drawn >= 4, "charts drawn from the history: {drawn} lines");
