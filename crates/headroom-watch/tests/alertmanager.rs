@@ -139,6 +139,24 @@ fn burn(replica: &str) -> Alert {
     alert
 }
 
+/// Sends an alert of its own group and waits until the receiver has it: whatever the
+/// notifier had queued for that receiver before it has been delivered by then (one queue
+/// per receiver, in order). "Nothing more is sent, ever" is tested in paused time in
+/// `alert/dispatch.rs` and `alert/delivery.rs`.
+async fn flush_through(handle: &NotifierHandle, hook: &Hook) -> usize {
+    send(
+        handle,
+        vec![Alert::firing("Marker", SystemTime::now()).label("route", "marker")],
+    );
+    eventually("the marker", || {
+        hook.bodies()
+            .iter()
+            .any(|b| b["groupLabels"]["alertname"] == "Marker")
+    })
+    .await;
+    hook.count()
+}
+
 fn send(handle: &NotifierHandle, alerts: Vec<Alert>) {
     handle.send(alerts).expect("the notifier takes the alerts");
 }
@@ -196,11 +214,14 @@ async fn a_webhook_gets_the_version_4_payload_grouped_firing_then_resolved() {
     assert!(alerts.iter().all(|x| x["status"] == "resolved"));
     assert!(alerts.iter().all(|x| x["endsAt"] != "0001-01-01T00:00:00Z"));
 
-    // Nothing more to say: no third notification.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(hook.count(), 2);
+    // Nothing more to say: the next notification is the marker's.
+    assert_eq!(flush_through(&notifier, &hook).await, 3);
     let stats = notifier.stats();
-    assert_eq!(stats.receivers()[0].sent(), 2);
+    assert_eq!(
+        stats.receivers()[0].sent(),
+        3,
+        "firing, resolved, the marker"
+    );
     assert_eq!(stats.receivers()[0].failed_attempts(), 0);
 }
 
@@ -232,9 +253,13 @@ async fn a_receiver_answering_400_is_not_retried() {
         stats.receivers()[0].dropped() == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(hook.count(), 1);
-    assert_eq!(stats.receivers()[0].sent(), 0);
+    // A retry (after 20 ms) would reach the receiver before the marker (after 50 ms).
+    assert_eq!(
+        flush_through(&notifier, &hook).await,
+        2,
+        "the 400 was not retried"
+    );
+    assert_eq!(stats.receivers()[0].sent(), 1, "only the marker");
 }
 
 #[tokio::test]

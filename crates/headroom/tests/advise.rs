@@ -18,20 +18,6 @@ fn advise(h: &Headroom) -> (i32, Vec<serde_json::Value>) {
     (out.status.code().unwrap(), findings)
 }
 
-/// Polls `/status` until `pred` holds, for up to 40 s: the watch plane samples every 10 s,
-/// and a sample taken in the middle of the test's traffic needs the next one.
-fn wait_watch(h: &Headroom, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let s = h.status();
-        if pred(&s) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {:#}", s["watch"]);
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn kinds(f: &[serde_json::Value]) -> Vec<&str> {
     f.iter().filter_map(|x| x["kind"].as_str()).collect()
 }
@@ -50,8 +36,8 @@ fn a_healthy_gateway_gets_no_findings() {
     for _ in 0..40 {
         assert_eq!(h.get("/x").status, 200);
     }
-    wait_watch(&h, "the SLO has judged the traffic", |s| {
-        s["watch"]["slos"][0]["total"] == 40
+    h.wait_watch("the SLO has judged the traffic", |w| {
+        w["slos"][0]["total"] == 40
     });
     let (code, findings) = advise(&h);
     assert!(findings.is_empty(), "{findings:#?}");
@@ -70,9 +56,7 @@ fn a_route_burning_its_budget_is_named_with_the_retry_to_add() {
     for _ in 0..20 {
         assert_eq!(h.get("/x?status=503").status, 503);
     }
-    wait_watch(&h, "the burn is judged", |s| {
-        s["watch"]["slos"][0]["bad"] == 20
-    });
+    h.wait_watch("the burn is judged", |w| w["slos"][0]["bad"] == 20);
     let (code, findings) = advise(&h);
     assert_eq!(code, 1);
     let f = &findings[0];

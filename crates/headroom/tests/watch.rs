@@ -25,23 +25,6 @@ fn failing_config(extra: &str) -> String {
     )
 }
 
-/// Polls `/status` until its `watch` section satisfies `pred`, for up to 40 s.
-fn wait_watch(
-    h: &Headroom,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let w = h.status()["watch"].clone();
-        if pred(&w) {
-            return w;
-        }
-        assert!(Instant::now() < deadline, "{what}: /status watch is {w:#}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// An HTTP server taking POSTs and keeping their bodies, answering 200.
 #[derive(Clone)]
 struct Webhook {
@@ -178,7 +161,7 @@ fn a_route_breaking_its_slo_shows_in_status_and_alerts_a_webhook_and_a_real_aler
     for _ in 0..50 {
         assert_eq!(h.get("/").status, 500);
     }
-    let w = wait_watch(&h, "the burn rate fires on all 50", |w| {
+    let w = h.wait_watch("the burn rate fires on all 50", |w| {
         w["slos"][0]["total"] == 50
             && w["alerts"]
                 .as_array()
@@ -255,7 +238,7 @@ fn the_history_and_so_the_error_budget_survive_a_restart() {
         let status = if i % 2 == 0 { 500 } else { 200 };
         assert_eq!(h.get(&format!("/?status={status}")).status, status);
     }
-    wait_watch(&h, "the requests are in the history", |w| {
+    h.wait_watch("the requests are in the history", |w| {
         w["slos"][0]["total"] == 20
     });
     h.signal("TERM");
@@ -264,9 +247,7 @@ fn the_history_and_so_the_error_budget_survive_a_restart() {
     assert!(path.exists(), "the history was written at shutdown");
 
     let again = Headroom::start(&config);
-    let w = wait_watch(&again, "the history is read back", |w| {
-        w["slos"][0]["total"] == 20
-    });
+    let w = again.wait_watch("the history is read back", |w| w["slos"][0]["total"] == 20);
     assert_eq!(w["slos"][0]["bad"], 10, "{w:#}");
 }
 
@@ -280,7 +261,7 @@ fn a_corrupt_history_file_is_moved_aside_and_a_new_one_started() {
         path.display()
     )));
     assert_eq!(h.get("/").status, 500);
-    wait_watch(&h, "the new history counts", |w| w["slos"][0]["total"] == 1);
+    h.wait_watch("the new history counts", |w| w["slos"][0]["total"] == 1);
     let aside: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -309,7 +290,7 @@ fn an_unwritable_history_and_a_dead_receiver_cost_the_proxy_nothing() {
     for _ in 0..20 {
         assert_eq!(h.get("/").status, 500, "the route answers as configured");
     }
-    let w = wait_watch(&h, "the alert was tried and failed", |w| {
+    let w = h.wait_watch("the alert was tried and failed", |w| {
         w["receivers"]["receivers"][0]["failed_attempts"]
             .as_u64()
             .is_some_and(|n| n >= 1)
@@ -330,7 +311,7 @@ fn a_reload_changes_the_objectives_and_an_impossible_one_keeps_the_running_confi
     let config = failing_config("");
     let h = Headroom::start(&config);
     assert_eq!(h.get("/").status, 500);
-    wait_watch(&h, "one objective", |w| {
+    h.wait_watch("one objective", |w| {
         w["slos"].as_array().is_some_and(|s| s.len() == 1)
     });
 
@@ -340,7 +321,7 @@ fn a_reload_changes_the_objectives_and_an_impossible_one_keeps_the_running_confi
         1,
     );
     assert!(h.reload(&tighter).contains("config reloaded"));
-    let w = wait_watch(&h, "two objectives after the reload", |w| {
+    let w = h.wait_watch("two objectives after the reload", |w| {
         w["slos"].as_array().is_some_and(|s| s.len() == 2)
     });
     assert_eq!(w["slos"][1]["objective"], "route api (fast)", "{w:#}");
@@ -352,14 +333,15 @@ fn a_reload_changes_the_objectives_and_an_impossible_one_keeps_the_running_confi
     let impossible = tighter.replacen("objective = \"90%\"", "objective = \"100%\"", 1);
     let outcome = h.reload(&impossible);
     assert!(outcome.contains("config not reloaded"), "{outcome}");
+    // The reasons follow the outcome's line: wait for them rather than read at once.
     assert!(
         h.stderr
-            .all()
-            .iter()
-            .any(|l| l.contains("100% cannot be an objective")),
-        "the reason is logged"
+            .wait_for("100% cannot be an objective", Duration::from_secs(10))
+            .is_some(),
+        "the reason is logged: {:?}",
+        h.stderr.all()
     );
-    let w = wait_watch(&h, "still two", |w| {
+    let w = h.wait_watch("still two", |w| {
         w["slos"].as_array().is_some_and(|s| s.len() == 2)
     });
     assert_eq!(w["slos"][1]["target"], 0.9);

@@ -254,6 +254,26 @@ impl Headroom {
         series_value(&m, series).unwrap_or_else(|| panic!("no series {series} in\n{m}"))
     }
 
+    /// Reads `/status` until its `watch` section satisfies `pred`, for up to 40 s, and
+    /// returns that section: the watch plane samples every 10 s, and a sample taken in the
+    /// middle of a test's traffic needs the next one.
+    pub fn wait_watch(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let w = self.status()["watch"].clone();
+            if pred(&w) {
+                return w;
+            }
+            assert!(Instant::now() < deadline, "{what}: /status watch is {w:#}");
+            // No signal for a sample taken: the watch plane logs nothing per tick.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Reads /status until `pred` holds. See [`Headroom::wait_state`].
     pub fn wait_status(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
         self.wait_state(what, || self.status(), pred);
