@@ -164,6 +164,11 @@ fn slo_burning(status: &serde_json::Value, out: &mut Vec<Finding>) {
             .map(|r| r.split(' ').next().unwrap_or(r))
             .unwrap_or(name);
         let service = service_of(status, route).unwrap_or("NAME");
+        let svc = status["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["service"] == service));
+        let has_ewma = svc.is_some_and(|s| s["balance"] == "p2c-ewma");
+        let has_shed = svc.is_some_and(|s| !s["shed"].is_null());
         let latency = o["sli"] == "latency";
         out.push(Finding {
             kind: "slo_burning",
@@ -183,9 +188,24 @@ fn slo_burning(status: &serde_json::Value, out: &mut Vec<Finding>) {
                 }
             ),
             change: if latency {
-                format!(
-                    "# slow answers spend it: shed before the queue grows, and let a slow replica get less\n[service.{service}]\nbalance = \"p2c-ewma\"\n[service.{service}.shed]\nadaptive = true"
-                )
+                // Only what the service does not do yet.
+                let mut c = String::from("# slow answers spend it");
+                if !has_ewma {
+                    c.push_str(&format!(
+                        "; let a slow replica get less:\n[service.{service}]\nbalance = \"p2c-ewma\""
+                    ));
+                }
+                if !has_shed {
+                    c.push_str(&format!(
+                        "\n# shed before the queue grows:\n[service.{service}.shed]\nadaptive = true"
+                    ));
+                }
+                if has_ewma && has_shed {
+                    c.push_str(
+                        " although the service balances by latency and sheds: add replicas, or find the slow path (the dashboard's p99 by route)",
+                    );
+                }
+                c
             } else {
                 format!(
                     "# 5xx answers spend it: retry what a replica failed on another one\n[service.{service}]\nretry = {{ attempts = 2, on_status = [502, 503, 504] }}"

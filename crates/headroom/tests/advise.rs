@@ -163,3 +163,29 @@ fn a_limit_refusing_most_requests_and_retries_out_of_budget_are_named() {
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     assert_eq!(impacts, sorted, "most impact first");
 }
+
+#[test]
+fn a_slow_route_gets_only_the_changes_its_service_lacks() {
+    let up = Upstream::start_with("slow", &["--delay-ms", "30"]);
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"api\"\nservice = \"s\"\n\n[service.s]\nbalance = \"p2c-ewma\"\nreplicas = [\"{}\"]\n\n\
+         [[watch.slo]]\nroute = \"api\"\nobjective = \"99%\"\nlatency = \"25ms\"\n",
+        preamble(),
+        up.addr
+    ));
+    for _ in 0..10 {
+        assert_eq!(h.get("/x").status, 200);
+    }
+    h.wait_watch("the slow answers are judged", |w| w["slos"][0]["bad"] == 10);
+    let (_, findings) = advise(&h);
+    let f = findings
+        .iter()
+        .find(|f| f["kind"] == "slo_burning")
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    let change = f["change"].as_str().unwrap();
+    assert!(!change.contains("balance ="), "already p2c-ewma: {change}");
+    assert!(
+        change.contains("[service.s.shed]\nadaptive = true"),
+        "{change}"
+    );
+}
