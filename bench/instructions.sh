@@ -36,7 +36,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); HR=$(free_port); AD=$(free_port); NX=$(free_port); HG=$(free_port); AG=$(free_port)
+UP=$(free_port); HR=$(free_port); AD=$(free_port); NX=$(free_port); HG=$(free_port); AG=$(free_port); HT=$(free_port); AT=$(free_port)
 
 cat > "$TMP/upstream.conf" <<CONF
 worker_processes 1; daemon off; pid $TMP/up.pid; error_log $TMP/up.err;
@@ -80,6 +80,11 @@ s = open(p).read().replace('service = "app"\n', 'service = "app"\n[route.auth]\n
 open(p, "w").write(s)
 PY
 
+# A third headroom traces 1% of requests ([watch.tracing], OTLP to the nginx upstream, which
+# answers the POSTs with 200): what tracing costs the 99% that are not exported, and the 1%.
+sed -e "s/127.0.0.1:$HR/127.0.0.1:$HT/" -e "s/127.0.0.1:$AD/127.0.0.1:$AT/" "$TMP/headroom.toml" > "$TMP/trace.toml"
+printf '[watch.tracing]\nendpoint = "http://127.0.0.1:%s/v1/traces"\nsample = "1%%"\n' "$UP" >> "$TMP/trace.toml"
+
 nginx -c "$TMP/upstream.conf" -e "$TMP/up.err" & PIDS+=($!)
 
 # measure NAME PORT COMMAND...: instructions per request of COMMAND's process tree.
@@ -115,8 +120,11 @@ echo "user-space instructions per proxied GET ($N requests, callgrind):"
 H=$(SEND_KEY=$KEY measure headroom "$HR" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1)
 X=$(SEND_KEY=$KEY measure nginx "$NX" nginx -c "$TMP/proxy.conf" -e "$TMP/px.err")
 G=$(SEND_KEY=$KEY measure headroom-key-limit "$HG" "$HEADROOM" serve --config "$TMP/guard.toml" --workers 1)
+T=$(SEND_KEY=$KEY measure headroom-trace-1pct "$HT" "$HEADROOM" serve --config "$TMP/trace.toml" --workers 1)
 echo "  $H"
 echo "  $X"
 echo "  $G"
+echo "  $T"
 awk -v h="${H#* }" -v x="${X#* }" 'BEGIN { printf "  headroom/nginx = %.2f\n", h / x }'
 awk -v h="${H#* }" -v g="${G#* }" 'BEGIN { printf "  headroom-key-limit/headroom = %.2f (+%d instructions for the key and the limit)\n", g / h, g - h }'
+awk -v h="${H#* }" -v t="${T#* }" 'BEGIN { printf "  headroom-trace-1pct/headroom = %.2f (+%d instructions for tracing at 1%%)\n", t / h, t - h }'

@@ -33,8 +33,9 @@
 #       none:   no pinning
 #   TWO_WORKERS=1  also measure the two-worker row (0 skips it)
 #   WATCH=1        also measure the watch plane's cost (0 skips it): headroom with the access
-#                  log on (to a file), without and with [watch] (two SLOs, a rule, a history
-#                  file), one worker, pinned as above, interleaved rounds, paired ratios
+#                  log on (to a file), without [watch], with it (two SLOs, a rule, a history
+#                  file), and with it and [watch.tracing] at 1% (exporting OTLP to the origin),
+#                  one worker, pinned as above, interleaved rounds, paired ratios
 #   HEADROOM_BIN=path  measure this headroom binary instead of building one (before/after runs)
 #   KEEP_TMP=1     keep the temp dir (configs, logs, raw wrk output)
 set -euo pipefail
@@ -83,8 +84,8 @@ fi
 setup_run proxy
 
 # ---------------------------------------------------------------- ports
-read -r P_UP P_NGINX P_HAPROXY P_HEADROOM P_ADMIN P_NGINX2 P_HAPROXY2 P_HEADROOM2 P_ADMIN2 P_LOG P_LOG_ADMIN P_WATCH P_WATCH_ADMIN < <(free_ports 13)
-[[ -n ${P_WATCH_ADMIN:-} ]] || die "could not find 13 free ports in 18000-19999"
+read -r P_UP P_NGINX P_HAPROXY P_HEADROOM P_ADMIN P_NGINX2 P_HAPROXY2 P_HEADROOM2 P_ADMIN2 P_LOG P_LOG_ADMIN P_WATCH P_WATCH_ADMIN P_TRACE P_TRACE_ADMIN < <(free_ports 15)
+[[ -n ${P_TRACE_ADMIN:-} ]] || die "could not find 15 free ports in 18000-19999"
 
 # ---------------------------------------------------------------- helpers
 start_free() { # start_free NAME cmd... (not pinned: the two-worker row); sets LAST_PID
@@ -367,11 +368,21 @@ name = "errors"
 route = "app"
 error_rate = "1%"
 WATCH_EOF
+# The tracing row: the same with [watch.tracing] at 1%, exporting to the origin (nginx answers
+# the OTLP POSTs with 200, as a collector would).
+sed -e "s/127.0.0.1:$P_WATCH_ADMIN\"/127.0.0.1:$P_TRACE_ADMIN\"/" -e "s/127.0.0.1:$P_WATCH\"/127.0.0.1:$P_TRACE\"/" \
+    -e 's/^access_log_path = "access-log-watch.json"$/access_log_path = "access-log-trace.json"/' \
+    -e 's/^history = "history.redb"$/history = "history-trace.redb"/' \
+    "$TMP/headroom-watch.toml" >"$TMP/headroom-trace.toml"
+printf '[watch.tracing]\nendpoint = "http://127.0.0.1:%s/v1/traces"\nsample = "1%%"\n' "$P_UP" >>"$TMP/headroom-trace.toml"
+grep -q ":$P_TRACE\"" "$TMP/headroom-trace.toml" && grep -q '^sample = "1%"' "$TMP/headroom-trace.toml" \
+    || die "could not derive the tracing-row config"
 grep -q ":$P_LOG\"" "$TMP/headroom-log.toml" && grep -q '^access_log_path' "$TMP/headroom-log.toml" \
     && grep -q '^name = "app"' "$TMP/headroom-log.toml" && grep -q ":$P_WATCH\"" "$TMP/headroom-watch.toml" \
     || die "could not derive the watch-row configs"
 if ((WATCH)); then
     "$HEADROOM" check --config "$TMP/headroom-watch.toml" >/dev/null || die "headroom refuses the watch-row config"
+    "$HEADROOM" check --config "$TMP/headroom-trace.toml" >/dev/null || die "headroom refuses the tracing-row config"
 fi
 
 # ---------------------------------------------------------------- start everything
@@ -397,8 +408,11 @@ if ((WATCH)); then
     PID_LOG=$LAST_PID
     start_bg headroom-watch "$HEADROOM" serve --config "$TMP/headroom-watch.toml" --workers 1
     PID_WATCH=$LAST_PID
+    start_bg headroom-trace "$HEADROOM" serve --config "$TMP/headroom-trace.toml" --workers 1
+    PID_TRACE=$LAST_PID
     wait_port headroom-log "$P_LOG" "$PID_LOG"
     wait_port headroom-watch "$P_WATCH" "$PID_WATCH"
+    wait_port headroom-trace "$P_TRACE" "$PID_TRACE"
 fi
 wait_port upstream "$P_UP" "$PID_UP"
 wait_port nginx "$P_NGINX" "$PID_NGINX"
@@ -482,14 +496,15 @@ fi
 if ((WATCH)); then
     check_ok headroom-log "$P_LOG"
     check_ok headroom-watch "$P_WATCH"
-    PORT_OF+=([headroom-log]=$P_LOG [headroom-watch]=$P_WATCH)
-    ROOT_OF+=([headroom-log]=$PID_LOG [headroom-watch]=$PID_WATCH)
-    WATCHED=(headroom-log headroom-watch)
+    check_ok headroom-trace "$P_TRACE"
+    PORT_OF+=([headroom-log]=$P_LOG [headroom-watch]=$P_WATCH [headroom-trace]=$P_TRACE)
+    ROOT_OF+=([headroom-log]=$PID_LOG [headroom-watch]=$PID_WATCH [headroom-trace]=$PID_TRACE)
+    WATCHED=(headroom-log headroom-watch headroom-trace)
     say ""
-    say "the watch plane's cost: access log on, without and with [watch] (pinned as the first row)"
+    say "the watch plane's cost: access log on, without [watch], with it, and with tracing at 1% (pinned as the first row)"
     for t in "${WATCHED[@]}"; do warm "$t" "${PORT_OF[$t]}"; done
     for ((r = 1; r <= ROUNDS; r++)); do
-        order=("${WATCHED[$(((r - 1) % 2))]}" "${WATCHED[$((r % 2))]}")
+        order=("${WATCHED[$(((r - 1) % 3))]}" "${WATCHED[$((r % 3))]}" "${WATCHED[$(((r + 1) % 3))]}")
         say ""
         say "round $r/$ROUNDS (watch): ${order[*]}"
         for t in "${order[@]}"; do bench "$t" "${PORT_OF[$t]}" "$r" "${ROOT_OF[$t]}"; done
@@ -499,6 +514,10 @@ if ((WATCH)); then
     SAMPLED=$(curl -s --max-time 5 "http://127.0.0.1:$P_WATCH_ADMIN/status" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["watch"]["slos"][0]["total"])' 2>/dev/null || echo 0)
     ((SAMPLED > 0)) || die "headroom-watch: /status shows no sampled requests"
+    # The tracing target did export spans to the origin.
+    EXPORTED=$(curl -s --max-time 5 "http://127.0.0.1:$P_TRACE_ADMIN/metrics" \
+        | awk '$1 == "headroom_trace_spans_exported_total" { print $2 }')
+    [[ ${EXPORTED:-0} != 0 ]] || die "headroom-trace: no span was exported"
 fi
 
 # ---------------------------------------------------------------- memory
@@ -572,12 +591,13 @@ if ((TWO_WORKERS)); then
 fi
 if ((WATCH)); then
     say ""
-    say "=== the watch plane's cost: access log on, [watch] off and on (target: req/s ratio >= 0.95) ==="
+    say "=== the watch plane's cost: access log on; [watch] off, on, on with tracing at 1% (targets: req/s ratio >= 0.95 and >= 0.92) ==="
     printf '%-15s %10s %9s %9s %11s   %s\n' target "req/s" "p50 ms" "p99 ms" "cpu µs/req" "req/s min-max"
     for t in "${WATCHED[@]}"; do
         printf '%-15s %10.0f %9.3f %9.3f %11s   %.0f-%.0f\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU[$t]}" \
             "${RPS_MIN[$t]}" "${RPS_MAX[$t]}"
     done
     ratio_lines headroom-watch headroom-log
-    say "(the watch plane had sampled $SAMPLED requests into the history)"
+    ratio_lines headroom-trace headroom-log
+    say "(the watch plane had sampled $SAMPLED requests into the history; tracing exported $EXPORTED spans)"
 fi

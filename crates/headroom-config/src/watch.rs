@@ -16,6 +16,26 @@ pub struct WatchConfig {
     pub rules: Vec<RuleConfig>,
     pub receivers: Vec<ReceiverConfig>,
     pub alerting: AlertingConfig,
+    /// `None`: tracing is off.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `[watch.tracing]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// An `http://` or `https://` URL.
+    pub endpoint: String,
+    /// 0 to 1.
+    pub sample: f64,
+    pub errors: bool,
+    /// `None`: slow requests are not exported for being slow.
+    pub slow: Option<Duration>,
+    pub service_name: String,
+    pub queue: usize,
+    pub batch: usize,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub headers: Vec<(String, String)>,
 }
 
 /// `[[watch.slo]]`.

@@ -25,6 +25,7 @@ pub mod replica_set;
 pub mod retry;
 pub mod snapshot;
 mod tls;
+pub mod trace;
 
 use arc_swap::ArcSwap;
 use headroom_config::Config;
@@ -51,6 +52,9 @@ pub struct Shared {
     pub inflight: Arc<UpDownCounter>,
     /// Where every worker's access log lines go (its writer thread and bounded queue).
     pub access_log: AccessLog,
+    /// Where traced requests' spans wait for the exporter (`[watch.tracing]`); its queue is
+    /// sized by the config at start.
+    pub tracer: headroom_telemetry::trace::Tracer,
     /// Client connections switched to another protocol (WebSocket) and tunnelled.
     pub tunnels: Arc<Gauge>,
     /// Counters for requests answered before a route was found (404, 400, 413).
@@ -151,6 +155,10 @@ impl Edge {
                 &[],
             ),
             access_log,
+            tracer: headroom_telemetry::trace::Tracer::new(
+                config.watch.tracing.as_ref().map_or(2048, |t| t.queue),
+                &registry,
+            ),
             tunnels: registry.gauge(
                 "headroom_tunnels_open",
                 "Client connections upgraded (WebSocket) and tunnelled to a replica.",

@@ -27,6 +27,9 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     pub services: Vec<Arc<Service>>,
     pub access_log: Option<Format>,
+    /// `[watch.tracing]`: which requests get spans; `None` when tracing is off (a request
+    /// then pays one branch for it).
+    pub tracing: Option<Arc<headroom_telemetry::trace::Sampler>>,
     /// Listener names in index order (a route's `listeners` mask uses these indices).
     pub listener_names: Vec<String>,
     /// The cache store, when a route caches (kept across snapshots in [`Live`]).
@@ -688,6 +691,11 @@ impl Snapshot {
                 headroom_config::AccessLogFormat::Combined => Some(Format::Combined),
                 headroom_config::AccessLogFormat::Off => None,
             },
+            tracing: cfg.watch.tracing.as_ref().map(|t| {
+                Arc::new(headroom_telemetry::trace::Sampler::new(
+                    t.sample, t.errors, t.slow,
+                ))
+            }),
             listener_names,
             cache,
             cache_x_header: cfg.cache.x_cache,

@@ -17,6 +17,7 @@ mod shard;
 
 pub use metrics::{Counter, Gauge, Histogram, UpDownCounter, LATENCY_BUCKETS_SECONDS};
 pub mod process;
+pub mod trace;
 pub use access_log::civil_from_days;
 pub use registry::{Format, ReadFn, Registry};
 pub use shard::set_worker;

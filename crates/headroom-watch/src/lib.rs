@@ -6,3 +6,4 @@
 pub mod alert;
 pub mod history;
 pub mod slo;
+pub mod trace_export;

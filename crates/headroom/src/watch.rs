@@ -15,6 +15,7 @@ use headroom_watch::history::{good_within, quantile, History, HistoryLimits, Ope
 use headroom_watch::slo::{
     Condition, Counts, Evaluator, Objective, Rule, Severity, Sli, Source, Transition,
 };
+use headroom_watch::trace_export::ExportOptions;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -264,6 +265,26 @@ pub async fn run(
     admin: Option<std::net::SocketAddr>,
     mut stop: signal::Receiver<bool>,
 ) {
+    let traces = shared.tracer.take_receiver().map(|rx| {
+        let config = shared.clone();
+        let options = move || {
+            let c = config.config.load();
+            c.watch.tracing.as_ref().map(|t| ExportOptions {
+                endpoint: t.endpoint.clone(),
+                headers: t.headers.clone(),
+                service_name: t.service_name.clone(),
+                batch: t.batch,
+                interval: t.interval,
+                timeout: t.timeout,
+            })
+        };
+        tokio::spawn(headroom_watch::trace_export::run(
+            rx,
+            options,
+            shared.registry.clone(),
+            stop.clone(),
+        ))
+    });
     let cfg = shared.config.load().watch.clone();
     let bounds = LATENCY_BUCKETS_SECONDS.to_vec();
     let limits = HistoryLimits {
@@ -415,6 +436,10 @@ pub async fn run(
     }
     sample(&shared, &mut history, &mut last, unix_now(), &metrics);
     flush(history, &metrics).await;
+    // The exporter sends what is queued once more when it sees the stop.
+    if let Some(t) = traces {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
 }
 
 /// The last hour of every route at 10 s: requests/s, the 5xx ratio, p50, p95 and p99 (ms),

@@ -21,6 +21,8 @@ pub struct Watch {
     pub rule: Vec<Spanned<Rule>>,
     pub alert: Vec<Spanned<AlertReceiver>>,
     pub alerting: Alerting,
+    /// `[watch.tracing]`: OpenTelemetry traces over OTLP/HTTP. Default: off.
+    pub tracing: Option<Spanned<Tracing>>,
 }
 
 impl Default for Watch {
@@ -33,8 +35,69 @@ impl Default for Watch {
             rule: Vec::new(),
             alert: Vec::new(),
             alerting: Alerting::default(),
+            tracing: None,
         }
     }
+}
+
+/// `[watch.tracing]`: spans exported to an OpenTelemetry collector over OTLP/HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// The collector's traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: Spanned<String>,
+    /// The share of requests traced when the client sent no sampling decision.
+    #[serde(default = "default_sample")]
+    pub sample: Share,
+    /// Requests answered with a 5xx are always exported. Default true.
+    #[serde(default = "yes")]
+    pub errors: bool,
+    /// Requests slower than this are always exported. Default 1 s; "0s" turns it off.
+    #[serde(default = "default_slow")]
+    pub slow: Dur,
+    /// The `service.name` resource attribute. Default "headroom".
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Requests waiting for export at most; more are dropped and counted. Default 2,048.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Spans per export request at most. Default 512.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// The longest a span waits for its batch. Default 1 s.
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    /// Per export request. Default 10 s.
+    #[serde(default = "default_export_timeout")]
+    pub timeout: Dur,
+    /// Fields sent with every export request (a vendor's API key).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+fn default_sample() -> Share {
+    Share(0.01)
+}
+fn yes() -> bool {
+    true
+}
+fn default_slow() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_service_name() -> String {
+    "headroom".into()
+}
+fn default_queue() -> usize {
+    2048
+}
+fn default_batch() -> usize {
+    512
+}
+fn default_interval() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_export_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
 }
 
 /// `[[watch.slo]]`: an objective for one route.

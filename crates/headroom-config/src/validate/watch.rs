@@ -229,6 +229,7 @@ pub(crate) fn validate_watch(
         })
         .collect();
     let al = &raw.alerting;
+    let tracing = raw.tracing.as_ref().and_then(|t| validate_tracing(r, t));
     WatchConfig {
         history,
         max_series: raw.max_series.max(1),
@@ -243,5 +244,69 @@ pub(crate) fn validate_watch(
             repeat_interval: al.repeat_interval.0,
             timeout: al.timeout.0,
         },
+        tracing,
     }
+}
+
+fn validate_tracing(r: &mut Reporter, t: &toml::Spanned<model::Tracing>) -> Option<TracingConfig> {
+    let at = t.span().start;
+    let t = t.get_ref();
+    let mut ok = true;
+    let endpoint = t.endpoint.get_ref().trim();
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        || endpoint.parse::<http::Uri>().is_err()
+    {
+        r.error(
+            t.endpoint.span().start,
+            Some("watch.tracing.endpoint".into()),
+            format!(
+                "expected the collector's OTLP/HTTP traces URL, like \"http://127.0.0.1:4318/v1/traces\", got \"{endpoint}\""
+            ),
+        );
+        ok = false;
+    }
+    for (key, n, max) in [("queue", t.queue, 1 << 20), ("batch", t.batch, 1 << 16)] {
+        if n == 0 || n > max {
+            r.error(
+                at,
+                Some(format!("watch.tracing.{key}")),
+                format!("must be from 1 to {max}, got {n}"),
+            );
+            ok = false;
+        }
+    }
+    if t.interval.0.is_zero() || t.timeout.0.is_zero() {
+        r.error(
+            at,
+            Some("watch.tracing".into()),
+            "`interval` and `timeout` must be longer than 0s",
+        );
+        ok = false;
+    }
+    let mut headers = Vec::new();
+    for (k, v) in &t.headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || http::HeaderValue::from_str(v).is_err()
+        {
+            r.error(
+                at,
+                Some(format!("watch.tracing.headers.{k}")),
+                "expected a header field name and a printable ASCII value",
+            );
+            ok = false;
+        }
+        headers.push((k.clone(), v.clone()));
+    }
+    ok.then(|| TracingConfig {
+        endpoint: endpoint.to_string(),
+        sample: t.sample.0,
+        errors: t.errors,
+        slow: (!t.slow.0.is_zero()).then_some(t.slow.0),
+        service_name: t.service_name.clone(),
+        queue: t.queue,
+        batch: t.batch,
+        interval: t.interval.0,
+        timeout: t.timeout.0,
+        headers,
+    })
 }

@@ -237,8 +237,19 @@ pub(crate) async fn forward_upstream(
         let sent_at = Instant::now();
         let may_retry = idempotent && replay.replayable() && record.attempts < max_attempts;
         let body = replay.take().unwrap_or(UpstreamBody::Empty);
+        let span = record
+            .trace
+            .as_ref()
+            .map(|t| t.attempt_begin(&mut parts.headers));
         let result =
             attempt::send(sender, replica, service, &mut parts, &uri, body, !may_retry).await;
+        if let (Some(t), Some(span)) = (&mut record.trace, span) {
+            let (status, error) = match &result {
+                Ok((resp, _)) => (resp.status().as_u16(), None),
+                Err(e) => (0, Some(e.to_string())),
+            };
+            t.attempt_end(span, &service.name, &replica.label, status, error);
+        }
 
         // retry?
         let failure = match result {

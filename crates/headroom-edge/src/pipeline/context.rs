@@ -52,6 +52,8 @@ pub struct Record {
     pub consumer: Option<Arc<headroom_guard::Consumer>>,
     /// Fields the guard adds to the response it let through (`RateLimit`, CORS).
     pub response_fields: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The request's trace, when the snapshot traces (`[watch.tracing]`).
+    pub trace: Option<Box<crate::trace::RequestTrace>>,
 }
 
 /// The request's fields the access log line needs, kept as the request had them: clones of
@@ -103,12 +105,16 @@ impl RequestCtx {
                 referer: req.headers().get(header::REFERER).cloned(),
             })
         });
+        let mut record = Record::default();
+        if let Some(sampler) = &snap.tracing {
+            record.trace = Some(crate::trace::RequestTrace::begin(sampler, req, start));
+        }
         RequestCtx {
             conn,
             snap,
             request_id,
             start,
-            record: Record::default(),
+            record,
             log,
             ended: false,
         }
@@ -156,12 +162,40 @@ impl RequestCtx {
         if let Some(up) = self.record.upstream.take() {
             up.finish(complete);
         }
+        let trace = self.record.trace.take();
         let (red, latency, target) = self.counters();
         latency.observe(elapsed);
         red.record(status);
         self.conn.shared.inflight.dec();
-        let Some(l) = &self.log else { return };
+        if trace.is_none() && self.log.is_none() {
+            return;
+        }
         let route = self.record.route.map_or("", |r| &*self.snap.routes[r].name);
+        let service = target.map_or("", |t| &*t.service.name);
+        let replica = target
+            .zip(self.record.replica)
+            .and_then(|(t, i)| t.service.replicas.get(i))
+            .map_or("", |r| &*r.label);
+        if let Some(trace) = trace {
+            let ended = crate::trace::Ended {
+                status,
+                elapsed,
+                client: self.conn.client.ip(),
+                request_id: self.request_id.to_str().unwrap_or(""),
+                route,
+                service,
+                replica,
+                cache: self.record.cache,
+                guard: self.record.guard,
+                consumer: self.record.consumer.as_deref().map_or("", |c| &*c.name),
+                attempts: self.record.attempts,
+            };
+            let sampler = self.snap.tracing.as_deref();
+            if let Some(spans) = sampler.and_then(|s| trace.finish(s, &ended)) {
+                self.conn.shared.tracer.submit(spans);
+            }
+        }
+        let Some(l) = &self.log else { return };
         access_log::write(
             l.format,
             &access_log::Entry {
@@ -174,11 +208,8 @@ impl RequestCtx {
                 path: l.uri.path_and_query().map_or("/", |p| p.as_str()),
                 protocol: protocol_name(l.version),
                 route,
-                service: target.map_or("", |t| &*t.service.name),
-                replica: target
-                    .zip(self.record.replica)
-                    .and_then(|(t, i)| t.service.replicas.get(i))
-                    .map_or("", |r| &*r.label),
+                service,
+                replica,
                 status,
                 bytes,
                 duration: elapsed,

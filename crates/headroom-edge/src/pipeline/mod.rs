@@ -111,10 +111,17 @@ pub async fn handle(
         let route = routed.route;
         let mut admitted = None;
         if !route.admit.is_empty() {
-            admitted = phase!(
-                'phases,
-                admit::admit(&route.admit, &req, &ctx.conn, &mut ctx.record).await
-            );
+            let started = ctx.record.trace.as_ref().map(|_| std::time::Instant::now());
+            let decided = admit::admit(&route.admit, &req, &ctx.conn, &mut ctx.record).await;
+            if let (Some(t), Some(at)) = (&mut ctx.record.trace, started) {
+                let decision = match (&decided, ctx.record.guard) {
+                    (_, g) if !g.is_empty() => g,
+                    (Ok(_), _) => "allowed",
+                    (Err(a), _) => a.kind,
+                };
+                t.guard(at, decision);
+            }
+            admitted = phase!('phases, decided);
         }
         let coding = route
             .compress
@@ -129,8 +136,23 @@ pub async fn handle(
                 target: ctx.record.target,
                 request_id: &ctx.request_id,
             };
+            let started = ctx.record.trace.as_ref().map(|_| std::time::Instant::now());
             let looked = lookup::lookup(rule, &req, host, coding, route.compress.is_some(), origin);
-            match phase!('phases, looked.await) {
+            let looked = looked.await;
+            if let (Some(t), Some(at)) = (&mut ctx.record.trace, started) {
+                let result = match &looked {
+                    Ok(lookup::Looked::Answer(_)) => "hit",
+                    Ok(lookup::Looked::Forward(Some(lookup::Pending::Fill(_)))) => "miss",
+                    Ok(lookup::Looked::Forward(Some(lookup::Pending::Bypass(_)))) => "bypass",
+                    Ok(lookup::Looked::Forward(Some(lookup::Pending::Invalidate(..)))) => {
+                        "invalidate"
+                    }
+                    Ok(lookup::Looked::Forward(None)) => "uncacheable",
+                    Err(a) => a.kind,
+                };
+                t.cache(at, result);
+            }
+            match phase!('phases, looked) {
                 lookup::Looked::Answer(resp) => break 'phases Ok(resp),
                 lookup::Looked::Forward(p) => pending = p,
             }

@@ -30,6 +30,7 @@ pub use receiver::{Receiver, ReceiverError, ReceiverUrl};
 pub use stats::{NotifierStats, ReceiverStats};
 
 pub(crate) use dispatch::Notification;
+pub(crate) use post::{Endpoint, HttpEndpoint};
 
 use std::collections::BTreeMap;
 use std::fmt;

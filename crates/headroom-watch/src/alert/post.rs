@@ -78,6 +78,9 @@ pub(crate) struct HttpEndpoint {
     url: ReceiverUrl,
     tls: Option<Result<Tls, String>>,
     timeout: Duration,
+    content_type: &'static str,
+    /// Fields sent with every request (an OTLP vendor's API key).
+    fields: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl HttpEndpoint {
@@ -85,7 +88,24 @@ impl HttpEndpoint {
     /// when the notifier starts).
     pub(crate) fn new(url: ReceiverUrl, timeout: Duration) -> HttpEndpoint {
         let tls = url.is_https().then(|| tls(&url));
-        HttpEndpoint { url, tls, timeout }
+        HttpEndpoint {
+            url,
+            tls,
+            timeout,
+            content_type: "application/json",
+            fields: Vec::new(),
+        }
+    }
+
+    /// Bodies of another type, with these fields on every request.
+    pub(crate) fn with_body_type(
+        mut self,
+        content_type: &'static str,
+        fields: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> HttpEndpoint {
+        self.content_type = content_type;
+        self.fields = fields;
+        self
     }
 
     async fn post_unbounded(&self, body: Bytes) -> Result<(), DeliveryError> {
@@ -120,15 +140,18 @@ impl HttpEndpoint {
         let uri = self.url.uri();
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let req = Request::post(path)
+        let mut req = Request::post(path)
             .header(header::HOST, authority)
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, self.content_type)
             .header(
                 header::USER_AGENT,
                 concat!("headroom/", env!("CARGO_PKG_VERSION")),
             )
             .body(Full::new(body))
             .map_err(|e| DeliveryError::Exchange(e.to_string()))?;
+        for (k, v) in &self.fields {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
         let resp = sender.send_request(req).await.map_err(broken)?;
         let status = resp.status();
         if status.is_success() {
