@@ -427,6 +427,7 @@ pub async fn run(
                 "memory_bytes": history.memory_bytes(),
             },
         }))));
+        publish_findings(&shared);
         shared
             .watch_charts
             .store(Some(Arc::new(charts(&history, now))));
@@ -560,4 +561,20 @@ async fn flush(mut history: History, metrics: &WatchMetrics) -> History {
                 .expect("the latency bounds are valid")
         }
     }
+}
+
+/// The advisor's findings (what `headroom advise` prints) for the dashboard's panel, judged
+/// on `/status` with the watch part just published and on `/metrics`, every tick.
+fn publish_findings(shared: &Shared) {
+    let status = headroom_edge::admin::status_json(shared);
+    let metrics = crate::advise::parse_metrics(&shared.registry.render());
+    let findings = crate::advise::advise(&status, &metrics);
+    let Some(watch) = shared.watch_status.load_full() else {
+        return;
+    };
+    let mut watch = (*watch).clone();
+    if let Some(w) = watch.as_object_mut() {
+        w.insert("findings".into(), serde_json::json!(findings));
+    }
+    shared.watch_status.store(Some(Arc::new(watch)));
 }

@@ -102,7 +102,8 @@ fn the_dashboard_shows_the_traffic_the_slo_breach_and_the_replicas_without_conso
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let w = h.status()["watch"].clone();
-        let fired = w["alerts"].as_array().is_some_and(|a| !a.is_empty());
+        let fired = w["alerts"].as_array().is_some_and(|a| !a.is_empty())
+            && w["findings"].as_array().is_some_and(|f| !f.is_empty());
         let charts = h.admin_get("/watch/charts").json();
         let routes = charts["routes"].as_array().map_or(0, |r| r.len());
         if fired && routes == 2 {
@@ -134,7 +135,7 @@ fn the_dashboard_shows_the_traffic_the_slo_breach_and_the_replicas_without_conso
         .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
         .collect();
     assert!(console.is_empty(), "console messages: {console:#?}");
-    for needle in ["route app", "route broken", "SloBurnRate"] {
+    for needle in ["route app", "route broken", "SloBurnRate", "slo_burning"] {
         assert!(dom.contains(needle), "{needle} not on the page:\n{dom}");
     }
     assert!(!dom.contains("nothing firing"), "the alert is shown");
