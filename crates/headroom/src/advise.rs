@@ -461,7 +461,7 @@ fn cache_low_hit_ratio(
             )
         } else {
             format!(
-                "# answers are stored but rarely asked for again: the key is finer than the answers\n# (every query string, a header); in route \"{route}\", key on what changes the answer:\n[route.cache]\nkey = {{ query = \"none\" }}   # or query_allow = [\"page\"]"
+                "# answers are stored but rarely asked for again: each URL comes once (a long tail), or the key\n# is finer than the answers (every query string, a header); if a query parameter or header does not\n# change the answer, leave it out of route \"{route}\"'s key:\n[route.cache]\nkey = {{ query = \"none\" }}   # or query_allow = [\"page\"]"
             )
         };
         out.push(Finding {
