@@ -2,8 +2,10 @@
 //! change, most impact first, each finding with its evidence (numbers) and the config change
 //! as a TOML snippet. A healthy gateway gets no findings.
 //!
-//! Findings so far: a route burning its error budget, a replica much slower than its peers,
-//! a rate limit that refuses most of what it sees, retries refused by their budget.
+//! Findings: a route burning its error budget, a replica much slower than its peers, a rate
+//! limit that refuses most of what it sees, retries refused by their budget, a service shedding
+//! at its concurrency ceiling, a cache that rarely hits, connections to a service never reused,
+//! a request timeout far above the latency it guards.
 
 use clap::Args as ClapArgs;
 use serde::Serialize;
@@ -30,7 +32,9 @@ pub struct Args {
 /// One thing to change.
 #[derive(Debug, Serialize)]
 pub struct Finding {
-    /// A stable name: `slo_burning`, `slow_replica`, `mostly_rate_limited`, `retries_refused`.
+    /// A stable name: `slo_burning`, `slow_replica`, `mostly_rate_limited`, `retries_refused`,
+    /// `at_concurrency_ceiling`, `cache_low_hit_ratio`, `connection_churn`,
+    /// `timeout_far_above_latency`.
     pub kind: &'static str,
     /// How much it matters, 0 to 100: findings are listed by it.
     pub impact: u32,
@@ -123,6 +127,10 @@ pub fn advise(status: &serde_json::Value, metrics: &BTreeMap<String, f64>) -> Ve
     slow_replicas(status, &mut out);
     mostly_limited(metrics, &mut out);
     retries_refused(metrics, &mut out);
+    at_concurrency_ceiling(status, metrics, &mut out);
+    cache_low_hit_ratio(status, metrics, &mut out);
+    connection_churn(status, metrics, &mut out);
+    timeout_far_above_latency(status, metrics, &mut out);
     out.sort_by(|a, b| b.impact.cmp(&a.impact).then(a.title.cmp(&b.title)));
     out
 }
@@ -327,6 +335,260 @@ fn retries_refused(metrics: &BTreeMap<String, f64>, out: &mut Vec<Finding>) {
             ),
             change: format!(
                 "# a larger budget, if the replicas can take the extra load (it caps retries at a share of requests):\n[service.{service}]\nretry = {{ attempts = 2, budget = \"30%\", min_per_second = 20 }}"
+            ),
+        });
+    }
+}
+
+/// The sum of every series of metric `name` whose label `key` is `value`.
+fn sum_where(metrics: &BTreeMap<String, f64>, name: &str, key: &str, value: &str) -> f64 {
+    metrics
+        .iter()
+        .filter(|(series, _)| {
+            series
+                .strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{'))
+                && label(series, key) == Some(value)
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn at_concurrency_ceiling(
+    status: &serde_json::Value,
+    metrics: &BTreeMap<String, f64>,
+    out: &mut Vec<Finding>,
+) {
+    for s in status["services"].as_array().into_iter().flatten() {
+        let shed = &s["shed"];
+        if shed.is_null() {
+            continue;
+        }
+        let service = s["service"].as_str().unwrap_or("?");
+        let refused: Vec<(&str, f64)> = ["queue_full", "queue_timeout", "sheddable"]
+            .into_iter()
+            .map(|reason| {
+                let series = format!(
+                    "headroom_guard_shed_total{{service=\"{service}\",reason=\"{reason}\"}}"
+                );
+                (reason, metrics.get(&series).copied().unwrap_or(0.0))
+            })
+            .filter(|(_, n)| *n > 0.0)
+            .collect();
+        let total_shed: f64 = refused.iter().map(|(_, n)| n).sum();
+        // Shed answers are counted there too (503s with the service's label).
+        let asked = sum_where(metrics, "headroom_requests_total", "service", service);
+        let limit = shed["limit"].as_u64().unwrap_or(0);
+        let max = shed["max"].as_u64();
+        let inflight = shed["inflight"].as_u64().unwrap_or(0);
+        // A handful shed in a burst is the limit doing its job; 1% of what was asked is a
+        // ceiling the service lives at.
+        if total_shed < 5.0 || total_shed < 0.01 * asked {
+            continue;
+        }
+        let adaptive = shed["adaptive"] == true;
+        let change = if adaptive && max.is_some_and(|m| limit < m) {
+            format!(
+                "# the adaptive limit ({limit}) is under its ceiling: latency grew with load, the replicas are at capacity.\n# add replicas (the limit follows), or let requests wait a little instead of a 503:\n[service.{service}.shed]\nqueue = {}\nqueue_timeout = \"500ms\"",
+                limit.max(1)
+            )
+        } else if !adaptive {
+            format!(
+                "# the fixed limit is the ceiling; if the replicas keep their latency with more in flight, raise it\n# (or let the limit follow latency), else add replicas:\n[service.{service}.shed]\nmax_inflight = {}\nadaptive = true",
+                (limit * 2).max(2)
+            )
+        } else {
+            format!(
+                "# the adaptive limit is pinned at its ceiling: raise the ceiling if the replicas can take it, else add replicas:\n[service.{service}.shed]\nmax_limit = {}",
+                (limit * 2).max(2)
+            )
+        };
+        out.push(Finding {
+            kind: "at_concurrency_ceiling",
+            impact: 65,
+            title: format!("service {service} sheds requests at its concurrency limit"),
+            evidence: format!(
+                "{total_shed:.0} of {asked:.0} requests shed ({:.0}%) since start ({}); now {inflight} in flight at a limit of {limit}{}",
+                100.0 * total_shed / asked.max(1.0),
+                refused
+                    .iter()
+                    .map(|(r, n)| format!("{n:.0} {r}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                max.map_or(String::new(), |m| format!(" (ceiling {m})"))
+            ),
+            change,
+        });
+    }
+}
+
+fn cache_low_hit_ratio(
+    status: &serde_json::Value,
+    metrics: &BTreeMap<String, f64>,
+    out: &mut Vec<Finding>,
+) {
+    let Some(routes) = status["cache"]["routes"].as_object() else {
+        return;
+    };
+    for (route, c) in routes {
+        let lookups = c["lookups"].as_u64().unwrap_or(0);
+        let hits = c["hits"].as_u64().unwrap_or(0);
+        // 50 lookups: under that a cold cache still reads as a bad one.
+        if lookups < 50 || hits as f64 >= 0.2 * lookups as f64 {
+            continue;
+        }
+        let count = |result: &str| {
+            metrics
+                .get(&format!(
+                    "headroom_cache_requests_total{{route=\"{route}\",result=\"{result}\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let filled = count("miss") + count("expired");
+        let bypassed = count("bypass");
+        let stored = metrics
+            .get(&format!("headroom_cache_stored_total{{route=\"{route}\"}}"))
+            .copied()
+            .unwrap_or(0.0);
+        let change = if bypassed > filled {
+            format!(
+                "# most requests bypass the cache (a rule, a bypass cookie or header): if they need not,\n# narrow the bypass in route \"{route}\"'s [route.cache] (bypass_cookies, bypass_headers, a rule's bypass)"
+            )
+        } else if stored < 0.1 * filled {
+            format!(
+                "# almost nothing the origin answered could be stored: no freshness (Cache-Control max-age,\n# Expires), or Set-Cookie, no-store, private; a response's Cache-Status header says which (detail=).\n# if these answers are the same for everyone, give them a lifetime in route \"{route}\":\n[route.cache]\nttl = \"60s\"\n# and if it is Set-Cookie, only the client whose request filled the cache gets the cookie:\n# allow_set_cookie = true"
+            )
+        } else {
+            format!(
+                "# answers are stored but rarely asked for again: each URL comes once (a long tail), or the key\n# is finer than the answers (every query string, a header); if a query parameter or header does not\n# change the answer, leave it out of route \"{route}\"'s key:\n[route.cache]\nkey = {{ query = \"none\" }}   # or query_allow = [\"page\"]"
+            )
+        };
+        out.push(Finding {
+            kind: "cache_low_hit_ratio",
+            impact: 40,
+            title: format!("the cache of route {route} rarely hits"),
+            evidence: format!(
+                "{hits} hits in {lookups} lookups ({:.0}%) since start; {stored:.0} answers stored from {filled:.0} misses, {bypassed:.0} bypassed",
+                100.0 * hits as f64 / lookups as f64
+            ),
+            change,
+        });
+    }
+}
+
+fn connection_churn(
+    status: &serde_json::Value,
+    metrics: &BTreeMap<String, f64>,
+    out: &mut Vec<Finding>,
+) {
+    for s in status["services"].as_array().into_iter().flatten() {
+        // An h2 connection is shared, not pooled: idle counts say nothing of it.
+        if s["protocol"] != "http1" {
+            continue;
+        }
+        let service = s["service"].as_str().unwrap_or("?");
+        let forwarded = metrics
+            .get(&format!(
+                "headroom_upstream_duration_seconds_count{{service=\"{service}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0);
+        let replicas: Vec<&serde_json::Value> =
+            s["replicas"].as_array().into_iter().flatten().collect();
+        // A completed exchange on a reusable connection puts it back in the pool, where it
+        // stays until it is taken: with nothing in flight, an empty pool after many
+        // exchanges means none was reusable (the pool has no open counter to read).
+        let idle: u64 = replicas
+            .iter()
+            .map(|r| r["idle_connections"].as_u64().unwrap_or(0))
+            .sum();
+        let inflight: u64 = replicas
+            .iter()
+            .map(|r| r["inflight"].as_u64().unwrap_or(0))
+            .sum();
+        if forwarded < 50.0 || idle > 0 || inflight > 0 || replicas.is_empty() {
+            continue;
+        }
+        let change = if s["max_idle"] == 0 {
+            format!("# the pool keeps no idle connection: keep some\n[service.{service}]\nmax_idle = 64")
+        } else {
+            format!(
+                "# the replicas close every connection (Connection: close, HTTP/1.0, or a body that ends at close):\n# turn keep-alive on in the upstream server (nginx: keepalive_timeout; Node: server.keepAliveTimeout),\n# or, if it speaks h2, one multiplexed connection per worker:\n[service.{service}]\nprotocol = \"h2\""
+            )
+        };
+        out.push(Finding {
+            kind: "connection_churn",
+            impact: 35,
+            title: format!("connections to service {service} are not reused"),
+            evidence: format!(
+                "{forwarded:.0} requests forwarded since start and no connection kept to reuse over {} replica(s): each request paid a TCP connect",
+                replicas.len()
+            ),
+            change,
+        });
+    }
+}
+
+/// headroom's `request_timeout` when the file sets none: its own choice, not the operator's,
+/// so it is not reported (every fast service would get the finding, burying the others).
+const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+/// The upper bound of the histogram bucket holding the `q` quantile of `service`'s upstream
+/// durations, with the sample count; None past the last finite bucket.
+fn upstream_quantile(metrics: &BTreeMap<String, f64>, service: &str, q: f64) -> Option<(f64, f64)> {
+    let prefix = format!("headroom_upstream_duration_seconds_bucket{{service=\"{service}\",le=\"");
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter_map(|(series, n)| {
+            let le = series.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            Some((le.parse::<f64>().unwrap_or(f64::INFINITY), *n))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = buckets.last()?.1;
+    let (le, _) = buckets.iter().find(|(_, n)| *n >= q * count)?;
+    le.is_finite().then_some((*le, count))
+}
+
+fn timeout_far_above_latency(
+    status: &serde_json::Value,
+    metrics: &BTreeMap<String, f64>,
+    out: &mut Vec<Finding>,
+) {
+    for s in status["services"].as_array().into_iter().flatten() {
+        let service = s["service"].as_str().unwrap_or("?");
+        let Some(timeout_ms) = s["request_timeout_ms"].as_u64() else {
+            continue;
+        };
+        if timeout_ms == DEFAULT_REQUEST_TIMEOUT_MS || timeout_ms < 1_000 {
+            continue;
+        }
+        let Some((p99, count)) = upstream_quantile(metrics, service, 0.99) else {
+            continue;
+        };
+        // Under 100 samples a p99 is only the slowest one seen.
+        // Rounded: bucket bounds times 1000 are not exact in binary (0.025 → 25.000000000000004).
+        let p99_ms = (p99 * 1e6).round() / 1e3;
+        if count < 100.0 || (timeout_ms as f64) < 10.0 * p99_ms {
+            continue;
+        }
+        // 10× the p99, at least 1 s, in whole seconds: room for the slow tail, not for a hang.
+        let suggest_s = (10.0 * p99_ms / 1e3).ceil().max(1.0) as u64;
+        if suggest_s * 1_000 >= timeout_ms {
+            continue;
+        }
+        out.push(Finding {
+            kind: "timeout_far_above_latency",
+            impact: 25,
+            title: format!("service {service}'s request timeout is far above its latency"),
+            evidence: format!(
+                "p99 of {count:.0} upstream answers under {p99_ms} ms since start, against request_timeout = {}: {:.0}× it; a hung replica holds each request that long",
+                humantime::format_duration(std::time::Duration::from_millis(timeout_ms)),
+                timeout_ms as f64 / p99_ms
+            ),
+            change: format!(
+                "# 10× the p99 (at least 1 s): a hung replica fails fast, and a retry can try another\n[service.{service}]\nrequest_timeout = \"{suggest_s}s\""
             ),
         });
     }

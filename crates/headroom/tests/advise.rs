@@ -189,3 +189,179 @@ fn a_slow_route_gets_only_the_changes_its_service_lacks() {
         "{change}"
     );
 }
+
+#[test]
+fn a_service_shedding_at_its_limit_is_named_with_the_limit_to_raise() {
+    let up = Upstream::start("busy");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n[service.s.shed]\nmax_inflight = 2\n",
+        preamble(),
+        up.addr
+    ));
+    // Both slots held, no queue: the next 6 are shed.
+    let addr = h.addr;
+    let slow: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || Client::connect(addr).get("/slow?delay=1500").status))
+        .collect();
+    h.wait_status("both slots taken", |s| {
+        s["services"][0]["shed"]["inflight"] == 2
+    });
+    for _ in 0..6 {
+        assert_eq!(h.get("/x").status, 503);
+    }
+    // A request is counted when it ends.
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let (_, findings) = advise(&h);
+    let f = findings
+        .iter()
+        .find(|f| f["kind"] == "at_concurrency_ceiling")
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("6 of 8 requests shed (75%) since start (6 queue_full)"),
+        "{f:#}"
+    );
+    assert!(
+        f["change"]
+            .as_str()
+            .unwrap()
+            .contains("[service.s.shed]\nmax_inflight = 4"),
+        "{f:#}"
+    );
+}
+
+#[test]
+fn a_cache_that_rarely_hits_is_named_with_why() {
+    let up = Upstream::start("origin");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"unique\"\nmatch.path_prefix = \"/unique\"\nservice = \"s\"\n[route.cache]\n\n\
+         [[route]]\nname = \"unstorable\"\nservice = \"s\"\n[route.cache]\n\n\
+         [service.s]\nreplicas = [\"{}\"]\n",
+        preamble(),
+        up.addr
+    ));
+    let mut c = h.client();
+    for i in 0..50 {
+        // Storable (max-age) but never asked again: a new query string each time.
+        let r = c.get(&format!("/unique?n={i}&header=Cache-Control:max-age%3D60"));
+        assert_eq!(r.status, 200);
+        // The same URL each time, but Set-Cookie keeps it out of a shared cache.
+        let r = c.get("/same?header=Cache-Control:max-age%3D60&header=Set-Cookie:id%3D1");
+        assert_eq!(r.status, 200);
+    }
+    // A fill is stored as its body ends, which may be just after the client has it.
+    h.wait_metric("headroom_cache_stored_total{route=\"unique\"}", 50.0);
+    let (_, findings) = advise(&h);
+    let of = |route: &str| {
+        findings
+            .iter()
+            .find(|f| {
+                f["kind"] == "cache_low_hit_ratio" && f["title"].as_str().unwrap().contains(route)
+            })
+            .unwrap_or_else(|| panic!("no finding for {route}: {findings:#?}"))
+    };
+    let unique = of("route unique");
+    assert_eq!(
+        unique["evidence"],
+        "0 hits in 50 lookups (0%) since start; 50 answers stored from 50 misses, 0 bypassed"
+    );
+    assert!(
+        unique["change"]
+            .as_str()
+            .unwrap()
+            .contains("key = { query = \"none\" }"),
+        "{unique:#}"
+    );
+    let unstorable = of("route unstorable");
+    assert!(
+        unstorable["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("0 hits in 50 lookups (0%) since start; 0 answers stored from 50 misses"),
+        "{unstorable:#}"
+    );
+    let change = unstorable["change"].as_str().unwrap();
+    assert!(
+        change.contains("Set-Cookie") && change.contains("[route.cache]\nttl = "),
+        "{change}"
+    );
+}
+
+#[test]
+fn connections_a_replica_never_lets_be_reused_are_named() {
+    let up = Upstream::start("closer");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"closing\"\nmatch.path_prefix = \"/closing\"\nservice = \"c\"\n\n\
+         [[route]]\nservice = \"k\"\n\n\
+         [service.c]\nreplicas = [\"{a}\"]\n\n[service.k]\nreplicas = [\"{a}\"]\n",
+        preamble(),
+        a = up.addr
+    ));
+    let mut client = h.client();
+    for _ in 0..50 {
+        // The upstream answers each with `Connection: close`: nothing to pool.
+        assert_eq!(client.get("/closing?header=Connection:close").status, 200);
+        assert_eq!(client.get("/kept").status, 200);
+    }
+    let (_, findings) = advise(&h);
+    let churn: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["kind"] == "connection_churn")
+        .collect();
+    assert_eq!(churn.len(), 1, "only service c: {findings:#?}");
+    let f = churn[0];
+    assert_eq!(f["title"], "connections to service c are not reused");
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("50 requests forwarded since start and no connection kept"),
+        "{f:#}"
+    );
+    assert!(
+        f["change"]
+            .as_str()
+            .unwrap()
+            .contains("[service.c]\nprotocol = \"h2\""),
+        "{f:#}"
+    );
+}
+
+#[test]
+fn a_request_timeout_far_above_the_latency_is_named_with_a_tighter_one() {
+    let up = Upstream::start("quick");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"other\"\nmatch.path_prefix = \"/other\"\nservice = \"d\"\n\n[[route]]\nname = \"api\"\nservice = \"s\"\n\n\
+         [service.s]\nreplicas = [\"{a}\"]\nrequest_timeout = \"20s\"\n\n[service.d]\nreplicas = [\"{a}\"]\n",
+        preamble(),
+        a = up.addr
+    ));
+    let mut c = h.client();
+    for _ in 0..100 {
+        assert_eq!(c.get("/x").status, 200);
+        // The default timeout over the same latency: headroom's choice, not reported.
+        assert_eq!(c.get("/other").status, 200);
+    }
+    let (_, findings) = advise(&h);
+    let timeouts: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["kind"] == "timeout_far_above_latency")
+        .collect();
+    assert_eq!(timeouts.len(), 1, "only service s: {findings:#?}");
+    let f = timeouts[0];
+    let evidence = f["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("p99 of 100 upstream answers under ")
+            && evidence.contains("request_timeout = 20s"),
+        "{f:#}"
+    );
+    assert_eq!(
+        f["change"].as_str().unwrap().lines().last(),
+        Some("request_timeout = \"1s\""),
+        "{f:#}"
+    );
+}

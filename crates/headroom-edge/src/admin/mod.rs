@@ -261,6 +261,9 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                     "inflight": sh.inflight(),
                     "queued": sh.queued(),
                     "baseline_ms": sh.baseline().map(|b| b.as_secs_f64() * 1e3),
+                    "adaptive": s.cfg.shed.as_ref().is_some_and(|c| c.adaptive.is_some()),
+                    // The ceiling the limit can reach: the fixed one, or the adaptive max.
+                    "max": s.cfg.shed.as_ref().and_then(|c| c.adaptive.map(|a| a.1).or(c.max_inflight)),
                 })
             });
             let circuit = s
@@ -274,6 +277,12 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                 "replicas": replicas,
                 "shed": shed,
                 "circuit": circuit,
+                "protocol": match s.cfg.protocol {
+                    headroom_config::UpstreamProtocol::Http1 => "http1",
+                    headroom_config::UpstreamProtocol::H2 => "h2",
+                },
+                "request_timeout_ms": s.cfg.request_timeout.as_millis() as u64,
+                "max_idle": s.cfg.max_idle,
             })
         })
         .collect();
