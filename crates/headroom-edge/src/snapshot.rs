@@ -150,6 +150,9 @@ pub struct Service {
     pub upstream_latency: Arc<Histogram>,
     pub retries: Arc<Counter>,
     pub retries_denied: Arc<Counter>,
+    /// Upstream connections opened (pooled ones reused are not): with the requests
+    /// forwarded, how well keep-alive works (`headroom advise`'s `connection_churn`).
+    pub connections_opened: Arc<Counter>,
     pub connect_errors: Arc<Counter>,
     pub timeouts: Arc<Counter>,
     /// `read_timeout`, with `headroom_upstream_errors_total{kind="read_timeout"}`.
@@ -201,6 +204,11 @@ impl Service {
             retries_denied: registry.counter(
                 "headroom_retries_denied_total",
                 "Retries not sent because the retry budget was spent.",
+                &labels,
+            ),
+            connections_opened: registry.counter(
+                "headroom_upstream_connections_opened_total",
+                "Connections opened to the service's replicas (a pooled connection reused is not counted).",
                 &labels,
             ),
             connect_errors: err("connect"),

@@ -494,20 +494,15 @@ fn connection_churn(
             ))
             .copied()
             .unwrap_or(0.0);
-        let replicas: Vec<&serde_json::Value> =
-            s["replicas"].as_array().into_iter().flatten().collect();
-        // A completed exchange on a reusable connection puts it back in the pool, where it
-        // stays until it is taken: with nothing in flight, an empty pool after many
-        // exchanges means none was reusable (the pool has no open counter to read).
-        let idle: u64 = replicas
-            .iter()
-            .map(|r| r["idle_connections"].as_u64().unwrap_or(0))
-            .sum();
-        let inflight: u64 = replicas
-            .iter()
-            .map(|r| r["inflight"].as_u64().unwrap_or(0))
-            .sum();
-        if forwarded < 50.0 || idle > 0 || inflight > 0 || replicas.is_empty() {
+        let opened = metrics
+            .get(&format!(
+                "headroom_upstream_connections_opened_total{{service=\"{service}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0);
+        // Pooled connections serve many requests each: more than one new connection for
+        // every two requests means keep-alive is mostly lost.
+        if forwarded < 50.0 || opened < forwarded * 0.5 {
             continue;
         }
         let change = if s["max_idle"] == 0 {
@@ -522,8 +517,8 @@ fn connection_churn(
             impact: 35,
             title: format!("connections to service {service} are not reused"),
             evidence: format!(
-                "{forwarded:.0} requests forwarded since start and no connection kept to reuse over {} replica(s): each request paid a TCP connect",
-                replicas.len()
+                "{opened:.0} connections opened for {forwarded:.0} requests forwarded since start ({:.0}%): most requests paid a TCP connect",
+                100.0 * opened / forwarded
             ),
             change,
         });

@@ -59,6 +59,7 @@ pub(super) async fn connect(replica: &Replica, service: &Service) -> Result<Send
         cfg.connect_timeout,
     ))
     .await
+    .inspect(|_| service.connections_opened.inc())
     .map_err(|e| {
         let kind = match &e {
             ConnectError::Timeout => ErrorKind::ConnectTimeout,
