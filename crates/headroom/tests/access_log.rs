@@ -173,6 +173,25 @@ fn access_log_path_takes_the_lines_and_sigusr1_reopens_it() {
     );
 }
 
+/// A full disk (`/dev/full` answers every write with ENOSPC): every request is still
+/// served, the lost lines are counted, and the failure is logged once, not per line.
+#[test]
+fn a_full_disk_drops_and_counts_the_lines_and_the_gateway_serves_on() {
+    let up = Upstream::start("a");
+    let config = one_route_config(&up, "")
+        .replace("[global]\n", "[global]\naccess_log_path = \"/dev/full\"\n");
+    let h = Headroom::start(&config);
+    for i in 0..50 {
+        assert_eq!(h.get(&format!("/full-{i}")).status, 200);
+    }
+    h.wait_metric_at_least("headroom_access_log_dropped_total", 1.0);
+    h.stderr
+        .wait_for("access log: cannot write to", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no warning:\n{}", h.stderr.all().join("\n")));
+    assert_eq!(h.stderr.count("access log: cannot write to"), 1, "logged once");
+    assert_eq!(h.get("/after").status, 200);
+}
+
 /// Without a file there is nothing to reopen: SIGUSR1 (whose default action would kill
 /// the process) leaves the gateway serving and logging to stdout.
 #[test]
