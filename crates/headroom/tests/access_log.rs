@@ -188,7 +188,11 @@ fn a_full_disk_drops_and_counts_the_lines_and_the_gateway_serves_on() {
     h.stderr
         .wait_for("access log: cannot write to", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no warning:\n{}", h.stderr.all().join("\n")));
-    assert_eq!(h.stderr.count("access log: cannot write to"), 1, "logged once");
+    assert_eq!(
+        h.stderr.count("access log: cannot write to"),
+        1,
+        "logged once"
+    );
     assert_eq!(h.get("/after").status, 200);
 }
 

@@ -689,3 +689,26 @@ pub fn make_cert(dir: &std::path::Path) -> (String, String) {
     );
     (cert.display().to_string(), key.display().to_string())
 }
+
+/// Reads one HTTP/1.1 request a test receiver was sent (a webhook, an OTLP collector): its
+/// header lines (lower-cased) and its `Content-Length` body; `None` if it broke off.
+#[allow(dead_code)]
+pub fn read_request(conn: &TcpStream) -> Option<(Vec<String>, Vec<u8>)> {
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut len = 0usize;
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.trim_end().to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.push(lower);
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
