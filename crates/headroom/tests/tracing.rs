@@ -308,6 +308,30 @@ fn a_batch_the_collector_refused_with_503_is_sent_again() {
 }
 
 #[test]
+fn a_reload_turns_tracing_on_and_off() {
+    let up = Upstream::start("u");
+    let collector = Collector::start();
+    let plain = one_route_config(&up, "");
+    let h = Headroom::start(&plain);
+    assert_eq!(h.get("/before").status, 200);
+    let traced = format!("{plain}{}", tracing(&collector.url, "sample = 1"));
+    assert!(h.reload(&traced).contains("config reloaded"));
+    assert_eq!(h.get("/during").status, 200);
+    let spans = collector.wait("the request after the reload", |s| !s.is_empty());
+    assert_eq!(attr(&spans[0], "url.path").as_deref(), Some("/during"));
+    assert!(h.reload(&plain).contains("config reloaded"));
+    let parent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let r = h
+        .client()
+        .request("GET", "/after", &[("traceparent", &parent)], b"");
+    assert_eq!(
+        r.json()["headers"]["traceparent"],
+        parent.as_str(),
+        "off again"
+    );
+}
+
+#[test]
 fn without_tracing_the_clients_traceparent_goes_on_untouched() {
     let up = Upstream::start("u");
     let h = Headroom::start(&one_route_config(&up, ""));
