@@ -168,6 +168,11 @@ pub struct SpanData {
     pub error: Option<String>,
 }
 
+/// `headroom_trace_spans_dropped_total`'s help, shared by the queue (`reason="queue_full"`)
+/// and the exporter (`reason="export_failed"`).
+pub const DROPPED_HELP: &str =
+    "Spans not exported: the export queue was full, or the collector refused them or could not be reached";
+
 /// Where finished requests' spans wait for the exporter: a bounded queue filled without
 /// blocking (a full queue drops the request's spans and counts them).
 pub struct Tracer {
@@ -196,7 +201,7 @@ impl Tracer {
             capacity: capacity.max(1),
             dropped: registry.counter(
                 "headroom_trace_spans_dropped_total",
-                "Spans not exported: the export queue was full, or the collector refused them or could not be reached",
+                DROPPED_HELP,
                 &[("reason", "queue_full")],
             ),
         }

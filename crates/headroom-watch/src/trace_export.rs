@@ -46,6 +46,13 @@ struct Stats {
 
 impl Stats {
     fn new(registry: &Registry) -> Stats {
+        let exports = |result| {
+            registry.counter(
+                "headroom_trace_exports_total",
+                "Export requests to the collector, by outcome.",
+                &[("result", result)],
+            )
+        };
         Stats {
             exported: registry.counter(
                 "headroom_trace_spans_exported_total",
@@ -54,19 +61,11 @@ impl Stats {
             ),
             failed: registry.counter(
                 "headroom_trace_spans_dropped_total",
-                "Spans not exported: the export queue was full, or the collector refused them or could not be reached",
+                headroom_telemetry::trace::DROPPED_HELP,
                 &[("reason", "export_failed")],
             ),
-            requests_ok: registry.counter(
-                "headroom_trace_exports_total",
-                "Export requests to the collector, by outcome.",
-                &[("result", "ok")],
-            ),
-            requests_failed: registry.counter(
-                "headroom_trace_exports_total",
-                "Export requests to the collector, by outcome.",
-                &[("result", "failed")],
-            ),
+            requests_ok: exports("ok"),
+            requests_failed: exports("failed"),
         }
     }
 }
