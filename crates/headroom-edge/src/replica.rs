@@ -27,6 +27,9 @@ pub struct Replica {
     healthy: AtomicBool,
     checks_ok: AtomicU32,
     checks_failed: AtomicU32,
+    /// Refused connections so far: a check that started before the last one and passes
+    /// afterwards saw the replica before it died, and is not counted.
+    refusals: AtomicU32,
     passive_failures: AtomicU32,
     /// Passive ejection end (clock ns); 0 when not ejected.
     ejected_until: AtomicU64,
@@ -72,6 +75,7 @@ impl Replica {
             healthy: AtomicBool::new(true),
             checks_ok: AtomicU32::new(0),
             checks_failed: AtomicU32::new(0),
+            refusals: AtomicU32::new(0),
             passive_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
@@ -162,6 +166,21 @@ impl Replica {
         self.ewma_ns.store(next.max(1.0) as u64, Relaxed);
     }
 
+    /// Taken before a health check starts, for `record_probe`.
+    pub fn check_started(&self) -> u32 {
+        self.refusals.load(Relaxed)
+    }
+
+    /// Records the result of a check that began at `started` (`check_started`): a pass from
+    /// before a refused connection is stale — the replica answered it, then died — and would
+    /// bring a dead replica back with `rise = 1`, so it is dropped.
+    pub fn record_probe(&self, started: u32, ok: bool, rise: u32, fall: u32) -> Option<bool> {
+        if ok && self.refusals.load(Relaxed) != started {
+            return None;
+        }
+        self.record_check(ok, rise, fall)
+    }
+
     /// Records an active health check result; returns Some(new state) on a transition.
     pub fn record_check(&self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
         if ok {
@@ -221,6 +240,7 @@ impl Replica {
     /// checks: it is out at once, and back after `rise` passing checks. True when this took
     /// it out.
     pub fn refused_until_checks_pass(&self) -> bool {
+        self.refusals.fetch_add(1, Relaxed);
         self.checks_ok.store(0, Relaxed);
         let was = self.healthy.swap(false, Relaxed);
         self.refresh_gauge(now_ns());
@@ -322,6 +342,17 @@ mod tests {
         assert_eq!(r.record_check(true, 2, 2), None);
         assert_eq!(r.record_check(true, 2, 2), Some(true));
         assert!(r.is_available(now_ns()));
+    }
+
+    #[test]
+    fn a_pass_from_a_check_begun_before_a_refusal_is_stale() {
+        let r = replica();
+        let started = r.check_started();
+        assert!(r.refused_until_checks_pass());
+        assert_eq!(r.record_probe(started, true, 1, 1000), None);
+        assert!(!r.is_healthy(), "the stale pass does not bring it back");
+        let started = r.check_started();
+        assert_eq!(r.record_probe(started, true, 1, 1000), Some(true));
     }
 
     #[test]
