@@ -750,4 +750,49 @@ webhook = "http://127.0.0.1:9000/hook"
             "{alert:?}"
         );
     }
+
+    /// `latency_buckets` replaces the default bounds, and a latency objective may then use
+    /// one of its own; bounds out of order are refused at their line.
+    #[test]
+    fn latency_buckets_set_the_bounds_latency_objectives_use() {
+        let custom = WATCHED.replacen(
+            "[watch]\n",
+            "[watch]\nlatency_buckets = [\"50ms\", \"300ms\", \"1s\"]\n",
+            1,
+        );
+        let refused = check(&custom).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("250ms is not a latency bucket bound")
+                && refused.to_string().contains("one of 50ms, 300ms, 1s"),
+            "{refused}"
+        );
+        let c = check(&custom.replacen("latency = \"250ms\"", "latency = \"300ms\"", 1)).unwrap();
+        assert_eq!(c.watch.latency_buckets.seconds(), [0.05, 0.3, 1.0]);
+        assert_eq!(c.watch.slos[1].latency, Some(Duration::from_millis(300)));
+        assert_eq!(
+            check(WATCHED)
+                .unwrap()
+                .watch
+                .latency_buckets
+                .seconds()
+                .len(),
+            16,
+            "the default"
+        );
+        let e = check(&custom.replacen("\"300ms\", \"1s\"", "\"1s\", \"300ms\"", 1)).unwrap_err();
+        let bad: Vec<_> =
+            e.0.iter()
+                .filter(|x| x.key.as_deref() == Some("watch.latency_buckets"))
+                .collect();
+        assert_eq!(bad.len(), 1, "{e}");
+        assert_eq!(bad[0].line, 13, "{e}");
+        assert!(
+            bad[0]
+                .message
+                .starts_with("bounds must increase: 1 s then 0.3 s"),
+            "{e}"
+        );
+    }
 }

@@ -18,6 +18,8 @@ pub struct WatchConfig {
     pub alerting: AlertingConfig,
     /// `None`: tracing is off.
     pub tracing: Option<TracingConfig>,
+    /// The bounds of every latency histogram (`/metrics`, the history, latency SLOs).
+    pub latency_buckets: headroom_telemetry::LatencyBounds,
 }
 
 /// `[watch.tracing]`.

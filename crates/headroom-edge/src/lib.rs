@@ -106,6 +106,10 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     if old.admin.as_ref().map(|a| a.bind) != new.admin.as_ref().map(|a| a.bind) {
         return Some("admin.bind or admin.enabled changed");
     }
+    if old.watch.latency_buckets != new.watch.latency_buckets {
+        // Every histogram and the history are laid out by them.
+        return Some("watch.latency_buckets changed");
+    }
     None
 }
 
@@ -133,7 +137,10 @@ impl Edge {
     pub async fn start(config: Config) -> Result<Edge, String> {
         let workers = config.global.workers.max(1);
         // One shard per worker for the per-request metrics, one for every other thread.
-        let registry = Arc::new(Registry::with_shards(workers + 1));
+        let registry = Arc::new(
+            Registry::with_shards(workers + 1)
+                .with_latency_bounds(config.watch.latency_buckets.clone()),
+        );
         headroom_telemetry::process::register(&registry);
         let access_log = AccessLog::start(
             log_destination(&config),

@@ -15,7 +15,10 @@ mod metrics;
 mod registry;
 mod shard;
 
-pub use metrics::{Counter, Gauge, Histogram, UpDownCounter, LATENCY_BUCKETS_SECONDS};
+pub use metrics::{
+    Counter, Gauge, Histogram, LatencyBounds, UpDownCounter, LATENCY_BUCKETS_SECONDS,
+    MAX_LATENCY_BOUNDS,
+};
 pub mod process;
 pub mod trace;
 pub use access_log::civil_from_days;

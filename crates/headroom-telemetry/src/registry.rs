@@ -1,6 +1,6 @@
 //! Named metric families with labels, and their Prometheus text exposition.
 
-use crate::metrics::{Counter, Gauge, Histogram, UpDownCounter, LATENCY_BUCKETS_SECONDS};
+use crate::metrics::{Counter, Gauge, Histogram, LatencyBounds, UpDownCounter};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -81,6 +81,8 @@ struct Family {
 #[derive(Debug)]
 pub struct Registry {
     shards: usize,
+    /// The bounds of every histogram it makes (`[watch] latency_buckets`).
+    bounds: LatencyBounds,
     families: Mutex<BTreeMap<&'static str, Family>>,
 }
 
@@ -118,8 +120,20 @@ impl Registry {
     pub fn with_shards(shards: usize) -> Self {
         Registry {
             shards: shards.max(1),
+            bounds: LatencyBounds::default(),
             families: Mutex::default(),
         }
+    }
+
+    /// The same registry, its histograms with `bounds` (set before any is made).
+    pub fn with_latency_bounds(mut self, bounds: LatencyBounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    /// The bounds of its histograms.
+    pub fn latency_bounds(&self) -> &LatencyBounds {
+        &self.bounds
     }
 
     /// The number of shards each sharded metric has.
@@ -216,7 +230,10 @@ impl Registry {
     ) -> Arc<Histogram> {
         let shards = self.shards;
         match self.get_or_insert(name, help, "histogram", labels, || {
-            Metric::Histogram(Arc::new(Histogram::with_shards(shards)))
+            Metric::Histogram(Arc::new(Histogram::with_bounds(
+                self.bounds.clone(),
+                shards,
+            )))
         }) {
             Metric::Histogram(h) => h,
             _ => panic!("metric {name} registered with two types"),
@@ -309,11 +326,10 @@ impl Registry {
                         // One read of the shards: the buckets, +Inf and _count agree.
                         let totals = h.totals();
                         let mut cumulative = 0u64;
+                        let bounds = h.bounds().seconds();
                         for (i, b) in totals.buckets.iter().enumerate() {
                             cumulative = cumulative.wrapping_add(*b);
-                            let le = LATENCY_BUCKETS_SECONDS
-                                .get(i)
-                                .map_or("+Inf".to_string(), |s| s.to_string());
+                            let le = bounds.get(i).map_or("+Inf".to_string(), |s| s.to_string());
                             let _ = writeln!(
                                 out,
                                 "{name}_bucket{} {cumulative}",

@@ -12,7 +12,6 @@ mod grafana;
 mod rules;
 
 use headroom_config::watch::{SloConfig, WatchConfig};
-use headroom_telemetry::LATENCY_BUCKETS_SECONDS;
 use headroom_watch::slo::STANDARD_PAIRS;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -176,15 +175,11 @@ fn quantile_expr(route: &str, quantile: f64, window: &str, offset: Option<&str>)
     )
 }
 
-/// A bucket bound as `/metrics` writes it in `le` (Rust's `f64` Display: `0.25`, `1`).
+/// A bucket bound as `/metrics` writes it in `le` (Rust's `f64` Display: `0.25`, `1`). The
+/// registry's bounds are the config's durations in seconds, computed as here (validation
+/// made the threshold one of them), so the text is the same.
 fn le_label(latency: Duration) -> String {
-    let secs = latency.as_secs_f64();
-    LATENCY_BUCKETS_SECONDS
-        .iter()
-        .copied()
-        .find(|b| (b - secs).abs() < 1e-9)
-        .unwrap_or(secs)
-        .to_string()
+    latency.as_secs_f64().to_string()
 }
 
 /// The `le` matcher: `="0.25"`; a whole number also as Prometheus 3 rewrites it (`1.0`).

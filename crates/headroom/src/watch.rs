@@ -9,7 +9,7 @@ use headroom_config::watch::{
     ReceiverConfig, RuleCondition, Severity as CfgSeverity, SloConfig, WatchConfig,
 };
 use headroom_edge::Shared;
-use headroom_telemetry::{Counter, LATENCY_BUCKETS_SECONDS};
+use headroom_telemetry::Counter;
 use headroom_watch::alert::{Alert, Notifier, NotifierHandle, NotifierOptions, Receiver};
 use headroom_watch::history::{good_within, quantile, History, HistoryLimits, OpenNotice, Sample};
 use headroom_watch::slo::{
@@ -42,6 +42,7 @@ fn unix_now() -> u64 {
 struct RouteSource<'a> {
     history: &'a History,
     series: &'a str,
+    bounds: &'a [f64],
 }
 
 impl Source for RouteSource<'_> {
@@ -49,9 +50,7 @@ impl Source for RouteSource<'_> {
         let s = self.history.sum(self.series, from, to);
         let good = match sli {
             Sli::Availability => s.total.saturating_sub(s.errors),
-            Sli::Latency { threshold } => {
-                good_within(&s, &LATENCY_BUCKETS_SECONDS, threshold.as_secs_f64())
-            }
+            Sli::Latency { threshold } => good_within(&s, self.bounds, threshold.as_secs_f64()),
         };
         Counts {
             good,
@@ -60,11 +59,7 @@ impl Source for RouteSource<'_> {
     }
 
     fn quantile(&self, q: f64, from: u64, to: u64) -> Option<f64> {
-        quantile(
-            &self.history.sum(self.series, from, to),
-            &LATENCY_BUCKETS_SECONDS,
-            q,
-        )
+        quantile(&self.history.sum(self.series, from, to), self.bounds, q)
     }
 }
 
@@ -286,7 +281,8 @@ pub async fn run(
         ))
     });
     let cfg = shared.config.load().watch.clone();
-    let bounds = LATENCY_BUCKETS_SECONDS.to_vec();
+    // The registry's: the histograms the samples come from (fixed until a restart).
+    let bounds = shared.registry.latency_bounds().seconds().to_vec();
     let limits = HistoryLimits {
         max_series: cfg.max_series,
     };
@@ -374,6 +370,7 @@ pub async fn run(
             let source = RouteSource {
                 history: &history,
                 series: &rw.series,
+                bounds: &bounds,
             };
             let transitions = rw.evaluator.evaluate(&source, now);
             for t in &transitions {
@@ -430,7 +427,7 @@ pub async fn run(
         publish_findings(&shared);
         shared
             .watch_charts
-            .store(Some(Arc::new(charts(&history, now))));
+            .store(Some(Arc::new(charts(&history, &bounds, now))));
         if n.is_multiple_of(FLUSH_EVERY) {
             history = flush(history, &metrics).await;
         }
@@ -445,7 +442,7 @@ pub async fn run(
 
 /// The last hour of every route at 10 s: requests/s, the 5xx ratio, p50, p95 and p99 (ms),
 /// one array per measure; `null` where a slot had no requests.
-fn charts(history: &History, now: u64) -> serde_json::Value {
+fn charts(history: &History, bounds: &[f64], now: u64) -> serde_json::Value {
     const SPAN: u64 = 3600;
     let step = TICK.as_secs();
     let to = now - now % step + step;
@@ -458,7 +455,7 @@ fn charts(history: &History, now: u64) -> serde_json::Value {
             let route = s.strip_prefix("route:")?;
             let points = history.points(s, from, to, step);
             let q = |p: &Sample, q: f64| {
-                quantile(p, &LATENCY_BUCKETS_SECONDS, q).map(|v| (v * 1e5).round() / 100.0)
+                quantile(p, bounds, q).map(|v| (v * 1e5).round() / 100.0)
             };
             Some(serde_json::json!({
                 "route": route,
@@ -534,6 +531,7 @@ async fn flush(mut history: History, metrics: &WatchMetrics) -> History {
     if history.path().is_none() {
         return history;
     }
+    let bounds = history.bounds().to_vec();
     let done = tokio::task::spawn_blocking(move || {
         let r = history.flush();
         (history, r)
@@ -557,7 +555,7 @@ async fn flush(mut history: History, metrics: &WatchMetrics) -> History {
         Err(e) => {
             metrics.flushes_failed.inc();
             warn!("the history flush failed ({e}): starting afresh in memory");
-            History::in_memory(LATENCY_BUCKETS_SECONDS.to_vec(), HistoryLimits::default())
+            History::in_memory(bounds, HistoryLimits::default())
                 .expect("the latency bounds are valid")
         }
     }

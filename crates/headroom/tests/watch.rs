@@ -334,3 +334,44 @@ fn a_reload_changes_the_objectives_and_an_impossible_one_keeps_the_running_confi
     });
     assert_eq!(w["slos"][1]["target"], 0.9);
 }
+
+/// `watch.latency_buckets` lays out every latency histogram: `/metrics` shows its bounds, a
+/// latency objective is judged on one of them, and a reload cannot change them (the history
+/// is laid out by them too): the running config stays.
+#[test]
+fn latency_buckets_lay_out_the_histograms_and_cannot_change_on_reload() {
+    let config = format!(
+        "{pre}[[route]]\nname = \"api\"\nrespond = {{ status = 200, body = \"ok\" }}\n\n\
+         [watch]\nlatency_buckets = [\"2ms\", \"300ms\", \"1s\"]\n\n\
+         [[watch.slo]]\nroute = \"api\"\nobjective = \"95%\"\nlatency = \"300ms\"\n",
+        pre = preamble()
+    );
+    let h = Headroom::start(&config);
+    for _ in 0..5 {
+        assert_eq!(h.get("/").status, 200);
+    }
+    let metrics = h.metrics();
+    for le in ["0.002", "0.3", "1", "+Inf"] {
+        let series =
+            format!("headroom_request_duration_seconds_bucket{{route=\"api\",le=\"{le}\"}} 5");
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
+    assert!(!metrics.contains("le=\"0.25\""), "no default bound left");
+    let w = h.wait_watch("the latency objective judged", |w| {
+        w["slos"][0]["total"].as_u64() == Some(5)
+    });
+    assert_eq!(w["slos"][0]["bad"], 0, "{w:#}");
+    assert_eq!(w["slos"][0]["latency_threshold_secs"], 0.3, "{w:#}");
+
+    let other = config.replacen("\"2ms\", ", "", 1);
+    let outcome = h.reload(&other);
+    assert!(outcome.contains("config not reloaded"), "{outcome}");
+    assert!(
+        h.stderr
+            .wait_for("watch.latency_buckets changed", Duration::from_secs(10))
+            .is_some(),
+        "{:?}",
+        h.stderr.all()
+    );
+    assert!(h.metrics().contains("le=\"0.002\""), "the bounds stay");
+}

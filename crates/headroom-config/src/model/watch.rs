@@ -23,6 +23,8 @@ pub struct Watch {
     pub alerting: Alerting,
     /// `[watch.tracing]`: OpenTelemetry traces over OTLP/HTTP. Default: off.
     pub tracing: Option<Spanned<Tracing>>,
+    /// The latency histograms' bucket bounds, lowest first. Default: 100µs to 10s in 16.
+    pub latency_buckets: Option<Spanned<Vec<Spanned<Dur>>>>,
 }
 
 impl Default for Watch {
@@ -36,6 +38,7 @@ impl Default for Watch {
             alert: Vec::new(),
             alerting: Alerting::default(),
             tracing: None,
+            latency_buckets: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use super::unknown_name;
 use crate::error::Reporter;
 use crate::model::watch as model;
 use crate::watch::*;
-use headroom_telemetry::LATENCY_BUCKETS_SECONDS;
+use headroom_telemetry::LatencyBounds;
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ pub(crate) fn validate_watch(
             None
         }
     });
+    let latency_buckets = latency_buckets(r, raw.latency_buckets.as_ref());
     let check_route = |r: &mut Reporter, route: &toml::Spanned<String>, key: &str| -> bool {
         if routes.contains(&route.get_ref().as_str()) {
             true
@@ -82,11 +83,13 @@ pub(crate) fn validate_watch(
         }
         let latency = s.latency.as_ref().map(|l| (l.span().start, l.get_ref().0));
         if let Some((lat_at, l)) = latency {
-            if !LATENCY_BUCKETS_SECONDS
+            if !latency_buckets
+                .seconds()
                 .iter()
                 .any(|b| (b - l.as_secs_f64()).abs() < 1e-9)
             {
-                let bounds: Vec<String> = LATENCY_BUCKETS_SECONDS
+                let bounds: Vec<String> = latency_buckets
+                    .seconds()
                     .iter()
                     .map(|b| humantime::format_duration(Duration::from_secs_f64(*b)).to_string())
                     .collect();
@@ -94,7 +97,7 @@ pub(crate) fn validate_watch(
                     lat_at,
                     Some("watch.slo.latency".into()),
                     format!(
-                        "{} is not a latency bucket bound: requests are counted by bucket, so the threshold must be one of {}",
+                        "{} is not a latency bucket bound: requests are counted by bucket, so the threshold must be one of {} (or add it to watch.latency_buckets)",
                         humantime::format_duration(l),
                         bounds.join(", ")
                     ),
@@ -245,6 +248,36 @@ pub(crate) fn validate_watch(
             timeout: al.timeout.0,
         },
         tracing,
+        latency_buckets,
+    }
+}
+
+/// `watch.latency_buckets`, or the default 16 bounds when left out or refused.
+fn latency_buckets(
+    r: &mut Reporter,
+    raw: Option<&toml::Spanned<Vec<toml::Spanned<crate::units::Dur>>>>,
+) -> LatencyBounds {
+    let Some(raw) = raw else {
+        return LatencyBounds::default();
+    };
+    let seconds: Vec<f64> = raw
+        .get_ref()
+        .iter()
+        .map(|d| d.get_ref().0.as_secs_f64())
+        .collect();
+    match LatencyBounds::new(&seconds) {
+        Ok(b) => b,
+        Err(why) => {
+            r.error(
+                raw.span().start,
+                Some("watch.latency_buckets".into()),
+                format!(
+                    "{why}: expected 1 to {} increasing durations from 1µs, like [\"5ms\", \"25ms\", \"100ms\", \"300ms\", \"1s\"]",
+                    headroom_telemetry::MAX_LATENCY_BOUNDS
+                ),
+            );
+            LatencyBounds::default()
+        }
     }
 }
 
