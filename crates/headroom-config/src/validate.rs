@@ -86,7 +86,15 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
         })
         .collect::<Vec<RouteConfig>>();
     let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
-    let watch = watch::validate_watch(&mut r, &raw.watch, &route_names, base_dir);
+    let watch = watch::validate_watch(
+        &mut r,
+        &raw.watch,
+        &watch::Names {
+            routes: &route_names,
+            services: &service_names,
+        },
+        base_dir,
+    );
 
     if r.errors.is_empty() {
         Ok(Config {
@@ -749,6 +757,49 @@ webhook = "http://127.0.0.1:9000/hook"
             alert[0].contains("expected an http:// or https:// URL"),
             "{alert:?}"
         );
+    }
+
+    /// An objective or a rule judges a route or a service: exactly one of the two, naming
+    /// one that exists; a service's is typed as such.
+    #[test]
+    fn objectives_and_rules_name_a_route_or_a_service() {
+        let service = WATCHED.replacen(
+            "[[watch.slo]]\nroute = \"api\"\nobjective = \"99.9%\"",
+            "[[watch.slo]]\nservice = \"app\"\nobjective = \"99.9%\"",
+            1,
+        );
+        let c = check(&service).unwrap();
+        assert_eq!(
+            c.watch.slos[0].subject,
+            crate::watch::Subject::Service("app".into())
+        );
+        assert_eq!(c.watch.slos[0].name, "app");
+        assert_eq!(
+            c.watch.slos[1].subject,
+            crate::watch::Subject::Route("api".into())
+        );
+        let bad = service
+            .replacen(
+                "service = \"app\"\nobjective",
+                "service = \"apq\"\nobjective",
+                1,
+            )
+            .replacen(
+                "name = \"api-errors\"\nroute = \"api\"",
+                "name = \"api-errors\"\nroute = \"api\"\nservice = \"app\"",
+                1,
+            );
+        let e = check(&bad).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("watch.slo.service: unknown service \"apq\" (did you mean \"app\"?)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("watch.rule: expected one of `route = \"NAME\"`"),
+            "{text}"
+        );
+        assert_eq!(e.0.len(), 2, "{e}");
     }
 
     /// `latency_buckets` replaces the default bounds, and a latency objective may then use

@@ -40,11 +40,42 @@ pub struct TracingConfig {
     pub headers: Vec<(String, String)>,
 }
 
+/// What an objective or a rule judges: the requests of a route, or of a service (every
+/// route's requests to it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    Route(String),
+    Service(String),
+}
+
+impl Subject {
+    /// `"route"` or `"service"`: also the label alerts and metrics carry its name in.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Subject::Route(_) => "route",
+            Subject::Service(_) => "service",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Subject::Route(n) | Subject::Service(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for Subject {
+    /// `route api`, `service app`: how summaries name it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind(), self.name())
+    }
+}
+
 /// `[[watch.slo]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SloConfig {
     pub name: String,
-    pub route: String,
+    pub subject: Subject,
     /// Strictly between 0 and 1.
     pub objective: f64,
     /// `Some`: a latency objective, this one of the latency bucket bounds.
@@ -56,7 +87,7 @@ pub struct SloConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleConfig {
     pub name: String,
-    pub route: String,
+    pub subject: Subject,
     pub condition: RuleCondition,
     pub window: Duration,
     pub for_: Duration,

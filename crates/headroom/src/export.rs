@@ -11,7 +11,7 @@
 mod grafana;
 mod rules;
 
-use headroom_config::watch::{SloConfig, WatchConfig};
+use headroom_config::watch::{SloConfig, Subject, WatchConfig};
 use headroom_watch::slo::STANDARD_PAIRS;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -96,11 +96,27 @@ fn ratio_windows() -> Vec<u64> {
 
 const REQUESTS: &str = "headroom_requests_total";
 const DURATION: &str = "headroom_request_duration_seconds";
+const UPSTREAM_DURATION: &str = "headroom_upstream_duration_seconds";
 
-/// What an objective counts as bad on its route: 5xx, or slower than a bucket bound.
+/// The latency histogram a subject is judged on: a route's answers, or a service's
+/// (its replicas' time to response headers), as the built-in watch plane judges them.
+fn duration_metric(subject: &Subject) -> &'static str {
+    match subject {
+        Subject::Route(_) => DURATION,
+        Subject::Service(_) => UPSTREAM_DURATION,
+    }
+}
+
+/// `route="api"` or `service="app"`.
+fn matcher(subject: &Subject) -> String {
+    format!("{}={}", subject.kind(), promql_str(subject.name()))
+}
+
+/// What an objective counts as bad on its route or service: 5xx, or slower than a bucket
+/// bound.
 #[derive(Debug, Clone, PartialEq)]
 struct Sli {
-    route: String,
+    subject: Subject,
     /// `Some("0.25")`: a latency objective, the bound as `/metrics` writes it.
     le: Option<String>,
 }
@@ -108,23 +124,25 @@ struct Sli {
 impl Sli {
     fn of(slo: &SloConfig) -> Sli {
         Sli {
-            route: slo.route.clone(),
+            subject: slo.subject.clone(),
             le: slo.latency.map(le_label),
         }
     }
 
-    /// `headroom:route_error_ratio:rate5m` or `headroom:route_slow_ratio:rate5m`.
+    /// `headroom:route_error_ratio:rate5m` or `headroom:route_slow_ratio:rate5m`
+    /// (`service_` for a service's).
     fn record(&self, window: u64) -> String {
         let kind = if self.le.is_some() { "slow" } else { "error" };
         format!(
-            "headroom:route_{kind}_ratio:rate{}",
+            "headroom:{}_{kind}_ratio:rate{}",
+            self.subject.kind(),
             prom_duration_secs(window)
         )
     }
 
     /// The recorded ratio, selected: `headroom:route_error_ratio:rate1h{route="api"}`.
     fn recorded(&self, window: u64) -> String {
-        let mut selector = format!("route={}", promql_str(&self.route));
+        let mut selector = matcher(&self.subject);
         if let Some(le) = &self.le {
             let _ = write!(selector, ",le={}", promql_str(le));
         }
@@ -139,11 +157,12 @@ impl Sli {
     /// [`Sli::ratio_expr`] over a window written as a Prometheus duration (`30d`).
     fn ratio_over(&self, window: &str) -> String {
         match &self.le {
-            None => error_ratio(&self.route, window),
+            None => error_ratio(&self.subject, window),
             Some(le) => {
-                let route = promql_str(&self.route);
+                let (by, m) = (self.subject.kind(), matcher(&self.subject));
+                let metric = duration_metric(&self.subject);
                 format!(
-                    "1 - sum by (route) (rate({DURATION}_bucket{{route={route},le{}}}[{window}])) / sum by (route) (rate({DURATION}_count{{route={route}}}[{window}]))",
+                    "1 - sum by ({by}) (rate({metric}_bucket{{{m},le{}}}[{window}])) / sum by ({by}) (rate({metric}_count{{{m}}}[{window}]))",
                     le_matcher(le)
                 )
             }
@@ -151,27 +170,34 @@ impl Sli {
     }
 }
 
-/// The share of 5xx among a route's requests over `window`: 0 (not absent) with traffic
-/// and no 5xx yet, absent without traffic.
-fn error_ratio(route: &str, window: &str) -> String {
-    error_ratio_of(&format!("route={}", promql_str(route)), window)
+/// The share of 5xx among a route's (or a service's) requests over `window`: 0 (not
+/// absent) with traffic and no 5xx yet, absent without traffic.
+fn error_ratio(subject: &Subject, window: &str) -> String {
+    error_ratio_by(subject.kind(), &matcher(subject), window)
 }
 
 /// [`error_ratio`] by route for the routes `matcher` selects (`route=~"$route"`).
 fn error_ratio_of(matcher: &str, window: &str) -> String {
-    let all = format!("sum by (route) (rate({REQUESTS}{{{matcher}}}[{window}]))");
+    error_ratio_by("route", matcher, window)
+}
+
+/// The share of 5xx summed by label `by` (`route` or `service`).
+fn error_ratio_by(by: &str, matcher: &str, window: &str) -> String {
+    let all = format!("sum by ({by}) (rate({REQUESTS}{{{matcher}}}[{window}]))");
     format!(
-        "(sum by (route) (rate({REQUESTS}{{{matcher},class=\"5xx\"}}[{window}])) or {all} * 0) / {all}"
+        "(sum by ({by}) (rate({REQUESTS}{{{matcher},class=\"5xx\"}}[{window}])) or {all} * 0) / {all}"
     )
 }
 
-/// The latency quantile of a route over `window` ending `offset` ago.
-fn quantile_expr(route: &str, quantile: f64, window: &str, offset: Option<&str>) -> String {
+/// The latency quantile of a route (or a service) over `window` ending `offset` ago.
+fn quantile_expr(subject: &Subject, quantile: f64, window: &str, offset: Option<&str>) -> String {
     let offset = offset.map(|o| format!(" offset {o}")).unwrap_or_default();
     format!(
-        "histogram_quantile({}, sum by (route, le) (rate({DURATION}_bucket{{route={}}}[{window}]{offset})))",
+        "histogram_quantile({}, sum by ({}, le) (rate({}_bucket{{{}}}[{window}]{offset})))",
         number(quantile),
-        promql_str(route)
+        subject.kind(),
+        duration_metric(subject),
+        matcher(subject)
     )
 }
 

@@ -6,7 +6,7 @@
 //! the runtime's threads.
 
 use headroom_config::watch::{
-    ReceiverConfig, RuleCondition, Severity as CfgSeverity, SloConfig, WatchConfig,
+    ReceiverConfig, RuleCondition, Severity as CfgSeverity, SloConfig, Subject, WatchConfig,
 };
 use headroom_edge::Shared;
 use headroom_telemetry::Counter;
@@ -28,8 +28,9 @@ const TICK: Duration = Duration::from_secs(10);
 /// How often the history is written to its file.
 const FLUSH_EVERY: u64 = 6;
 
-fn series_of(route: &str) -> String {
-    format!("route:{route}")
+/// The history's series of a route (`route:api`) or a service (`service:app`).
+fn series_of(subject: &Subject) -> String {
+    format!("{}:{}", subject.kind(), subject.name())
 }
 
 fn unix_now() -> u64 {
@@ -38,7 +39,7 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The history of one route, as the SLO evaluator reads it.
+/// The history of one route or service, as the SLO evaluator reads it.
 struct RouteSource<'a> {
     history: &'a History,
     series: &'a str,
@@ -63,13 +64,13 @@ impl Source for RouteSource<'_> {
     }
 }
 
-/// A route's objectives and rules with their alert state.
+/// A route's (or a service's) objectives and rules with their alert state.
 struct RouteWatch {
-    route: String,
+    subject: Subject,
     series: String,
     evaluator: Evaluator,
-    /// The evaluator's names ("route api", the start of every summary) to the config's
-    /// ("api"), which the `objective` and `rule` labels carry, as `headroom export
+    /// The evaluator's names ("route api", "service app (fast)": the start of every
+    /// summary) to the config's ("api", "fast"), which the `objective` and `rule` labels carry, as `headroom export
     /// prometheus-rules` writes them.
     names: HashMap<String, String>,
 }
@@ -94,19 +95,19 @@ fn severity(s: CfgSeverity) -> Severity {
     }
 }
 
-/// The evaluators for `cfg`, one per route. Config validation already refused what these
-/// constructors would; a refusal here is logged and the objective left out.
+/// The evaluators for `cfg`, one per route or service. Config validation already refused
+/// what these constructors would; a refusal here is logged and the objective left out.
 fn evaluators(cfg: &WatchConfig) -> Vec<RouteWatch> {
-    let mut by_route: HashMap<&str, (Vec<Objective>, Vec<Rule>)> = HashMap::new();
-    let mut names: HashMap<&str, HashMap<String, String>> = HashMap::new();
+    let mut by_route: HashMap<&Subject, (Vec<Objective>, Vec<Rule>)> = HashMap::new();
+    let mut names: HashMap<&Subject, HashMap<String, String>> = HashMap::new();
     for s in &cfg.slos {
         match objective(s) {
             Ok(o) => {
                 names
-                    .entry(&s.route)
+                    .entry(&s.subject)
                     .or_default()
                     .insert(o.name().to_string(), s.name.clone());
-                by_route.entry(&s.route).or_default().0.push(o)
+                by_route.entry(&s.subject).or_default().0.push(o)
             }
             Err(e) => warn!(slo = %s.name, "objective left out: {e}"),
         }
@@ -139,14 +140,14 @@ fn evaluators(cfg: &WatchConfig) -> Vec<RouteWatch> {
                 for_: r.for_,
             },
         };
-        let shown = format!("route {}: {}", r.route, r.name);
+        let shown = format!("{}: {}", r.subject, r.name);
         names
-            .entry(&r.route)
+            .entry(&r.subject)
             .or_default()
             .insert(shown.clone(), r.name.clone());
         match Rule::new(shown, condition) {
             Ok(rule) => by_route
-                .entry(&r.route)
+                .entry(&r.subject)
                 .or_default()
                 .1
                 .push(rule.with_severity(severity(r.severity))),
@@ -156,21 +157,22 @@ fn evaluators(cfg: &WatchConfig) -> Vec<RouteWatch> {
     let mut out: Vec<RouteWatch> = by_route
         .into_iter()
         .filter_map(
-            |(route, (objectives, rules))| match Evaluator::new(objectives, rules) {
+            |(subject, (objectives, rules))| match Evaluator::new(objectives, rules) {
                 Ok(evaluator) => Some(RouteWatch {
-                    route: route.to_string(),
-                    series: series_of(route),
+                    subject: subject.clone(),
+                    series: series_of(subject),
                     evaluator,
-                    names: names.remove(route).unwrap_or_default(),
+                    names: names.remove(subject).unwrap_or_default(),
                 }),
                 Err(e) => {
-                    warn!(route, "objectives left out: {e}");
+                    warn!(%subject, "objectives left out: {e}");
                     None
                 }
             },
         )
         .collect();
-    out.sort_by(|a, b| a.route.cmp(&b.route));
+    // Routes first, then services, each by name.
+    out.sort_by(|a, b| a.subject.cmp(&b.subject));
     out
 }
 
@@ -180,10 +182,10 @@ fn objective(s: &SloConfig) -> Result<Objective, String> {
         None => Sli::Availability,
     };
     // The name starts the alerts' summaries: "route api: burning its ...".
-    let name = if s.name == s.route {
-        format!("route {}", s.route)
+    let name = if s.name == s.subject.name() {
+        s.subject.to_string()
     } else {
-        format!("route {} ({})", s.route, s.name)
+        format!("{} ({})", s.subject, s.name)
     };
     Objective::new(name, sli, s.objective, s.period).map_err(|e| e.to_string())
 }
@@ -225,12 +227,11 @@ fn to_alert(rw: &RouteWatch, t: &Transition, dashboard: &str) -> Alert {
         Transition::Firing(i) => (i, false),
         Transition::Resolved(i) => (i, true),
     };
-    let route = rw.route.as_str();
     let mut labels = info.labels.clone();
     rw.relabel(&mut labels);
     let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
     let mut alert = Alert::firing(&info.alert, at(info.started_at))
-        .label("route", route)
+        .label(rw.subject.kind(), rw.subject.name())
         .annotation("summary", &info.summary)
         .annotation("dashboard", dashboard);
     for (k, v) in &labels {
@@ -339,7 +340,7 @@ pub async fn run(
     let mut watched = cfg.clone();
     let mut routes = evaluators(&watched);
     let mut notify = notifier(&watched, &dashboard);
-    let mut last: HashMap<String, ([u64; 5], Vec<u64>)> = HashMap::new();
+    let mut last: Last = HashMap::new();
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -376,10 +377,10 @@ pub async fn run(
             for t in &transitions {
                 match t {
                     Transition::Firing(i) => {
-                        warn!(route = %rw.route, alert = %i.alert, "firing: {}", i.summary)
+                        warn!(subject = %rw.subject, alert = %i.alert, "firing: {}", i.summary)
                     }
                     Transition::Resolved(i) => {
-                        info!(route = %rw.route, alert = %i.alert, "resolved: {}", i.summary)
+                        info!(subject = %rw.subject, alert = %i.alert, "resolved: {}", i.summary)
                     }
                 }
                 metrics.transitions.inc();
@@ -395,7 +396,14 @@ pub async fn run(
                     }
                 }
             }
-            statuses.extend(rw.evaluator.status(&source, now));
+            // Each verdict says what it judges: `"route": "api"` or `"service": "app"`.
+            statuses.extend(rw.evaluator.status(&source, now).into_iter().map(|s| {
+                let mut v = serde_json::json!(s);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert(rw.subject.kind().into(), rw.subject.name().into());
+                }
+                v
+            }));
             active.extend(rw.evaluator.active().into_iter().map(|mut a| {
                 rw.relabel(&mut a.labels);
                 a
@@ -471,39 +479,84 @@ fn charts(history: &History, bounds: &[f64], now: u64) -> serde_json::Value {
     serde_json::json!({ "step": step, "from": from, "to": to, "routes": routes })
 }
 
-/// Records every route's requests since the last call.
+/// What a counter set read last time: requests by status class and latency buckets.
+type Last = HashMap<String, ([u64; 5], Vec<u64>)>;
+
+/// `now - last` per element, and `last` set to `now` (a counter that went back — a series
+/// made anew — counts from zero).
+fn delta<const N: usize>(now: [u64; N], last: &mut [u64; N]) -> [u64; N] {
+    let d = std::array::from_fn(|i| now[i].saturating_sub(last[i]));
+    *last = now;
+    d
+}
+
+fn delta_vec(now: Vec<u64>, last: &mut Vec<u64>) -> Vec<u64> {
+    let d = now
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.saturating_sub(last.get(i).copied().unwrap_or(0)))
+        .collect();
+    *last = now;
+    d
+}
+
+fn sample_of(classes: [u64; 5], buckets: Vec<u64>) -> Sample {
+    Sample {
+        total: classes.iter().sum(),
+        errors: classes[4],
+        buckets,
+    }
+}
+
+/// Records every route's and every service's requests since the last call. A service's
+/// requests are every route's to it (each (route, service) pair's counters, by delta, so a
+/// route removed by a reload takes nothing back), its latencies its replicas' answers.
 fn sample(
     shared: &Shared,
     history: &mut History,
-    last: &mut HashMap<String, ([u64; 5], Vec<u64>)>,
+    last: &mut Last,
     now: u64,
     metrics: &WatchMetrics,
 ) {
+    use headroom_edge::snapshot::RouteAction;
     let snap = shared.snapshot.load();
-    for route in snap.routes.iter() {
-        let classes = route_counts(route);
-        let buckets = route.latency.bucket_counts();
-        let prev = last
-            .entry(route.name.to_string())
-            .or_insert_with(|| ([0; 5], vec![0; buckets.len()]));
-        let delta: Vec<u64> = buckets
-            .iter()
-            .zip(&prev.1)
-            .map(|(c, p)| c.saturating_sub(*p))
-            .collect();
-        let d = |i: usize| classes[i].saturating_sub(prev.0[i]);
-        let s = Sample {
-            total: (0..5).map(d).sum(),
-            errors: d(4),
-            buckets: delta,
-        };
-        *prev = (classes, buckets);
+    let record = |history: &mut History, series: String, s: Sample| {
         if s.total == 0 && s.buckets.iter().all(|b| *b == 0) {
-            continue;
+            return;
         }
-        if history.record(&series_of(&route.name), now, &s).is_err() {
+        if history.record(&series, now, &s).is_err() {
             metrics.refused.inc();
         }
+    };
+    let mut by_service: HashMap<&str, [u64; 5]> = HashMap::new();
+    for route in snap.routes.iter() {
+        let subject = Subject::Route(route.name.to_string());
+        let series = series_of(&subject);
+        let prev = last.entry(series.clone()).or_default();
+        let classes = delta(route_counts(route), &mut prev.0);
+        let buckets = delta_vec(route.latency.bucket_counts(), &mut prev.1);
+        record(history, series, sample_of(classes, buckets));
+        let targets: Vec<&headroom_edge::snapshot::Target> = match &route.action {
+            RouteAction::Forward(t) => vec![t],
+            RouteAction::Split { targets, .. } => targets.iter().map(|(t, _)| t).collect(),
+            RouteAction::Redirect { .. } | RouteAction::Respond { .. } => Vec::new(),
+        };
+        for t in targets {
+            let key = format!("pair:{}\0{}", route.name, t.service.name);
+            let d = delta(t.red.counts(), &mut last.entry(key).or_default().0);
+            let sum = by_service.entry(&t.service.name).or_default();
+            for (s, n) in sum.iter_mut().zip(d) {
+                *s += n;
+            }
+        }
+    }
+    for service in snap.services.iter() {
+        let subject = Subject::Service(service.name.to_string());
+        let series = series_of(&subject);
+        let prev = last.entry(series.clone()).or_default();
+        let buckets = delta_vec(service.upstream_latency.bucket_counts(), &mut prev.1);
+        let classes = by_service.get(&*service.name).copied().unwrap_or_default();
+        record(history, series, sample_of(classes, buckets));
     }
 }
 

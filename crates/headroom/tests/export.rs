@@ -409,3 +409,44 @@ fn without_o_the_rules_go_to_stdout() {
         "{text}"
     );
 }
+
+/// A service's objectives sum every route's requests to it (availability) and judge its
+/// replicas' answers (latency, `headroom_upstream_duration_seconds`), labelled `service`.
+#[test]
+fn a_service_objective_sums_its_routes_and_judges_its_replicas() {
+    let text = "[[listener]]\nname = \"public\"\nbind = \"127.0.0.1:0\"\n\n\
+         [[route]]\nname = \"api\"\nmatch = { path_prefix = \"/api\" }\nservice = \"app\"\n\n\
+         [[route]]\nname = \"web\"\nservice = \"app\"\n\n\
+         [service.app]\nreplicas = [\"127.0.0.1:9\"]\n\n\
+         [watch]\n\
+         [[watch.slo]]\nservice = \"app\"\nobjective = \"99.9%\"\n\n\
+         [[watch.slo]]\nservice = \"app\"\nobjective = \"99%\"\nlatency = \"250ms\"\n";
+    let path = temp_path("service.toml");
+    std::fs::write(&path, text).unwrap();
+    let rules = export("prometheus-rules", &path);
+    let check = promtool_check(&rules);
+    // 7 windows × 2 ratios recorded, 4 pairs × 2 objectives alerting.
+    assert!(check.contains("SUCCESS: 22 rules found"), "{check}");
+    // api fails everything, web nothing, at the same rate: half of app's requests are 5xx,
+    // a burn rate of 500; no answer of its replicas within 250 ms: 100.
+    let mut tests = String::from(
+        "  - interval: 1m\n    input_series:\n\
+         \x20     - series: 'headroom_requests_total{route=\"api\",service=\"app\",class=\"5xx\"}'\n        values: '0+300x10'\n\
+         \x20     - series: 'headroom_requests_total{route=\"web\",service=\"app\",class=\"2xx\"}'\n        values: '0+300x10'\n\
+         \x20     - series: 'headroom_upstream_duration_seconds_bucket{service=\"app\",le=\"0.25\"}'\n        values: '0x10'\n\
+         \x20     - series: 'headroom_upstream_duration_seconds_count{service=\"app\"}'\n        values: '0+600x10'\n\
+         \x20   alert_rule_test:\n      - eval_time: 10m\n        alertname: SloBurnRate\n        exp_alerts:\n",
+    );
+    for (long, short, factor, severity) in ALL_PAIRS {
+        tests += &format!(
+            "          - exp_labels: {{service: app, objective: app, sli: availability, severity: {severity}, window: {long}/{short}}}\n\
+             \x20           exp_annotations:\n\
+             \x20             summary: 'service app: burning its 99.9% availability budget 500.0× over {long} (and above {factor}× over {short})'\n\
+             \x20         - exp_labels: {{service: app, le: '0.25', objective: app-latency, sli: latency, severity: {severity}, window: {long}/{short}}}\n\
+             \x20           exp_annotations:\n\
+             \x20             summary: 'service app (app-latency): burning its 99% latency (within 250ms) budget 100.0× over {long} (and above {factor}× over {short})'\n"
+        );
+    }
+    let o = promtool_test("service", &rules, &tests);
+    assert_ok(&o, "promtool test rules");
+}

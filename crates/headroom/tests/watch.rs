@@ -375,3 +375,66 @@ fn latency_buckets_lay_out_the_histograms_and_cannot_change_on_reload() {
     );
     assert!(h.metrics().contains("le=\"0.002\""), "the bounds stay");
 }
+
+/// A service's objective judges every route's requests to it: two routes to a failing
+/// service add up in one verdict, which says it is the service's, and its alert carries
+/// `service` (not `route`); the latency objective judges the replicas' answers.
+#[test]
+fn a_service_objective_adds_up_the_routes_to_it() {
+    let up = Upstream::start_with("app", &["--error-rate", "1.0"]);
+    let hook = Webhook::start();
+    let config = format!(
+        "{pre}[[route]]\nname = \"api\"\nmatch = {{ path_prefix = \"/api\" }}\nservice = \"app\"\n\n\
+         [[route]]\nname = \"web\"\nservice = \"app\"\n\n\
+         [service.app]\nreplicas = [\"{addr}\"]\n\n\
+         [watch]\n\n\
+         [[watch.slo]]\nservice = \"app\"\nobjective = \"99.9%\"\n\n\
+         [[watch.slo]]\nservice = \"app\"\nobjective = \"99%\"\nlatency = \"5s\"\n\n\
+         [[watch.alert]]\nwebhook = \"{hook}\"\n\n\
+         [watch.alerting]\ngroup_wait = \"1s\"\ngroup_interval = \"1s\"\n",
+        pre = preamble(),
+        addr = up.addr,
+        hook = hook.url
+    );
+    let h = Headroom::start(&config);
+    for path in ["/api/a", "/api/b", "/", "/x"] {
+        assert_eq!(h.get(path).status, 500);
+    }
+    let w = h.wait_watch("the service's verdicts", |w| {
+        w["slos"][0]["total"].as_u64() == Some(4)
+    });
+    let (availability, latency) = (&w["slos"][0], &w["slos"][1]);
+    assert_eq!(availability["service"], "app", "{w:#}");
+    assert!(availability.get("route").is_none(), "{w:#}");
+    assert_eq!(availability["objective"], "service app");
+    assert_eq!(availability["bad"], 4);
+    assert_eq!(latency["objective"], "service app (app-latency)");
+    assert_eq!(
+        (latency["total"].as_u64(), latency["bad"].as_u64()),
+        (Some(4), Some(0)),
+        "{w:#}"
+    );
+    let page = |a: &serde_json::Value| {
+        a["labels"]["alertname"] == "SloBurnRate" && a["labels"]["window"] == "1h/5m"
+    };
+    let body = hook.wait(|b| b["alerts"].as_array().is_some_and(|a| a.iter().any(page)));
+    assert_eq!(
+        body["groupLabels"]["service"], "app",
+        "grouped by service too: {body:#}"
+    );
+    let alert = body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| page(a))
+        .unwrap();
+    assert_eq!(alert["labels"]["service"], "app", "{alert:#}");
+    assert!(alert["labels"].get("route").is_none(), "{alert:#}");
+    assert!(
+        alert["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("service app: burning its 99.9% availability budget"),
+        "{alert:#}"
+    );
+}

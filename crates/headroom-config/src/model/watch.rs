@@ -103,13 +103,16 @@ fn default_export_timeout() -> Dur {
     Dur(Duration::from_secs(10))
 }
 
-/// `[[watch.slo]]`: an objective for one route.
+/// `[[watch.slo]]`: an objective for one route or one service.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
-    /// Default: the route's name, then "-latency" for a latency objective.
+    /// Default: the route's (or service's) name, then "-latency" for a latency objective.
     pub name: Option<String>,
-    pub route: Spanned<String>,
+    /// The route whose requests it judges; or `service`, one of the two.
+    pub route: Option<Spanned<String>>,
+    /// The service whose requests (every route's to it) it judges.
+    pub service: Option<Spanned<String>>,
     /// The share of good requests promised: "99.9%" or 0.999.
     pub objective: Spanned<Share>,
     /// With it, a request is good when answered within this (one of the latency bucket
@@ -129,7 +132,9 @@ fn thirty_days() -> Spanned<Dur> {
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: String,
-    pub route: Spanned<String>,
+    /// The route it watches; or `service`, one of the two.
+    pub route: Option<Spanned<String>>,
+    pub service: Option<Spanned<String>>,
     /// Fires when the share of 5xx over `window` is above this.
     pub error_rate: Option<Spanned<Share>>,
     /// "p50", "p95", "p99", "p99.9": the latency quantile `above` or `above_baseline` is
@@ -194,7 +199,7 @@ pub struct Alerting {
 impl Default for Alerting {
     fn default() -> Self {
         Alerting {
-            group_by: vec!["alertname".into(), "route".into()],
+            group_by: vec!["alertname".into(), "route".into(), "service".into()],
             group_wait: Dur(Duration::from_secs(10)),
             group_interval: Dur(Duration::from_secs(60)),
             repeat_interval: Dur(Duration::from_secs(4 * 3600)),

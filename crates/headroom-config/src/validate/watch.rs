@@ -9,10 +9,51 @@ use headroom_telemetry::LatencyBounds;
 use std::path::Path;
 use std::time::Duration;
 
+/// The routes and services objectives and rules may name.
+pub(crate) struct Names<'a> {
+    pub(crate) routes: &'a [&'a str],
+    pub(crate) services: &'a [&'a str],
+}
+
+/// The subject of an objective or a rule at `at` (`key` is `watch.slo` or `watch.rule`):
+/// exactly one of `route` and `service`, naming one that exists.
+fn subject(
+    r: &mut Reporter,
+    at: usize,
+    key: &str,
+    route: &Option<toml::Spanned<String>>,
+    service: &Option<toml::Spanned<String>>,
+    names: &Names,
+) -> Option<Subject> {
+    let (given, known, kind, make): (_, &[&str], _, fn(String) -> Subject) = match (route, service)
+    {
+        (Some(n), None) => (n, names.routes, "route", Subject::Route),
+        (None, Some(n)) => (n, names.services, "service", Subject::Service),
+        _ => {
+            r.error(
+                at,
+                Some(key.into()),
+                "expected one of `route = \"NAME\"` (the route's requests) or `service = \"NAME\"` (every route's requests to the service)",
+            );
+            return None;
+        }
+    };
+    if known.contains(&given.get_ref().as_str()) {
+        Some(make(given.get_ref().clone()))
+    } else {
+        r.error(
+            given.span().start,
+            Some(format!("{key}.{kind}")),
+            unknown_name(kind, given.get_ref(), known),
+        );
+        None
+    }
+}
+
 pub(crate) fn validate_watch(
     r: &mut Reporter,
     raw: &model::Watch,
-    routes: &[&str],
+    known: &Names,
     base_dir: &Path,
 ) -> WatchConfig {
     let history = raw.history.as_ref().and_then(|p| {
@@ -43,24 +84,12 @@ pub(crate) fn validate_watch(
         }
     });
     let latency_buckets = latency_buckets(r, raw.latency_buckets.as_ref());
-    let check_route = |r: &mut Reporter, route: &toml::Spanned<String>, key: &str| -> bool {
-        if routes.contains(&route.get_ref().as_str()) {
-            true
-        } else {
-            r.error(
-                route.span().start,
-                Some(key.into()),
-                unknown_name("route", route.get_ref(), routes),
-            );
-            false
-        }
-    };
     let mut names = Vec::new();
     let mut slos = Vec::new();
     for s in &raw.slo {
         let at = s.span().start;
         let s = s.get_ref();
-        let route_ok = check_route(r, &s.route, "watch.slo.route");
+        let subject = subject(r, at, "watch.slo", &s.route, &s.service, known);
         let objective = s.objective.get_ref().0;
         let objective_ok = objective > 0.0 && objective < 1.0;
         if !objective_ok {
@@ -104,9 +133,10 @@ pub(crate) fn validate_watch(
                 );
             }
         }
+        let named = subject.as_ref().map_or("", |s| s.name());
         let name = s.name.clone().unwrap_or_else(|| match latency {
-            Some(_) => format!("{}-latency", s.route.get_ref()),
-            None => s.route.get_ref().clone(),
+            Some(_) => format!("{named}-latency"),
+            None => named.to_string(),
         });
         if names.contains(&name) {
             r.error(
@@ -116,10 +146,10 @@ pub(crate) fn validate_watch(
             );
         }
         names.push(name.clone());
-        if route_ok && objective_ok {
+        if let (Some(subject), true) = (subject, objective_ok) {
             slos.push(SloConfig {
                 name,
-                route: s.route.get_ref().clone(),
+                subject,
                 objective,
                 latency: latency.map(|(_, l)| l),
                 period,
@@ -130,7 +160,7 @@ pub(crate) fn validate_watch(
     for raw_rule in &raw.rule {
         let at = raw_rule.span().start;
         let x = raw_rule.get_ref();
-        let route_ok = check_route(r, &x.route, "watch.rule.route");
+        let subject = subject(r, at, "watch.rule", &x.route, &x.service, known);
         let quantile = x.latency.as_ref().and_then(|q| {
             let v = q.get_ref().trim();
             match v
@@ -188,10 +218,10 @@ pub(crate) fn validate_watch(
             );
         }
         names.push(x.name.clone());
-        if let (true, Some(condition)) = (route_ok, condition) {
+        if let (Some(subject), Some(condition)) = (subject, condition) {
             rules.push(RuleConfig {
                 name: x.name.clone(),
-                route: x.route.get_ref().clone(),
+                subject,
                 condition,
                 window: x.window.0,
                 for_: x.for_.0,

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 #[derive(Clone, Debug)]
 pub struct NotifierOptions {
     /// Labels that split alerts into groups, one webhook notification per group.
-    /// Default `["alertname", "route"]`.
+    /// Default `["alertname", "route", "service"]`.
     pub group_by: Vec<String>,
     /// How long a new group waits for more alerts before its first notification.
     /// Default 10 s.
@@ -50,7 +50,7 @@ pub struct NotifierOptions {
 impl Default for NotifierOptions {
     fn default() -> NotifierOptions {
         NotifierOptions {
-            group_by: vec!["alertname".into(), "route".into()],
+            group_by: vec!["alertname".into(), "route".into(), "service".into()],
             group_wait: Duration::from_secs(10),
             group_interval: Duration::from_secs(60),
             repeat_interval: Duration::from_secs(4 * 3600),

@@ -59,8 +59,9 @@ pub(super) fn prometheus_rules(watch: &WatchConfig, config: &Path) -> String {
             // rules apart by their name and labels.
             let _ = writeln!(
                 out,
-                "        labels:\n          route: {}",
-                yaml(&sli.route)
+                "        labels:\n          {}: {}",
+                sli.subject.kind(),
+                yaml(sli.subject.name())
             );
             if let Some(le) = &sli.le {
                 let _ = writeln!(out, "          le: {}", yaml(le));
@@ -106,10 +107,10 @@ fn burn_alerts(out: &mut String, slo: &SloConfig) {
         ),
     };
     // As the built-in watch plane names an objective in its summaries.
-    let who = if slo.name == slo.route {
-        format!("route {}", slo.route)
+    let who = if slo.name == slo.subject.name() {
+        slo.subject.to_string()
     } else {
-        format!("route {} ({})", slo.route, slo.name)
+        format!("{} ({})", slo.subject, slo.name)
     };
     for pair in STANDARD_PAIRS {
         let (long, short, factor) = (pair.long.as_secs(), pair.short.as_secs(), pair.factor);
@@ -125,7 +126,7 @@ fn burn_alerts(out: &mut String, slo: &SloConfig) {
             template_text(&who)
         );
         let labels = [
-            ("route", slo.route.as_str()),
+            (slo.subject.kind(), slo.subject.name()),
             ("objective", slo.name.as_str()),
             ("sli", kind),
             ("severity", severity),
@@ -138,11 +139,11 @@ fn burn_alerts(out: &mut String, slo: &SloConfig) {
 /// The alert of one `[[watch.rule]]`, with Prometheus' `for:`.
 fn rule_alert(out: &mut String, rule: &RuleConfig) {
     let w = prom_duration(rule.window);
-    let who = template_text(&format!("route {}: {}", rule.route, rule.name));
+    let who = template_text(&format!("{}: {}", rule.subject, rule.name));
     let (name, expr, summary) = match rule.condition {
         RuleCondition::ErrorRate { above } => (
             "ErrorRateHigh",
-            format!("{} > {}", error_ratio(&rule.route, &w), number(above)),
+            format!("{} > {}", error_ratio(&rule.subject, &w), number(above)),
             format!(
                 "{who}: {{{{ $value | humanizePercentage }}}} of requests failed over the last {w} (threshold {})",
                 percent(above)
@@ -155,7 +156,7 @@ fn rule_alert(out: &mut String, rule: &RuleConfig) {
             "LatencyHigh",
             format!(
                 "{} > {}",
-                quantile_expr(&rule.route, quantile, &w, None),
+                quantile_expr(&rule.subject, quantile, &w, None),
                 number(threshold.as_secs_f64())
             ),
             format!(
@@ -172,9 +173,9 @@ fn rule_alert(out: &mut String, rule: &RuleConfig) {
             "LatencyAboveBaseline",
             format!(
                 "{} > (1 + {}) * {}",
-                quantile_expr(&rule.route, quantile, &w, None),
+                quantile_expr(&rule.subject, quantile, &w, None),
                 number(ratio),
-                quantile_expr(&rule.route, quantile, &prom_duration(baseline), Some(&w))
+                quantile_expr(&rule.subject, quantile, &prom_duration(baseline), Some(&w))
             ),
             format!(
                 "{who}: {} {{{{ $value | humanizeDuration }}}} over the last {w}, more than {} above its {} baseline",
@@ -185,7 +186,7 @@ fn rule_alert(out: &mut String, rule: &RuleConfig) {
         ),
     };
     let labels = [
-        ("route", rule.route.as_str()),
+        (rule.subject.kind(), rule.subject.name()),
         ("rule", rule.name.as_str()),
         ("severity", severity_name(rule.severity)),
         ("window", w.as_str()),
