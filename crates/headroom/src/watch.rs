@@ -244,6 +244,69 @@ fn to_alert(rw: &RouteWatch, t: &Transition, dashboard: &str) -> Alert {
     alert
 }
 
+/// The alert receivers' counters, copied to `/metrics` at every tick: by delta, so that a
+/// notifier made anew by a reload (its own counts from zero) keeps the series counting up.
+/// Labelled by kind and the URL's host and port only: a webhook's path often holds its
+/// secret.
+#[derive(Default)]
+struct Delivered {
+    /// Per receiver (in config order): sent, failed attempts, dropped, as last copied.
+    last: Vec<[u64; 3]>,
+    dropped_alerts: u64,
+}
+
+/// `https://user:pw@hooks.example.com:8443/T0/secret` → `hooks.example.com:8443`.
+fn receiver_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+}
+
+impl Delivered {
+    fn publish(
+        &mut self,
+        registry: &headroom_telemetry::Registry,
+        stats: &headroom_watch::alert::NotifierStats,
+    ) {
+        let receivers = stats.receivers();
+        self.last.resize(receivers.len(), [0; 3]);
+        for (r, last) in receivers.iter().zip(self.last.iter_mut()) {
+            let host = receiver_host(r.url());
+            let now = [r.sent(), r.failed_attempts(), r.dropped()];
+            for ((result, n), seen) in ["sent", "failed", "dropped"]
+                .iter()
+                .zip(now)
+                .zip(last.iter())
+            {
+                registry
+                    .counter(
+                        "headroom_watch_alert_notifications_total",
+                        "Alert notifications by receiver and result: sent (answered 2xx), failed (an attempt that will be retried), dropped (given up).",
+                        &[("kind", r.kind()), ("receiver", host), ("result", result)],
+                    )
+                    .add(n.saturating_sub(*seen));
+            }
+            *last = now;
+            registry
+                .gauge(
+                    "headroom_watch_alert_queued",
+                    "Alert notifications waiting for the receiver, the one being tried included.",
+                    &[("kind", r.kind()), ("receiver", host)],
+                )
+                .set(i64::try_from(r.queued()).unwrap_or(i64::MAX));
+        }
+        let dropped = stats.dropped_alerts();
+        registry
+            .counter(
+                "headroom_watch_alerts_dropped_total",
+                "Alerts refused before any receiver saw them: the notifier's queue full or stopped, or an alert Alertmanager would refuse.",
+                &[],
+            )
+            .add(dropped.saturating_sub(self.dropped_alerts));
+        self.dropped_alerts = dropped;
+    }
+}
+
 /// Counters of the watch plane, on `/metrics`.
 struct WatchMetrics {
     /// The last flush failed: the next failure is not logged again (one line per
@@ -340,6 +403,7 @@ pub async fn run(
     let mut watched = cfg.clone();
     let mut routes = evaluators(&watched);
     let mut notify = notifier(&watched, &dashboard);
+    let mut delivered = Delivered::default();
     let mut last: Last = HashMap::new();
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -359,6 +423,7 @@ pub async fn run(
         }
         if cfg.receivers != watched.receivers || cfg.alerting != watched.alerting {
             notify = notifier(&cfg, &dashboard);
+            delivered = Delivered::default();
         }
         if cfg.history != watched.history {
             warn!("[watch] history changed: the new file is used after a restart");
@@ -432,6 +497,9 @@ pub async fn run(
                 "memory_bytes": history.memory_bytes(),
             },
         }))));
+        if let Some(n) = &notify {
+            delivered.publish(registry, &n.stats());
+        }
         publish_findings(&shared);
         shared
             .watch_charts
@@ -628,4 +696,18 @@ fn publish_findings(shared: &Shared) {
         w.insert("findings".into(), serde_json::json!(findings));
     }
     shared.watch_status.store(Some(Arc::new(watch)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receivers_label_keeps_its_host_and_port_only() {
+        assert_eq!(
+            receiver_host("https://user:pw@hooks.example.com:8443/T0/secret?x=1"),
+            "hooks.example.com:8443"
+        );
+        assert_eq!(receiver_host("http://127.0.0.1:9093"), "127.0.0.1:9093");
+    }
 }

@@ -289,6 +289,14 @@ fn an_unwritable_history_and_a_dead_receiver_cost_the_proxy_nothing() {
         "said once: {:?}",
         h.stderr.all()
     );
+    // On /metrics too, labelled by host and port (a webhook's path may hold its secret).
+    let host = dead.trim_start_matches("http://").trim_end_matches("/hook");
+    let failed = format!(
+        "headroom_watch_alert_notifications_total{{kind=\"webhook\",receiver=\"{host}\",result=\"failed\"}}"
+    );
+    h.wait_watch("the failed attempts on /metrics", |_| {
+        series_value(&h.metrics(), &failed).is_some_and(|n| n >= 1.0)
+    });
     for _ in 0..20 {
         assert_eq!(h.get("/").status, 500);
     }
@@ -429,6 +437,13 @@ fn a_service_objective_adds_up_the_routes_to_it() {
         .find(|a| page(a))
         .unwrap();
     assert_eq!(alert["labels"]["service"], "app", "{alert:#}");
+    let sent = format!(
+        "headroom_watch_alert_notifications_total{{kind=\"webhook\",receiver=\"{}\",result=\"sent\"}}",
+        hook.url.trim_start_matches("http://").trim_end_matches("/hook")
+    );
+    h.wait_watch("the notification counted on /metrics", |_| {
+        series_value(&h.metrics(), &sent).is_some_and(|n| n >= 1.0)
+    });
     assert!(alert["labels"].get("route").is_none(), "{alert:#}");
     assert!(
         alert["annotations"]["summary"]
