@@ -10,6 +10,8 @@ pub mod admin;
 pub mod balancer;
 pub mod body;
 mod clock;
+/// The edge's monotonic clock, in which replica states (ejections, slow start) are stamped.
+pub use clock::now_ns;
 pub mod discovery;
 pub mod error;
 mod forward;

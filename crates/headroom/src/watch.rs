@@ -405,6 +405,7 @@ pub async fn run(
     let mut notify = notifier(&watched, &dashboard);
     let mut delivered = Delivered::default();
     let mut last: Last = HashMap::new();
+    let mut replicas = ReplicaCounts::default();
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
@@ -430,6 +431,7 @@ pub async fn run(
         }
         watched = cfg;
         sample(&shared, &mut history, &mut last, now, &metrics);
+        replicas.record(&shared, now);
         let mut statuses = Vec::new();
         let mut active = Vec::new();
         for rw in &mut routes {
@@ -503,7 +505,7 @@ pub async fn run(
         publish_findings(&shared);
         shared
             .watch_charts
-            .store(Some(Arc::new(charts(&history, &bounds, now))));
+            .store(Some(Arc::new(charts(&history, &bounds, &replicas, now))));
         if n.is_multiple_of(FLUSH_EVERY) {
             history = flush(history, &metrics).await;
         }
@@ -516,35 +518,117 @@ pub async fn run(
     }
 }
 
-/// The last hour of every route at 10 s: requests/s, the 5xx ratio, p50, p95 and p99 (ms),
-/// one array per measure; `null` where a slot had no requests.
-fn charts(history: &History, bounds: &[f64], now: u64) -> serde_json::Value {
+/// Each service's replicas over the last hour, one reading per tick: in memory only (a
+/// restart starts it afresh), for the dashboard — the autoscaler's changes show there.
+#[derive(Default)]
+struct ReplicaCounts {
+    /// Service → (unix seconds, replicas, available ones), oldest first.
+    by_service: HashMap<String, std::collections::VecDeque<(u64, u32, u32)>>,
+}
+
+impl ReplicaCounts {
+    const SPAN: u64 = 3600;
+
+    fn record(&mut self, shared: &Shared, now: u64) {
+        let snap = shared.snapshot.load();
+        let clock = headroom_edge::now_ns();
+        for s in snap.services.iter() {
+            let all = u32::try_from(s.replicas.len()).unwrap_or(u32::MAX);
+            let up = s.replicas.iter().filter(|r| r.is_available(clock)).count();
+            let ring = self.by_service.entry(s.name.to_string()).or_default();
+            ring.push_back((now, all, u32::try_from(up).unwrap_or(u32::MAX)));
+        }
+        // Services removed by a reload age out like the rest.
+        self.by_service.retain(|_, ring| {
+            while ring.front().is_some_and(|(t, ..)| *t + Self::SPAN < now) {
+                ring.pop_front();
+            }
+            !ring.is_empty()
+        });
+    }
+
+    /// The readings of `service` on the history's grid `from..to` by `step`: `null` where
+    /// none was taken.
+    fn on_grid(
+        &self,
+        service: &str,
+        from: u64,
+        to: u64,
+        step: u64,
+    ) -> (Vec<Option<u32>>, Vec<Option<u32>>) {
+        let slots = ((to - from) / step) as usize;
+        let (mut all, mut up) = (vec![None; slots], vec![None; slots]);
+        for (t, a, u) in self.by_service.get(service).into_iter().flatten() {
+            if let Some(i) = t
+                .checked_sub(from)
+                .map(|d| (d / step) as usize)
+                .filter(|i| *i < slots)
+            {
+                all[i] = Some(*a);
+                up[i] = Some(*u);
+            }
+        }
+        (all, up)
+    }
+}
+
+/// The last hour of every route and service at 10 s: requests/s, the 5xx ratio, p50, p95
+/// and p99 (ms), one array per measure, `null` where a slot had no requests; and each
+/// service's replicas (all, available).
+fn charts(
+    history: &History,
+    bounds: &[f64],
+    replicas: &ReplicaCounts,
+    now: u64,
+) -> serde_json::Value {
     const SPAN: u64 = 3600;
     let step = TICK.as_secs();
     let to = now - now % step + step;
     let from = to - SPAN;
+    let measures = |series: &str| {
+        let points = history.points(series, from, to, step);
+        let q = |p: &Sample, q: f64| quantile(p, bounds, q).map(|v| (v * 1e5).round() / 100.0);
+        serde_json::json!({
+            "t": points.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            "rps": points.iter().map(|(_, p)| p.total as f64 / step as f64).collect::<Vec<_>>(),
+            "errors": points.iter().map(|(_, p)| (p.total > 0).then(|| p.errors as f64 / p.total as f64)).collect::<Vec<_>>(),
+            "p50": points.iter().map(|(_, p)| q(p, 0.5)).collect::<Vec<_>>(),
+            "p95": points.iter().map(|(_, p)| q(p, 0.95)).collect::<Vec<_>>(),
+            "p99": points.iter().map(|(_, p)| q(p, 0.99)).collect::<Vec<_>>(),
+        })
+    };
+    let named = |kind: &str, name: &str, mut m: serde_json::Value| {
+        if let Some(o) = m.as_object_mut() {
+            o.insert(kind.into(), name.into());
+        }
+        m
+    };
     let mut series = history.series();
     series.sort();
     let routes: Vec<serde_json::Value> = series
         .iter()
-        .filter_map(|s| {
-            let route = s.strip_prefix("route:")?;
-            let points = history.points(s, from, to, step);
-            let q = |p: &Sample, q: f64| {
-                quantile(p, bounds, q).map(|v| (v * 1e5).round() / 100.0)
-            };
-            Some(serde_json::json!({
-                "route": route,
-                "t": points.iter().map(|(t, _)| t).collect::<Vec<_>>(),
-                "rps": points.iter().map(|(_, p)| p.total as f64 / step as f64).collect::<Vec<_>>(),
-                "errors": points.iter().map(|(_, p)| (p.total > 0).then(|| p.errors as f64 / p.total as f64)).collect::<Vec<_>>(),
-                "p50": points.iter().map(|(_, p)| q(p, 0.5)).collect::<Vec<_>>(),
-                "p95": points.iter().map(|(_, p)| q(p, 0.95)).collect::<Vec<_>>(),
-                "p99": points.iter().map(|(_, p)| q(p, 0.99)).collect::<Vec<_>>(),
-            }))
+        .filter_map(|s| Some(named("route", s.strip_prefix("route:")?, measures(s))))
+        .collect();
+    let mut names: Vec<&str> = series
+        .iter()
+        .filter_map(|s| s.strip_prefix("service:"))
+        .chain(replicas.by_service.keys().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let services: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|name| {
+            let mut m = named("service", name, measures(&format!("service:{name}")));
+            let (all, up) = replicas.on_grid(name, from, to, step);
+            if let Some(o) = m.as_object_mut() {
+                o.insert("replicas".into(), serde_json::json!(all));
+                o.insert("available".into(), serde_json::json!(up));
+            }
+            m
         })
         .collect();
-    serde_json::json!({ "step": step, "from": from, "to": to, "routes": routes })
+    serde_json::json!({ "step": step, "from": from, "to": to, "routes": routes, "services": services })
 }
 
 /// What a counter set read last time: requests by status class and latency buckets.

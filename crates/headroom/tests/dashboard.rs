@@ -106,7 +106,11 @@ fn the_dashboard_shows_the_traffic_the_slo_breach_and_the_replicas_without_conso
             && w["findings"].as_array().is_some_and(|f| !f.is_empty());
         let charts = h.admin_get("/watch/charts").json();
         let routes = charts["routes"].as_array().map_or(0, |r| r.len());
-        if fired && routes == 2 {
+        let replicas = &charts["services"][0]["replicas"];
+        let counted = replicas
+            .as_array()
+            .is_some_and(|r| r.iter().any(|n| n == 1));
+        if fired && routes == 2 && counted {
             break;
         }
         assert!(Instant::now() < deadline, "watch {w:#}, charts {charts:#}");
@@ -135,7 +139,13 @@ fn the_dashboard_shows_the_traffic_the_slo_breach_and_the_replicas_without_conso
         .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
         .collect();
     assert!(console.is_empty(), "console messages: {console:#?}");
-    for needle in ["route app", "route broken", "SloBurnRate", "slo_burning"] {
+    for needle in [
+        "route app",
+        "route broken",
+        "service s",
+        "SloBurnRate",
+        "slo_burning",
+    ] {
         assert!(dom.contains(needle), "{needle} not on the page:\n{dom}");
     }
     assert!(!dom.contains("nothing firing"), "the alert is shown");
