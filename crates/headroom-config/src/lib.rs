@@ -8,6 +8,7 @@ pub mod cache;
 mod error;
 pub mod guard;
 pub mod model;
+pub mod scale;
 pub mod units;
 mod validate;
 pub mod watch;
@@ -185,6 +186,8 @@ pub struct ServiceConfig {
     pub retry: RetryConfig,
     pub shed: Option<guard::ShedConfig>,
     pub circuit: Option<guard::CircuitConfig>,
+    /// `[service.NAME.autoscale]`: its replicas are the autoscaler's (`replicas` is empty).
+    pub autoscale: Option<scale::AutoscaleConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

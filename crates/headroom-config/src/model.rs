@@ -8,6 +8,7 @@ use toml::Spanned;
 
 pub mod cache;
 pub mod guard;
+pub mod scale;
 pub mod watch;
 
 /// The whole config file.
@@ -237,8 +238,9 @@ pub struct Service {
     pub balance: Balance,
     /// For `balance = "hash"`: "header:NAME", "cookie:NAME" or "client-ip".
     pub hash_on: Option<Spanned<String>>,
-    /// A list of replicas, or `{ dns = "host:port" }` to discover them.
-    pub replicas: Spanned<Replicas>,
+    /// A list of replicas, or `{ dns = "host:port" }` to discover them; left out when the
+    /// autoscaler runs them.
+    pub replicas: Option<Spanned<Replicas>>,
     #[serde(default)]
     pub protocol: UpstreamProtocol,
     #[serde(default = "defaults::connect_timeout")]
@@ -267,6 +269,7 @@ pub struct Service {
     pub circuit: Option<Spanned<guard::Circuit>>,
     #[serde(default)]
     pub retry: Retry,
+    pub autoscale: Option<Spanned<scale::Autoscale>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -147,3 +147,47 @@ mod tests {
         assert!(toml::from_str::<T>("d = \"1s\"\ns = \"150%\"").is_err());
     }
 }
+
+/// A ratio that may exceed 1, written `"200%"` or `2.0`: at least 0.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Ratio(pub f64);
+
+impl<'de> Deserialize<'de> for Ratio {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Ratio;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a percentage like \"200%\" or a number like 2.0")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ratio, E> {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(Ratio(v))
+                } else {
+                    Err(E::custom(format!(
+                        "{v} is out of range: expected 0 or more"
+                    )))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ratio, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ratio, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Ratio, E> {
+                let pct = s
+                    .trim()
+                    .strip_suffix('%')
+                    .and_then(|n| n.trim().parse::<f64>().ok())
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "invalid percentage {s:?}: expected one like \"200%\""
+                        ))
+                    })?;
+                self.visit_f64(pct / 100.0)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

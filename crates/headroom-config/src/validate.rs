@@ -9,6 +9,7 @@ use toml::Spanned;
 mod cache;
 mod guard;
 mod route;
+mod scale;
 mod service;
 mod watch;
 
@@ -65,7 +66,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
         .service
         .iter()
         .filter_map(|(name, svc)| {
-            validate_service(&mut r, name, svc).map(|s| (name.get_ref().clone(), s))
+            validate_service(&mut r, name, svc, base_dir).map(|s| (name.get_ref().clone(), s))
         })
         .collect();
     let service_names: Vec<&str> = raw.service.keys().map(|k| k.get_ref().as_str()).collect();

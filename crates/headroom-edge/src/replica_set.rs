@@ -26,6 +26,8 @@ pub enum Source {
     Config,
     Admin,
     Dns,
+    /// Started by the autoscaler's driver.
+    Autoscaler,
 }
 
 impl Source {
@@ -34,6 +36,7 @@ impl Source {
             Source::Config => "config",
             Source::Admin => "admin",
             Source::Dns => "dns",
+            Source::Autoscaler => "autoscaler",
         }
     }
 }

@@ -11,6 +11,7 @@ pub(super) fn validate_service(
     r: &mut Reporter,
     name: &Spanned<String>,
     spanned: &Spanned<model::Service>,
+    base_dir: &std::path::Path,
 ) -> Option<ServiceConfig> {
     let at = name.span().start;
     let s = spanned.get_ref();
@@ -72,6 +73,10 @@ pub(super) fn validate_service(
         },
         shed: super::guard::validate_shed(r, s.shed.as_ref(), &key),
         circuit: super::guard::validate_circuit(r, s.circuit.as_ref(), &key),
+        autoscale: s
+            .autoscale
+            .as_ref()
+            .and_then(|a| super::scale::validate_autoscale(r, a, base_dir, &key)),
     };
     (r.errors.len() == errors_before).then_some(cfg)
 }
@@ -84,7 +89,24 @@ fn replicas(
     at: usize,
     key: &impl Fn(&str) -> Option<String>,
 ) -> (Vec<ReplicaConfig>, Option<DnsDiscovery>) {
-    let (list, discovery) = match s.replicas.get_ref() {
+    let Some(given) = &s.replicas else {
+        if s.autoscale.is_none() {
+            r.error(
+                at,
+                key("replicas"),
+                "a service needs replicas, like replicas = [\"127.0.0.1:9001\"], or an [service.NAME.autoscale] that runs them",
+            );
+        }
+        return (Vec::new(), None);
+    };
+    if s.autoscale.is_some() {
+        r.error(
+            given.span().start,
+            key("replicas"),
+            "the autoscaler runs this service's replicas: leave out `replicas`",
+        );
+    }
+    let (list, discovery) = match given.get_ref() {
         Replicas::List(list) => {
             if list.is_empty() {
                 r.error(
@@ -96,7 +118,7 @@ fn replicas(
             (list.as_slice(), None)
         }
         Replicas::Dns(d) => {
-            let at = s.replicas.span().start;
+            let at = given.span().start;
             (&[][..], validate_dns_replicas(r, at, &key, d))
         }
     };

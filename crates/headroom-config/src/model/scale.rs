@@ -1,0 +1,93 @@
+//! `[service.NAME.autoscale]`: the autoscaler of one service, as serde reads it.
+
+use crate::units::{Dur, Ratio, Share, Size};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// `[service.NAME.autoscale]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    /// Default 1.
+    pub min: Option<Spanned<u32>>,
+    pub max: Spanned<u32>,
+    /// "hpa" (Kubernetes' HPA, the default) or "requests" (Knative's KPA on in-flight
+    /// requests).
+    pub mode: Option<Spanned<String>>,
+    /// In-flight requests per replica.
+    pub inflight: Option<Spanned<f64>>,
+    /// Requests per second per replica (hpa).
+    pub rps: Option<Spanned<f64>>,
+    /// The service's p95 latency (hpa).
+    pub latency_p95: Option<Spanned<Dur>>,
+    /// Each replica process's CPU, as a share of one core (hpa): "70%" ("150%": one and a
+    /// half cores).
+    pub cpu: Option<Spanned<Ratio>>,
+    /// How often the HPA decides. Default 15s.
+    pub interval: Option<Spanned<Dur>>,
+    /// Default 10%.
+    pub tolerance: Option<Spanned<Share>>,
+    pub scale_up: Option<Spanned<Rules>>,
+    pub scale_down: Option<Spanned<Rules>>,
+    /// requests mode: the share of `inflight` aimed at. Default 70%.
+    pub utilization: Option<Spanned<Share>>,
+    /// Default 60s.
+    pub stable_window: Option<Spanned<Dur>>,
+    /// A share of the stable window. Default 10%.
+    pub panic_window: Option<Spanned<Share>>,
+    /// Default 200%.
+    pub panic_threshold: Option<Spanned<Ratio>>,
+    /// Default 0s.
+    pub scale_down_delay: Option<Spanned<Dur>>,
+    /// Default 1000.
+    pub max_scale_up_rate: Option<Spanned<f64>>,
+    /// Default 2.
+    pub max_scale_down_rate: Option<Spanned<f64>>,
+    /// The replicas as local processes.
+    pub process: Option<Spanned<Process>>,
+}
+
+/// `scale_up` / `scale_down`: the HPA's `behavior` of one direction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    pub stabilization: Option<Dur>,
+    pub policies: Option<Vec<Spanned<PolicySpec>>>,
+    /// "max" (default), "min" or "disabled".
+    pub select: Option<Spanned<String>>,
+}
+
+/// `{ pods = 4, period = "15s" }` or `{ percent = 100, period = "15s" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    pub pods: Option<u32>,
+    pub percent: Option<u32>,
+    pub period: Dur,
+}
+
+/// `[service.NAME.autoscale.process]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    /// argv, with `{port}`, `{index}` and `{service}` substituted.
+    pub command: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Relative to the config file's directory. Default: that directory.
+    pub cwd: Option<String>,
+    /// Default 127.0.0.1.
+    pub host: Option<Spanned<String>>,
+    /// SIGTERM to SIGKILL. Default 10s.
+    pub grace: Option<Dur>,
+    /// Spawn to listening. Default 30s.
+    pub startup_timeout: Option<Dur>,
+    /// Relative to the config file's directory. Default: output discarded.
+    pub log_dir: Option<String>,
+    /// Default 10MiB.
+    pub log_max: Option<Size>,
+}
+
+/// The map of environment variables, for the typed config.
+pub type Env = BTreeMap<String, String>;

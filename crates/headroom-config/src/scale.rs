@@ -1,0 +1,52 @@
+//! The autoscaler's typed config: `[service.NAME.autoscale]`.
+
+pub use headroom_scale::hpa::{HpaConfig, Policy, Rules, Select};
+pub use headroom_scale::kpa::KpaConfig;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One service's autoscaler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoscaleConfig {
+    pub min: u32,
+    pub max: u32,
+    pub algorithm: Algorithm,
+    pub targets: Targets,
+    /// `None`: no driver yet (only the process driver exists); validation refuses that.
+    pub process: Option<ProcessConfig>,
+}
+
+/// How the replica count is decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Algorithm {
+    /// Kubernetes' HPA, every `interval`.
+    Hpa { hpa: HpaConfig, interval: Duration },
+    /// Knative's KPA on the service's in-flight requests (`Targets::inflight`).
+    Requests(KpaConfig),
+}
+
+/// What the replicas are sized by; the HPA takes the largest of their proposals.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Targets {
+    /// In-flight requests per replica.
+    pub inflight: Option<f64>,
+    /// Requests/s per replica.
+    pub rps: Option<f64>,
+    pub latency_p95: Option<Duration>,
+    /// Per replica process, in cores (0.7: 70% of one).
+    pub cpu: Option<f64>,
+}
+
+/// `[service.NAME.autoscale.process]`: replicas as local child processes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessConfig {
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub host: IpAddr,
+    pub grace: Duration,
+    pub startup_timeout: Duration,
+    pub log_dir: Option<PathBuf>,
+    pub log_max: u64,
+}

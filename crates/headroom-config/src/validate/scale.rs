@@ -1,0 +1,492 @@
+//! `[service.NAME.autoscale]`: bounds that can hold, targets that are positive, one
+//! algorithm with what it needs, a command to run.
+
+use crate::error::Reporter;
+use crate::model::scale as model;
+use crate::scale::*;
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+pub(super) fn validate_autoscale(
+    r: &mut Reporter,
+    raw: &Spanned<model::Autoscale>,
+    base_dir: &Path,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<AutoscaleConfig> {
+    let at = raw.span().start;
+    let a = raw.get_ref();
+    let before = r.errors.len();
+    let min = a.min.as_ref().map_or(1, |m| *m.get_ref());
+    let max = *a.max.get_ref();
+    if max == 0 {
+        r.error(
+            a.max.span().start,
+            key("autoscale.max"),
+            "must be at least 1",
+        );
+    } else if min > max {
+        let at = a.min.as_ref().map_or(at, |m| m.span().start);
+        r.error(
+            at,
+            key("autoscale.min"),
+            format!("{min} is more than max ({max}): expected min ≤ max, like min = 1, max = 10"),
+        );
+    }
+    let positive = |r: &mut Reporter, v: &Option<Spanned<f64>>, name: &str| -> Option<f64> {
+        let v = v.as_ref()?;
+        let x = *v.get_ref();
+        if x.is_finite() && x > 0.0 {
+            Some(x)
+        } else {
+            r.error(
+                v.span().start,
+                key(&format!("autoscale.{name}")),
+                format!("{x} cannot be a target: expected a number above 0"),
+            );
+            None
+        }
+    };
+    let targets = Targets {
+        inflight: positive(r, &a.inflight, "inflight"),
+        rps: positive(r, &a.rps, "rps"),
+        latency_p95: a.latency_p95.as_ref().and_then(|l| {
+            let d = l.get_ref().0;
+            if d.is_zero() {
+                r.error(
+                    l.span().start,
+                    key("autoscale.latency_p95"),
+                    "must be more than 0s",
+                );
+                None
+            } else {
+                Some(d)
+            }
+        }),
+        cpu: a.cpu.as_ref().and_then(|c| {
+            let x = c.get_ref().0;
+            if x > 0.0 {
+                Some(x)
+            } else {
+                r.error(
+                    c.span().start,
+                    key("autoscale.cpu"),
+                    "0% cannot be a target: expected more, like \"70%\"",
+                );
+                None
+            }
+        }),
+    };
+    let mode = a.mode.as_ref().map_or("hpa", |m| m.get_ref().as_str());
+    let algorithm = match mode {
+        "hpa" => {
+            let given = a.inflight.is_some()
+                || a.rps.is_some()
+                || a.latency_p95.is_some()
+                || a.cpu.is_some();
+            if !given {
+                r.error(
+                    at,
+                    key("autoscale"),
+                    "no target: give at least one of inflight = 10 (in-flight requests per replica), rps = 100 (requests/s per replica), latency_p95 = \"300ms\", cpu = \"70%\"",
+                );
+            }
+            let mut hpa = HpaConfig::new(min, max);
+            if let Some(t) = &a.tolerance {
+                hpa.tolerance = t.get_ref().0;
+            }
+            if let Some(up) = &a.scale_up {
+                hpa.up = rules(r, up, Rules::default_up(), &|k| {
+                    key(&format!("autoscale.scale_up.{k}"))
+                });
+            }
+            if let Some(down) = &a.scale_down {
+                hpa.down = rules(r, down, Rules::default_down(), &|k| {
+                    key(&format!("autoscale.scale_down.{k}"))
+                });
+            }
+            let interval = a
+                .interval
+                .as_ref()
+                .map_or(Duration::from_secs(15), |i| i.get_ref().0);
+            if interval < Duration::from_secs(1) {
+                let at = a.interval.as_ref().map_or(at, |i| i.span().start);
+                r.error(
+                    at,
+                    key("autoscale.interval"),
+                    "expected 1s or more, like \"15s\"",
+                );
+            }
+            Algorithm::Hpa { hpa, interval }
+        }
+        "requests" => {
+            if a.rps.is_some() || a.latency_p95.is_some() || a.cpu.is_some() {
+                r.error(
+                    at,
+                    key("autoscale.mode"),
+                    "mode = \"requests\" sizes by in-flight requests only: leave out rps, latency_p95 and cpu, or use mode = \"hpa\"",
+                );
+            }
+            let target = targets.inflight.unwrap_or_else(|| {
+                if a.inflight.is_none() {
+                    r.error(
+                        at,
+                        key("autoscale.inflight"),
+                        "mode = \"requests\" needs inflight, the in-flight requests one replica should carry, like inflight = 10",
+                    );
+                }
+                1.0
+            });
+            let mut k = KpaConfig::new(target);
+            if let Some(u) = &a.utilization {
+                k.utilization = u.get_ref().0;
+                if k.utilization <= 0.0 {
+                    r.error(
+                        u.span().start,
+                        key("autoscale.utilization"),
+                        "expected more than 0%, like \"70%\"",
+                    );
+                }
+            }
+            if let Some(w) = &a.stable_window {
+                k.stable_window = w.get_ref().0.as_secs_f64();
+                if !(6.0..=3600.0).contains(&k.stable_window) {
+                    r.error(
+                        w.span().start,
+                        key("autoscale.stable_window"),
+                        "expected 6s to 1h, like \"60s\"",
+                    );
+                }
+            }
+            if let Some(p) = &a.panic_window {
+                k.panic_window_share = p.get_ref().0;
+                if k.panic_window_share < 0.01 {
+                    r.error(
+                        p.span().start,
+                        key("autoscale.panic_window"),
+                        "expected 1% to 100% of the stable window, like \"10%\"",
+                    );
+                }
+            }
+            if let Some(t) = &a.panic_threshold {
+                k.panic_threshold = t.get_ref().0;
+                if k.panic_threshold <= 1.0 {
+                    r.error(
+                        t.span().start,
+                        key("autoscale.panic_threshold"),
+                        "expected more than 100%, like \"200%\"",
+                    );
+                }
+            }
+            if let Some(d) = &a.scale_down_delay {
+                k.scale_down_delay = d.get_ref().0.as_secs_f64();
+            }
+            if let Some(x) = positive(r, &a.max_scale_up_rate, "max_scale_up_rate") {
+                k.max_scale_up_rate = x;
+            }
+            if let Some(x) = positive(r, &a.max_scale_down_rate, "max_scale_down_rate") {
+                k.max_scale_down_rate = x.max(1.0);
+            }
+            Algorithm::Requests(k)
+        }
+        other => {
+            let at = a.mode.as_ref().map_or(at, |m| m.span().start);
+            r.error(
+                at,
+                key("autoscale.mode"),
+                format!("unknown mode \"{other}\": expected \"hpa\" (Kubernetes' HPA) or \"requests\" (Knative's, on in-flight requests)"),
+            );
+            Algorithm::Hpa {
+                hpa: HpaConfig::new(min, max),
+                interval: Duration::from_secs(15),
+            }
+        }
+    };
+    let process = match &a.process {
+        Some(p) => process(r, p, base_dir, key),
+        None => {
+            r.error(
+                at,
+                key("autoscale.process"),
+                "no driver: add [service.NAME.autoscale.process] with command = [\"./app\", \"--port\", \"{port}\"]",
+            );
+            None
+        }
+    };
+    (r.errors.len() == before).then_some(AutoscaleConfig {
+        min,
+        max,
+        algorithm,
+        targets,
+        process,
+    })
+}
+
+fn rules(
+    r: &mut Reporter,
+    raw: &Spanned<model::Rules>,
+    base: Rules,
+    key: &dyn Fn(&str) -> Option<String>,
+) -> Rules {
+    let at = raw.span().start;
+    let x = raw.get_ref();
+    let mut out = base;
+    if let Some(s) = x.stabilization {
+        out.stabilization = s.0.as_secs_f64();
+        if s.0 > Duration::from_secs(3600) {
+            r.error(
+                at,
+                key("stabilization"),
+                "expected 0s to 1h, as Kubernetes allows",
+            );
+        }
+    }
+    if let Some(sel) = &x.select {
+        out.select = match sel.get_ref().as_str() {
+            "max" => Select::Max,
+            "min" => Select::Min,
+            "disabled" => Select::Disabled,
+            other => {
+                r.error(
+                    sel.span().start,
+                    key("select"),
+                    format!(
+                        "unknown select \"{other}\": expected \"max\", \"min\" or \"disabled\""
+                    ),
+                );
+                Select::Max
+            }
+        };
+    }
+    if let Some(policies) = &x.policies {
+        out.policies = policies
+            .iter()
+            .filter_map(|p| {
+                let s = p.get_ref();
+                let period = s.period.0.as_secs_f64();
+                if !(1.0..=1800.0).contains(&period) {
+                    r.error(p.span().start, key("policies.period"), "expected 1s to 30m, as Kubernetes allows");
+                }
+                match (s.pods, s.percent) {
+                    (Some(v), None) if v > 0 => Some(Policy::Pods { value: v, period }),
+                    (None, Some(v)) if v > 0 => Some(Policy::Percent { value: v, period }),
+                    _ => {
+                        r.error(p.span().start, key("policies"), "expected one of pods = N or percent = N (more than 0), with period = \"15s\"");
+                        None
+                    }
+                }
+            })
+            .collect();
+        if out.policies.is_empty() && out.select != Select::Disabled {
+            r.error(
+                at,
+                key("policies"),
+                "no policy: give one, or select = \"disabled\" to scale this way never",
+            );
+        }
+    }
+    out
+}
+
+fn process(
+    r: &mut Reporter,
+    raw: &Spanned<model::Process>,
+    base_dir: &Path,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<ProcessConfig> {
+    let p = raw.get_ref();
+    let command = p.command.get_ref();
+    if command.is_empty() || command[0].trim().is_empty() {
+        r.error(
+            p.command.span().start,
+            key("autoscale.process.command"),
+            "expected the program and its arguments, like [\"./app\", \"--port\", \"{port}\"]",
+        );
+        return None;
+    }
+    let host = match &p.host {
+        None => std::net::IpAddr::from([127, 0, 0, 1]),
+        Some(h) => match h.get_ref().parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                r.error(
+                    h.span().start,
+                    key("autoscale.process.host"),
+                    format!(
+                        "\"{}\" is not an IP address: expected one like \"127.0.0.1\"",
+                        h.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    let grace = p.grace.map_or(Duration::from_secs(10), |d| d.0);
+    let startup_timeout = p.startup_timeout.map_or(Duration::from_secs(30), |d| d.0);
+    if startup_timeout.is_zero() {
+        r.error(
+            raw.span().start,
+            key("autoscale.process.startup_timeout"),
+            "must be more than 0s",
+        );
+    }
+    Some(ProcessConfig {
+        command: command.clone(),
+        env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        cwd: p
+            .cwd
+            .as_ref()
+            .map_or_else(|| base_dir.to_path_buf(), |c| base_dir.join(c)),
+        host,
+        grace,
+        startup_timeout,
+        log_dir: p.log_dir.as_ref().map(|d| base_dir.join(d)),
+        log_max: p.log_max.map_or(10 << 20, |s| s.0.max(4096)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scale::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    const BASE: &str = "[[listener]]\nbind = \"127.0.0.1:8080\"\n\n[[route]]\nservice = \"app\"\n\n[service.app]\n";
+
+    fn check(autoscale: &str) -> Result<crate::Config, crate::ConfigErrors> {
+        crate::validate::parse("t.toml", &format!("{BASE}{autoscale}"), Path::new("/srv"))
+    }
+
+    fn errors(autoscale: &str) -> Vec<String> {
+        check(autoscale)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {}: {}",
+                    e.line,
+                    e.key.as_deref().unwrap_or(""),
+                    e.message
+                )
+            })
+            .collect()
+    }
+
+    const PROCESS: &str =
+        "[service.app.autoscale.process]\ncommand = [\"./app\", \"--port\", \"{port}\"]\n";
+
+    #[test]
+    fn an_hpa_on_in_flight_requests_with_kubernetes_defaults() {
+        let c = check(&format!(
+            "[service.app.autoscale]\nmax = 5\ninflight = 10\n{PROCESS}"
+        ))
+        .unwrap();
+        let a = c.services["app"].autoscale.clone().unwrap();
+        assert_eq!((a.min, a.max), (1, 5));
+        assert_eq!(a.targets.inflight, Some(10.0));
+        let Algorithm::Hpa { hpa, interval } = a.algorithm else {
+            panic!("hpa is the default")
+        };
+        assert_eq!(interval, Duration::from_secs(15));
+        assert_eq!(hpa.down.stabilization, 300.0);
+        let p = a.process.unwrap();
+        assert_eq!(p.cwd, Path::new("/srv"));
+        assert_eq!(p.grace, Duration::from_secs(10));
+        assert!(c.services["app"].replicas.is_empty());
+    }
+
+    #[test]
+    fn requests_mode_and_behavior_policies_are_typed() {
+        let c = check(&format!(
+            "[service.app.autoscale]\nmin = 0\nmax = 8\nmode = \"requests\"\ninflight = 20\nutilization = \"80%\"\npanic_threshold = \"300%\"\n{PROCESS}"
+        ))
+        .unwrap();
+        let Algorithm::Requests(k) = c.services["app"].autoscale.clone().unwrap().algorithm else {
+            panic!()
+        };
+        assert_eq!(
+            (k.target, k.utilization, k.panic_threshold),
+            (20.0, 0.8, 3.0)
+        );
+        let c = check(&format!(
+            "[service.app.autoscale]\nmax = 8\ncpu = \"150%\"\n[service.app.autoscale.scale_down]\nstabilization = \"60s\"\npolicies = [{{ pods = 1, period = \"30s\" }}]\nselect = \"min\"\n{PROCESS}"
+        ))
+        .unwrap();
+        let a = c.services["app"].autoscale.clone().unwrap();
+        assert_eq!(a.targets.cpu, Some(1.5));
+        let Algorithm::Hpa { hpa, .. } = a.algorithm else {
+            panic!()
+        };
+        assert_eq!(
+            hpa.down.policies,
+            [Policy::Pods {
+                value: 1,
+                period: 30.0
+            }]
+        );
+        assert_eq!(
+            (hpa.down.select, hpa.down.stabilization),
+            (Select::Min, 60.0)
+        );
+    }
+
+    #[test]
+    fn impossible_bounds_and_targets_are_reported_at_their_line() {
+        let e = errors(&format!(
+            "[service.app.autoscale]\nmin = 5\nmax = 2\ninflight = 0\n{PROCESS}"
+        ));
+        assert!(
+            e.iter().any(
+                |x| x.starts_with("9: service \"app\": autoscale.min: 5 is more than max (2)")
+            ),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|x| x
+                    .starts_with("11: service \"app\": autoscale.inflight: 0 cannot be a target")),
+            "{e:#?}"
+        );
+        let e = errors(&format!("[service.app.autoscale]\nmax = 2\n{PROCESS}"));
+        assert!(
+            e[0].contains("no target: give at least one of inflight"),
+            "{e:#?}"
+        );
+        let e = errors(&format!(
+            "[service.app.autoscale]\nmax = 2\nmode = \"knative\"\n{PROCESS}"
+        ));
+        assert!(
+            e[0].starts_with("10: service \"app\": autoscale.mode: unknown mode \"knative\""),
+            "{e:#?}"
+        );
+        let e = errors(&format!(
+            "[service.app.autoscale]\nmax = 2\nmode = \"requests\"\n{PROCESS}"
+        ));
+        assert!(e[0].contains("needs inflight"), "{e:#?}");
+        let e = errors("[service.app.autoscale]\nmax = 2\ninflight = 4\n");
+        assert!(e[0].contains("no driver"), "{e:#?}");
+        let e = errors(&format!("[service.app.autoscale]\nmax = 2\ninflight = 4\n[service.app.autoscale.scale_up]\npolicies = [{{ pods = 1, percent = 5, period = \"15s\" }}]\n{PROCESS}"));
+        assert!(
+            e.iter()
+                .any(|x| x.contains("scale_up.policies: expected one of pods = N or percent = N")),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn replicas_come_from_the_file_or_the_autoscaler_not_both() {
+        let e = errors(&format!("replicas = [\"127.0.0.1:9001\"]\n[service.app.autoscale]\nmax = 2\ninflight = 4\n{PROCESS}"));
+        assert!(
+            e[0].contains("the autoscaler runs this service's replicas: leave out `replicas`"),
+            "{e:#?}"
+        );
+        let e = errors("balance = \"round-robin\"\n");
+        assert!(e[0].contains("a service needs replicas"), "{e:#?}");
+        let e = errors("[service.app.autoscale]\nmax = 2\ninflight = 4\n[service.app.autoscale.process]\ncommand = []\n");
+        assert!(
+            e[0].contains("autoscale.process.command: expected the program"),
+            "{e:#?}"
+        );
+    }
+}
