@@ -10,8 +10,10 @@
 //! - The shim prints `pid <N>` on its stdout once CMD runs, and `exit code <C>` /
 //!   `exit signal <S>` when it has ended ([`crate::process`] reads both).
 //! - EOF on the shim's stdin (headroom closed the pipe: a stop, or headroom exited, crashed
-//!   or was killed), SIGTERM or SIGINT: SIGTERM to CMD's group, then SIGKILL to the group
-//!   once the grace has passed or everything in it has exited, whichever is first.
+//!   or was killed), SIGTERM, SIGINT, SIGHUP or SIGQUIT: SIGTERM to CMD's group, then
+//!   SIGKILL to the group once the grace has passed or everything in it has exited,
+//!   whichever is first. Only a SIGKILL of the shim itself escapes it; the driver then
+//!   SIGKILLs the group (when headroom is still there to see it).
 //! - CMD exiting on its own: SIGKILL to what is left of its group.
 //!
 //! The shim then exits with CMD's code, or 128 + the signal that ended it. Its own errors go
@@ -147,12 +149,16 @@ struct Sink {
 type SharedLog = Arc<Mutex<Sink>>;
 
 async fn supervise(args: Args) -> ExitCode {
-    // Before the spawn, so that a stop arriving meanwhile is not lost.
-    let (Ok(mut term), Ok(mut int)) = (
+    // Before the spawn, so that a stop arriving meanwhile is not lost. SIGHUP and SIGQUIT
+    // too: the terminal's hang-up or Ctrl-\ reaches headroom's process group, the shim's,
+    // and would otherwise end the shim alone, leaving the replica (in its own group) behind.
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut quit)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::quit()),
     ) else {
-        say("cannot handle SIGTERM/SIGINT");
+        say("cannot handle SIGTERM, SIGINT, SIGHUP and SIGQUIT");
         return ExitCode::FAILURE;
     };
     let log = match &args.log {
@@ -216,6 +222,8 @@ async fn supervise(args: Args) -> ExitCode {
         _ = stdin_closed => None,
         _ = term.recv() => None,
         _ = int.recv() => None,
+        _ = hup.recv() => None,
+        _ = quit.recv() => None,
     };
     let status = match ended {
         Some(status) => {

@@ -221,9 +221,11 @@ fn driver_owner_process() {
         std::process::exit(0);
     });
     rt.block_on(async {
+        // It ignores SIGTERM: only the SIGKILL after the grace ends it.
+        let script = format!("trap '' TERM; exec '{BIN}' demo-upstream --bind 127.0.0.1:{{port}}");
         let spec = ProcessSpec {
             grace: Duration::from_secs(1),
-            ..spec(demo_command())
+            ..spec(sh(&script))
         };
         let replica = start(spec, 0).await.unwrap();
         println!("replica pid {}", replica.pid);
@@ -258,33 +260,58 @@ fn the_replica_is_gone_when_its_owner_is_killed() {
     assert!(running(pid));
     owner.kill().unwrap(); // SIGKILL: the owner runs no code of its own on the way out.
     owner.wait().unwrap();
-    // The shim sees its stdin close: SIGTERM, which demo-upstream dies of. Within the
-    // grace (1 s) + 1 s either way.
+    // The shim sees its stdin close: SIGTERM (ignored), the grace (1 s), SIGKILL.
     let took = gone_within(pid, Duration::from_secs(2));
-    assert!(took.is_some(), "replica {pid} outlived its owner");
+    let took = took.unwrap_or_else(|| panic!("replica {pid} outlived its owner by 2 s"));
+    assert!(
+        took >= Duration::from_millis(800),
+        "killed before the grace: {took:?}"
+    );
 }
 
-/// The shim run by hand: its stdin held by the test, its reports on its stdout.
-fn run_shim(args: &[&str]) -> (std::process::Child, Lines) {
+/// The shim run by hand: its stdin held by the test, its reports on its stdout. Should a
+/// test fail with it still running, it and its replica's group are SIGKILLed.
+struct Shim {
+    child: std::process::Child,
+    lines: Lines,
+}
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if let Some(pid) = self.lines.wait_until(Duration::ZERO, reported) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn run_shim(args: &[&str]) -> Shim {
     let mut child = Command::new(BIN)
         .arg("replica-shim")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let lines = Lines::follow(child.stdout.take().unwrap());
-    (child, lines)
+    Shim { child, lines }
+}
+
+fn reported(lines: &[String]) -> Option<u32> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("pid ")?.parse().ok())
 }
 
 fn reported_pid(lines: &Lines) -> u32 {
     lines
-        .wait_until(Duration::from_secs(10), |lines| {
-            lines
-                .iter()
-                .find_map(|l| l.strip_prefix("pid ")?.parse().ok())
-        })
+        .wait_until(Duration::from_secs(10), reported)
         .expect("the shim reports the pid")
 }
 
@@ -298,37 +325,62 @@ fn reported_exit(lines: &Lines) -> String {
 
 #[test]
 fn shim_stops_the_group_when_its_stdin_closes() {
-    let (mut shim, lines) = run_shim(&["--grace", "5s", "--", "sh", "-c", "sleep 864.25 & wait"]);
-    let pid = reported_pid(&lines);
+    let mut shim = run_shim(&["--grace", "5s", "--", "sh", "-c", "sleep 864.25 & wait"]);
+    let pid = reported_pid(&shim.lines);
     // sh forks the sleep on its own time: wait for it (no signal says it happened).
     let deadline = Instant::now() + Duration::from_secs(10);
     while group(pid).len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(group(pid).len(), 2, "{:?}", group(pid));
-    drop(shim.stdin.take());
-    assert_eq!(reported_exit(&lines), "exit signal 15");
-    assert_eq!(shim.wait().unwrap().code(), Some(128 + 15));
+    drop(shim.child.stdin.take());
+    assert_eq!(reported_exit(&shim.lines), "exit signal 15");
+    assert_eq!(shim.child.wait().unwrap().code(), Some(128 + 15));
     assert_eq!(with_marker("864.25"), Vec::<String>::new());
 }
 
 #[test]
-fn shim_sigterm_is_the_same_graceful_stop() {
-    let (mut shim, lines) = run_shim(&["--grace", "5s", "--", "sleep", "865.25"]);
-    reported_pid(&lines);
-    kill("-TERM", shim.id());
-    assert_eq!(reported_exit(&lines), "exit signal 15");
-    assert_eq!(shim.wait().unwrap().code(), Some(143));
-    assert_eq!(with_marker("865.25"), Vec::<String>::new());
+fn shim_kills_what_ignores_sigterm_in_the_group_once_the_grace_has_passed() {
+    // sh dies of the SIGTERM at once; the sleep it forked ignores it.
+    let script = "(trap '' TERM; exec sleep 868.25) & wait";
+    let mut shim = run_shim(&["--grace", "1s", "--", "sh", "-c", script]);
+    let pid = reported_pid(&shim.lines);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while with_marker("868.25").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let begun = Instant::now();
+    drop(shim.child.stdin.take());
+    assert_eq!(reported_exit(&shim.lines), "exit signal 15");
+    assert!(
+        begun.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        begun.elapsed()
+    );
+    shim.child.wait().unwrap();
+    assert_eq!(group(pid), Vec::<String>::new());
+    assert_eq!(with_marker("868.25"), Vec::<String>::new());
+}
+
+#[test]
+fn shim_sigterm_sigint_and_sighup_are_the_same_graceful_stop() {
+    for signal in ["-TERM", "-INT", "-HUP"] {
+        let mut shim = run_shim(&["--grace", "5s", "--", "sleep", "865.25"]);
+        reported_pid(&shim.lines);
+        kill(signal, shim.child.id());
+        // The replica got SIGTERM whatever the shim got.
+        assert_eq!(reported_exit(&shim.lines), "exit signal 15", "{signal}");
+        assert_eq!(shim.child.wait().unwrap().code(), Some(143), "{signal}");
+        assert_eq!(with_marker("865.25"), Vec::<String>::new(), "{signal}");
+    }
 }
 
 #[test]
 fn shim_mirrors_an_app_exiting_on_its_own_and_kills_what_it_left() {
-    let (mut shim, lines) =
-        run_shim(&["--grace", "30s", "--", "sh", "-c", "sleep 866.25 & exit 4"]);
-    reported_pid(&lines);
-    assert_eq!(reported_exit(&lines), "exit code 4");
-    assert_eq!(shim.wait().unwrap().code(), Some(4));
+    let mut shim = run_shim(&["--grace", "30s", "--", "sh", "-c", "sleep 866.25 & exit 4"]);
+    reported_pid(&shim.lines);
+    assert_eq!(reported_exit(&shim.lines), "exit code 4");
+    assert_eq!(shim.child.wait().unwrap().code(), Some(4));
     assert_eq!(with_marker("866.25"), Vec::<String>::new());
 }
 
@@ -404,6 +456,15 @@ async fn a_missing_program_is_a_spawn_error_naming_it() {
     };
     assert!(why.contains("\"/nonexistent/replica-app\""), "{why}");
     assert!(why.contains("No such file"), "{why}");
+    let file = temp_dir().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let spec_in_file = ProcessSpec {
+        log_dir: Some(file.join("logs")),
+        ..spec(demo_command())
+    };
+    let err = start(spec_in_file, 0).await.unwrap_err().to_string();
+    assert!(err.starts_with("cannot create the log directory "), "{err}");
+    assert!(err.contains("a-file/logs"), "{err}");
     let empty = start(spec(Vec::new()), 0).await.unwrap_err();
     assert_eq!(empty, StartError::Spawn("the command is empty".into()));
 }
