@@ -14,3 +14,5 @@
 
 pub mod hpa;
 pub mod kpa;
+pub mod process;
+pub mod shim;

@@ -89,6 +89,12 @@ enum Command {
     /// A demo upstream server that answers with its name (used by `demo` and the tests).
     #[command(hide = true)]
     DemoUpstream(upstream::Args),
+    /// Supervise one autoscaled replica (run by headroom itself, see headroom_scale::shim).
+    #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
+    ReplicaShim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Reads and validates a config: the file's own checks, then what only the guard can check
@@ -142,6 +148,7 @@ fn main() -> ExitCode {
         Command::Key(cmd) => key::run(cmd),
         Command::Export(cmd) => export::run(cmd),
         Command::DemoUpstream(args) => upstream::run(args),
+        Command::ReplicaShim { args } => headroom_scale::shim::run(args),
     }
 }
 
