@@ -77,6 +77,9 @@ pub struct Shared {
     /// The last hour of every route, for the dashboard's charts (`/watch/charts`), set by
     /// the watch plane every 10 s.
     pub watch_charts: arc_swap::ArcSwapOption<serde_json::Value>,
+    /// The autoscaler's state per service (`/status`' `autoscale`), published by its
+    /// controllers.
+    pub scale_status: arc_swap::ArcSwapOption<serde_json::Value>,
 }
 
 impl Shared {
@@ -195,6 +198,7 @@ impl Edge {
             rebuilding: Mutex::new(()),
             watch_status: Default::default(),
             watch_charts: Default::default(),
+            scale_status: Default::default(),
             health_kick: tokio::sync::Notify::new(),
         });
 

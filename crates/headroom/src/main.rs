@@ -6,6 +6,7 @@ mod demo;
 mod export;
 mod key;
 mod purge;
+mod scale;
 mod serve;
 mod upstream;
 mod watch;

@@ -64,6 +64,8 @@ pub fn serve_config(
         }
         let (stop_watch, stopped) = tokio::sync::watch::channel(false);
         let watch_plane = tokio::spawn(crate::watch::run(edge.shared.clone(), edge.admin_addr(), stopped));
+        let (stop_scale, scale_stopped) = tokio::sync::watch::channel(false);
+        let autoscaler = tokio::spawn(crate::scale::run(edge.shared.clone(), scale_stopped));
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
             let reason = tokio::select! {
@@ -108,12 +110,21 @@ pub fn serve_config(
         // The history's last minute is written before the process drains and exits.
         let _ = stop_watch.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), watch_plane).await;
-        Ok::<_, String>(edge)
+        Ok::<_, String>((edge, stop_scale, autoscaler))
     });
     match edge {
-        Ok(edge) => {
-            // Workers drain on their own threads; this thread just waits for them.
+        Ok((edge, stop_scale, autoscaler)) => {
+            // Workers drain on their own threads; this thread just waits for them. The
+            // autoscaler's replicas serve until then, and are stopped after.
+            let shared = edge.shared.clone();
             edge.shutdown_and_wait();
+            let _ = stop_scale.send(true);
+            let longest = scale_grace(&shared) + Duration::from_secs(5);
+            rt.block_on(async {
+                if tokio::time::timeout(longest, autoscaler).await.is_err() {
+                    warn!("the autoscaler's replicas did not all stop within {longest:?}; their shims end them");
+                }
+            });
             info!("stopped");
             ExitCode::SUCCESS
         }
@@ -123,6 +134,18 @@ pub fn serve_config(
             ExitCode::FAILURE
         }
     }
+}
+
+/// The longest `grace` of the autoscaled services: how long stopping their replicas takes.
+fn scale_grace(shared: &headroom_edge::Shared) -> Duration {
+    shared
+        .config
+        .load()
+        .services
+        .values()
+        .filter_map(|s| Some(s.autoscale.as_ref()?.process.as_ref()?.grace))
+        .max()
+        .unwrap_or_default()
 }
 
 fn modified(p: &Path) -> Option<SystemTime> {

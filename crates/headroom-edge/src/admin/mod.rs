@@ -302,6 +302,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             c.status(&routes)
         }),
         "watch": shared.watch_status.load_full().as_deref(),
+        "autoscale": shared.scale_status.load_full().as_deref(),
     })
 }
 

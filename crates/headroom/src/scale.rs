@@ -1,0 +1,858 @@
+//! The autoscaler at run time: one controller per service with `[service.NAME.autoscale]`,
+//! on the control runtime. Every second it reads the service's load from the edge (the
+//! replicas' in-flight gauges, the service's latency histogram — what `/metrics` shows;
+//! nothing is added to the request path) and the replica processes' CPU from `/proc`; at
+//! each decision (every 2 s in `requests` mode, every `interval` for the HPA) it asks the
+//! algorithm for a count, then starts or drains and stops replicas to reach it.
+//!
+//! A replica joins the service only once its port accepts connections (and, with health
+//! checks, after its first passing check); a replica leaving is drained first (no new
+//! requests, in-flight ones finish, up to `grace`), then stopped (SIGTERM, SIGKILL after
+//! `grace`). A replica that exits on its own is taken out at once and replaced after a
+//! back-off (1 s doubling to 60 s; five exits in five minutes is a crash loop, reported).
+
+use headroom_config::scale::{Algorithm, AutoscaleConfig, ProcessConfig};
+use headroom_edge::replica_set::Source;
+use headroom_edge::Shared;
+use headroom_scale::hpa::{self, Hpa, Metric, Reading};
+use headroom_scale::kpa::Kpa;
+use headroom_scale::process::{
+    Backoff, Driver, Exit, ProcessSpec, Replica, ShimCommand, StartError,
+};
+use headroom_telemetry::{Counter, Gauge};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// The KPA decides this often, as Knative's autoscaler ticks.
+const KPA_TICK: Duration = Duration::from_secs(2);
+/// Decisions (and starts, stops, crashes) kept per service for `/status` and the dashboard.
+const EVENTS_KEPT: usize = 50;
+
+/// Runs the controllers of the config in force until `stop`, then stops every replica.
+/// A reload that adds a service's `autoscale` starts its controller, one that removes it (or
+/// the service) stops its replicas, one that changes it reconfigures the running controller
+/// (its algorithm's state and its replicas stay; a new command applies to replicas started
+/// from then on).
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let shim = match ShimCommand::current_exe() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(
+                "autoscaler off: cannot find headroom's own executable to run replicas under: {e}"
+            );
+            return;
+        }
+    };
+    let mut running: HashMap<String, (watch::Sender<Option<AutoscaleConfig>>, JoinHandle<()>)> =
+        HashMap::new();
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let wanted: BTreeMap<String, AutoscaleConfig> = shared
+            .config
+            .load()
+            .services
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.autoscale.clone()?)))
+            .collect();
+        running.retain(|name, (tx, _)| {
+            let keep = wanted.contains_key(name);
+            if !keep {
+                info!(service = %name, "autoscale removed: stopping its replicas");
+                let _ = tx.send(None);
+            }
+            keep
+        });
+        for (name, cfg) in wanted {
+            match running.get(&name) {
+                Some((tx, _)) => {
+                    if tx.borrow().as_ref() != Some(&cfg) {
+                        let _ = tx.send(Some(cfg));
+                    }
+                }
+                None => {
+                    let (tx, rx) = watch::channel(Some(cfg));
+                    let task = tokio::spawn(Controller::run(
+                        shared.clone(),
+                        name.clone(),
+                        shim.clone(),
+                        rx,
+                    ));
+                    running.insert(name, (tx, task));
+                }
+            }
+        }
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    for (tx, _) in running.values() {
+        let _ = tx.send(None);
+    }
+    for (_, (_, task)) in running {
+        let _ = task.await;
+    }
+}
+
+fn spec(service: &str, p: &ProcessConfig) -> ProcessSpec {
+    let mut s = ProcessSpec::new(service, p.command.clone());
+    s.env = p.env.clone();
+    s.cwd = Some(p.cwd.clone());
+    s.host = p.host;
+    s.grace = p.grace;
+    s.startup_timeout = p.startup_timeout;
+    s.log_dir = p.log_dir.clone();
+    s.log_max_bytes = p.log_max;
+    s
+}
+
+/// A replica of the controller's.
+enum State {
+    /// Its process is starting (the task that starts it reports back).
+    Starting { task: JoinHandle<()> },
+    /// It runs and is in the service.
+    Up {
+        replica: Replica,
+        /// Its CPU time at the last sample.
+        cpu: Option<(Instant, f64)>,
+        /// Cores used over the last sample period.
+        cores: Option<f64>,
+    },
+    /// It is being drained and stopped.
+    Stopping,
+}
+
+struct Managed {
+    index: u32,
+    since: Instant,
+    state: State,
+}
+
+enum Msg {
+    Started(u32, Result<Replica, StartError>),
+    Exited(u32, Exit),
+    Stopped(u32, Exit),
+}
+
+/// What the algorithm runs as.
+enum Algo {
+    Hpa { hpa: Hpa, interval: Duration },
+    Kpa(Kpa),
+}
+
+/// One decision, for `/status`, the dashboard and the log.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Event {
+    /// Unix seconds.
+    at: u64,
+    kind: &'static str,
+    from: u32,
+    to: u32,
+    /// What it rests on, in words.
+    why: String,
+}
+
+struct Metrics {
+    desired: Arc<Gauge>,
+    current: Arc<Gauge>,
+    ready: Arc<Gauge>,
+    scale_ups: Arc<Counter>,
+    scale_downs: Arc<Counter>,
+    crashes: Arc<Counter>,
+    start_failures: Arc<Counter>,
+}
+
+impl Metrics {
+    fn new(registry: &headroom_telemetry::Registry, service: &str) -> Metrics {
+        let replicas = |state: &str| {
+            registry.gauge(
+                "headroom_autoscale_replicas",
+                "The autoscaler's replicas by state: desired (its last decision), current (started or starting, not stopping), ready (in the service).",
+                &[("service", service), ("state", state)],
+            )
+        };
+        let scaled = |direction: &str| {
+            registry.counter(
+                "headroom_autoscale_scalings_total",
+                "Decisions that changed the replica count, by direction.",
+                &[("service", service), ("direction", direction)],
+            )
+        };
+        Metrics {
+            desired: replicas("desired"),
+            current: replicas("current"),
+            ready: replicas("ready"),
+            scale_ups: scaled("up"),
+            scale_downs: scaled("down"),
+            crashes: registry.counter(
+                "headroom_autoscale_replica_exits_total",
+                "Replicas that exited on their own (crashed) and were replaced.",
+                &[("service", service)],
+            ),
+            start_failures: registry.counter(
+                "headroom_autoscale_start_failures_total",
+                "Replicas that did not start: exited at once, or did not listen within startup_timeout.",
+                &[("service", service)],
+            ),
+        }
+    }
+}
+
+struct Controller {
+    shared: Arc<Shared>,
+    service: String,
+    cfg: AutoscaleConfig,
+    driver: Driver,
+    algo: Algo,
+    replicas: Vec<Managed>,
+    next_index: u32,
+    desired: u32,
+    backoff: Backoff,
+    /// No start before this (the back-off after a crash or a failed start).
+    hold_until: Option<Instant>,
+    last_decision: Option<Instant>,
+    /// The service's latency histogram at the last HPA decision, and when.
+    last_latency: Option<(Instant, Vec<u64>)>,
+    events: VecDeque<Event>,
+    last_inputs: serde_json::Value,
+    /// Drains and stops under way.
+    stopping: Vec<JoinHandle<()>>,
+    tx: mpsc::UnboundedSender<Msg>,
+    metrics: Metrics,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn algo(cfg: &AutoscaleConfig) -> Algo {
+    match &cfg.algorithm {
+        Algorithm::Hpa { hpa, interval } => Algo::Hpa {
+            hpa: Hpa::new(hpa.clone()),
+            interval: *interval,
+        },
+        Algorithm::Requests(k) => Algo::Kpa(Kpa::new(k.clone())),
+    }
+}
+
+impl Controller {
+    async fn run(
+        shared: Arc<Shared>,
+        service: String,
+        shim: ShimCommand,
+        mut cfg_rx: watch::Receiver<Option<AutoscaleConfig>>,
+    ) {
+        let Some(cfg) = cfg_rx.borrow().clone() else {
+            return;
+        };
+        let Some(process) = cfg.process.clone() else {
+            return;
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let metrics = Metrics::new(&shared.registry, &service);
+        let mut c = Controller {
+            driver: Driver::new(spec(&service, &process), shim.clone()),
+            algo: algo(&cfg),
+            desired: cfg.min,
+            shared,
+            service,
+            cfg,
+            replicas: Vec::new(),
+            next_index: 0,
+            backoff: Backoff::new(),
+            hold_until: None,
+            last_decision: None,
+            last_latency: None,
+            events: VecDeque::new(),
+            last_inputs: serde_json::Value::Null,
+            stopping: Vec::new(),
+            tx,
+            metrics,
+        };
+        info!(service = %c.service, min = c.cfg.min, max = c.cfg.max, "autoscaler started");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => c.tick(),
+                Some(msg) = rx.recv() => c.handle(msg).await,
+                changed = cfg_rx.changed() => {
+                    let next = if changed.is_ok() { cfg_rx.borrow().clone() } else { None };
+                    match next {
+                        Some(cfg) => c.reconfigure(cfg, &shim),
+                        None => break,
+                    }
+                }
+            }
+            c.publish();
+        }
+        c.shutdown(&mut rx).await;
+        c.publish();
+    }
+
+    fn reconfigure(&mut self, cfg: AutoscaleConfig, shim: &ShimCommand) {
+        match (&mut self.algo, &cfg.algorithm) {
+            (
+                Algo::Hpa { hpa, interval },
+                Algorithm::Hpa {
+                    hpa: h,
+                    interval: i,
+                },
+            ) => {
+                hpa.reconfigure(h.clone());
+                *interval = *i;
+            }
+            (Algo::Kpa(k), Algorithm::Requests(c)) => k.reconfigure(c.clone()),
+            _ => self.algo = algo(&cfg),
+        }
+        if let Some(p) = &cfg.process {
+            self.driver = Driver::new(spec(&self.service, p), shim.clone());
+        }
+        self.cfg = cfg;
+        info!(service = %self.service, "autoscale reconfigured by a reload");
+    }
+
+    fn edge_service(&self) -> Option<Arc<headroom_edge::snapshot::Service>> {
+        self.shared
+            .snapshot
+            .load()
+            .services
+            .iter()
+            .find(|s| *s.name == *self.service)
+            .cloned()
+    }
+
+    /// The count of replicas started or starting (not stopping).
+    fn current(&self) -> u32 {
+        self.replicas
+            .iter()
+            .filter(|m| !matches!(m.state, State::Stopping))
+            .count() as u32
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let svc = self.edge_service();
+        // The replicas in the service that take traffic, by address.
+        let clock = headroom_edge::now_ns();
+        let live: HashMap<std::net::SocketAddr, (bool, i64)> = svc
+            .iter()
+            .flat_map(|s| s.replicas.iter())
+            .map(|r| (r.addr, (r.is_available(clock), r.inflight.get())))
+            .collect();
+        let mut total_inflight = 0.0;
+        let mut ready = 0u32;
+        for m in &mut self.replicas {
+            if let State::Up {
+                replica,
+                cpu,
+                cores,
+            } = &mut m.state
+            {
+                if let Some((up, n)) = live.get(&replica.addr) {
+                    total_inflight += (*n).max(0) as f64;
+                    ready += u32::from(*up);
+                }
+                let stat = headroom_telemetry::process::ProcStat::of(Some(replica.pid));
+                *cores = match (stat, *cpu) {
+                    (Some(s), Some((t, last))) => {
+                        let dt = now.duration_since(t).as_secs_f64();
+                        (dt > 0.0).then(|| (s.cpu_seconds - last).max(0.0) / dt)
+                    }
+                    _ => None,
+                };
+                *cpu = stat.map(|s| (now, s.cpu_seconds));
+            }
+        }
+        let current = self.current();
+        self.metrics.current.set(i64::from(current));
+        self.metrics.ready.set(i64::from(ready));
+        let t = self.clock(now);
+        let due = match &mut self.algo {
+            Algo::Kpa(k) => {
+                k.record(t, total_inflight);
+                self.last_decision
+                    .is_none_or(|d| now.duration_since(d) >= KPA_TICK)
+            }
+            Algo::Hpa { interval, .. } => self
+                .last_decision
+                .is_none_or(|d| now.duration_since(d) >= *interval),
+        };
+        if due {
+            self.last_decision = Some(now);
+            self.decide(now, t, current, ready, svc.as_deref());
+        }
+        self.reconcile(now);
+    }
+
+    /// Seconds since the controller's first tick: the algorithms' clock.
+    fn clock(&self, now: Instant) -> f64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(std::time::Instant::now);
+        now.into_std()
+            .saturating_duration_since(start)
+            .as_secs_f64()
+    }
+
+    fn decide(
+        &mut self,
+        now: Instant,
+        t: f64,
+        current: u32,
+        ready: u32,
+        svc: Option<&headroom_edge::snapshot::Service>,
+    ) {
+        let readings = match self.algo {
+            Algo::Hpa { .. } => self.hpa_metrics(now, ready, svc),
+            Algo::Kpa(_) => Vec::new(),
+        };
+        let (desired, why, inputs) = match &mut self.algo {
+            Algo::Kpa(k) => {
+                let Some(d) = k.decide(t, ready) else {
+                    return;
+                };
+                let desired = d
+                    .desired
+                    .clamp(self.cfg.min, self.cfg.max.max(self.cfg.min));
+                let why = format!(
+                    "{:.1} in flight over {}s ({:.1} over the panic window), {:.1} per replica aimed at{}",
+                    d.stable_concurrency,
+                    k.config().stable_window,
+                    d.panic_concurrency,
+                    k.config().per_replica(),
+                    if d.panicking { "; panic: only up" } else { "" }
+                );
+                (desired, why, serde_json::json!(d))
+            }
+            Algo::Hpa { hpa, .. } => {
+                let tolerance = hpa.config().tolerance;
+                let mut proposals = Vec::new();
+                let mut said = Vec::new();
+                for (name, m) in &readings {
+                    match hpa::propose(current, m, tolerance) {
+                        Ok(p) => {
+                            said.push(format!(
+                                "{name} at {:.0}% of its target → {}",
+                                p.ratio * 100.0,
+                                p.replicas
+                            ));
+                            proposals.push(p.replicas);
+                        }
+                        Err(e) => said.push(format!("{name}: no reading ({e:?})")),
+                    }
+                }
+                let d = hpa.decide(t, current, &proposals);
+                let why = format!("{}; {:?}", said.join(", "), d.limit);
+                (
+                    d.desired,
+                    why,
+                    serde_json::json!({"proposals": said, "decision": d}),
+                )
+            }
+        };
+        self.last_inputs = inputs;
+        self.desired = desired;
+        self.metrics.desired.set(i64::from(desired));
+        if desired != current {
+            if desired > current {
+                self.metrics.scale_ups.inc();
+            } else {
+                self.metrics.scale_downs.inc();
+            }
+            info!(service = %self.service, from = current, to = desired, "autoscale: {why}");
+            self.event("scale", current, desired, why);
+        }
+    }
+
+    /// The HPA's metrics for the targets configured.
+    fn hpa_metrics(
+        &mut self,
+        now: Instant,
+        ready: u32,
+        svc: Option<&headroom_edge::snapshot::Service>,
+    ) -> Vec<(&'static str, Metric)> {
+        let clock = headroom_edge::now_ns();
+        let targets = self.cfg.targets.clone();
+        let in_service: HashMap<std::net::SocketAddr, (bool, i64)> = svc
+            .iter()
+            .flat_map(|s| s.replicas.iter())
+            .map(|r| (r.addr, (r.is_available(clock), r.inflight.get())))
+            .collect();
+        let per_replica = |f: &dyn Fn(&Managed, bool, i64) -> Reading| -> Vec<Reading> {
+            self.replicas
+                .iter()
+                .filter(|m| !matches!(m.state, State::Stopping))
+                .map(|m| match &m.state {
+                    State::Up { replica, .. } => match in_service.get(&replica.addr) {
+                        Some((true, n)) => f(m, true, *n),
+                        _ => Reading::NotReady,
+                    },
+                    _ => Reading::NotReady,
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        if let Some(target) = targets.inflight {
+            let readings = per_replica(&|_, _, n| Reading::Value(n.max(0) as f64));
+            out.push(("inflight", Metric::PerReplica { readings, target }));
+        }
+        if let Some(target) = targets.cpu {
+            let readings = per_replica(&|m, _, _| match &m.state {
+                State::Up { cores: Some(c), .. } => Reading::Value(c * 100.0),
+                _ => Reading::Missing,
+            });
+            out.push((
+                "cpu",
+                Metric::Utilization {
+                    readings,
+                    target: target * 100.0,
+                },
+            ));
+        }
+        // requests/s and p95 from the service's latency histogram since the last decision.
+        let buckets = svc.map(|s| s.upstream_latency.bucket_counts());
+        let delta = match (&self.last_latency, &buckets) {
+            (Some((t, last)), Some(now_b)) => {
+                let dt = now.duration_since(*t).as_secs_f64();
+                let d: Vec<u64> = now_b
+                    .iter()
+                    .zip(last)
+                    .map(|(a, b)| a.saturating_sub(*b))
+                    .collect();
+                Some((dt, d))
+            }
+            _ => None,
+        };
+        if let Some(b) = buckets {
+            self.last_latency = Some((now, b));
+        }
+        if let (Some(target), Some((dt, d))) = (targets.rps, &delta) {
+            let rps = d.iter().sum::<u64>() as f64 / dt.max(1e-3);
+            let each = rps / f64::from(ready.max(1));
+            let readings = per_replica(&|_, _, _| Reading::Value(each));
+            out.push(("rps", Metric::PerReplica { readings, target }));
+        }
+        if let (Some(target), Some((_, d))) = (targets.latency_p95, &delta) {
+            let bounds = self.shared.registry.latency_bounds().seconds().to_vec();
+            let sample = headroom_watch::history::Sample {
+                total: d.iter().sum(),
+                errors: 0,
+                buckets: d.clone(),
+            };
+            if let Some(p95) = headroom_watch::history::quantile(&sample, &bounds, 0.95) {
+                out.push((
+                    "latency_p95",
+                    Metric::Value {
+                        value: p95,
+                        target: target.as_secs_f64(),
+                        ready,
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    fn event(&mut self, kind: &'static str, from: u32, to: u32, why: String) {
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            at: unix_now(),
+            kind,
+            from,
+            to,
+            why,
+        });
+    }
+
+    /// Starts or stops replicas to reach the desired count.
+    fn reconcile(&mut self, now: Instant) {
+        let current = self.current();
+        if self.desired > current {
+            if self.hold_until.is_some_and(|h| now < h) {
+                return;
+            }
+            for _ in current..self.desired {
+                self.start(now);
+            }
+        } else if self.desired < current {
+            for _ in self.desired..current {
+                self.stop_one();
+            }
+        }
+    }
+
+    fn start(&mut self, now: Instant) {
+        let index = self.next_index;
+        self.next_index += 1;
+        let (driver, tx) = (self.driver.clone(), self.tx.clone());
+        let task = tokio::spawn(async move {
+            let r = driver.start(index).await;
+            let _ = tx.send(Msg::Started(index, r));
+        });
+        self.replicas.push(Managed {
+            index,
+            since: now,
+            state: State::Starting { task },
+        });
+    }
+
+    /// Drains and stops one replica: a starting one first (it serves nothing), else the
+    /// newest.
+    fn stop_one(&mut self) {
+        let pick = self
+            .replicas
+            .iter()
+            .rposition(|m| matches!(m.state, State::Starting { .. }))
+            .or_else(|| {
+                self.replicas
+                    .iter()
+                    .rposition(|m| matches!(m.state, State::Up { .. }))
+            });
+        let Some(i) = pick else { return };
+        let m = &mut self.replicas[i];
+        let index = m.index;
+        match std::mem::replace(&mut m.state, State::Stopping) {
+            State::Starting { task } => {
+                // Dropping the start drops its process: the shim stops it.
+                task.abort();
+                self.replicas.remove(i);
+            }
+            State::Up { replica, .. } => {
+                let (shared, service, tx) =
+                    (self.shared.clone(), self.service.clone(), self.tx.clone());
+                let grace = self.driver.spec().grace;
+                self.stopping.retain(|t| !t.is_finished());
+                self.stopping.push(tokio::spawn(async move {
+                    let label = replica.addr.to_string();
+                    match shared.drain_replica(&service, &label, grace).await {
+                        Ok(d) => info!(service = %service, replica = %label, drained = ?d, "replica drained"),
+                        Err(e) => warn!(service = %service, replica = %label, "drain: {e}"),
+                    }
+                    let exit = replica.stop().await;
+                    let _ = tx.send(Msg::Stopped(index, exit));
+                }));
+            }
+            State::Stopping => {}
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        let now = Instant::now();
+        match msg {
+            Msg::Started(index, Ok(replica)) => {
+                if !self.replicas.iter().any(|m| m.index == index) {
+                    return; // stopped while it started: dropping it stops it
+                }
+                let addr = replica.addr;
+                if let Err(e) = self
+                    .shared
+                    .add_replica(&self.service, addr, 1, Source::Autoscaler)
+                {
+                    warn!(service = %self.service, %addr, "replica not added: {e}");
+                }
+                info!(service = %self.service, index, %addr, pid = replica.pid, "replica started");
+                let mut exit = replica.exit_watch();
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    while exit.borrow().is_none() {
+                        if exit.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    let how = exit
+                        .borrow()
+                        .clone()
+                        .unwrap_or(Exit::Lost("its watch closed".into()));
+                    let _ = tx.send(Msg::Exited(index, how));
+                });
+                self.register_process_metrics(index, addr, replica.pid);
+                let Some(m) = self.replicas.iter_mut().find(|m| m.index == index) else {
+                    return;
+                };
+                m.since = now;
+                m.state = State::Up {
+                    replica,
+                    cpu: None,
+                    cores: None,
+                };
+                self.event("started", index, index, format!("{addr}"));
+            }
+            Msg::Started(index, Err(e)) => {
+                self.metrics.start_failures.inc();
+                let since = self
+                    .replicas
+                    .iter()
+                    .find(|m| m.index == index)
+                    .map_or(now, |m| m.since);
+                self.replicas.retain(|m| m.index != index);
+                let delay = self.backoff.on_exit(since.into_std(), now.into_std());
+                self.hold_until = Some(now + delay);
+                // One log line: the log's last lines joined.
+                let why = e.to_string().trim_end().replace('\n', " | ");
+                warn!(service = %self.service, index, retry_in_s = delay.as_secs(), "replica did not start: {why}");
+                self.event("start_failed", index, index, e.to_string());
+            }
+            Msg::Exited(index, how) => {
+                let Some(pos) = self.replicas.iter().position(|m| m.index == index) else {
+                    return;
+                };
+                if matches!(self.replicas[pos].state, State::Stopping) {
+                    return; // its stop reports it
+                }
+                let m = self.replicas.remove(pos);
+                if let State::Up { replica, .. } = m.state {
+                    let _ = self
+                        .shared
+                        .remove_replica(&self.service, &replica.addr.to_string());
+                    self.unregister_process_metrics(replica.addr);
+                }
+                self.metrics.crashes.inc();
+                let delay = self.backoff.on_exit(m.since.into_std(), now.into_std());
+                self.hold_until = Some(now + delay);
+                let looping = self.backoff.crash_looping(now.into_std());
+                warn!(service = %self.service, index, exit = %how, retry_in_s = delay.as_secs(), crash_loop = looping, "replica exited on its own: replaced after the back-off");
+                self.event(
+                    if looping { "crash_loop" } else { "exited" },
+                    index,
+                    index,
+                    how.to_string(),
+                );
+            }
+            Msg::Stopped(index, how) => {
+                if let Some(pos) = self.replicas.iter().position(|m| m.index == index) {
+                    self.replicas.remove(pos);
+                }
+                info!(service = %self.service, index, exit = %how, "replica stopped");
+            }
+        }
+    }
+
+    /// `headroom_replica_process_*` for a replica's process, read at every scrape.
+    fn register_process_metrics(&self, index: u32, addr: std::net::SocketAddr, pid: u32) {
+        let label = addr.to_string();
+        let labels = [
+            ("service", self.service.as_str()),
+            ("replica", label.as_str()),
+        ];
+        let _ = index;
+        let read = move |f: fn(&headroom_telemetry::process::ProcStat) -> f64| -> headroom_telemetry::ReadFn {
+            Arc::new(move || headroom_telemetry::process::ProcStat::of(Some(pid)).map_or(0.0, |s| f(&s)))
+        };
+        let registry = &self.shared.registry;
+        registry.read_fn(
+            "headroom_replica_process_cpu_seconds_total",
+            "CPU time (user + system) of a replica headroom runs as a local process.",
+            "counter",
+            &labels,
+            read(|s| s.cpu_seconds),
+        );
+        registry.read_fn(
+            "headroom_replica_process_resident_memory_bytes",
+            "Resident memory of a replica headroom runs as a local process.",
+            "gauge",
+            &labels,
+            read(|s| s.resident_bytes as f64),
+        );
+    }
+
+    fn unregister_process_metrics(&self, addr: std::net::SocketAddr) {
+        let label = addr.to_string();
+        self.shared.registry.remove_series(&[
+            ("service", self.service.as_str()),
+            ("replica", label.as_str()),
+        ]);
+    }
+
+    fn publish(&self) {
+        let replicas: Vec<serde_json::Value> = self
+            .replicas
+            .iter()
+            .map(|m| {
+                let (state, addr, pid, cores) = match &m.state {
+                    State::Starting { .. } => ("starting", None, None, None),
+                    State::Up { replica, cores, .. } => (
+                        "up",
+                        Some(replica.addr.to_string()),
+                        Some(replica.pid),
+                        *cores,
+                    ),
+                    State::Stopping => ("stopping", None, None, None),
+                };
+                serde_json::json!({
+                    "index": m.index,
+                    "state": state,
+                    "address": addr,
+                    "pid": pid,
+                    "cpu_cores": cores,
+                    "seconds_in_state": m.since.elapsed().as_secs(),
+                })
+            })
+            .collect();
+        let status = serde_json::json!({
+            "min": self.cfg.min,
+            "max": self.cfg.max,
+            "mode": match self.algo { Algo::Hpa { .. } => "hpa", Algo::Kpa(_) => "requests" },
+            "desired": self.desired,
+            "current": self.current(),
+            "replicas": replicas,
+            "last_decision": self.last_inputs,
+            "crash_loop": self.backoff.crash_looping(Instant::now().into_std()),
+            "events": self.events,
+        });
+        let mut all = self
+            .shared
+            .scale_status
+            .load_full()
+            .map(|v| (*v).clone())
+            .unwrap_or_else(|| serde_json::json!({}));
+        if let Some(o) = all.as_object_mut() {
+            o.insert(self.service.clone(), status);
+        }
+        self.shared.scale_status.store(Some(Arc::new(all)));
+    }
+
+    /// Stops every replica (starting ones by dropping their start) and waits for them.
+    async fn shutdown(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) {
+        for m in &mut self.replicas {
+            if let State::Starting { task } = &m.state {
+                task.abort();
+            }
+        }
+        let ups: Vec<(u32, Replica)> = self
+            .replicas
+            .drain(..)
+            .filter_map(|m| match m.state {
+                State::Up { replica, .. } => Some((m.index, replica)),
+                _ => None,
+            })
+            .collect();
+        let stops: Vec<_> = ups
+            .into_iter()
+            .map(|(_, r)| {
+                let _ = self
+                    .shared
+                    .remove_replica(&self.service, &r.addr.to_string());
+                self.unregister_process_metrics(r.addr);
+                tokio::spawn(r.stop())
+            })
+            .collect();
+        for s in stops {
+            let _ = s.await;
+        }
+        for t in self.stopping.drain(..) {
+            let _ = t.await;
+        }
+        // Replicas being stopped already report on their own.
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), rx.recv()).await {}
+        info!(service = %self.service, "autoscaler stopped; its replicas are stopped");
+    }
+}

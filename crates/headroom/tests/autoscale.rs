@@ -1,0 +1,321 @@
+//! The autoscaler end to end, with real replica processes (`headroom demo-upstream` under
+//! the `process` driver): a load step scales the service up and its end scales it down
+//! without a failed request, in both modes; a crashed replica is replaced; a command that
+//! cannot start is reported and retried; and no replica outlives headroom, however it ends.
+
+mod common;
+use common::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One route to service `app`, autoscaled with `autoscale` (TOML lines of
+/// `[service.app.autoscale]`), its replicas answering after `delay_ms`.
+fn config(autoscale: &str, delay_ms: u32, process_extra: &str) -> String {
+    format!(
+        "{pre}[[route]]\nname = \"app\"\nservice = \"app\"\n\n\
+         [service.app]\nbalance = \"least-requests\"\n\n\
+         [service.app.autoscale]\n{autoscale}\n\n\
+         [service.app.autoscale.process]\n\
+         command = [\"{BIN}\", \"demo-upstream\", \"--bind\", \"127.0.0.1:{{port}}\", \"--name\", \"r{{index}}\", \"--delay-ms\", \"{delay_ms}\"]\n\
+         grace = \"5s\"\n{process_extra}\n",
+        pre = preamble()
+    )
+}
+
+fn app(h: &Headroom) -> serde_json::Value {
+    h.status()["autoscale"]["app"].clone()
+}
+
+/// The pids of the replicas that are up.
+fn pids(h: &Headroom) -> Vec<u32> {
+    app(h)["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect()
+}
+
+/// Replicas of `app` in the edge's service (taking traffic or not).
+fn in_service(h: &Headroom) -> usize {
+    h.status()["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "app"))
+        .and_then(|s| s["replicas"].as_array())
+        .map_or(0, |r| {
+            r.iter()
+                .filter(|r| r["source"] == "autoscaler" && r["available"] == true)
+                .count()
+        })
+}
+
+fn wait_replicas(h: &Headroom, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let up = in_service(h);
+        let current = app(h)["current"].as_u64();
+        if up == n && current == Some(n as u64) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {n} replicas: {up} in the service; autoscale {:#}",
+            app(h)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `clients` threads sending GETs in a loop until dropped; counts answers and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(h: &Headroom, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, addr) = (stop.clone(), ok.clone(), failed.clone(), h.addr);
+                std::thread::spawn(move || {
+                    let mut c = Client::connect(addr);
+                    while !stop.load(Relaxed) {
+                        match c.try_request("GET", "/", &[], b"") {
+                            Ok(r) if r.status == 200 => ok.fetch_add(1, Relaxed),
+                            Ok(r) => {
+                                eprintln!("failed: {} {}", r.status, r.text());
+                                failed.fetch_add(1, Relaxed)
+                            }
+                            Err(e) => {
+                                eprintln!("failed: {e}");
+                                c = Client::connect(addr);
+                                failed.fetch_add(1, Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    /// Stops the clients; (answered 200, failed).
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        (self.ok.load(Relaxed), self.failed.load(Relaxed))
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone for our purpose: its parent has not reaped it yet.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn wait_gone(pids: &[u32], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "replicas still running: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The HPA on in-flight requests: 8 clients against replicas taking 200 ms each ask for 4
+/// (8 in flight, 2 per replica); with one client left, back to 1 after the scale-down
+/// stabilisation — and no request fails on the way up or down.
+#[test]
+fn hpa_scales_up_under_load_and_down_after_it_without_a_failed_request() {
+    let h = Headroom::start(&config(
+        "min = 1\nmax = 4\ninflight = 2\ninterval = \"1s\"\n[service.app.autoscale.scale_down]\nstabilization = \"3s\"",
+        200,
+        "",
+    ));
+    wait_replicas(&h, 1, Duration::from_secs(15));
+    let load = Load::start(&h, 8);
+    wait_replicas(&h, 4, Duration::from_secs(20));
+    let (ok, failed) = load.finish();
+    assert_eq!(
+        failed, 0,
+        "no request failed while scaling up ({ok} answered)"
+    );
+    let events = app(&h)["events"].clone();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "scale" && e["from"] == 1 && e["to"] == 4),
+        "one decision from 1 to 4 (+100% or +4 per 15 s): {events:#}"
+    );
+    let light = Load::start(&h, 1);
+    wait_replicas(&h, 1, Duration::from_secs(20));
+    let (ok, failed) = light.finish();
+    assert_eq!(
+        failed, 0,
+        "no request failed while scaling down ({ok} answered)"
+    );
+    assert!(ok > 0);
+    assert_eq!(
+        h.metric("headroom_autoscale_replicas{service=\"app\",state=\"desired\"}"),
+        1.0
+    );
+    assert!(h.metric("headroom_autoscale_scalings_total{service=\"app\",direction=\"up\"}") >= 1.0);
+    assert!(
+        h.metric("headroom_autoscale_scalings_total{service=\"app\",direction=\"down\"}") >= 1.0
+    );
+    // The replicas' own processes on /metrics (issue 11: their CPU and memory).
+    let m = h.metrics();
+    assert!(
+        m.contains(
+            "headroom_replica_process_resident_memory_bytes{service=\"app\",replica=\"127.0.0.1:"
+        ),
+        "{m}"
+    );
+}
+
+/// Knative's mode: the in-flight average asks for ceil(8 / (2 × 70%)) = 6, bounded by max.
+#[test]
+fn request_driven_mode_scales_on_in_flight_requests() {
+    let h = Headroom::start(&config(
+        "min = 1\nmax = 3\nmode = \"requests\"\ninflight = 2\nstable_window = \"6s\"",
+        200,
+        "",
+    ));
+    wait_replicas(&h, 1, Duration::from_secs(15));
+    let load = Load::start(&h, 8);
+    wait_replicas(&h, 3, Duration::from_secs(20));
+    let (_, failed) = load.finish();
+    assert_eq!(failed, 0);
+    let d = &app(&h)["last_decision"];
+    assert!(d["stable_concurrency"].as_f64().is_some(), "{d:#}");
+    wait_replicas(&h, 1, Duration::from_secs(30));
+}
+
+/// A replica killed from outside is taken out and replaced after the back-off, and the
+/// kill counted.
+#[test]
+fn a_crashed_replica_is_replaced() {
+    let h = Headroom::start(&config(
+        "min = 1\nmax = 2\ninflight = 100\ninterval = \"1s\"",
+        0,
+        "",
+    ));
+    wait_replicas(&h, 1, Duration::from_secs(15));
+    let before = pids(&h);
+    assert_eq!(before.len(), 1);
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &before[0].to_string()])
+        .status()
+        .unwrap()
+        .success());
+    h.wait_metric(
+        "headroom_autoscale_replica_exits_total{service=\"app\"}",
+        1.0,
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = pids(&h);
+        if now.len() == 1 && now != before && in_service(&h) == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not replaced: {:#}", app(&h));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(h.get("/").status, 200);
+    let events = app(&h)["events"].to_string();
+    assert!(
+        events.contains("\"exited\"") && events.contains("signal 9"),
+        "{events}"
+    );
+}
+
+/// A command that exits at once: reported with its log's last lines, counted, retried
+/// after the back-off; the gateway keeps serving (503 for the service, nothing else lost).
+#[test]
+fn a_replica_that_cannot_start_is_reported_and_retried() {
+    let logs = temp_dir();
+    let text = format!(
+        "{pre}[[route]]\nname = \"app\"\nservice = \"app\"\n\n\
+         [service.app.autoscale]\nmax = 2\ninflight = 10\n\n\
+         [service.app.autoscale.process]\ncommand = [\"sh\", \"-c\", \"echo no such app >&2; exit 3\"]\nlog_dir = \"{}\"\n",
+        logs.display(),
+        pre = preamble()
+    );
+    let h = Headroom::start(&text);
+    h.wait_metric_at_least(
+        "headroom_autoscale_start_failures_total{service=\"app\"}",
+        2.0,
+    );
+    let line = h
+        .stderr
+        .wait_for("replica did not start", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        line.contains("exit code 3") && line.contains("no such app"),
+        "{line}"
+    );
+    assert_eq!(
+        h.get("/").status,
+        503,
+        "no replica: the service answers 503"
+    );
+    let events = app(&h)["events"].to_string();
+    assert!(events.contains("start_failed"), "{events}");
+}
+
+/// SIGKILL to headroom: its replicas' shims see their stdin close and stop them.
+#[test]
+fn no_replica_outlives_a_killed_headroom() {
+    let mut h = Headroom::start(&config("min = 2\nmax = 2\ninflight = 10", 0, ""));
+    wait_replicas(&h, 2, Duration::from_secs(15));
+    let running = pids(&h);
+    assert_eq!(running.len(), 2);
+    h.child.kill().unwrap();
+    h.child.wait().unwrap();
+    wait_gone(&running, Duration::from_secs(7));
+}
+
+/// SIGTERM: requests drain, then the replicas are stopped, and headroom exits 0.
+#[test]
+fn a_graceful_shutdown_stops_the_replicas_after_the_requests() {
+    let mut h = Headroom::start(&config("min = 1\nmax = 1\ninflight = 10", 300, ""));
+    wait_replicas(&h, 1, Duration::from_secs(15));
+    let running = pids(&h);
+    let addr = h.addr;
+    let slow = std::thread::spawn(move || Client::connect(addr).get("/").status);
+    // The request is in flight when the signal arrives.
+    h.wait_status("the request in flight", |s| s["inflight"] == 1);
+    h.signal("TERM");
+    assert_eq!(
+        slow.join().unwrap(),
+        200,
+        "answered by the replica before it stopped"
+    );
+    let status = h.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    wait_gone(&running, Duration::from_secs(1));
+}
