@@ -365,3 +365,97 @@ fn a_request_timeout_far_above_the_latency_is_named_with_a_tighter_one() {
         "{f:#}"
     );
 }
+
+#[test]
+fn a_cache_storing_answers_that_set_a_cookie_and_one_refused_them_for_it_are_named() {
+    let up = Upstream::start("origin");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"shop\"\nmatch.path_prefix = \"/shop\"\nservice = \"s\"\n[route.cache]\nallow_set_cookie = true\n\n\
+         [[route]]\nname = \"pages\"\nservice = \"s\"\n[route.cache]\n\n\
+         [service.s]\nreplicas = [\"{}\"]\n",
+        preamble(),
+        up.addr
+    ));
+    let mut c = h.client();
+    for i in 0..5 {
+        let r = c.get(&format!(
+            "/shop/cart?n={i}&header=Cache-Control:max-age%3D60&header=Set-Cookie:sid%3D{i}"
+        ));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("set-cookie"),
+            Some(&*format!("sid={i}")),
+            "the filler gets it"
+        );
+    }
+    // Stored without a cookie: not counted.
+    assert_eq!(
+        c.get("/shop/plain?header=Cache-Control:max-age%3D60")
+            .status,
+        200
+    );
+    for i in 0..50 {
+        let r = c.get(&format!(
+            "/page/{i}?header=Cache-Control:max-age%3D60&header=Set-Cookie:id%3D1"
+        ));
+        assert_eq!(r.status, 200);
+        assert!(
+            r.header("cache-status")
+                .unwrap()
+                .contains("detail=set-cookie"),
+            "{:?}",
+            r.headers
+        );
+    }
+    h.wait_metric("headroom_cache_stored_total{route=\"shop\"}", 6.0);
+    h.wait_metric(
+        "headroom_cache_not_stored_total{route=\"pages\",reason=\"set-cookie\"}",
+        50.0,
+    );
+    let (_, findings) = advise(&h);
+    let of = |route: &str| -> Vec<&serde_json::Value> {
+        findings
+            .iter()
+            .filter(|f| {
+                f["kind"] == "cache_stores_set_cookie"
+                    && f["title"].as_str().unwrap().contains(route)
+            })
+            .collect()
+    };
+    let shop = of("route shop");
+    assert_eq!(shop.len(), 1, "{findings:#?}");
+    assert!(
+        shop[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("5 of the 6 answers stored since start came with Set-Cookie"),
+        "{:#}",
+        shop[0]
+    );
+    assert!(
+        shop[0]["change"]
+            .as_str()
+            .unwrap()
+            .contains("[route.cache]\nallow_set_cookie = false"),
+        "{:#}",
+        shop[0]
+    );
+    let pages = of("route pages");
+    assert_eq!(pages.len(), 1, "{findings:#?}");
+    assert!(
+        pages[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("50 of 50 misses (100%) since start were not stored because the answer carried Set-Cookie"),
+        "{:#}",
+        pages[0]
+    );
+    assert!(
+        pages[0]["change"]
+            .as_str()
+            .unwrap()
+            .contains("[route.cache]\nallow_set_cookie = true"),
+        "{:#}",
+        pages[0]
+    );
+}

@@ -1,4 +1,5 @@
-//! A route's cache: one that rarely hits.
+//! A route's cache: one that rarely hits, one that stores answers that set a cookie (or cannot
+//! store them for their cookie).
 
 use super::Finding;
 use std::collections::BTreeMap;
@@ -54,6 +55,61 @@ pub(super) fn cache_low_hit_ratio(
                 100.0 * hits as f64 / lookups as f64
             ),
             change,
+        });
+    }
+}
+
+pub(super) fn cache_stores_set_cookie(
+    status: &serde_json::Value,
+    metrics: &BTreeMap<String, f64>,
+    out: &mut Vec<Finding>,
+) {
+    let Some(routes) = status["cache"]["routes"].as_object() else {
+        return;
+    };
+    let get = |series: String| metrics.get(&series).copied().unwrap_or(0.0);
+    for route in routes.keys() {
+        let stored = get(format!("headroom_cache_stored_total{{route=\"{route}\"}}"));
+        let with_cookie = get(format!(
+            "headroom_cache_stored_set_cookie_total{{route=\"{route}\"}}"
+        ));
+        if with_cookie >= 1.0 {
+            out.push(Finding {
+                kind: "cache_stores_set_cookie",
+                impact: 60,
+                title: format!("the cache of route {route} stores answers that set a cookie"),
+                evidence: format!(
+                    "{with_cookie:.0} of the {stored:.0} answers stored since start came with Set-Cookie (allow_set_cookie = true): the cookie went only to the client whose request filled the cache, but the body is answered to every later client"
+                ),
+                change: format!(
+                    "# if the body depends on who asked (a session, a cart, a name), it must not be shared. In route \"{route}\"'s [[route]] table:\n[route.cache]\nallow_set_cookie = false\n# or keep storing, but let requests that carry the session cookie skip the cache (they get their own answer):\n# bypass_cookies = [\"SESSION_COOKIE_NAME\"]\n# if the body is the same for everyone (a tracking or consent cookie), it is safe as it is;\n# better still, have the origin set no cookie on cacheable answers"
+                ),
+            });
+        }
+        let count = |result: &str| {
+            get(format!(
+                "headroom_cache_requests_total{{route=\"{route}\",result=\"{result}\"}}"
+            ))
+        };
+        let misses = count("miss") + count("expired");
+        let refused = get(format!(
+            "headroom_cache_not_stored_total{{route=\"{route}\",reason=\"set-cookie\"}}"
+        ));
+        // 50 misses: under that a cold cache; half of them: what the cache mostly sees.
+        if misses < 50.0 || refused < 0.5 * misses {
+            continue;
+        }
+        out.push(Finding {
+            kind: "cache_stores_set_cookie",
+            impact: 45,
+            title: format!("the origin of route {route} sets cookies on answers its cache could store"),
+            evidence: format!(
+                "{refused:.0} of {misses:.0} misses ({:.0}%) since start were not stored because the answer carried Set-Cookie (a shared cache does not store one by default)",
+                100.0 * refused / misses
+            ),
+            change: format!(
+                "# best: have the origin set cookies only where a session starts (login), not on every page.\n# if the cookie is incidental (tracking, consent) and the body the same for everyone, store the body;\n# the cookie then goes only to the client whose request filled the cache. In route \"{route}\"'s [[route]] table:\n[route.cache]\nallow_set_cookie = true\n# if the body depends on the cookie, leave it: these answers must not be shared"
+            ),
         });
     }
 }
