@@ -110,6 +110,10 @@ pub struct Route {
     /// Red for fixed responses, redirects and requests that never reached a service.
     pub red: Red,
     pub latency: Arc<Histogram>,
+    /// `headroom_route_cacheable_responses_total`: a forwarding route without a cache
+    /// counts the GET 200s a shared cache could have stored (`respond` checks them); `None`
+    /// on a route with a cache or one that does not forward.
+    pub cacheable: Option<Arc<Counter>>,
 }
 
 #[derive(Debug)]
@@ -529,6 +533,15 @@ impl Route {
             }),
             compress: rc.compress.as_ref().map(CompressRule::new),
             red: Red::new(registry, &rc.name, ""),
+            cacheable: (rc.cache.is_none()
+                && matches!(rc.action, Action::Forward(_) | Action::Split(_)))
+            .then(|| {
+                registry.counter(
+                    "headroom_route_cacheable_responses_total",
+                    "GET 200 answers of a route without a cache that a shared cache could store (Cache-Control public, max-age or s-maxage above 0, or Expires; neither no-store nor private).",
+                    &[("route", rc.name.as_str())],
+                )
+            }),
             latency: registry.histogram(
                 "headroom_request_duration_seconds",
                 "Time from receiving a request to the end of its response, by route.",

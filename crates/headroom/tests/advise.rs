@@ -367,6 +367,75 @@ fn a_request_timeout_far_above_the_latency_is_named_with_a_tighter_one() {
 }
 
 #[test]
+fn a_route_without_a_cache_whose_answers_a_shared_cache_could_keep_is_named() {
+    let up = Upstream::start("origin");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"private\"\nmatch.path_prefix = \"/me\"\nservice = \"s\"\n\n\
+         [[route]]\nname = \"cached\"\nmatch.path_prefix = \"/cached\"\nservice = \"s\"\n[route.cache]\n\n\
+         [[route]]\nname = \"catalog\"\nservice = \"s\"\n\n\
+         [service.s]\nreplicas = [\"{}\"]\n",
+        preamble(),
+        up.addr
+    ));
+    let mut c = h.client();
+    for i in 0..60 {
+        // A lifetime for shared caches, on a route without a cache.
+        let r = c.get(&format!(
+            "/items/{i}?header=Cache-Control:public,%20max-age%3D60"
+        ));
+        assert_eq!(r.status, 200);
+        // Private: not for a shared cache, whatever its max-age.
+        let r = c.get(&format!(
+            "/me/{i}?header=Cache-Control:private,%20max-age%3D60"
+        ));
+        assert_eq!(r.status, 200);
+        // Already cached: the route is not counted.
+        let r = c.get(&format!("/cached/{i}?header=Cache-Control:max-age%3D60"));
+        assert_eq!(r.status, 200);
+    }
+    // A POST's answer is not counted, whatever it says; it is a 2xx of the route.
+    for _ in 0..10 {
+        let r = c.request(
+            "POST",
+            "/items?header=Cache-Control:max-age%3D60",
+            &[],
+            b"x",
+        );
+        assert_eq!(r.status, 200);
+    }
+    h.wait_metric(
+        "headroom_requests_total{route=\"catalog\",service=\"s\",class=\"2xx\"}",
+        70.0,
+    );
+    let (code, findings) = advise(&h);
+    assert_eq!(code, 1);
+    let named: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["kind"] == "cacheable_without_cache")
+        .collect();
+    assert_eq!(named.len(), 1, "only route catalog: {findings:#?}");
+    let f = named[0];
+    assert!(
+        f["title"].as_str().unwrap().contains("route catalog"),
+        "{f:#}"
+    );
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("60 of its 70 2xx answers (86%) since start were GET 200s"),
+        "{f:#}"
+    );
+    assert!(
+        f["change"]
+            .as_str()
+            .unwrap()
+            .contains("route \"catalog\"'s [[route]] table:\n[route.cache]"),
+        "{f:#}"
+    );
+}
+
+#[test]
 fn a_cache_storing_answers_that_set_a_cookie_and_one_refused_them_for_it_are_named() {
     let up = Upstream::start("origin");
     let h = Headroom::start(&format!(

@@ -54,6 +54,10 @@ pub struct Record {
     pub response_fields: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The request's trace, when the snapshot traces (`[watch.tracing]`).
     pub trace: Option<Box<crate::trace::RequestTrace>>,
+    /// The client's method and URI, moved here (not cloned) by `forward` once it is done
+    /// with them: what `respond` (a cacheable GET) reads of a forwarded request. `None`
+    /// for a request answered without forwarding.
+    pub request_line: Option<(Method, Uri)>,
 }
 
 /// The request's fields the access log line needs, kept as the request had them: clones of

@@ -1,7 +1,7 @@
 //! A route's cache: one that rarely hits, one that stores answers that set a cookie (or cannot
-//! store them for their cookie).
+//! store them for their cookie), and a route without one whose answers a shared cache could keep.
 
-use super::Finding;
+use super::{label, Finding};
 use std::collections::BTreeMap;
 
 pub(super) fn cache_low_hit_ratio(
@@ -55,6 +55,57 @@ pub(super) fn cache_low_hit_ratio(
                 100.0 * hits as f64 / lookups as f64
             ),
             change,
+        });
+    }
+}
+
+/// 2xx answers of `route` since start, over all its services.
+fn ok_answers(metrics: &BTreeMap<String, f64>, route: &str) -> f64 {
+    metrics
+        .iter()
+        .filter(|(series, _)| {
+            series.starts_with("headroom_requests_total{")
+                && label(series, "route") == Some(route)
+                && label(series, "class") == Some("2xx")
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+pub(super) fn cacheable_without_cache(
+    status: &serde_json::Value,
+    metrics: &BTreeMap<String, f64>,
+    out: &mut Vec<Finding>,
+) {
+    let cached = &status["cache"]["routes"];
+    for (series, cacheable) in metrics {
+        if !series.starts_with("headroom_route_cacheable_responses_total{") {
+            continue;
+        }
+        let Some(route) = label(series, "route") else {
+            continue;
+        };
+        // The series outlives a reload that gave the route a cache.
+        if !cached[route].is_null() {
+            continue;
+        }
+        // Every 2xx, not only GET 200s: the share is at least this.
+        let ok = ok_answers(metrics, route);
+        // 50: under that it is a few answers, not a pattern.
+        if *cacheable < 50.0 || *cacheable < 0.5 * ok {
+            continue;
+        }
+        out.push(Finding {
+            kind: "cacheable_without_cache",
+            impact: 45,
+            title: format!("route {route} has no cache, though its origin lets shared caches keep most of its answers"),
+            evidence: format!(
+                "{cacheable:.0} of its {ok:.0} 2xx answers ({:.0}%) since start were GET 200s with a lifetime for shared caches (Cache-Control public, max-age or s-maxage, or Expires; not private, not no-store): each went upstream again",
+                100.0 * cacheable / ok.max(1.0)
+            ),
+            change: format!(
+                "# cache them: the origin's Cache-Control sets each answer's lifetime, and what it marks\n# private or no-store is still not stored. In route \"{route}\"'s [[route]] table:\n[route.cache]\n# ttl = \"60s\"   # only to override the origin's lifetimes"
+            ),
         });
     }
 }

@@ -5,8 +5,8 @@
 //! Findings: a route burning its error budget, a replica much slower than its peers, a rate
 //! limit that refuses most of what it sees, retries refused by their budget, a service shedding
 //! at its concurrency ceiling, a cache that rarely hits, connections to a service never reused,
-//! a request timeout far above the latency it guards, a cache storing (or refused) answers
-//! that set a cookie.
+//! a request timeout far above the latency it guards, a route without a cache whose answers a
+//! shared cache could keep, a cache storing (or refused) answers that set a cookie.
 
 mod cache;
 mod guard;
@@ -40,7 +40,7 @@ pub struct Args {
 pub struct Finding {
     /// A stable name: `slo_burning`, `slow_replica`, `mostly_rate_limited`, `retries_refused`,
     /// `at_concurrency_ceiling`, `cache_low_hit_ratio`, `connection_churn`,
-    /// `timeout_far_above_latency`, `cache_stores_set_cookie`.
+    /// `timeout_far_above_latency`, `cacheable_without_cache`, `cache_stores_set_cookie`.
     pub kind: &'static str,
     /// How much it matters, 0 to 100: findings are listed by it.
     pub impact: u32,
@@ -135,6 +135,7 @@ pub fn advise(status: &serde_json::Value, metrics: &BTreeMap<String, f64>) -> Ve
     upstream::retries_refused(metrics, &mut out);
     guard::at_concurrency_ceiling(status, metrics, &mut out);
     cache::cache_low_hit_ratio(status, metrics, &mut out);
+    cache::cacheable_without_cache(status, metrics, &mut out);
     cache::cache_stores_set_cookie(status, metrics, &mut out);
     upstream::connection_churn(status, metrics, &mut out);
     upstream::timeout_far_above_latency(status, metrics, &mut out);
