@@ -528,3 +528,61 @@ fn a_cache_storing_answers_that_set_a_cookie_and_one_refused_them_for_it_are_nam
         pages[0]
     );
 }
+
+#[test]
+fn one_path_making_most_of_a_routes_slow_requests_is_named_with_a_route_of_its_own() {
+    let up = Upstream::start("origin");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"api\"\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n",
+        preamble(),
+        up.addr
+    ));
+    let mut c = h.client();
+    // One request in 41 is slow (60 ms, past the 50 ms bound): ~2.4%, so the route's p99
+    // falls among them, in every window the threshold is taken from.
+    let mut traffic = |rounds: usize| {
+        for i in 0..rounds {
+            for j in 0..40 {
+                assert_eq!(c.get(&format!("/items/{}", (i * 40 + j) % 7)).status, 200);
+            }
+            assert_eq!(c.get("/reports/export?delay=60").status, 200);
+        }
+    };
+    traffic(25);
+    h.wait_status("the route's slow threshold is set", |s| {
+        s["routes"][0]["slow"]["threshold_ms"] == 50.0
+    });
+    traffic(25);
+    h.wait_status("the slow requests are counted", |s| {
+        s["routes"][0]["slow"]["slow"].as_u64().unwrap_or(0) >= 25
+    });
+    let status = h.status();
+    let slow = &status["routes"][0]["slow"];
+    assert_eq!(slow["top"][0]["request"], "GET /reports/export", "{slow:#}");
+    let (_, findings) = advise(&h);
+    let f = findings
+        .iter()
+        .find(|f| f["kind"] == "slow_path_dominates_p99")
+        .unwrap_or_else(|| panic!("{slow:#} {findings:#?}"));
+    let title = f["title"].as_str().unwrap();
+    assert!(
+        title.starts_with("GET /reports/export is ")
+            && title.ends_with("% of route api's requests above its p99 (50 ms)"),
+        "{f:#}"
+    );
+    let evidence = f["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains(
+            " requests at or above 50 ms since start were GET /reports/export, which is "
+        ),
+        "{f:#}"
+    );
+    let change = f["change"].as_str().unwrap();
+    assert!(
+        change.contains(
+            "[[route]]\nname = \"api-reports-export\"\nmatch.path = \"/reports/export\"\nservice = \"s-slow\""
+        ) && change.contains("[route.cache]")
+            && change.contains("[service.s-slow]"),
+        "{change}"
+    );
+}

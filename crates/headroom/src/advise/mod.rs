@@ -6,10 +6,12 @@
 //! limit that refuses most of what it sees, retries refused by their budget, a service shedding
 //! at its concurrency ceiling, a cache that rarely hits, connections to a service never reused,
 //! a request timeout far above the latency it guards, a route without a cache whose answers a
-//! shared cache could keep, a cache storing (or refused) answers that set a cookie.
+//! shared cache could keep, a cache storing (or refused) answers that set a cookie, one path
+//! making most of a route's slow requests.
 
 mod cache;
 mod guard;
+mod route;
 mod slo;
 mod upstream;
 
@@ -40,7 +42,8 @@ pub struct Args {
 pub struct Finding {
     /// A stable name: `slo_burning`, `slow_replica`, `mostly_rate_limited`, `retries_refused`,
     /// `at_concurrency_ceiling`, `cache_low_hit_ratio`, `connection_churn`,
-    /// `timeout_far_above_latency`, `cacheable_without_cache`, `cache_stores_set_cookie`.
+    /// `timeout_far_above_latency`, `cacheable_without_cache`, `cache_stores_set_cookie`,
+    /// `slow_path_dominates_p99`.
     pub kind: &'static str,
     /// How much it matters, 0 to 100: findings are listed by it.
     pub impact: u32,
@@ -137,6 +140,7 @@ pub fn advise(status: &serde_json::Value, metrics: &BTreeMap<String, f64>) -> Ve
     cache::cache_low_hit_ratio(status, metrics, &mut out);
     cache::cacheable_without_cache(status, metrics, &mut out);
     cache::cache_stores_set_cookie(status, metrics, &mut out);
+    route::slow_path_dominates_p99(status, &mut out);
     upstream::connection_churn(status, metrics, &mut out);
     upstream::timeout_far_above_latency(status, metrics, &mut out);
     out.sort_by(|a, b| b.impact.cmp(&a.impact).then(a.title.cmp(&b.title)));
