@@ -549,8 +549,12 @@ fn one_path_making_most_of_a_routes_slow_requests_is_named_with_a_route_of_its_o
         }
     };
     traffic(25);
-    h.wait_status("the route's slow threshold is set", |s| {
-        s["routes"][0]["slow"]["threshold_ms"] == 50.0
+    // 50 ms (the slow ones' bucket's lower bound); a loaded machine may push a window's p99
+    // elsewhere, and any threshold under the slow requests' 60 ms counts them all.
+    h.wait_status("the route's slow threshold is under 60 ms", |s| {
+        s["routes"][0]["slow"]["threshold_ms"]
+            .as_f64()
+            .is_some_and(|t| t <= 60.0)
     });
     traffic(25);
     h.wait_status("the slow requests are counted", |s| {
@@ -567,14 +571,13 @@ fn one_path_making_most_of_a_routes_slow_requests_is_named_with_a_route_of_its_o
     let title = f["title"].as_str().unwrap();
     assert!(
         title.starts_with("GET /reports/export is ")
-            && title.ends_with("% of route api's requests above its p99 (50 ms)"),
+            && title.contains("% of route api's requests above its p99 (")
+            && title.ends_with(" ms)"),
         "{f:#}"
     );
     let evidence = f["evidence"].as_str().unwrap();
     assert!(
-        evidence.contains(
-            " requests at or above 50 ms since start were GET /reports/export, which is "
-        ),
+        evidence.contains(" since start were GET /reports/export, which is "),
         "{f:#}"
     );
     let change = f["change"].as_str().unwrap();
