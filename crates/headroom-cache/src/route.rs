@@ -14,7 +14,7 @@ use headroom_config::cache::{CachePolicy, RouteCacheConfig};
 use headroom_telemetry::{Counter, Registry};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// A route's (or page rule's) compiled policy.
@@ -89,6 +89,27 @@ struct Rule {
     policy: Arc<Policy>,
 }
 
+/// Why a miss's response was not stored, as `headroom_cache_not_stored_total`'s `reason`:
+/// the `Cache-Status` detail's word ([`policy::NotStorable::as_str`], then the fill's own:
+/// a HEAD, a request's no-store, a body past `max_object`, too many Vary fields, a body
+/// that did not come whole).
+pub const NOT_STORED_REASONS: [&str; 14] = [
+    "method",
+    "status",
+    "no-store",
+    "private",
+    "authorization",
+    "set-cookie",
+    "vary-star",
+    "no-freshness",
+    "partial",
+    "head",
+    "request-no-store",
+    "too-big",
+    "vary-too-wide",
+    "incomplete",
+];
+
 /// Per-route cache counters: `headroom_cache_requests_total{route, result}` and friends.
 pub(crate) struct RouteMetrics {
     outcomes: [Arc<Counter>; 6],
@@ -96,6 +117,14 @@ pub(crate) struct RouteMetrics {
     revalidations: Arc<Counter>,
     stored: Arc<Counter>,
     stored_bytes: Arc<Counter>,
+    /// `headroom_cache_stored_set_cookie_total`: stored responses that came with Set-Cookie
+    /// (`allow_set_cookie`). Registered on first use: a route that never stores one has no
+    /// series.
+    stored_set_cookie: OnceLock<Arc<Counter>>,
+    /// `headroom_cache_not_stored_total{reason}`, by [`NOT_STORED_REASONS`], each
+    /// registered the first time a response is not stored for that reason: `/metrics`
+    /// lists the reasons a route has seen, not fourteen zeros.
+    not_stored: [OnceLock<Arc<Counter>>; NOT_STORED_REASONS.len()],
 }
 
 impl RouteMetrics {
@@ -136,7 +165,40 @@ impl RouteMetrics {
                 "Body bytes of the responses stored.",
                 &[("route", route)],
             ),
+            stored_set_cookie: OnceLock::new(),
+            not_stored: Default::default(),
         }
+    }
+
+    /// A response not stored for `reason` (one of [`NOT_STORED_REASONS`]; another word is
+    /// not counted). Cost: a scan of 14 words and a relaxed add; the first time for a
+    /// reason, a registration (the registry's lock).
+    pub(crate) fn not_stored(&self, registry: &Registry, route: &str, reason: &'static str) {
+        let Some(i) = NOT_STORED_REASONS.iter().position(|r| *r == reason) else {
+            return;
+        };
+        self.not_stored[i]
+            .get_or_init(|| {
+                registry.counter(
+                    "headroom_cache_not_stored_total",
+                    "Miss responses the cache passed on without storing, by why (the Cache-Status detail: set-cookie, no-store, private, no-freshness, too-big, ...).",
+                    &[("route", route), ("reason", reason)],
+                )
+            })
+            .inc();
+    }
+
+    /// A response stored though it came with Set-Cookie (the cookie itself is not stored).
+    pub(crate) fn stored_set_cookie(&self, registry: &Registry, route: &str) {
+        self.stored_set_cookie
+            .get_or_init(|| {
+                registry.counter(
+                    "headroom_cache_stored_set_cookie_total",
+                    "Responses stored that came with Set-Cookie (allow_set_cookie): the cookie went to the client that filled the cache, the body to every later one.",
+                    &[("route", route)],
+                )
+            })
+            .inc();
     }
 
     pub(crate) fn count(&self, o: Outcome) {

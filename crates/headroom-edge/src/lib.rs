@@ -25,6 +25,7 @@ pub mod protect;
 pub mod replica;
 pub mod replica_set;
 pub mod retry;
+pub mod route_slow;
 pub mod snapshot;
 mod tls;
 pub mod trace;
@@ -123,6 +124,7 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
 fn control_tasks(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
     let mut tasks = health::spawn_checks(shared);
     tasks.extend(replica_set::spawn_discovery(shared));
+    tasks.push(route_slow::spawn_refresh(shared));
     tasks
 }
 

@@ -110,6 +110,13 @@ pub struct Route {
     /// Red for fixed responses, redirects and requests that never reached a service.
     pub red: Red,
     pub latency: Arc<Histogram>,
+    /// Its slow requests' paths (`log` checks each request against its threshold), kept
+    /// across reloads in [`Live`].
+    pub slow: Arc<crate::route_slow::SlowPaths>,
+    /// `headroom_route_cacheable_responses_total`: a forwarding route without a cache
+    /// counts the GET 200s a shared cache could have stored (`respond` checks them); `None`
+    /// on a route with a cache or one that does not forward.
+    pub cacheable: Option<Arc<Counter>>,
 }
 
 #[derive(Debug)]
@@ -249,6 +256,8 @@ pub struct Live {
     /// The guard (rate limiters' state): made when a route first has limits, kept across
     /// reloads while `[guard]` stays the same.
     guard: Mutex<Option<Arc<Guard>>>,
+    /// Each route's slow paths, by route name.
+    slow: Mutex<HashMap<String, Arc<crate::route_slow::SlowPaths>>>,
 }
 
 impl Live {
@@ -263,6 +272,7 @@ impl Live {
             names: Mutex::default(),
             cache: Mutex::default(),
             guard: Mutex::default(),
+            slow: Mutex::default(),
         }
     }
 
@@ -441,6 +451,7 @@ impl Route {
         registry: &Registry,
         cache: Option<&Cache>,
         guard: Option<headroom_guard::RouteGuard>,
+        slow: &mut HashMap<String, Arc<crate::route_slow::SlowPaths>>,
     ) -> Route {
         let target = |svc: &str| Target {
             service: services[svc].clone(),
@@ -474,6 +485,11 @@ impl Route {
                     .unwrap_or(HeaderValue::from_static("text/plain")),
             },
         };
+        let latency = registry.histogram(
+            "headroom_request_duration_seconds",
+            "Time from receiving a request to the end of its response, by route.",
+            &[("route", rc.name.as_str())],
+        );
         let listeners = if rc.listeners.is_empty() {
             u64::MAX
         } else {
@@ -529,11 +545,20 @@ impl Route {
             }),
             compress: rc.compress.as_ref().map(CompressRule::new),
             red: Red::new(registry, &rc.name, ""),
-            latency: registry.histogram(
-                "headroom_request_duration_seconds",
-                "Time from receiving a request to the end of its response, by route.",
-                &[("route", rc.name.as_str())],
-            ),
+            slow: slow
+                .entry(rc.name.clone())
+                .or_insert_with(|| Arc::new(crate::route_slow::SlowPaths::new(latency.clone())))
+                .clone(),
+            cacheable: (rc.cache.is_none()
+                && matches!(rc.action, Action::Forward(_) | Action::Split(_)))
+            .then(|| {
+                registry.counter(
+                    "headroom_route_cacheable_responses_total",
+                    "GET 200 answers of a route without a cache that a shared cache could store (Cache-Control public, max-age or s-maxage above 0, or Expires; neither no-store nor private).",
+                    &[("route", rc.name.as_str())],
+                )
+            }),
+            latency,
         }
     }
 }
@@ -671,6 +696,9 @@ impl Snapshot {
             None => Vec::new(),
         }
         .into_iter();
+        let mut slow = live.slow.lock().unwrap_or_else(|p| p.into_inner());
+        // A route the config no longer has is forgotten (its latency series is too).
+        slow.retain(|name, _| cfg.routes.iter().any(|r| &r.name == name));
         let routes = cfg
             .routes
             .iter()
@@ -683,9 +711,11 @@ impl Snapshot {
                     registry,
                     cache.as_ref(),
                     guard,
+                    &mut slow,
                 )
             })
             .collect();
+        drop(slow);
         forget_removed(live, cfg);
 
         let mut services: Vec<Arc<Service>> = services.into_values().collect();

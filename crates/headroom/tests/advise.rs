@@ -365,3 +365,227 @@ fn a_request_timeout_far_above_the_latency_is_named_with_a_tighter_one() {
         "{f:#}"
     );
 }
+
+#[test]
+fn a_route_without_a_cache_whose_answers_a_shared_cache_could_keep_is_named() {
+    let up = Upstream::start("origin");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"private\"\nmatch.path_prefix = \"/me\"\nservice = \"s\"\n\n\
+         [[route]]\nname = \"cached\"\nmatch.path_prefix = \"/cached\"\nservice = \"s\"\n[route.cache]\n\n\
+         [[route]]\nname = \"catalog\"\nservice = \"s\"\n\n\
+         [service.s]\nreplicas = [\"{}\"]\n",
+        preamble(),
+        up.addr
+    ));
+    let mut c = h.client();
+    for i in 0..60 {
+        // A lifetime for shared caches, on a route without a cache.
+        let r = c.get(&format!(
+            "/items/{i}?header=Cache-Control:public,%20max-age%3D60"
+        ));
+        assert_eq!(r.status, 200);
+        // Private: not for a shared cache, whatever its max-age.
+        let r = c.get(&format!(
+            "/me/{i}?header=Cache-Control:private,%20max-age%3D60"
+        ));
+        assert_eq!(r.status, 200);
+        // Already cached: the route is not counted.
+        let r = c.get(&format!("/cached/{i}?header=Cache-Control:max-age%3D60"));
+        assert_eq!(r.status, 200);
+    }
+    // A POST's answer is not counted, whatever it says; it is a 2xx of the route.
+    for _ in 0..10 {
+        let r = c.request(
+            "POST",
+            "/items?header=Cache-Control:max-age%3D60",
+            &[],
+            b"x",
+        );
+        assert_eq!(r.status, 200);
+    }
+    h.wait_metric(
+        "headroom_requests_total{route=\"catalog\",service=\"s\",class=\"2xx\"}",
+        70.0,
+    );
+    let (code, findings) = advise(&h);
+    assert_eq!(code, 1);
+    let named: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["kind"] == "cacheable_without_cache")
+        .collect();
+    assert_eq!(named.len(), 1, "only route catalog: {findings:#?}");
+    let f = named[0];
+    assert!(
+        f["title"].as_str().unwrap().contains("route catalog"),
+        "{f:#}"
+    );
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("60 of its 70 2xx answers (86%) since start were GET 200s"),
+        "{f:#}"
+    );
+    assert!(
+        f["change"]
+            .as_str()
+            .unwrap()
+            .contains("route \"catalog\"'s [[route]] table:\n[route.cache]"),
+        "{f:#}"
+    );
+}
+
+#[test]
+fn a_cache_storing_answers_that_set_a_cookie_and_one_refused_them_for_it_are_named() {
+    let up = Upstream::start("origin");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"shop\"\nmatch.path_prefix = \"/shop\"\nservice = \"s\"\n[route.cache]\nallow_set_cookie = true\n\n\
+         [[route]]\nname = \"pages\"\nservice = \"s\"\n[route.cache]\n\n\
+         [service.s]\nreplicas = [\"{}\"]\n",
+        preamble(),
+        up.addr
+    ));
+    let mut c = h.client();
+    for i in 0..5 {
+        let r = c.get(&format!(
+            "/shop/cart?n={i}&header=Cache-Control:max-age%3D60&header=Set-Cookie:sid%3D{i}"
+        ));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("set-cookie"),
+            Some(&*format!("sid={i}")),
+            "the filler gets it"
+        );
+    }
+    // Stored without a cookie: not counted.
+    assert_eq!(
+        c.get("/shop/plain?header=Cache-Control:max-age%3D60")
+            .status,
+        200
+    );
+    for i in 0..50 {
+        let r = c.get(&format!(
+            "/page/{i}?header=Cache-Control:max-age%3D60&header=Set-Cookie:id%3D1"
+        ));
+        assert_eq!(r.status, 200);
+        assert!(
+            r.header("cache-status")
+                .unwrap()
+                .contains("detail=set-cookie"),
+            "{:?}",
+            r.headers
+        );
+    }
+    h.wait_metric("headroom_cache_stored_total{route=\"shop\"}", 6.0);
+    h.wait_metric(
+        "headroom_cache_not_stored_total{route=\"pages\",reason=\"set-cookie\"}",
+        50.0,
+    );
+    let (_, findings) = advise(&h);
+    let of = |route: &str| -> Vec<&serde_json::Value> {
+        findings
+            .iter()
+            .filter(|f| {
+                f["kind"] == "cache_stores_set_cookie"
+                    && f["title"].as_str().unwrap().contains(route)
+            })
+            .collect()
+    };
+    let shop = of("route shop");
+    assert_eq!(shop.len(), 1, "{findings:#?}");
+    assert!(
+        shop[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("5 of the 6 answers stored since start came with Set-Cookie"),
+        "{:#}",
+        shop[0]
+    );
+    assert!(
+        shop[0]["change"]
+            .as_str()
+            .unwrap()
+            .contains("[route.cache]\nallow_set_cookie = false"),
+        "{:#}",
+        shop[0]
+    );
+    let pages = of("route pages");
+    assert_eq!(pages.len(), 1, "{findings:#?}");
+    assert!(
+        pages[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("50 of 50 misses (100%) since start were not stored because the answer carried Set-Cookie"),
+        "{:#}",
+        pages[0]
+    );
+    assert!(
+        pages[0]["change"]
+            .as_str()
+            .unwrap()
+            .contains("[route.cache]\nallow_set_cookie = true"),
+        "{:#}",
+        pages[0]
+    );
+}
+
+#[test]
+fn one_path_making_most_of_a_routes_slow_requests_is_named_with_a_route_of_its_own() {
+    let up = Upstream::start("origin");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"api\"\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\n",
+        preamble(),
+        up.addr
+    ));
+    let mut c = h.client();
+    // One request in 41 is slow (60 ms, past the 50 ms bound): ~2.4%, so the route's p99
+    // falls among them, in every window the threshold is taken from.
+    let mut traffic = |rounds: usize| {
+        for i in 0..rounds {
+            for j in 0..40 {
+                assert_eq!(c.get(&format!("/items/{}", (i * 40 + j) % 7)).status, 200);
+            }
+            assert_eq!(c.get("/reports/export?delay=60").status, 200);
+        }
+    };
+    traffic(25);
+    // 50 ms (the slow ones' bucket's lower bound); a loaded machine may push a window's p99
+    // elsewhere, and any threshold under the slow requests' 60 ms counts them all.
+    h.wait_status("the route's slow threshold is under 60 ms", |s| {
+        s["routes"][0]["slow"]["threshold_ms"]
+            .as_f64()
+            .is_some_and(|t| t <= 60.0)
+    });
+    traffic(25);
+    h.wait_status("the slow requests are counted", |s| {
+        s["routes"][0]["slow"]["slow"].as_u64().unwrap_or(0) >= 25
+    });
+    let status = h.status();
+    let slow = &status["routes"][0]["slow"];
+    assert_eq!(slow["top"][0]["request"], "GET /reports/export", "{slow:#}");
+    let (_, findings) = advise(&h);
+    let f = findings
+        .iter()
+        .find(|f| f["kind"] == "slow_path_dominates_p99")
+        .unwrap_or_else(|| panic!("{slow:#} {findings:#?}"));
+    let title = f["title"].as_str().unwrap();
+    assert!(
+        title.starts_with("GET /reports/export is ")
+            && title.contains("% of route api's requests above its p99 (")
+            && title.ends_with(" ms)"),
+        "{f:#}"
+    );
+    let evidence = f["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains(" since start were GET /reports/export, which is "),
+        "{f:#}"
+    );
+    let change = f["change"].as_str().unwrap();
+    assert!(
+        change.contains(
+            "[[route]]\nname = \"api-reports-export\"\nmatch.path = \"/reports/export\"\nservice = \"s-slow\""
+        ) && change.contains("[route.cache]")
+            && change.contains("[service.s-slow]"),
+        "{change}"
+    );
+}

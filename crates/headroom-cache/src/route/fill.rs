@@ -148,34 +148,25 @@ impl Fill {
         let freshness = match verdict {
             Ok(f) if self.store && !self.head => f,
             Ok(_) => {
-                cs.detail = Some(if self.head {
+                let why = if self.head {
                     "head"
                 } else {
                     "request-no-store"
-                });
-                self.mark(headers, cs);
-                return FillResponse::Pass;
+                };
+                return self.pass(headers, cs, why);
             }
-            Err(why) => {
-                cs.detail = Some(why.as_str());
-                self.mark(headers, cs);
-                return FillResponse::Pass;
-            }
+            Err(why) => return self.pass(headers, cs, why.as_str()),
         };
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > shared.cfg.max_object) {
-            cs.detail = Some("too-big");
-            self.mark(headers, cs);
-            return FillResponse::Pass;
+            return self.pass(headers, cs, "too-big");
         }
         let vary = match policy::vary(headers) {
             Vary::Star => {
-                cs.detail = Some("vary-star");
-                self.mark(headers, cs);
-                return FillResponse::Pass;
+                return self.pass(headers, cs, "vary-star");
             }
             Vary::None => Vec::new(),
             Vary::Fields(f) => f,
@@ -191,12 +182,13 @@ impl Fill {
             .filter(|f| !(ours && f == header::ACCEPT_ENCODING))
             .collect();
         if select.len() > 32 {
-            cs.detail = Some("vary-too-wide");
-            self.mark(headers, cs);
-            return FillResponse::Pass;
+            return self.pass(headers, cs, "vary-too-wide");
         }
         cs.stored = true;
         self.mark(headers, cs);
+        // Read before the cookie is left out of the stored copy: what the advisor weighs
+        // (a body that came with a cookie, handed to every later client).
+        let set_cookie = headers.contains_key(header::SET_COOKIE);
         let mut variant = variant_of(&select, &self.request_headers, self.coding);
         if self.compresses
             && self.coding != Coding::Identity
@@ -217,8 +209,31 @@ impl Fill {
             variant: variant.into(),
             initial_age: policy::initial_age(headers, self.request_time, now),
             response_time: now,
+            set_cookie,
             fill: Some(self),
         }))
+    }
+
+    /// Passes the response on unstored for `why`: its `Cache-Status` detail, and
+    /// `headroom_cache_not_stored_total{reason}` (a background refresh is not counted,
+    /// as it is not counted a miss).
+    fn pass(
+        &self,
+        headers: &mut HeaderMap,
+        mut cs: CacheStatus,
+        why: &'static str,
+    ) -> FillResponse {
+        cs.detail = Some(why);
+        self.mark(headers, cs);
+        self.not_stored(why);
+        FillResponse::Pass
+    }
+
+    fn not_stored(&self, why: &'static str) {
+        if !self.background {
+            let r = &self.route;
+            r.metrics.not_stored(&r.shared.registry, &r.name, why);
+        }
     }
 
     /// The stored response `e` answering after a 304 from upstream, counted as revalidated.
@@ -348,6 +363,8 @@ pub struct Store {
     variant: Box<[u8]>,
     initial_age: Duration,
     response_time: SystemTime,
+    /// The response came with Set-Cookie (stored without it, `allow_set_cookie`).
+    set_cookie: bool,
     /// `None` once the body went past the object limit: not stored, waiters released.
     fill: Option<Fill>,
 }
@@ -360,7 +377,9 @@ impl Store {
         }
         if (self.buf.len() + chunk.len()) as u64 > self.limit {
             // Streams past the cache from here: the waiters go upstream themselves.
-            self.fill = None;
+            if let Some(f) = self.fill.take() {
+                f.not_stored("too-big");
+            }
             self.buf = BytesMut::new();
             return;
         }
@@ -374,6 +393,7 @@ impl Store {
             return;
         };
         if !complete {
+            fill.not_stored("incomplete");
             return;
         }
         let body = std::mem::take(&mut self.buf).freeze();
@@ -396,6 +416,9 @@ impl Store {
         let m = &fill.route.metrics;
         m.stored.inc();
         m.stored_bytes.add(entry.body.len() as u64);
+        if self.set_cookie {
+            m.stored_set_cookie(&fill.route.shared.registry, &fill.route.name);
+        }
         fill.insert(entry.clone());
         if let Some(g) = fill.guard.take() {
             g.complete(Some(entry));

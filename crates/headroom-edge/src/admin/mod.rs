@@ -286,7 +286,18 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             })
         })
         .collect();
-    let routes: Vec<serde_json::Value> = cfg.routes.iter().map(route_json).collect();
+    let routes: Vec<serde_json::Value> = cfg
+        .routes
+        .iter()
+        .map(|rc| {
+            let mut r = route_json(rc);
+            // Its slow requests' threshold and top paths (the snapshot's route of that name).
+            if let Some(live) = snap.routes.iter().find(|s| *s.name == *rc.name) {
+                r["slow"] = live.slow.status();
+            }
+            r
+        })
+        .collect();
     serde_json::json!({
         "config": cfg.source.display().to_string(),
         "generation": snap.generation,

@@ -140,6 +140,18 @@ fn unavailable(kind: &'static str, message: String, retry_after: std::time::Dura
     a
 }
 
+/// Returns `$result` from [`forward_upstream`], first moving the client's method and URI
+/// into the record (`respond` and `log` read them; a move, not a clone).
+macro_rules! done {
+    ($record:expr, $parts:expr, $result:expr) => {{
+        $record.request_line = Some((
+            std::mem::take(&mut $parts.method),
+            std::mem::take(&mut $parts.uri),
+        ));
+        return $result;
+    }};
+}
+
 /// Forwards to the service, with retries: what [`forward`] protects.
 pub(crate) async fn forward_upstream(
     req: Request<RequestBody>,
@@ -172,7 +184,11 @@ pub(crate) async fn forward_upstream(
             Ok(b) => Replay::Buffered(b.to_bytes()),
             Err(e) => {
                 let err = attempt_body_error(e);
-                return Err(err.answer("", cfg.request_timeout, max_body));
+                done!(
+                    record,
+                    parts,
+                    Err(err.answer("", cfg.request_timeout, max_body))
+                );
             }
         }
     } else {
@@ -205,7 +221,7 @@ pub(crate) async fn forward_upstream(
         Some(i)
     };
     let Some(mut i) = pick(&mut tried, &mut picked_at) else {
-        return Err(no_healthy_replica(service));
+        done!(record, parts, Err(no_healthy_replica(service)));
     };
     loop {
         // pick (done: `i`)
@@ -226,7 +242,11 @@ pub(crate) async fn forward_upstream(
                         i = n;
                         continue;
                     }
-                    None => return Err(e.answer(&replica.label, cfg.request_timeout, max_body)),
+                    None => done!(
+                        record,
+                        parts,
+                        Err(e.answer(&replica.label, cfg.request_timeout, max_body))
+                    ),
                 }
             }
         };
@@ -282,7 +302,7 @@ pub(crate) async fn forward_upstream(
                     h2,
                     max_idle: cfg.max_idle,
                 });
-                return Ok(Response::from_parts(head, body));
+                done!(record, parts, Ok(Response::from_parts(head, body)));
             }
             Err(e) => e,
         };
@@ -301,11 +321,11 @@ pub(crate) async fn forward_upstream(
             RetrySafety::Never => false,
         };
         if !(retry && replay.available()) {
-            return Err(answer);
+            done!(record, parts, Err(answer));
         }
         match pick(&mut tried, &mut picked_at).filter(|_| take_retry(service)) {
             Some(n) => i = n,
-            None => return Err(answer),
+            None => done!(record, parts, Err(answer)),
         }
     }
 }

@@ -54,6 +54,10 @@ pub struct Record {
     pub response_fields: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The request's trace, when the snapshot traces (`[watch.tracing]`).
     pub trace: Option<Box<crate::trace::RequestTrace>>,
+    /// The client's method and URI, moved here (not cloned) by `forward` once it is done
+    /// with them: what `respond` (a cacheable GET) and `log` (a slow path) read of a
+    /// forwarded request. `None` for a request answered without forwarding.
+    pub request_line: Option<(Method, Uri)>,
 }
 
 /// The request's fields the access log line needs, kept as the request had them: clones of
@@ -166,6 +170,10 @@ impl RequestCtx {
         let (red, latency, target) = self.counters();
         latency.observe(elapsed);
         red.record(status);
+        if let Some(r) = self.record.route {
+            let line = self.record.request_line.as_ref();
+            self.snap.routes[r].slow.observe(elapsed, line);
+        }
         self.conn.shared.inflight.dec();
         if trace.is_none() && self.log.is_none() {
             return;

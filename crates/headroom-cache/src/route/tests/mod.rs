@@ -144,6 +144,11 @@ impl Harness {
         self.clock.advance(secs(s));
     }
 
+    /// The store's registry as `/metrics` shows it.
+    fn metrics(&self) -> String {
+        self.cache.shared.registry.render()
+    }
+
     /// An HTTP-date `s` seconds before now.
     fn ago(&self, s: u64) -> String {
         httpdate::fmt_http_date(self.clock.now() - secs(s))

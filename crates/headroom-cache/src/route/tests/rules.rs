@@ -193,6 +193,50 @@ async fn a_stored_response_never_replays_its_set_cookie() {
     assert_eq!(hit.header("set-cookie"), "");
 }
 
+// An answer not stored is counted by why (the Cache-Status detail), each reason from the
+// first time it is seen; a stored answer that came with a cookie is counted on its own.
+#[tokio::test]
+async fn answers_not_stored_are_counted_by_reason_and_stored_cookies_apart() {
+    let cookie = origin(
+        200,
+        &[("cache-control", "max-age=60"), ("set-cookie", "id=1")],
+        "x",
+    );
+    let h = Harness::new();
+    h.get("/a", &[], &cookie).await;
+    h.get("/b", &[], &ok("no-store", "x")).await;
+    h.get("/c", &[], &ok("no-store", "x")).await;
+    h.get("/d", &[], &ok("max-age=60", "x")).await;
+    let m = h.metrics();
+    let line = |reason: &str| {
+        format!("headroom_cache_not_stored_total{{route=\"r\",reason=\"{reason}\"}}")
+    };
+    assert!(m.contains(&format!("{} 1", line("set-cookie"))), "{m}");
+    assert!(m.contains(&format!("{} 2", line("no-store"))), "{m}");
+    assert!(
+        !m.contains(&line("private")),
+        "a reason not seen has no series: {m}"
+    );
+    assert!(
+        !m.contains("headroom_cache_stored_set_cookie_total{"),
+        "{m}"
+    );
+
+    let allowed = Harness::with_policy(|p| p.allow_set_cookie = true);
+    allowed.get("/a", &[], &cookie).await;
+    allowed.get("/d", &[], &ok("max-age=60", "x")).await;
+    let m = allowed.metrics();
+    assert!(
+        m.contains("headroom_cache_stored_set_cookie_total{route=\"r\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("headroom_cache_stored_total{route=\"r\"} 2"),
+        "{m}"
+    );
+    assert!(!m.contains("headroom_cache_not_stored_total{"), "{m}");
+}
+
 // ---- Bypass and page rules -----------------------------------------------------------------
 
 // A bypass cookie or header keeps the request away from the cache.
