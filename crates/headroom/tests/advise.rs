@@ -589,3 +589,48 @@ fn one_path_making_most_of_a_routes_slow_requests_is_named_with_a_route_of_its_o
         "{change}"
     );
 }
+
+/// A service's objective names its service; a route answering by itself (`respond`) has no
+/// service to change, and the finding says so rather than inventing `[service.NAME]`.
+#[test]
+fn a_service_objective_names_its_service_and_a_fixed_route_none() {
+    let up = Upstream::start("u");
+    let h = Headroom::start(&format!(
+        "{}[[route]]\nname = \"fixed\"\nmatch.path = \"/fixed\"\nrespond = {{ status = 500, body = \"no\" }}\n\n\
+         [[route]]\nname = \"api\"\nservice = \"s\"\n\n[service.s]\nreplicas = [\"{}\"]\nretry = {{ attempts = 1 }}\n\n\
+         [[watch.slo]]\nservice = \"s\"\nobjective = \"99.9%\"\n\n\
+         [[watch.slo]]\nroute = \"fixed\"\nobjective = \"99.9%\"\n",
+        preamble(),
+        up.addr
+    ));
+    for _ in 0..20 {
+        assert_eq!(h.get("/x?status=503").status, 503);
+        assert_eq!(h.get("/fixed").status, 500);
+    }
+    h.wait_watch("both judged", |w| {
+        w["slos"][0]["bad"] == 20 && w["slos"][1]["bad"] == 20
+    });
+    let (_, findings) = advise(&h);
+    let of = |title: &str| {
+        findings
+            .iter()
+            .find(|f| f["kind"] == "slo_burning" && f["title"].as_str().unwrap().starts_with(title))
+            .unwrap_or_else(|| panic!("{title}: {findings:#?}"))
+            .clone()
+    };
+    let service = of("service s");
+    assert!(
+        service["change"]
+            .as_str()
+            .unwrap()
+            .contains("[service.s]\nretry = "),
+        "{service:#}"
+    );
+    let fixed = of("route fixed");
+    let change = fixed["change"].as_str().unwrap();
+    assert!(!change.contains("[service."), "{change}");
+    assert!(
+        change.contains("answers with its own `respond`"),
+        "{change}"
+    );
+}

@@ -25,11 +25,31 @@ pub(super) fn slo_burning(status: &serde_json::Value, out: &mut Vec<Finding>) {
         if firing.is_empty() && left >= 0.5 {
             continue;
         }
-        let route = name
-            .strip_prefix("route ")
-            .map(|r| r.split(' ').next().unwrap_or(r))
-            .unwrap_or(name);
-        let service = service_of(status, route).unwrap_or("NAME");
+        // The verdict says what it judges: a route (then the service it forwards to, if
+        // any) or a service.
+        let service = match (o["route"].as_str(), o["service"].as_str()) {
+            (_, Some(s)) => Some(s),
+            (Some(route), None) => service_of(status, route),
+            (None, None) => None,
+        };
+        let Some(service) = service else {
+            // A route answering by itself (`respond`, `redirect`): no service to change.
+            let route = o["route"].as_str().unwrap_or(name);
+            out.push(Finding {
+                kind: "slo_burning",
+                impact: if left < 0.0 || !firing.is_empty() { 95 } else { 70 },
+                title: format!("{name} is burning its error budget"),
+                evidence: format!(
+                    "{} of {} requests bad against a {}% objective: {:.0}% of the budget left; the route answers by itself, no service behind it",
+                    o["bad"],
+                    o["total"],
+                    o["target"].as_f64().unwrap_or(0.0) * 100.0,
+                    left * 100.0
+                ),
+                change: format!("# route \"{route}\" answers with its own `respond` or `redirect`: its answers are the config's,\n# check its status (a 5xx there spends the budget on purpose) or the objective"),
+            });
+            continue;
+        };
         let svc = status["services"]
             .as_array()
             .and_then(|s| s.iter().find(|s| s["service"] == service));
