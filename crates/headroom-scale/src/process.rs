@@ -243,10 +243,13 @@ impl Driver {
             cmd.current_dir(dir);
         }
         // Not kill_on_drop: killing the shim would orphan the replica. Dropping its stdin
-        // stops both; tokio reaps a dropped child in the background.
+        // stops both; tokio reaps a dropped child in the background. The shim's own process
+        // group: a signal to headroom's group (Ctrl-C, a supervisor's `kill -9 -<pgid>`)
+        // must not reach it; headroom's end closes its stdin, which stops the replica.
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(false);
         let mut shim = cmd.spawn().map_err(|e| {
             StartError::Spawn(format!(

@@ -150,8 +150,8 @@ type SharedLog = Arc<Mutex<Sink>>;
 
 async fn supervise(args: Args) -> ExitCode {
     // Before the spawn, so that a stop arriving meanwhile is not lost. SIGHUP and SIGQUIT
-    // too: the terminal's hang-up or Ctrl-\ reaches headroom's process group, the shim's,
-    // and would otherwise end the shim alone, leaving the replica (in its own group) behind.
+    // too: their default would end the shim alone and leave the replica, in its own group,
+    // behind (a terminal's hang-up reaches a shim run in its session's foreground group).
     let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut quit)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

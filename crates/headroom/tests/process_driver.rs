@@ -86,12 +86,24 @@ fn group(pgid: u32) -> Vec<String> {
         .collect()
 }
 
+/// A `sleep` argument no other process has: `<n>.<this test process' pid>` seconds, so a
+/// process left over by another run is never mistaken for this one's.
+fn marker(n: u32) -> String {
+    format!("{n}.{}", std::process::id())
+}
+
 fn with_marker(marker: &str) -> Vec<String> {
     processes()
         .into_iter()
         .filter(|(_, _, cmd)| cmd.contains(marker))
         .map(|(pid, _, cmd)| format!("{pid}: {cmd}"))
         .collect()
+}
+
+fn parent(pid: u32) -> u32 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &text[text.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn running(pid: u32) -> bool {
@@ -235,7 +247,23 @@ fn driver_owner_process() {
 
 #[test]
 fn the_replica_is_gone_when_its_owner_is_killed() {
-    let mut owner = Command::new(std::env::current_exe().unwrap())
+    replica_outlives_its_killed_owner_by_the_grace_only(false);
+}
+
+/// `kill -9 -<pgid>`: the owner's whole process group at once (a supervisor's "kill as
+/// group"): the shim must not be in it.
+#[test]
+fn the_replica_is_gone_when_its_owners_process_group_is_killed() {
+    replica_outlives_its_killed_owner_by_the_grace_only(true);
+}
+
+fn replica_outlives_its_killed_owner_by_the_grace_only(whole_group: bool) {
+    use std::os::unix::process::CommandExt;
+    let mut owner = Command::new(std::env::current_exe().unwrap());
+    if whole_group {
+        owner.process_group(0);
+    }
+    let mut owner = owner
         .args([
             "--exact",
             "driver_owner_process",
@@ -258,7 +286,17 @@ fn the_replica_is_gone_when_its_owner_is_killed() {
         })
         .expect("the owner started a replica");
     assert!(running(pid));
-    owner.kill().unwrap(); // SIGKILL: the owner runs no code of its own on the way out.
+    // SIGKILL: the owner runs no code of its own on the way out.
+    if whole_group {
+        let ok = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", owner.id())])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    } else {
+        owner.kill().unwrap();
+    }
     owner.wait().unwrap();
     // The shim sees its stdin close: SIGTERM (ignored), the grace (1 s), SIGKILL.
     let took = gone_within(pid, Duration::from_secs(2));
@@ -325,7 +363,9 @@ fn reported_exit(lines: &Lines) -> String {
 
 #[test]
 fn shim_stops_the_group_when_its_stdin_closes() {
-    let mut shim = run_shim(&["--grace", "5s", "--", "sh", "-c", "sleep 864.25 & wait"]);
+    let sleep = marker(864);
+    let script = format!("sleep {sleep} & wait");
+    let mut shim = run_shim(&["--grace", "5s", "--", "sh", "-c", &script]);
     let pid = reported_pid(&shim.lines);
     // sh forks the sleep on its own time: wait for it (no signal says it happened).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -336,17 +376,18 @@ fn shim_stops_the_group_when_its_stdin_closes() {
     drop(shim.child.stdin.take());
     assert_eq!(reported_exit(&shim.lines), "exit signal 15");
     assert_eq!(shim.child.wait().unwrap().code(), Some(128 + 15));
-    assert_eq!(with_marker("864.25"), Vec::<String>::new());
+    assert_eq!(with_marker(&sleep), Vec::<String>::new());
 }
 
 #[test]
 fn shim_kills_what_ignores_sigterm_in_the_group_once_the_grace_has_passed() {
     // sh dies of the SIGTERM at once; the sleep it forked ignores it.
-    let script = "(trap '' TERM; exec sleep 868.25) & wait";
-    let mut shim = run_shim(&["--grace", "1s", "--", "sh", "-c", script]);
+    let sleep = marker(868);
+    let script = format!("(trap '' TERM; exec sleep {sleep}) & wait");
+    let mut shim = run_shim(&["--grace", "1s", "--", "sh", "-c", &script]);
     let pid = reported_pid(&shim.lines);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while with_marker("868.25").is_empty() && Instant::now() < deadline {
+    while with_marker(&sleep).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     let begun = Instant::now();
@@ -359,29 +400,32 @@ fn shim_kills_what_ignores_sigterm_in_the_group_once_the_grace_has_passed() {
     );
     shim.child.wait().unwrap();
     assert_eq!(group(pid), Vec::<String>::new());
-    assert_eq!(with_marker("868.25"), Vec::<String>::new());
+    assert_eq!(with_marker(&sleep), Vec::<String>::new());
 }
 
 #[test]
 fn shim_sigterm_sigint_and_sighup_are_the_same_graceful_stop() {
     for signal in ["-TERM", "-INT", "-HUP"] {
-        let mut shim = run_shim(&["--grace", "5s", "--", "sleep", "865.25"]);
+        let sleep = marker(865);
+        let mut shim = run_shim(&["--grace", "5s", "--", "sleep", &sleep]);
         reported_pid(&shim.lines);
         kill(signal, shim.child.id());
         // The replica got SIGTERM whatever the shim got.
         assert_eq!(reported_exit(&shim.lines), "exit signal 15", "{signal}");
         assert_eq!(shim.child.wait().unwrap().code(), Some(143), "{signal}");
-        assert_eq!(with_marker("865.25"), Vec::<String>::new(), "{signal}");
+        assert_eq!(with_marker(&sleep), Vec::<String>::new(), "{signal}");
     }
 }
 
 #[test]
 fn shim_mirrors_an_app_exiting_on_its_own_and_kills_what_it_left() {
-    let mut shim = run_shim(&["--grace", "30s", "--", "sh", "-c", "sleep 866.25 & exit 4"]);
+    let sleep = marker(866);
+    let script = format!("sleep {sleep} & exit 4");
+    let mut shim = run_shim(&["--grace", "30s", "--", "sh", "-c", &script]);
     reported_pid(&shim.lines);
     assert_eq!(reported_exit(&shim.lines), "exit code 4");
     assert_eq!(shim.child.wait().unwrap().code(), Some(4));
-    assert_eq!(with_marker("866.25"), Vec::<String>::new());
+    assert_eq!(with_marker(&sleep), Vec::<String>::new());
 }
 
 #[test]
@@ -418,7 +462,7 @@ async fn a_command_that_never_listens_is_stopped_after_the_startup_timeout() {
     let spec = ProcessSpec {
         startup_timeout: Duration::from_millis(700),
         grace: Duration::from_millis(500),
-        ..spec(sh("echo warming up; exec sleep 867.25"))
+        ..spec(sh(&format!("echo warming up; exec sleep {}", marker(867))))
     };
     let begun = Instant::now();
     let err = start(spec, 0).await.unwrap_err();
@@ -430,7 +474,7 @@ async fn a_command_that_never_listens_is_stopped_after_the_startup_timeout() {
             log_tail: "warming up".into()
         }
     );
-    assert_eq!(with_marker("867.25"), Vec::<String>::new());
+    assert_eq!(with_marker(&marker(867)), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -479,6 +523,25 @@ async fn a_crash_resolves_exited_with_the_signal() {
     assert_eq!(replica.exit(), Some(Exit::Signal(9)));
     // Stopping a replica that already exited returns at once, with that exit.
     assert_eq!(replica.stop().await, Exit::Signal(9));
+}
+
+#[tokio::test]
+async fn a_killed_shim_is_a_lost_exit_and_its_replica_is_killed() {
+    let replica = start(spec(demo_command()), 0).await.unwrap();
+    let shim = parent(replica.pid);
+    assert_ne!(shim, std::process::id());
+    kill("-KILL", shim);
+    let exit = tokio::time::timeout(Duration::from_secs(10), replica.exited()).await;
+    let Ok(Exit::Lost(why)) = &exit else {
+        panic!("{exit:?}");
+    };
+    assert!(why.contains("SIGKILL"), "{why}");
+    let pid = replica.pid;
+    let gone = tokio::task::spawn_blocking(move || gone_within(pid, Duration::from_secs(5)));
+    assert!(
+        gone.await.unwrap().is_some(),
+        "replica {pid} outlived its shim"
+    );
 }
 
 fn read_lines(path: &Path) -> Vec<String> {
