@@ -319,3 +319,48 @@ fn a_graceful_shutdown_stops_the_replicas_after_the_requests() {
     assert!(status.success(), "{status:?}");
     wait_gone(&running, Duration::from_secs(1));
 }
+
+/// The advisor names a service its load holds at `max`, with the `max` to set.
+#[test]
+fn the_advisor_names_a_service_held_at_its_max() {
+    let h = Headroom::start(&config(
+        "min = 1\nmax = 1\ninflight = 1\ninterval = \"1s\"",
+        200,
+        "",
+    ));
+    wait_replicas(&h, 1, Duration::from_secs(15));
+    let load = Load::start(&h, 6);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let finding = loop {
+        let out = std::process::Command::new(BIN)
+            .args(["advise", "--json", "--admin", &h.admin.unwrap().to_string()])
+            .output()
+            .unwrap();
+        let findings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(f) = findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == "at_replica_ceiling")
+        {
+            break f.clone();
+        }
+        assert!(Instant::now() < deadline, "{findings:#}\n{:#}", app(&h));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    load.finish();
+    assert!(
+        finding["title"]
+            .as_str()
+            .unwrap()
+            .contains("service app is held at its max of 1"),
+        "{finding:#}"
+    );
+    assert!(
+        finding["change"]
+            .as_str()
+            .unwrap()
+            .contains("[service.app.autoscale]\nmax = "),
+        "{finding:#}"
+    );
+}

@@ -12,6 +12,7 @@
 mod cache;
 mod guard;
 mod route;
+mod scale;
 mod slo;
 mod upstream;
 
@@ -143,6 +144,7 @@ pub fn advise(status: &serde_json::Value, metrics: &BTreeMap<String, f64>) -> Ve
     route::slow_path_dominates_p99(status, &mut out);
     upstream::connection_churn(status, metrics, &mut out);
     upstream::timeout_far_above_latency(status, metrics, &mut out);
+    scale::at_replica_ceiling(status, &mut out);
     out.sort_by(|a, b| b.impact.cmp(&a.impact).then(a.title.cmp(&b.title)));
     out
 }
