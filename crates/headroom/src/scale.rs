@@ -449,7 +449,10 @@ impl Controller {
                     }
                 }
                 let d = hpa.decide(t, current, &proposals);
-                let why = format!("{}; {:?}", said.join(", "), d.limit);
+                let why = match d.limit {
+                    hpa::Limit::None => said.join(", "),
+                    limit => format!("{}; limited: {limit:?}", said.join(", ")),
+                };
                 (
                     d.desired,
                     why,
