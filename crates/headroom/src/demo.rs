@@ -86,6 +86,14 @@ pub fn run(port: u16, admin_port: u16, count: usize) -> ExitCode {
         .map(|a| format!("\"{a}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    // The autoscaled service runs this binary's demo-upstream as its replicas.
+    let exe = std::env::current_exe()
+        .map(|p| {
+            p.to_string_lossy()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+        })
+        .unwrap_or_else(|_| "headroom".into());
     let toml = format!(
         r#"
 [global]
@@ -121,9 +129,26 @@ rate = "5/s"
 burst = 10
 
 [[route]]
+name = "work"
+match = {{ path_prefix = "/work/" }}
+service = "scaled"
+
+[[route]]
 name = "app"
 match = {{ path_prefix = "/" }}
 service = "demo"
+
+[service.scaled]
+health = {{ path = "/healthz", interval = "1s" }}
+[service.scaled.autoscale]
+min = 1
+max = 5
+mode = "requests"
+inflight = 4
+stable_window = "20s"
+[service.scaled.autoscale.process]
+command = ["{exe}", "demo-upstream", "--bind", "127.0.0.1:{{port}}", "--name", "scaled-{{index}}", "--delay-ms", "50"]
+grace = "5s"
 
 [service.demo]
 balance = "p2c-ewma"
@@ -175,6 +200,9 @@ latency = "25ms"
     if !on_path {
         say!("  (`cargo install --path crates/headroom` puts `headroom` on your PATH)");
     }
+    say!();
+    say!("  {bin} bench --rate 200/s -d 40s http://127.0.0.1:{port}/work/   # /work/ autoscales 1 to 5 replicas:");
+    say!("      watch them come (and go, 20 s after) on http://127.0.0.1:{admin_port}/ or in /status' \"autoscale\"");
     say!();
     say!("replica-2 answers in 20 ms, the others in 2 ms: p2c-ewma sends it less traffic.");
     say!("replica-3 fails 5% of requests: retries hide that from clients.");

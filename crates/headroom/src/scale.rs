@@ -151,8 +151,14 @@ struct Event {
     /// Unix seconds.
     at: u64,
     kind: &'static str,
-    from: u32,
-    to: u32,
+    /// A scale: the count before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<u32>,
+    /// A replica's start, exit or failure: its index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<u32>,
     /// What it rests on, in words.
     why: String,
 }
@@ -470,7 +476,7 @@ impl Controller {
                 self.metrics.scale_downs.inc();
             }
             info!(service = %self.service, from = current, to = desired, "autoscale: {why}");
-            self.event("scale", current, desired, why);
+            self.event("scale", Some((current, desired)), None, why);
         }
     }
 
@@ -563,15 +569,24 @@ impl Controller {
         out
     }
 
-    fn event(&mut self, kind: &'static str, from: u32, to: u32, why: String) {
+    /// A decision that changed the count (`replica` None), or a replica's start, exit or
+    /// failure (`counts` None).
+    fn event(
+        &mut self,
+        kind: &'static str,
+        counts: Option<(u32, u32)>,
+        replica: Option<u32>,
+        why: String,
+    ) {
         if self.events.len() == EVENTS_KEPT {
             self.events.pop_front();
         }
         self.events.push_back(Event {
             at: unix_now(),
             kind,
-            from,
-            to,
+            from: counts.map(|c| c.0),
+            to: counts.map(|c| c.1),
+            replica,
             why,
         });
     }
@@ -687,7 +702,7 @@ impl Controller {
                     cpu: None,
                     cores: None,
                 };
-                self.event("started", index, index, format!("{addr}"));
+                self.event("started", None, Some(index), format!("{addr}"));
             }
             Msg::Started(index, Err(e)) => {
                 self.metrics.start_failures.inc();
@@ -702,7 +717,7 @@ impl Controller {
                 // One log line: the log's last lines joined.
                 let why = e.to_string().trim_end().replace('\n', " | ");
                 warn!(service = %self.service, index, retry_in_s = delay.as_secs(), "replica did not start: {why}");
-                self.event("start_failed", index, index, e.to_string());
+                self.event("start_failed", None, Some(index), e.to_string());
             }
             Msg::Exited(index, how) => {
                 let Some(pos) = self.replicas.iter().position(|m| m.index == index) else {
@@ -725,8 +740,8 @@ impl Controller {
                 warn!(service = %self.service, index, exit = %how, retry_in_s = delay.as_secs(), crash_loop = looping, "replica exited on its own: replaced after the back-off");
                 self.event(
                     if looping { "crash_loop" } else { "exited" },
-                    index,
-                    index,
+                    None,
+                    Some(index),
                     how.to_string(),
                 );
             }

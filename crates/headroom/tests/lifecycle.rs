@@ -383,3 +383,28 @@ fn demo_answers_all_200_after_a_replica_is_killed() {
         .status();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// The demo's `/work/` service is autoscaled (1 to 5 replicas, request-driven): its first
+/// replica is started by the autoscaler and answers; the try-line says how to load it.
+#[test]
+fn the_demo_autoscales_its_work_service() {
+    let (mut child, port, out) = start_demo();
+    assert!(
+        out.wait_for("/work/ autoscales 1 to 5 replicas", Duration::from_secs(1))
+            .is_some(),
+        "the try-line"
+    );
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let r = loop {
+        let r = Client::connect(addr).get("/work/x");
+        if r.status == 200 {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} {}", r.status, r.text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(r.replica(), "scaled-0", "{}", r.text());
+    let _ = child.kill();
+    let _ = child.wait();
+}
