@@ -401,7 +401,12 @@ fn the_demo_autoscales_its_work_service() {
         if r.status == 200 {
             break r;
         }
-        assert!(std::time::Instant::now() < deadline, "{} {}", r.status, r.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} {}",
+            r.status,
+            r.text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(r.replica(), "scaled-0", "{}", r.text());
