@@ -15,6 +15,12 @@ pub struct AutoscaleConfig {
     pub targets: Targets,
     /// `None`: no driver yet (only the process driver exists); validation refuses that.
     pub process: Option<ProcessConfig>,
+    /// With `min = 0`: requests finding no replica wait this long for the first one.
+    pub cold_start_timeout: Duration,
+    /// With `min = 0`: at most this many wait.
+    pub cold_start_queue: u32,
+    /// With `min = 0`: no request for this long stops the last replica.
+    pub idle: Duration,
 }
 
 /// How the replica count is decided.

@@ -71,13 +71,19 @@ async fn check_service(shared: Arc<Shared>, name: Arc<str>, hc: HealthConfig) {
         };
         let checks = service.replicas.iter().map(|r| {
             let (r, hc, name) = (r.clone(), hc.clone(), service.name.clone());
+            let cold = service.cold_start.clone();
             let protocol = service.cfg.protocol;
             tokio::spawn(async move {
                 let started = r.check_started();
                 let result = probe(&r, &hc, protocol).await;
                 let ok = result.is_ok();
                 match r.record_probe(started, ok, hc.rise, hc.fall) {
-                    Some(true) => info!(service = %name, replica = %r.label, "replica is healthy again"),
+                    Some(true) => {
+                        info!(service = %name, replica = %r.label, "replica is healthy again");
+                        if let Some(gate) = &cold {
+                            gate.replica_ready();
+                        }
+                    }
                     Some(false) => warn!(service = %name, replica = %r.label, reason = %result.err().unwrap_or_default(), "replica is unhealthy"),
                     None => {}
                 }

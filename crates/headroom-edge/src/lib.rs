@@ -10,6 +10,7 @@ pub mod admin;
 pub mod balancer;
 pub mod body;
 mod clock;
+pub mod cold_start;
 /// The edge's monotonic clock, in which replica states (ejections, slow start) are stamped.
 pub use clock::now_ns;
 pub mod discovery;

@@ -101,6 +101,16 @@ pub enum Drained {
 }
 
 impl Shared {
+    /// The cold-start gate of `service` (`autoscale.min = 0`), in the snapshot in force.
+    pub fn cold_start(&self, service: &str) -> Option<Arc<crate::cold_start::ColdStart>> {
+        let snap = self.snapshot.load();
+        snap.services
+            .iter()
+            .find(|s| &*s.name == service)?
+            .cold_start
+            .clone()
+    }
+
     /// The replica `label` of `service` in the snapshot in force.
     fn find_replica(&self, service: &str, label: &str) -> Result<Arc<Replica>, ReplicaError> {
         let snap = self.snapshot.load();
@@ -159,6 +169,13 @@ impl Shared {
         let generation = self.rebuild_locked();
         if sc.health.is_some() {
             self.health_kick.notify_waiters();
+        } else if let Some(gate) = self
+            .find_replica(service, &label)
+            .ok()
+            .and(self.cold_start(service))
+        {
+            // Without health checks it takes traffic now: release what waits for it.
+            gate.replica_ready();
         }
         info!(service, replica = %label, source = source.as_str(), generation, "replica added");
         Ok(())

@@ -166,6 +166,8 @@ pub struct Service {
     pub read_timeout: Arc<crate::body::ReadTimeout>,
     /// Load shedding and the circuit breaker; `None`: neither (nothing paid).
     pub protect: Option<crate::protect::Protection>,
+    /// Scale from zero (`autoscale.min = 0`): requests finding no replica wait here.
+    pub cold_start: Option<Arc<crate::cold_start::ColdStart>>,
 }
 
 impl Service {
@@ -226,6 +228,7 @@ impl Service {
                 err("read_timeout"),
             )),
             protect,
+            cold_start: None,
             cfg: sc.clone(),
         }
     }
@@ -258,6 +261,8 @@ pub struct Live {
     guard: Mutex<Option<Arc<Guard>>>,
     /// Each route's slow paths, by route name.
     slow: Mutex<HashMap<String, Arc<crate::route_slow::SlowPaths>>>,
+    /// The cold-start gates of services that may scale to zero, by service name.
+    cold: Mutex<HashMap<String, Arc<crate::cold_start::ColdStart>>>,
 }
 
 impl Live {
@@ -273,6 +278,7 @@ impl Live {
             cache: Mutex::default(),
             guard: Mutex::default(),
             slow: Mutex::default(),
+            cold: Mutex::default(),
         }
     }
 
@@ -653,12 +659,30 @@ impl Snapshot {
                     }
                 }
             };
-            services.insert(
-                name.as_str(),
-                Arc::new(Service::new(
-                    name, sc, replicas, sources, budget, protect, registry,
-                )),
-            );
+            let cold_start = {
+                let mut gates = live.cold.lock().unwrap_or_else(|p| p.into_inner());
+                match sc.autoscale.as_ref().filter(|a| a.min == 0) {
+                    Some(a) => {
+                        let gate = gates.entry(name.clone()).or_insert_with(|| {
+                            Arc::new(crate::cold_start::ColdStart::new(
+                                name,
+                                a.cold_start_timeout,
+                                a.cold_start_queue,
+                                registry,
+                            ))
+                        });
+                        gate.set_terms(a.cold_start_timeout, a.cold_start_queue);
+                        Some(gate.clone())
+                    }
+                    None => {
+                        gates.remove(name);
+                        None
+                    }
+                }
+            };
+            let mut service = Service::new(name, sc, replicas, sources, budget, protect, registry);
+            service.cold_start = cold_start;
+            services.insert(name.as_str(), Arc::new(service));
         }
         drop(membership);
         // Replicas that left: close their connections and forget their series.

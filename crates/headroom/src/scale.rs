@@ -228,6 +228,10 @@ struct Controller {
     last_inputs: serde_json::Value,
     /// Drains and stops under way.
     stopping: Vec<JoinHandle<()>>,
+    /// The last time the service had a request (in flight, held, or answered since the
+    /// tick before), for `idle`.
+    last_active: Instant,
+    last_attempts: u64,
     tx: mpsc::UnboundedSender<Msg>,
     metrics: Metrics,
 }
@@ -279,6 +283,8 @@ impl Controller {
             events: VecDeque::new(),
             last_inputs: serde_json::Value::Null,
             stopping: Vec::new(),
+            last_active: Instant::now(),
+            last_attempts: 0,
             tx,
             metrics,
         };
@@ -286,8 +292,17 @@ impl Controller {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // With min = 0, a request held for the first replica wakes the controller at once.
+            let gate = c.shared.cold_start(&c.service);
+            let arrived = async {
+                match &gate {
+                    Some(g) => g.arrived.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tick.tick() => c.tick(),
+                _ = arrived => c.activate(),
                 Some(msg) = rx.recv() => c.handle(msg).await,
                 changed = cfg_rx.changed() => {
                     let next = if changed.is_ok() { cfg_rx.borrow().clone() } else { None };
@@ -377,6 +392,17 @@ impl Controller {
                 *cpu = stat.map(|s| (now, s.cpu_seconds));
             }
         }
+        // Requests held for a first replica are demand too (Knative's activator counts them).
+        let waiting = self
+            .shared
+            .cold_start(&self.service)
+            .map_or(0, |g| g.waiting());
+        total_inflight += f64::from(waiting);
+        let attempts = svc.as_ref().map_or(0, |s| s.upstream_latency.count());
+        if total_inflight > 0.0 || attempts != self.last_attempts {
+            self.last_active = now;
+        }
+        self.last_attempts = attempts;
         let current = self.current();
         self.metrics.current.set(i64::from(current));
         self.metrics.ready.set(i64::from(ready));
@@ -395,7 +421,34 @@ impl Controller {
             self.last_decision = Some(now);
             self.decide(now, t, current, ready, svc.as_deref());
         }
+        if waiting > 0 && self.desired == 0 {
+            self.activate();
+        }
+        // The last replica goes only after `idle` without a request.
+        if self.desired == 0 && current > 0 && now.duration_since(self.last_active) < self.cfg.idle
+        {
+            self.desired = 1;
+        }
         self.reconcile(now);
+    }
+
+    /// A request waits for a first replica: start one now, whatever the algorithm last
+    /// said (it had no demand to see).
+    fn activate(&mut self) {
+        if self.desired == 0 {
+            let current = self.current();
+            self.desired = 1.max(self.cfg.min);
+            self.metrics.desired.set(i64::from(self.desired));
+            self.event(
+                "scale",
+                Some((current, self.desired)),
+                None,
+                "a request is waiting for a replica: scale from zero".into(),
+            );
+            info!(service = %self.service, "autoscale: a request is waiting for a replica, scaling from zero");
+        }
+        self.last_active = Instant::now();
+        self.reconcile(Instant::now());
     }
 
     /// Seconds since the controller's first tick: the algorithms' clock.
@@ -824,6 +877,11 @@ impl Controller {
             "replicas": replicas,
             "last_decision": self.last_inputs,
             "crash_loop": self.backoff.crash_looping(Instant::now().into_std()),
+            "cold_start": self.shared.cold_start(&self.service).map(|g| serde_json::json!({
+                "waiting": g.waiting(),
+                "last_seconds": g.last_cold_start().map(|d| d.as_secs_f64()),
+                "idle_seconds": self.cfg.idle.as_secs_f64(),
+            })),
             "events": self.events,
         });
         let mut all = self

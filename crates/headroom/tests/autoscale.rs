@@ -364,3 +364,80 @@ fn the_advisor_names_a_service_held_at_its_max() {
         "{finding:#}"
     );
 }
+
+/// `min = 0`: nothing runs until a request comes; it is held while the first replica
+/// starts, then answered; after `idle` without a request the replica stops, and the next
+/// request starts one again. The cold start is measured.
+#[test]
+fn from_zero_a_request_waits_for_the_first_replica_and_idleness_takes_it_away() {
+    let h = Headroom::start(&config(
+        "min = 0\nmax = 2\nmode = \"requests\"\ninflight = 10\nstable_window = \"6s\"\nidle = \"2s\"",
+        0,
+        "",
+    ));
+    h.wait_status("the controller's first look", |s| {
+        s["autoscale"]["app"]["current"] == 0
+    });
+    assert!(pids(&h).is_empty(), "nothing runs before a request");
+    let r = h.get("/first");
+    assert_eq!(r.status, 200, "held, then answered: {}", r.text());
+    assert_eq!(
+        h.metric("headroom_autoscale_held_requests_total{service=\"app\",result=\"released\"}"),
+        1.0
+    );
+    let cold = app(&h)["cold_start"]["last_seconds"].as_f64().unwrap();
+    assert!(cold > 0.0, "{:#}", app(&h));
+    assert_eq!(
+        h.metric("headroom_autoscale_cold_start_seconds_count{service=\"app\"}"),
+        1.0
+    );
+    let started = pids(&h);
+    assert_eq!(started.len(), 1);
+    // No more requests: back to zero after the stable window and `idle`.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app(&h)["current"] != 0 || in_service(&h) != 0 {
+        assert!(Instant::now() < deadline, "still up: {:#}", app(&h));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_gone(&started, Duration::from_secs(7));
+    assert_eq!(h.get("/again").status, 200, "a new cold start");
+    assert_eq!(
+        h.metric("headroom_autoscale_cold_start_seconds_count{service=\"app\"}"),
+        2.0
+    );
+}
+
+/// A first replica that never comes: the held request gets 503 with `Retry-After` after
+/// `cold_start_timeout`; beyond `cold_start_queue` a request is refused at once.
+#[test]
+fn a_cold_start_that_does_not_come_answers_503_with_retry_after() {
+    let text = format!(
+        "{pre}[[route]]\nname = \"app\"\nservice = \"app\"\n\n\
+         [service.app.autoscale]\nmin = 0\nmax = 1\ninflight = 10\ncold_start_timeout = \"1s\"\ncold_start_queue = 1\n\n\
+         [service.app.autoscale.process]\ncommand = [\"sleep\", \"100\"]\nstartup_timeout = \"30s\"\ngrace = \"1s\"\n",
+        pre = preamble()
+    );
+    let h = Headroom::start(&text);
+    let addr = h.addr;
+    let held = std::thread::spawn(move || Client::connect(addr).get("/"));
+    h.wait_metric("headroom_autoscale_held_requests{service=\"app\"}", 1.0);
+    let refused = h.get("/");
+    assert_eq!(refused.status, 503, "the queue of 1 is full");
+    assert!(
+        refused.text().contains("already wait"),
+        "{}",
+        refused.text()
+    );
+    let r = held.join().unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.text().contains("cold_start_timeout"), "{}", r.text());
+    assert_eq!(
+        h.metric("headroom_autoscale_held_requests_total{service=\"app\",result=\"timed_out\"}"),
+        1.0
+    );
+    assert_eq!(
+        h.metric("headroom_autoscale_held_requests_total{service=\"app\",result=\"refused\"}"),
+        1.0
+    );
+}

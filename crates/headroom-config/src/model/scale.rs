@@ -44,6 +44,12 @@ pub struct Autoscale {
     pub max_scale_up_rate: Option<Spanned<f64>>,
     /// Default 2.
     pub max_scale_down_rate: Option<Spanned<f64>>,
+    /// With `min = 0`: how long a request waits for the first replica. Default 30s.
+    pub cold_start_timeout: Option<Spanned<Dur>>,
+    /// With `min = 0`: requests held at most while it starts. Default 1000.
+    pub cold_start_queue: Option<u32>,
+    /// With `min = 0`: the last replica stops after this long without a request. Default 30s.
+    pub idle: Option<Spanned<Dur>>,
     /// The replicas as local processes.
     pub process: Option<Spanned<Process>>,
 }

@@ -213,12 +213,31 @@ pub(super) fn validate_autoscale(
             None
         }
     };
+    let cold_start_timeout = a
+        .cold_start_timeout
+        .as_ref()
+        .map_or(Duration::from_secs(30), |t| t.get_ref().0);
+    if cold_start_timeout.is_zero() {
+        let at = a.cold_start_timeout.as_ref().map_or(at, |t| t.span().start);
+        r.error(
+            at,
+            key("autoscale.cold_start_timeout"),
+            "must be more than 0s: requests arriving with no replica wait this long for the first",
+        );
+    }
+    let idle = a
+        .idle
+        .as_ref()
+        .map_or(Duration::from_secs(30), |t| t.get_ref().0);
     (r.errors.len() == before).then_some(AutoscaleConfig {
         min,
         max,
         algorithm,
         targets,
         process,
+        cold_start_timeout,
+        cold_start_queue: a.cold_start_queue.unwrap_or(1000),
+        idle,
     })
 }
 

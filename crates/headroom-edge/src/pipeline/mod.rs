@@ -166,7 +166,24 @@ pub async fn handle(
         // Kept for compression's checks only (a HEAD is never compressed); a standard
         // method's clone allocates nothing.
         let method = route.compress.as_ref().map(|_| req.method().clone());
-        let result = match (&route.action, routed.target) {
+        // Scale from zero: a service that may have no replica holds the request until it
+        // has one (a service without `min = 0` pays this `None` check).
+        let released;
+        let mut target = routed.target;
+        if let Some(t) = target {
+            if let Some(gate) = &t.service.cold_start {
+                let now = crate::clock::now_ns();
+                if !t.service.replicas.iter().any(|r| r.is_available(now)) {
+                    let service = phase!('phases, gate.hold(&ctx.conn.shared).await);
+                    released = crate::snapshot::Target {
+                        service,
+                        red: t.red.clone(),
+                    };
+                    target = Some(&released);
+                }
+            }
+        }
+        let result = match (&route.action, target) {
             // A service without shedding or a breaker is forwarded to directly: awaiting
             // through the protected wrapper would move the forward future once more
             // (callgrind: ~600 instructions a request).
