@@ -239,7 +239,15 @@ impl Driver {
             cmd.env(key, vars.apply(value));
         }
         cmd.env("PORT", port.to_string());
-        if let Some(dir) = &spec.cwd {
+        if let Some(dir) = spec.cwd.as_ref().filter(|d| !d.as_os_str().is_empty()) {
+            // A missing directory fails the spawn with the same ENOENT as a missing
+            // program: say which it is.
+            if !dir.is_dir() {
+                return Err(StartError::Spawn(format!(
+                    "the working directory {} (cwd) is not a directory",
+                    dir.display()
+                )));
+            }
             cmd.current_dir(dir);
         }
         // Not kill_on_drop: killing the shim would orphan the replica. Dropping its stdin

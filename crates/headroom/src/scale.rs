@@ -520,9 +520,12 @@ impl Controller {
             }
         };
         self.last_inputs = inputs;
+        let changed = desired != self.desired;
         self.desired = desired;
         self.metrics.desired.set(i64::from(desired));
-        if desired != current {
+        // A decision that changes the count, once: a count not reached yet (a start that
+        // failed, a replica still starting) is not decided again at every tick.
+        if changed && desired != current {
             if desired > current {
                 self.metrics.scale_ups.inc();
             } else {

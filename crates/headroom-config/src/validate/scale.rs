@@ -313,6 +313,12 @@ fn process(
     base_dir: &Path,
     key: &impl Fn(&str) -> Option<String>,
 ) -> Option<ProcessConfig> {
+    // `--config headroom.toml` has the empty path as its directory: the current one.
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base_dir
+    };
     let p = raw.get_ref();
     let command = p.command.get_ref();
     if command.is_empty() || command[0].trim().is_empty() {
@@ -413,6 +419,24 @@ mod tests {
         assert_eq!(p.cwd, Path::new("/srv"));
         assert_eq!(p.grace, Duration::from_secs(10));
         assert!(c.services["app"].replicas.is_empty());
+    }
+
+    /// `headroom serve --config headroom.toml`: the file's directory is the empty path, and
+    /// the replicas' working directory the current one (an empty one failed every spawn).
+    #[test]
+    fn a_config_given_by_a_bare_file_name_runs_replicas_in_the_current_directory() {
+        let text = format!(
+            "{BASE}[service.app.autoscale]\nmax = 2\ninflight = 4\n{PROCESS}log_dir = \"logs\"\n"
+        );
+        let c = crate::validate::parse("headroom.toml", &text, Path::new("")).unwrap();
+        let p = c.services["app"]
+            .autoscale
+            .clone()
+            .unwrap()
+            .process
+            .unwrap();
+        assert_eq!(p.cwd, Path::new("."));
+        assert_eq!(p.log_dir.as_deref(), Some(Path::new("./logs")));
     }
 
     #[test]
