@@ -749,7 +749,7 @@ fn the_demos_bench_lines_run_as_printed() {
             command.split(" # ").next().unwrap().trim().to_string()
         })
         .collect();
-    assert_eq!(commands.len(), 2, "{printed:#?}");
+    assert_eq!(commands.len(), 3, "{printed:#?}");
     let exe = std::fs::canonicalize(BIN).unwrap();
     for command in &commands {
         assert!(
