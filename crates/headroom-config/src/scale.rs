@@ -21,6 +21,8 @@ pub struct AutoscaleConfig {
     pub cold_start_queue: u32,
     /// With `min = 0`: no request for this long stops the last replica.
     pub idle: Duration,
+    /// Busy hours: `min` is at least each active window's replicas.
+    pub schedule: Vec<headroom_scale::schedule::Window>,
 }
 
 /// How the replica count is decided.

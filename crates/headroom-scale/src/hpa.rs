@@ -350,6 +350,11 @@ impl Hpa {
         &self.cfg
     }
 
+    /// A `min` for the next decisions (a schedule raising it), within `max`.
+    pub fn set_min(&mut self, min: u32) {
+        self.cfg.min = min.min(self.cfg.max);
+    }
+
     /// A new config (a reload): the remembered recommendations and events stay.
     pub fn reconfigure(&mut self, cfg: HpaConfig) {
         self.cfg = cfg;

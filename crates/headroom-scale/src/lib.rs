@@ -15,4 +15,5 @@
 pub mod hpa;
 pub mod kpa;
 pub mod process;
+pub mod schedule;
 pub mod shim;

@@ -232,6 +232,8 @@ struct Controller {
     /// tick before), for `idle`.
     last_active: Instant,
     last_attempts: u64,
+    /// `min` in force: the configured one, raised by an active `schedule` window.
+    min: u32,
     tx: mpsc::UnboundedSender<Msg>,
     metrics: Metrics,
 }
@@ -285,6 +287,7 @@ impl Controller {
             stopping: Vec::new(),
             last_active: Instant::now(),
             last_attempts: 0,
+            min: 0,
             tx,
             metrics,
         };
@@ -328,6 +331,8 @@ impl Controller {
                 },
             ) => {
                 hpa.reconfigure(h.clone());
+                // The schedule's min, until the next tick reads it again.
+                hpa.set_min(self.min.max(h.min));
                 *interval = *i;
             }
             (Algo::Kpa(k), Algorithm::Requests(c)) => k.reconfigure(c.clone()),
@@ -406,6 +411,28 @@ impl Controller {
         let current = self.current();
         self.metrics.current.set(i64::from(current));
         self.metrics.ready.set(i64::from(ready));
+        let min =
+            headroom_scale::schedule::min_at(self.cfg.min, &self.cfg.schedule, unix_now() as i64)
+                .min(self.cfg.max);
+        if min != self.min {
+            if self.last_decision.is_some() {
+                info!(service = %self.service, from = self.min, to = min, "autoscale: min changed by the schedule");
+                self.event(
+                    "min",
+                    Some((self.min, min)),
+                    None,
+                    "a schedule window started or ended".into(),
+                );
+            }
+            self.min = min;
+            if let Algo::Hpa { hpa, .. } = &mut self.algo {
+                hpa.set_min(min);
+            }
+            // Not waiting for the next decision to be warm.
+            if self.desired < min {
+                self.desired = min;
+            }
+        }
         let t = self.clock(now);
         let due = match &mut self.algo {
             Algo::Kpa(k) => {
@@ -437,7 +464,7 @@ impl Controller {
     fn activate(&mut self) {
         if self.desired == 0 {
             let current = self.current();
-            self.desired = 1.max(self.cfg.min);
+            self.desired = 1.max(self.min);
             self.metrics.desired.set(i64::from(self.desired));
             self.event(
                 "scale",
@@ -477,9 +504,7 @@ impl Controller {
                 let Some(d) = k.decide(t, ready) else {
                     return;
                 };
-                let desired = d
-                    .desired
-                    .clamp(self.cfg.min, self.cfg.max.max(self.cfg.min));
+                let desired = d.desired.clamp(self.min, self.cfg.max.max(self.min));
                 let why = format!(
                     "{:.1} in flight over {}s ({:.1} over the panic window), {:.1} per replica aimed at{}",
                     d.stable_concurrency,
@@ -872,7 +897,8 @@ impl Controller {
             })
             .collect();
         let status = serde_json::json!({
-            "min": self.cfg.min,
+            "min": self.min,
+            "configured_min": self.cfg.min,
             "max": self.cfg.max,
             "mode": match self.algo { Algo::Hpa { .. } => "hpa", Algo::Kpa(_) => "requests" },
             "desired": self.desired,

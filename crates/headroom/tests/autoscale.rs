@@ -441,3 +441,22 @@ fn a_cold_start_that_does_not_come_answers_503_with_retry_after() {
         1.0
     );
 }
+
+/// A `schedule` window in force raises `min`: two replicas run with no load at all.
+#[test]
+fn a_schedule_window_raises_min() {
+    // Started every minute, ended never (there is no 31 February): always on.
+    let h = Headroom::start(&config(
+        "min = 1\nmax = 3\ninflight = 10\ninterval = \"1s\"\n\
+         [[service.app.autoscale.schedule]]\nstart = \"* * * * *\"\nend = \"0 0 31 2 *\"\nmin = 2\nutc_offset = \"+01:00\"",
+        0,
+        "",
+    ));
+    wait_replicas(&h, 2, Duration::from_secs(15));
+    let a = app(&h);
+    assert_eq!(
+        (a["min"].as_u64(), a["configured_min"].as_u64()),
+        (Some(2), Some(1)),
+        "{a:#}"
+    );
+}

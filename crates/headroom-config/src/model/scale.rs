@@ -50,8 +50,23 @@ pub struct Autoscale {
     pub cold_start_queue: Option<u32>,
     /// With `min = 0`: the last replica stops after this long without a request. Default 30s.
     pub idle: Option<Spanned<Dur>>,
+    /// `[[service.NAME.autoscale.schedule]]`: busy hours with a higher `min`.
+    #[serde(default)]
+    pub schedule: Vec<Spanned<Schedule>>,
     /// The replicas as local processes.
     pub process: Option<Spanned<Process>>,
+}
+
+/// `[[service.NAME.autoscale.schedule]]`, as KEDA's cron scaler: from each `start` to the
+/// next `end`, at least `min` replicas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub start: Spanned<String>,
+    pub end: Spanned<String>,
+    pub min: u32,
+    /// "+02:00", "-05:30"; default "UTC".
+    pub utc_offset: Option<Spanned<String>>,
 }
 
 /// `scale_up` / `scale_down`: the HPA's `behavior` of one direction.

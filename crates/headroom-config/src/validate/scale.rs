@@ -229,6 +229,11 @@ pub(super) fn validate_autoscale(
         .idle
         .as_ref()
         .map_or(Duration::from_secs(30), |t| t.get_ref().0);
+    let schedule = a
+        .schedule
+        .iter()
+        .filter_map(|s| window(r, s, max, key))
+        .collect();
     (r.errors.len() == before).then_some(AutoscaleConfig {
         min,
         max,
@@ -238,6 +243,57 @@ pub(super) fn validate_autoscale(
         cold_start_timeout,
         cold_start_queue: a.cold_start_queue.unwrap_or(1000),
         idle,
+        schedule,
+    })
+}
+
+/// One `[[..autoscale.schedule]]` window: both expressions valid, its `min` within `max`.
+fn window(
+    r: &mut Reporter,
+    raw: &Spanned<model::Schedule>,
+    max: u32,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<headroom_scale::schedule::Window> {
+    use headroom_scale::schedule::{parse_utc_offset, Cron, Window};
+    let s = raw.get_ref();
+    let mut cron = |text: &Spanned<String>, name: &str| match Cron::parse(text.get_ref()) {
+        Ok(c) => Some(c),
+        Err(why) => {
+            r.error(
+                text.span().start,
+                key(&format!("autoscale.schedule.{name}")),
+                format!("\"{}\": {why}", text.get_ref()),
+            );
+            None
+        }
+    };
+    let (start, end) = (cron(&s.start, "start"), cron(&s.end, "end"));
+    let offset = match &s.utc_offset {
+        None => Some(0),
+        Some(o) => match parse_utc_offset(o.get_ref()) {
+            Ok(m) => Some(m),
+            Err(why) => {
+                r.error(o.span().start, key("autoscale.schedule.utc_offset"), why);
+                None
+            }
+        },
+    };
+    if s.min > max {
+        r.error(
+            raw.span().start,
+            key("autoscale.schedule.min"),
+            format!(
+                "{} is more than max ({max}): a schedule raises min within max",
+                s.min
+            ),
+        );
+        return None;
+    }
+    Some(Window {
+        start: start?,
+        end: end?,
+        replicas: s.min,
+        utc_offset_minutes: offset?,
     })
 }
 
@@ -513,6 +569,38 @@ mod tests {
         assert!(
             e.iter()
                 .any(|x| x.contains("scale_up.policies: expected one of pods = N or percent = N")),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn schedules_are_typed_and_bad_ones_refused_at_their_line() {
+        let ok = check(&format!("[service.app.autoscale]\nmax = 4\ninflight = 4\n[[service.app.autoscale.schedule]]\nstart = \"0 8 * * 1-5\"\nend = \"0 18 * * 1-5\"\nmin = 3\nutc_offset = \"+02:00\"\n{PROCESS}")).unwrap();
+        let s = &ok.services["app"].autoscale.as_ref().unwrap().schedule;
+        assert_eq!(
+            (s.len(), s[0].replicas, s[0].utc_offset_minutes),
+            (1, 3, 120)
+        );
+        let e = errors(&format!("[service.app.autoscale]\nmax = 4\ninflight = 4\n[[service.app.autoscale.schedule]]\nstart = \"0 25 * * *\"\nend = \"0 18 * *\"\nmin = 9\nutc_offset = \"CET\"\n{PROCESS}"));
+        assert!(
+            e.iter().any(|x| x.starts_with(
+                "12: service \"app\": autoscale.schedule.start: \"0 25 * * *\": hour: \"25\""
+            )),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|x| x.contains("autoscale.schedule.end: \"0 18 * *\": expected five fields")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|x| x.contains("utc_offset: \"CET\" is not a UTC offset")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|x| x.contains("schedule.min: 9 is more than max (4)")),
             "{e:#?}"
         );
     }
