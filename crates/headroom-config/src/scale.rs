@@ -44,6 +44,28 @@ pub struct Targets {
     pub latency_p95: Option<Duration>,
     /// Per replica process, in cores (0.7: 70% of one).
     pub cpu: Option<f64>,
+    pub queue: Option<QueueTarget>,
+}
+
+/// A queue whose length sizes the service: `per_replica` items each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueTarget {
+    /// One url; several for a cluster's seeds.
+    pub redis: Vec<String>,
+    pub cluster: bool,
+    pub source: QueueSource,
+    pub per_replica: f64,
+}
+
+/// What is measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueSource {
+    /// `LLEN key`.
+    List(String),
+    /// `XLEN key`.
+    Stream(String),
+    /// `XINFO GROUPS key`'s `lag` of the group (Redis 7 or later).
+    GroupLag { stream: String, group: String },
 }
 
 /// `[service.NAME.autoscale.process]`: replicas as local child processes.

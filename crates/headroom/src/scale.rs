@@ -11,7 +11,7 @@
 //! `grace`). A replica that exits on its own is taken out at once and replaced after a
 //! back-off (1 s doubling to 60 s; five exits in five minutes is a crash loop, reported).
 
-use headroom_config::scale::{Algorithm, AutoscaleConfig, ProcessConfig};
+use headroom_config::scale::{Algorithm, AutoscaleConfig, ProcessConfig, QueueSource, QueueTarget};
 use headroom_edge::replica_set::Source;
 use headroom_edge::Shared;
 use headroom_scale::hpa::{self, Hpa, Metric, Reading};
@@ -139,6 +139,132 @@ enum Msg {
     Stopped(u32, Exit),
 }
 
+/// `[..autoscale.queue]`: a Redis list's or stream's length, or a group's lag.
+struct QueueReader {
+    redis: headroom_redis::Redis,
+    source: QueueSource,
+    per_replica: f64,
+    /// The last read failed: the next failure is not logged again.
+    failing: bool,
+    errors: Arc<Counter>,
+}
+
+impl QueueReader {
+    fn new(
+        service: &str,
+        q: &QueueTarget,
+        registry: &headroom_telemetry::Registry,
+    ) -> Option<QueueReader> {
+        let target = if q.cluster {
+            headroom_redis::Target::Cluster(q.redis.clone())
+        } else {
+            headroom_redis::Target::Standalone(q.redis[0].clone())
+        };
+        let opts = headroom_redis::Options {
+            // A decision every few seconds can wait longer than a request would.
+            timeout: Duration::from_secs(1),
+            ..headroom_redis::Options::default()
+        };
+        match headroom_redis::Redis::new(target, opts) {
+            Ok(redis) => Some(QueueReader {
+                redis,
+                source: q.source.clone(),
+                per_replica: q.per_replica,
+                failing: false,
+                errors: registry.counter(
+                    "headroom_autoscale_metric_errors_total",
+                    "Target readings that failed (the target then proposes nothing: never read as 0).",
+                    &[("service", service), ("target", "queue")],
+                ),
+            }),
+            Err(e) => {
+                warn!(service, "queue target left out: {e}");
+                None
+            }
+        }
+    }
+
+    /// The queue's length (or the group's lag) now.
+    async fn read(&self) -> Result<f64, String> {
+        match &self.source {
+            QueueSource::List(key) => self
+                .redis
+                .query::<u64>(redis::cmd("LLEN").arg(key))
+                .await
+                .map(|n| n as f64)
+                .map_err(|e| e.to_string()),
+            QueueSource::Stream(key) => self
+                .redis
+                .query::<u64>(redis::cmd("XLEN").arg(key))
+                .await
+                .map(|n| n as f64)
+                .map_err(|e| e.to_string()),
+            QueueSource::GroupLag { stream, group } => {
+                let groups: redis::Value = self
+                    .redis
+                    .query(redis::cmd("XINFO").arg("GROUPS").arg(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                group_lag(&groups, group)
+            }
+        }
+    }
+}
+
+/// A group's `lag` in `XINFO GROUPS`' answer (an array of field/value lists, or maps).
+fn group_lag(groups: &redis::Value, group: &str) -> Result<f64, String> {
+    use redis::Value;
+    let fields = |v: &Value| -> Vec<(String, Value)> {
+        match v {
+            Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [k, v] => Some((
+                        redis::from_redis_value::<String>(k.clone()).ok()?,
+                        v.clone(),
+                    )),
+                    _ => None,
+                })
+                .collect(),
+            Value::Map(pairs) => pairs
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        redis::from_redis_value::<String>(k.clone()).ok()?,
+                        v.clone(),
+                    ))
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let Value::Array(list) = groups else {
+        return Err("XINFO GROUPS did not answer a list".into());
+    };
+    for g in list {
+        let f = fields(g);
+        let named = f.iter().any(|(k, v)| {
+            k == "name"
+                && redis::from_redis_value::<String>(v.clone()).ok().as_deref() == Some(group)
+        });
+        if !named {
+            continue;
+        }
+        return match f.iter().find(|(k, _)| k == "lag").map(|(_, v)| v) {
+            Some(Value::Nil) => Err(format!(
+                "group \"{group}\"'s lag is unknown (Redis cannot count it after deletions)"
+            )),
+            Some(v) => redis::from_redis_value::<u64>(v.clone())
+                .map(|n| n as f64)
+                .map_err(|e| e.to_string()),
+            None => {
+                Err("XINFO GROUPS has no lag: Redis 7 or later is needed for a group's lag".into())
+            }
+        };
+    }
+    Err(format!("no group \"{group}\" on the stream"))
+}
+
 /// What the algorithm runs as.
 enum Algo {
     Hpa { hpa: Hpa, interval: Duration },
@@ -234,6 +360,7 @@ struct Controller {
     last_attempts: u64,
     /// `min` in force: the configured one, raised by an active `schedule` window.
     min: u32,
+    queue: Option<QueueReader>,
     tx: mpsc::UnboundedSender<Msg>,
     metrics: Metrics,
 }
@@ -288,9 +415,16 @@ impl Controller {
             last_active: Instant::now(),
             last_attempts: 0,
             min: 0,
+            queue: None,
             tx,
             metrics,
         };
+        c.queue = c
+            .cfg
+            .targets
+            .queue
+            .as_ref()
+            .and_then(|q| QueueReader::new(&c.service, q, &c.shared.registry));
         info!(service = %c.service, min = c.cfg.min, max = c.cfg.max, "autoscaler started");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -304,7 +438,7 @@ impl Controller {
                 }
             };
             tokio::select! {
-                _ = tick.tick() => c.tick(),
+                _ = tick.tick() => c.tick().await,
                 _ = arrived => c.activate(),
                 Some(msg) = rx.recv() => c.handle(msg).await,
                 changed = cfg_rx.changed() => {
@@ -341,6 +475,13 @@ impl Controller {
         if let Some(p) = &cfg.process {
             self.driver = Driver::new(spec(&self.service, p), shim.clone());
         }
+        if cfg.targets.queue != self.cfg.targets.queue {
+            self.queue = cfg
+                .targets
+                .queue
+                .as_ref()
+                .and_then(|q| QueueReader::new(&self.service, q, &self.shared.registry));
+        }
         self.cfg = cfg;
         info!(service = %self.service, "autoscale reconfigured by a reload");
     }
@@ -363,7 +504,7 @@ impl Controller {
             .count() as u32
     }
 
-    fn tick(&mut self) {
+    async fn tick(&mut self) {
         let now = Instant::now();
         let svc = self.edge_service();
         // The replicas in the service that take traffic, by address.
@@ -446,7 +587,8 @@ impl Controller {
         };
         if due {
             self.last_decision = Some(now);
-            self.decide(now, t, current, ready, svc.as_deref());
+            let queue = self.read_queue().await;
+            self.decide(now, t, current, ready, svc.as_deref(), queue);
         }
         if waiting > 0 && self.desired == 0 {
             self.activate();
@@ -494,9 +636,22 @@ impl Controller {
         current: u32,
         ready: u32,
         svc: Option<&headroom_edge::snapshot::Service>,
+        queue: Option<f64>,
     ) {
         let readings = match self.algo {
-            Algo::Hpa { .. } => self.hpa_metrics(now, ready, svc),
+            Algo::Hpa { .. } => {
+                let mut m = self.hpa_metrics(now, ready, svc);
+                if let (Some(q), Some(total)) = (&self.queue, queue) {
+                    m.push((
+                        "queue",
+                        Metric::Total {
+                            total,
+                            per_replica: q.per_replica,
+                        },
+                    ));
+                }
+                m
+            }
             Algo::Kpa(_) => Vec::new(),
         };
         let (desired, why, inputs) = match &mut self.algo {
@@ -558,6 +713,29 @@ impl Controller {
             }
             info!(service = %self.service, from = current, to = desired, "autoscale: {why}");
             self.event("scale", Some((current, desired)), None, why);
+        }
+    }
+
+    /// The queue target's reading, if there is one and it could be read; a failure is
+    /// logged once per streak and counted, and the target proposes nothing.
+    async fn read_queue(&mut self) -> Option<f64> {
+        let q = self.queue.as_mut()?;
+        match q.read().await {
+            Ok(n) => {
+                if q.failing {
+                    q.failing = false;
+                    info!(service = %self.service, "queue target read again");
+                }
+                Some(n)
+            }
+            Err(e) => {
+                q.errors.inc();
+                if !q.failing {
+                    q.failing = true;
+                    warn!(service = %self.service, "queue target not read, it proposes nothing until it is: {e}");
+                }
+                None
+            }
         }
     }
 

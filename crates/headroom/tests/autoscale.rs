@@ -460,3 +460,76 @@ fn a_schedule_window_raises_min() {
         "{a:#}"
     );
 }
+
+fn redis_cli(url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-u", url])
+        .args(args)
+        .output()
+        .expect("redis-cli (Debian package redis-tools; scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Redis list's length sizes the service (KEDA's Redis list scaler): 250 items at 100 per
+/// replica ask for 3. Redis gone: the target proposes nothing — the replicas stay, never
+/// read as an empty queue — and the failure is counted; back and emptied: down to `min`.
+#[test]
+fn a_redis_list_sizes_the_service_and_a_dead_redis_changes_nothing() {
+    let mut redis = headroom_redis::testing::RedisServer::start();
+    let url = redis.url();
+    let items: Vec<String> = (0..250).map(|i| i.to_string()).collect();
+    let mut push = vec!["RPUSH", "jobs"];
+    push.extend(items.iter().map(String::as_str));
+    redis_cli(&url, &push);
+    let h = Headroom::start(&config(
+        &format!(
+            "min = 1\nmax = 4\ninterval = \"1s\"\n\
+             [service.app.autoscale.queue]\nredis = \"{url}\"\nlist = \"jobs\"\nper_replica = 100\n\
+             [service.app.autoscale.scale_down]\nstabilization = \"0s\""
+        ),
+        0,
+        "",
+    ));
+    wait_replicas(&h, 3, Duration::from_secs(15));
+    redis.kill();
+    h.wait_metric_at_least(
+        "headroom_autoscale_metric_errors_total{service=\"app\",target=\"queue\"}",
+        2.0,
+    );
+    assert!(h.stderr.count("queue target not read") == 1, "logged once");
+    assert_eq!(app(&h)["current"], 3, "a dead Redis is not an empty queue");
+    redis.restart();
+    // Restarted without persistence: the list is gone, the queue empty.
+    wait_replicas(&h, 1, Duration::from_secs(15));
+    assert!(h.stderr.count("queue target read again") >= 1);
+}
+
+/// A stream's consumer group lag (entries not yet delivered to the group, Redis 7).
+#[test]
+fn a_stream_groups_lag_sizes_the_service() {
+    let redis = headroom_redis::testing::RedisServer::start();
+    let url = redis.url();
+    redis_cli(
+        &url,
+        &["XGROUP", "CREATE", "events", "workers", "$", "MKSTREAM"],
+    );
+    for i in 0..5 {
+        redis_cli(&url, &["XADD", "events", "*", "n", &i.to_string()]);
+    }
+    let h = Headroom::start(&config(
+        &format!(
+            "min = 1\nmax = 4\ninterval = \"1s\"\n\
+             [service.app.autoscale.queue]\nredis = \"{url}\"\nstream = \"events\"\ngroup = \"workers\"\nper_replica = 2"
+        ),
+        0,
+        "",
+    ));
+    wait_replicas(&h, 3, Duration::from_secs(15));
+    let d = app(&h)["last_decision"]["proposals"].to_string();
+    assert!(d.contains("queue at"), "{d}");
+}

@@ -24,6 +24,8 @@ pub struct Autoscale {
     /// Each replica process's CPU, as a share of one core (hpa): "70%" ("150%": one and a
     /// half cores).
     pub cpu: Option<Spanned<Ratio>>,
+    /// A queue's length per replica (hpa): a Redis list, stream, or consumer group's lag.
+    pub queue: Option<Spanned<Queue>>,
     /// How often the HPA decides. Default 15s.
     pub interval: Option<Spanned<Dur>>,
     /// Default 10%.
@@ -55,6 +57,23 @@ pub struct Autoscale {
     pub schedule: Vec<Spanned<Schedule>>,
     /// The replicas as local processes.
     pub process: Option<Spanned<Process>>,
+}
+
+/// `[service.NAME.autoscale.queue]`: KEDA's Redis scalers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// `redis://host:port[/db]`; or `cluster`.
+    pub redis: Option<Spanned<String>>,
+    #[serde(default)]
+    pub cluster: Vec<Spanned<String>>,
+    /// `LLEN` of this list.
+    pub list: Option<Spanned<String>>,
+    /// `XLEN` of this stream; with `group`, the group's lag (entries not yet delivered).
+    pub stream: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    /// Items one replica should have waiting.
+    pub per_replica: Spanned<f64>,
 }
 
 /// `[[service.NAME.autoscale.schedule]]`, as KEDA's cron scaler: from each `start` to the

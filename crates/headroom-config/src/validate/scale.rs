@@ -63,6 +63,7 @@ pub(super) fn validate_autoscale(
                 Some(d)
             }
         }),
+        queue: a.queue.as_ref().and_then(|q| queue(r, q, key)),
         cpu: a.cpu.as_ref().and_then(|c| {
             let x = c.get_ref().0;
             if x > 0.0 {
@@ -81,6 +82,7 @@ pub(super) fn validate_autoscale(
     let algorithm = match mode {
         "hpa" => {
             let given = a.inflight.is_some()
+                || a.queue.is_some()
                 || a.rps.is_some()
                 || a.latency_p95.is_some()
                 || a.cpu.is_some();
@@ -120,11 +122,11 @@ pub(super) fn validate_autoscale(
             Algorithm::Hpa { hpa, interval }
         }
         "requests" => {
-            if a.rps.is_some() || a.latency_p95.is_some() || a.cpu.is_some() {
+            if a.rps.is_some() || a.latency_p95.is_some() || a.cpu.is_some() || a.queue.is_some() {
                 r.error(
                     at,
                     key("autoscale.mode"),
-                    "mode = \"requests\" sizes by in-flight requests only: leave out rps, latency_p95 and cpu, or use mode = \"hpa\"",
+                    "mode = \"requests\" sizes by in-flight requests only: leave out rps, latency_p95, cpu and queue, or use mode = \"hpa\"",
                 );
             }
             let target = targets.inflight.unwrap_or_else(|| {
@@ -244,6 +246,65 @@ pub(super) fn validate_autoscale(
         cold_start_queue: a.cold_start_queue.unwrap_or(1000),
         idle,
         schedule,
+    })
+}
+
+/// `[..autoscale.queue]`: one Redis (or a cluster), one thing to measure, a positive target.
+fn queue(
+    r: &mut Reporter,
+    raw: &Spanned<model::Queue>,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<QueueTarget> {
+    let at = raw.span().start;
+    let q = raw.get_ref();
+    let (redis, cluster) = match (&q.redis, q.cluster.is_empty()) {
+        (Some(u), true) => (vec![u.get_ref().clone()], false),
+        (None, false) => (
+            q.cluster.iter().map(|u| u.get_ref().clone()).collect(),
+            true,
+        ),
+        _ => {
+            r.error(
+                at,
+                key("autoscale.queue"),
+                "expected one of redis = \"redis://127.0.0.1:6379\" or cluster = [\"redis://...\"]",
+            );
+            return None;
+        }
+    };
+    if let Some(bad) = redis
+        .iter()
+        .find(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
+    {
+        r.error(
+            at,
+            key("autoscale.queue.redis"),
+            format!("\"{bad}\" is not a redis:// or rediss:// url"),
+        );
+        return None;
+    }
+    let source = match (&q.list, &q.stream, &q.group) {
+        (Some(l), None, None) => QueueSource::List(l.get_ref().clone()),
+        (None, Some(s), None) => QueueSource::Stream(s.get_ref().clone()),
+        (None, Some(s), Some(g)) => QueueSource::GroupLag {
+            stream: s.get_ref().clone(),
+            group: g.get_ref().clone(),
+        },
+        _ => {
+            r.error(at, key("autoscale.queue"), "expected list = \"KEY\" (its length), stream = \"KEY\" (its length), or stream with group = \"NAME\" (the group's lag)");
+            return None;
+        }
+    };
+    let per = *q.per_replica.get_ref();
+    if !(per.is_finite() && per > 0.0) {
+        r.error(q.per_replica.span().start, key("autoscale.queue.per_replica"), format!("{per} cannot be a target: expected a number above 0, the items one replica should have waiting"));
+        return None;
+    }
+    Some(QueueTarget {
+        redis,
+        cluster,
+        source,
+        per_replica: per,
     })
 }
 
