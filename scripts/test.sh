@@ -26,6 +26,7 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # headroom-redis's tests get its `testing` harness from its self dev-dependency: no flag needed.
-cargo test --workspace 2>&1 | tee /tmp/headroom-test.log
+# --no-fail-fast: every failing test binary is reported, not only the first; the run still fails.
+cargo test --workspace --no-fail-fast 2>&1 | tee /tmp/headroom-test.log
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' /tmp/headroom-test.log
