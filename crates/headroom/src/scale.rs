@@ -399,7 +399,8 @@ impl Controller {
         let mut c = Controller {
             driver: Driver::new(spec(&service, &process), shim.clone()),
             algo: algo(&cfg),
-            desired: cfg.min,
+            // The first decision (at the first tick) takes it to `min` at least, as an event.
+            desired: 0,
             shared,
             service,
             cfg,
@@ -571,7 +572,16 @@ impl Controller {
             }
             // Not waiting for the next decision to be warm.
             if self.desired < min {
+                let why = if min > self.cfg.min {
+                    format!("a schedule window raised min to {min}")
+                } else {
+                    format!("below min ({min})")
+                };
+                if current < min {
+                    self.event("scale", Some((current, min)), None, why);
+                }
                 self.desired = min;
+                self.metrics.desired.set(i64::from(min));
             }
         }
         let t = self.clock(now);

@@ -547,22 +547,22 @@ impl ReplicaCounts {
         });
     }
 
-    /// The readings of `service` on the history's grid `from..to` by `step`: `null` where
-    /// none was taken.
-    fn on_grid(
-        &self,
-        service: &str,
-        from: u64,
-        to: u64,
-        step: u64,
-    ) -> (Vec<Option<u32>>, Vec<Option<u32>>) {
-        let slots = ((to - from) / step) as usize;
-        let (mut all, mut up) = (vec![None; slots], vec![None; slots]);
+    /// The readings of `service` on the chart's time axis `ts` (slot starts, evenly
+    /// spaced: the history's resolution, coarser for a history younger than its finest
+    /// tier): each slot's last reading, `null` where none was taken.
+    fn on_grid(&self, service: &str, ts: &[u64]) -> (Vec<Option<u32>>, Vec<Option<u32>>) {
+        let (mut all, mut up) = (vec![None; ts.len()], vec![None; ts.len()]);
+        let (Some(first), Some(width)) = (
+            ts.first(),
+            ts.get(1).map(|t| t - ts[0]).or(Some(TICK.as_secs())),
+        ) else {
+            return (all, up);
+        };
         for (t, a, u) in self.by_service.get(service).into_iter().flatten() {
             if let Some(i) = t
-                .checked_sub(from)
-                .map(|d| (d / step) as usize)
-                .filter(|i| *i < slots)
+                .checked_sub(*first)
+                .map(|d| (d / width.max(1)) as usize)
+                .filter(|i| *i < ts.len())
             {
                 all[i] = Some(*a);
                 up[i] = Some(*u);
@@ -620,7 +620,13 @@ fn charts(
         .into_iter()
         .map(|name| {
             let mut m = named("service", name, measures(&format!("service:{name}")));
-            let (all, up) = replicas.on_grid(name, from, to, step);
+            let ts: Vec<u64> = m["t"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_u64())
+                .collect();
+            let (all, up) = replicas.on_grid(name, &ts);
             if let Some(o) = m.as_object_mut() {
                 o.insert("replicas".into(), serde_json::json!(all));
                 o.insert("available".into(), serde_json::json!(up));

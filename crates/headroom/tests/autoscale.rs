@@ -385,8 +385,12 @@ fn from_zero_a_request_waits_for_the_first_replica_and_idleness_takes_it_away() 
         h.metric("headroom_autoscale_held_requests_total{service=\"app\",result=\"released\"}"),
         1.0
     );
-    let cold = app(&h)["cold_start"]["last_seconds"].as_f64().unwrap();
-    assert!(cold > 0.0, "{:#}", app(&h));
+    // `/status`' autoscale part is refreshed every second.
+    h.wait_status("the cold start in /status", |s| {
+        s["autoscale"]["app"]["cold_start"]["last_seconds"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0)
+    });
     assert_eq!(
         h.metric("headroom_autoscale_cold_start_seconds_count{service=\"app\"}"),
         1.0

@@ -177,3 +177,41 @@ fn the_dashboard_shows_the_traffic_the_slo_breach_and_the_replicas_without_conso
     );
     eprintln!("dashboard screenshot: {}", shot.display());
 }
+
+/// An autoscaled service's panel: its counts and its events (the decision that started the
+/// first replica, the start), as the page renders them in Chromium.
+#[test]
+fn the_autoscaler_panel_shows_the_services_decisions() {
+    let text = format!(
+        "{pre}[[route]]\nservice = \"app\"\n\n\
+         [service.app.autoscale]\nmin = 1\nmax = 2\ninflight = 10\n\n\
+         [service.app.autoscale.process]\ncommand = [\"{BIN}\", \"demo-upstream\", \"--bind\", \"127.0.0.1:{{port}}\"]\ngrace = \"1s\"\n",
+        pre = preamble()
+    );
+    let h = Headroom::start(&text);
+    h.wait_status("the first replica up", |s| {
+        s["autoscale"]["app"]["current"] == 1
+            && s["autoscale"]["app"]["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["kind"] == "started"))
+    });
+    let (dom, log) = chromium(
+        &format!("http://{}/dashboard", h.admin.unwrap()),
+        &["--dump-dom"],
+    );
+    let console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    let panel = dom
+        .split("<h2>Autoscaler</h2>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no autoscaler panel:\n{dom}"));
+    for needle in ["service app", "1 running", "started", "0 → 1"] {
+        assert!(
+            panel.contains(needle),
+            "{needle} not in the panel:\n{panel}"
+        );
+    }
+}
