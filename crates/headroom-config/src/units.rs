@@ -82,41 +82,59 @@ pub struct Share(pub f64);
 
 impl<'de> Deserialize<'de> for Share {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = Share;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a share like \"20%\" or 0.2")
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Share, E> {
-                if (0.0..=1.0).contains(&v) {
-                    Ok(Share(v))
-                } else {
-                    Err(E::custom(format!(
-                        "share {v} is out of range: expected 0.0 to 1.0, or \"0%\" to \"100%\""
-                    )))
-                }
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Share, E> {
-                self.visit_f64(v as f64)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Share, E> {
-                self.visit_f64(v as f64)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Share, E> {
-                let pct = s
-                    .trim()
-                    .strip_suffix('%')
-                    .and_then(|n| n.trim().parse::<f64>().ok())
-                    .ok_or_else(|| {
-                        E::custom(format!(
-                            "invalid share {s:?}: expected a percentage like \"20%\""
-                        ))
-                    })?;
-                self.visit_f64(pct / 100.0)
-            }
+        d.deserialize_any(Percent::Share).map(Share)
+    }
+}
+
+/// The visitor of [`Share`] (0 to 1) and [`Ratio`] (0 and up): a number, or a percentage.
+#[derive(Clone, Copy)]
+enum Percent {
+    Share,
+    Ratio,
+}
+
+impl de::Visitor<'_> for Percent {
+    type Value = f64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Percent::Share => "a share like \"20%\" or 0.2",
+            Percent::Ratio => "a percentage like \"200%\" or a number like 2.0",
+        })
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        match self {
+            Percent::Share if (0.0..=1.0).contains(&v) => Ok(v),
+            Percent::Ratio if v.is_finite() && v >= 0.0 => Ok(v),
+            Percent::Share => Err(E::custom(format!(
+                "share {v} is out of range: expected 0.0 to 1.0, or \"0%\" to \"100%\""
+            ))),
+            Percent::Ratio => Err(E::custom(format!(
+                "{v} is out of range: expected 0 or more"
+            ))),
         }
-        d.deserialize_any(V)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<f64, E> {
+        let pct = s
+            .trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .ok_or_else(|| {
+                E::custom(match self {
+                    Percent::Share => {
+                        format!("invalid share {s:?}: expected a percentage like \"20%\"")
+                    }
+                    Percent::Ratio => {
+                        format!("invalid percentage {s:?}: expected one like \"200%\"")
+                    }
+                })
+            })?;
+        self.visit_f64(pct / 100.0)
     }
 }
 
@@ -154,40 +172,6 @@ pub struct Ratio(pub f64);
 
 impl<'de> Deserialize<'de> for Ratio {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = Ratio;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a percentage like \"200%\" or a number like 2.0")
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ratio, E> {
-                if v.is_finite() && v >= 0.0 {
-                    Ok(Ratio(v))
-                } else {
-                    Err(E::custom(format!(
-                        "{v} is out of range: expected 0 or more"
-                    )))
-                }
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ratio, E> {
-                self.visit_f64(v as f64)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ratio, E> {
-                self.visit_f64(v as f64)
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Ratio, E> {
-                let pct = s
-                    .trim()
-                    .strip_suffix('%')
-                    .and_then(|n| n.trim().parse::<f64>().ok())
-                    .ok_or_else(|| {
-                        E::custom(format!(
-                            "invalid percentage {s:?}: expected one like \"200%\""
-                        ))
-                    })?;
-                self.visit_f64(pct / 100.0)
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(Percent::Ratio).map(Ratio)
     }
 }
