@@ -44,6 +44,10 @@ pub struct Args {
     /// Delay before every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// CPU spent on every answer, in milliseconds (a busy loop on the replica's one thread:
+    /// a CPU-bound app, for the autoscaler's benchmark).
+    #[arg(long, default_value_t = 0)]
+    cpu_ms: u64,
     /// Share of requests answered 500 (0.0 to 1.0).
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
@@ -107,6 +111,7 @@ async fn raw_replies(mut tcp: tokio::net::TcpStream, reply: Arc<Vec<u8>>) {
 struct State {
     name: String,
     delay: Duration,
+    cpu: Duration,
     error_rate: f64,
     health: AtomicU16,
     served: AtomicU64,
@@ -156,6 +161,7 @@ pub fn run(args: Args) -> ExitCode {
         let state = Arc::new(State {
             name: args.name,
             delay: Duration::from_millis(args.delay_ms),
+            cpu: Duration::from_millis(args.cpu_ms),
             error_rate: args.error_rate,
             health: AtomicU16::new(200),
             served: AtomicU64::new(0),
@@ -346,6 +352,14 @@ async fn answer(
         .and_then(|d| d.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or(state.delay);
+    if !state.cpu.is_zero() {
+        // Busy on purpose: the thread serves nothing else meanwhile, as a CPU-bound app's.
+        let until = std::time::Instant::now() + state.cpu;
+        let mut x = 0u64;
+        while std::time::Instant::now() < until {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+    }
     let mut status: u16 = query_param(q, "status")
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
