@@ -1,7 +1,6 @@
 //! `headroom demo`: a gateway on the embedded default in front of real demo replicas
 //! (child processes of this binary), with nothing to install or write.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 
@@ -13,28 +12,41 @@ macro_rules! say {
     }};
 }
 
-/// Replicas that are killed when the demo ends, however it ends.
+/// Replicas that stop when the demo ends, however it ends: each runs under `headroom
+/// replica-shim`, whose stdin is a pipe from the demo. Dropped (the demo returns), the pipes
+/// close and the shims stop their replicas; a demo killed with SIGKILL closes them too.
 struct Replicas(Vec<Child>);
 
 impl Drop for Replicas {
     fn drop(&mut self) {
         for c in &mut self.0 {
-            let _ = c.kill();
+            drop(c.stdin.take());
+        }
+        for c in &mut self.0 {
             let _ = c.wait();
         }
     }
 }
 
-/// Starts `headroom demo-upstream` and returns it with the address it printed.
+/// Starts `headroom demo-upstream` under the replica shim on a free port, and returns the
+/// shim once the replica accepts connections, with the replica's address.
 pub fn spawn_upstream(
     name: &str,
     delay_ms: u64,
     error_rate: f64,
 ) -> Result<(Child, String), String> {
+    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port for a demo replica: {e}"))?;
+    let mut child = Command::new(&exe)
+        .args(["replica-shim", "--grace", "1s", "--"])
+        .arg(&exe)
         .args([
             "demo-upstream",
+            "--bind",
+            &addr.to_string(),
             "--name",
             name,
             "--delay-ms",
@@ -42,20 +54,29 @@ pub fn spawn_upstream(
             "--error-rate",
             &error_rate.to_string(),
         ])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own group: Ctrl-C in the terminal reaches the demo, whose exit stops it.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start a demo replica: {e}"))?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .ok_or_else(|| format!("demo replica said {line:?}"))?;
-    Ok((child, addr.to_string()))
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok((child, addr.to_string()));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("demo replica {name} exited at start ({status})"));
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            return Err(format!(
+                "demo replica {name} did not listen on {addr} within 10 s"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 pub fn run(port: u16, admin_port: u16, count: usize) -> ExitCode {

@@ -355,16 +355,14 @@ fn shutdown_gives_up_on_requests_still_running_at_the_deadline() {
 #[test]
 fn demo_answers_all_200_after_a_replica_is_killed() {
     let (mut child, port, _out) = start_demo();
-    // The demo's replicas are its child processes; replica-1 is the fast, reliable one.
-    let children =
-        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
-    let victim = children
-        .split_whitespace()
+    // The demo's replicas run under its shims; replica-1 is the fast, reliable one.
+    let victim = demo_replicas(child.id())
+        .into_iter()
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains("replica-1\0"))
         })
-        .expect("replica-1 is a child of the demo")
+        .expect("replica-1 runs under the demo")
         .to_string();
     assert!(Command::new("kill")
         .args(["-9", &victim])
@@ -382,6 +380,53 @@ fn demo_answers_all_200_after_a_replica_is_killed() {
         .args(["-INT", &child.id().to_string()])
         .status();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// The demo-upstream processes under `pid` (its shims' children).
+fn demo_replicas(pid: u32) -> Vec<u32> {
+    let children = |p: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{p}/task/{p}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    };
+    children(pid)
+        .into_iter()
+        .flat_map(children)
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("\0demo-upstream\0"))
+        })
+        .collect()
+}
+
+/// A demo killed with SIGKILL leaves none of its replicas running (the fixed ones run under
+/// shims, as the autoscaled ones do).
+#[test]
+fn a_killed_demo_leaves_no_replica_running() {
+    let (mut child, _port, _out) = start_demo();
+    let replicas = demo_replicas(child.id());
+    assert!(replicas.len() >= 3, "{replicas:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let gone = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !replicas.iter().all(gone) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running: {replicas:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The demo's `/work/` service is autoscaled (1 to 5 replicas, request-driven): its first
