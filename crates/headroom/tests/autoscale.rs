@@ -54,6 +54,7 @@ fn in_service(h: &Headroom) -> usize {
 fn wait_replicas(h: &Headroom, n: usize, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
+        let seen = h.stderr.all().len();
         let up = in_service(h);
         let current = app(h)["current"].as_u64();
         if up == n && current == Some(n as u64) {
@@ -64,8 +65,15 @@ fn wait_replicas(h: &Headroom, n: usize, limit: Duration) {
             "waiting for {n} replicas: {up} in the service; autoscale {:#}",
             app(h)
         );
-        std::thread::sleep(Duration::from_millis(100));
+        next_change(h, seen);
     }
+}
+
+/// Waits for headroom to log something past line `seen` (every start, stop, drain and
+/// decision is logged), or for the next refresh of `/status`' autoscale part (every second),
+/// whichever comes first.
+fn next_change(h: &Headroom, seen: usize) {
+    h.stderr.wait_past(seen, Duration::from_secs(1));
 }
 
 /// `clients` threads sending GETs in a loop until dropped; counts answers and failures.
@@ -132,6 +140,8 @@ fn alive(pid: u32) -> bool {
     })
 }
 
+/// Polls `/proc` until none of `pids` runs: they are not our children (the shims' are), so
+/// there is no exit to wait on without `pidfd_open`, which needs `unsafe` here.
 fn wait_gone(pids: &[u32], limit: Duration) {
     let deadline = Instant::now() + limit;
     while pids.iter().any(|p| alive(*p)) {
@@ -238,12 +248,13 @@ fn a_crashed_replica_is_replaced() {
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
+        let seen = h.stderr.all().len();
         let now = pids(&h);
         if now.len() == 1 && now != before && in_service(&h) == 1 {
             break;
         }
         assert!(Instant::now() < deadline, "not replaced: {:#}", app(&h));
-        std::thread::sleep(Duration::from_millis(100));
+        next_change(&h, seen);
     }
     assert_eq!(h.get("/").status, 200);
     let events = app(&h)["events"].to_string();
@@ -332,6 +343,7 @@ fn the_advisor_names_a_service_held_at_its_max() {
     let load = Load::start(&h, 6);
     let deadline = Instant::now() + Duration::from_secs(15);
     let finding = loop {
+        let seen = h.stderr.all().len();
         let out = std::process::Command::new(BIN)
             .args(["advise", "--json", "--admin", &h.admin.unwrap().to_string()])
             .output()
@@ -346,7 +358,7 @@ fn the_advisor_names_a_service_held_at_its_max() {
             break f.clone();
         }
         assert!(Instant::now() < deadline, "{findings:#}\n{:#}", app(&h));
-        std::thread::sleep(Duration::from_millis(200));
+        next_change(&h, seen);
     };
     load.finish();
     assert!(
@@ -399,9 +411,13 @@ fn from_zero_a_request_waits_for_the_first_replica_and_idleness_takes_it_away() 
     assert_eq!(started.len(), 1);
     // No more requests: back to zero after the stable window and `idle`.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while app(&h)["current"] != 0 || in_service(&h) != 0 {
+    loop {
+        let seen = h.stderr.all().len();
+        if app(&h)["current"] == 0 && in_service(&h) == 0 {
+            break;
+        }
         assert!(Instant::now() < deadline, "still up: {:#}", app(&h));
-        std::thread::sleep(Duration::from_millis(200));
+        next_change(&h, seen);
     }
     wait_gone(&started, Duration::from_secs(7));
     assert_eq!(h.get("/again").status, 200, "a new cold start");

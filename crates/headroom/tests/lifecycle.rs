@@ -217,6 +217,12 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
 /// `headroom demo` on free ports, once its admin listener is up: the process, its port and
 /// its stdout.
 fn start_demo() -> (std::process::Child, u16, Lines) {
+    let (child, port, out, _err) = start_demo_logged();
+    (child, port, out)
+}
+
+/// [`start_demo`], with its stderr (the gateway's log) too.
+fn start_demo_logged() -> (std::process::Child, u16, Lines, Lines) {
     let (port, admin) = (free_port(), free_port());
     let mut child = Command::new(BIN)
         .args(["demo", "--port", &port.to_string()])
@@ -229,7 +235,7 @@ fn start_demo() -> (std::process::Child, u16, Lines) {
     let err = Lines::follow(child.stderr.take().unwrap());
     err.wait_for("admin listening", Duration::from_secs(20))
         .expect("demo started");
-    (child, port, out)
+    (child, port, out, err)
 }
 
 #[test]
@@ -419,6 +425,7 @@ fn a_killed_demo_leaves_no_replica_running() {
                 .starts_with('Z')
         })
     };
+    // Not our children (the shims' are): polled, there is no exit to wait on.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !replicas.iter().all(gone) {
         assert!(
@@ -433,27 +440,25 @@ fn a_killed_demo_leaves_no_replica_running() {
 /// replica is started by the autoscaler and answers; the try-line says how to load it.
 #[test]
 fn the_demo_autoscales_its_work_service() {
-    let (mut child, port, out) = start_demo();
+    let (mut child, port, out, err) = start_demo_logged();
     assert!(
         out.wait_for("/work/ autoscales 1 to 5 replicas", Duration::from_secs(1))
             .is_some(),
         "the try-line"
     );
+    // Its first replica takes traffic once its first health check passes, which is logged.
+    assert!(
+        err.wait_for(
+            "replica is healthy again service=scaled",
+            Duration::from_secs(15)
+        )
+        .is_some(),
+        "{:#?}",
+        err.all()
+    );
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let r = loop {
-        let r = Client::connect(addr).get("/work/x");
-        if r.status == 200 {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} {}",
-            r.status,
-            r.text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let r = Client::connect(addr).get("/work/x");
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.replica(), "scaled-0", "{}", r.text());
     let _ = child.kill();
     let _ = child.wait();
