@@ -169,11 +169,7 @@ impl Shared {
         let generation = self.rebuild_locked();
         if sc.health.is_some() {
             self.health_kick.notify_waiters();
-        } else if let Some(gate) = self
-            .find_replica(service, &label)
-            .ok()
-            .and(self.cold_start(service))
-        {
+        } else if let Some(gate) = self.cold_start(service) {
             // Without health checks it takes traffic now: release what waits for it.
             gate.replica_ready();
         }
