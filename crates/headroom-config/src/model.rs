@@ -253,10 +253,12 @@ pub struct Service {
     /// off beyond), like nginx's `proxy_read_timeout`. Default 60s.
     #[serde(default = "defaults::read_timeout")]
     pub read_timeout: Dur,
-    /// Idle pooled upstream connections are closed after this. Default 90s.
+    /// Idle pooled upstream connections are closed after this (the sweep runs every
+    /// second). Default 90s.
     #[serde(default = "defaults::pool_idle_timeout")]
     pub idle_timeout: Dur,
-    /// Idle connections kept per replica and worker. Default 64.
+    /// The most idle connections kept per replica and worker (the pool keeps what recent
+    /// demand needed, up to this). Default 1024.
     #[serde(default = "defaults::max_idle")]
     pub max_idle: usize,
     pub health: Option<Health>,
@@ -482,7 +484,7 @@ mod defaults {
         Dur(Duration::from_secs(90))
     }
     pub fn max_idle() -> usize {
-        64
+        1024
     }
     pub fn slow_start() -> Dur {
         Dur(Duration::from_secs(10))

@@ -39,6 +39,7 @@ pub fn spawn_checks(shared: &Arc<Shared>) -> Vec<JoinHandle<()>> {
             for s in &shared.snapshot.load().services {
                 for r in &s.replicas {
                     r.refresh_gauge(now);
+                    r.pools.sweep(s.cfg.idle_timeout);
                 }
             }
         }

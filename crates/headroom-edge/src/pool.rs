@@ -2,17 +2,29 @@
 //!
 //! Each worker runs its own single-threaded runtime, and a connection belongs to the
 //! runtime that opened it; so each replica keeps a slot per worker and a worker only
-//! touches its own. The slot's mutex is therefore never contended (it exists so the
-//! types stay `Sync`); taking it costs one uncontended atomic swap.
+//! touches its own. The slot's mutex is therefore never contended but by the once-a-second
+//! sweep (it exists so the types stay `Sync`); taking it costs one uncontended atomic swap.
+//!
+//! The policy (issue 14): a pool keeps what recent demand needs, not a fixed count. Every
+//! connection that comes back idle is kept, up to the `max_idle` ceiling, and requests take
+//! the most recently used one, so under a steady load the same hot connections serve and
+//! the cold end of the pool goes unused. The sweep closes connections idle for
+//! `idle_timeout` (and those the replica closed) from that cold end: what stays is the peak
+//! concurrency of the last `idle_timeout`. A burst that returns many connections at once
+//! therefore closes none of them — the old fixed `max_idle = 64` closed the excess, and the
+//! next burst reconnected (a connect per six requests at 256 client connections). Past
+//! the ceiling, the coldest connection is closed, not the one coming back.
 
 use crate::body::H2Upload;
 use headroom_config::UpstreamProtocol;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -23,6 +35,10 @@ pub fn set_worker(i: usize) {
     WORKER.with(|w| w.set(i));
 }
 
+/// A connection idle this long gives its read buffer back (the sweep frees it): a pool
+/// left large by a burst then costs little more than its sockets.
+const COLD: Duration = Duration::from_secs(2);
+
 /// A connection ready to carry a request.
 pub enum Sender {
     /// headroom's own HTTP/1.1 client connection (`protocol = "http1"`).
@@ -32,7 +48,8 @@ pub enum Sender {
 
 #[derive(Default)]
 struct Slot {
-    raw: Vec<(crate::h1::client::Conn, Instant)>,
+    /// Idle connections with the time each came back: the back is the most recently used.
+    raw: VecDeque<(crate::h1::client::Conn, Instant)>,
     h2: Option<http2::SendRequest<H2Upload>>,
 }
 
@@ -68,22 +85,32 @@ impl PoolSlots {
             }
             slot.h2 = None;
         }
-        while let Some((c, since)) = slot.raw.pop() {
-            if c.is_reusable() && since.elapsed() < idle_timeout {
+        while let Some((c, since)) = slot.raw.pop_back() {
+            if since.elapsed() >= idle_timeout {
+                // The most recent is too old: so are all the others.
+                slot.raw.clear();
+                break;
+            }
+            if c.is_reusable() {
                 return Some(Sender::Raw(c));
             }
         }
         None
     }
 
-    /// Returns a connection whose response has ended, keeping at most `max_idle`.
+    /// Returns a connection whose response has ended. Beyond `max_idle` idle connections
+    /// the coldest one is closed.
     pub fn put(&self, sender: Sender, max_idle: usize) {
         let mut slot = self.slot();
         match sender {
             Sender::Raw(c) => {
-                if slot.raw.len() < max_idle {
-                    slot.raw.push((c, Instant::now()));
+                if max_idle == 0 {
+                    return;
                 }
+                if slot.raw.len() >= max_idle {
+                    slot.raw.pop_front();
+                }
+                slot.raw.push_back((c, Instant::now()));
             }
             Sender::H2(s) => {
                 if !s.is_closed() {
@@ -91,6 +118,33 @@ impl PoolSlots {
                 }
             }
         }
+    }
+
+    /// Closes, from the cold end of every worker's pool, the connections idle for
+    /// `idle_timeout` or closed by the replica, and frees the read buffers of those idle
+    /// for a while. Returns how many were closed. Run once a second (`health::spawn_checks`).
+    pub fn sweep(&self, idle_timeout: Duration) -> usize {
+        let now = Instant::now();
+        let mut closed = 0;
+        for s in self.slots.iter() {
+            let mut slot = s.lock().unwrap_or_else(|p| p.into_inner());
+            let before = slot.raw.len();
+            while slot
+                .raw
+                .front()
+                .is_some_and(|(_, since)| now.duration_since(*since) >= idle_timeout)
+            {
+                slot.raw.pop_front();
+            }
+            slot.raw.retain_mut(|(c, since)| {
+                if now.duration_since(*since) >= COLD {
+                    c.free_buffer();
+                }
+                c.is_reusable()
+            });
+            closed += before - slot.raw.len();
+        }
+        closed
     }
 
     /// Stops handing this worker's h2 connection to new requests (a stream on it stalled);

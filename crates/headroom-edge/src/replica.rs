@@ -40,6 +40,9 @@ pub struct Replica {
     /// Draining: no new requests; removed when its in-flight ones are done.
     draining: AtomicBool,
     pub pools: PoolSlots,
+    /// Connections opened to the replica (`headroom_upstream_connects_total`): with the
+    /// requests it served, how well its pool keeps up with demand.
+    pub connects: Arc<Counter>,
     health_gauge: Arc<Gauge>,
     ejections_total: Arc<Counter>,
 }
@@ -82,6 +85,11 @@ impl Replica {
             available_since: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             pools: PoolSlots::new(workers),
+            connects: registry.counter(
+                "headroom_upstream_connects_total",
+                "Connections opened to the replica (a pooled connection reused is not counted).",
+                &labels,
+            ),
             health_gauge,
             ejections_total: registry.counter(
                 "headroom_replica_ejections_total",

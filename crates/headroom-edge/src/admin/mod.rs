@@ -250,6 +250,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                         "inflight": r.inflight.get(),
                         "ewma_ms": (r.ewma() / 1e4).round() / 100.0,
                         "idle_connections": r.pools.idle_count(),
+                        "connects": r.connects.get(),
                         "source": s.sources.get(i).map_or("config", |s| s.as_str()),
                         "draining": r.is_draining(),
                     })
@@ -271,6 +272,9 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                 .as_ref()
                 .and_then(|p| p.circuit.as_ref())
                 .map(|c| c.state().as_str());
+            // Since start: a pool that keeps up opens a handful of connections per thousand
+            // requests; one per request means keep-alive is lost.
+            let (connects, forwarded) = (s.connections_opened.get(), s.upstream_latency.count());
             serde_json::json!({
                 "service": &*s.name,
                 "balance": s.cfg.balance.as_str(),
@@ -283,6 +287,10 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                 },
                 "request_timeout_ms": s.cfg.request_timeout.as_millis() as u64,
                 "max_idle": s.cfg.max_idle,
+                "idle_timeout_ms": s.cfg.idle_timeout.as_millis() as u64,
+                "connects": connects,
+                "connects_per_1k_requests": (forwarded > 0)
+                    .then(|| (connects as f64 * 1e6 / forwarded as f64).round() / 1e3),
             })
         })
         .collect();

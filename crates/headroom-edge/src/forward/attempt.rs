@@ -59,7 +59,10 @@ pub(super) async fn connect(replica: &Replica, service: &Service) -> Result<Send
         cfg.connect_timeout,
     ))
     .await
-    .inspect(|_| service.connections_opened.inc())
+    .inspect(|_| {
+        service.connections_opened.inc();
+        replica.connects.inc();
+    })
     .map_err(|e| {
         let kind = match &e {
             ConnectError::Timeout => ErrorKind::ConnectTimeout,

@@ -93,6 +93,16 @@ impl ReadBuffer {
         true
     }
 
+    /// Drops the memory when nothing is buffered (from any thread: it does not go to
+    /// this thread's free list, which serves another worker's connections).
+    pub fn free(&mut self) {
+        if self.start == self.end {
+            self.buf = Box::default();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }

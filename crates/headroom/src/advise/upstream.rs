@@ -107,7 +107,7 @@ pub(super) fn connection_churn(
             continue;
         }
         let change = if s["max_idle"] == 0 {
-            format!("# the pool keeps no idle connection: keep some\n[service.{service}]\nmax_idle = 64")
+            format!("# the pool keeps no idle connection: keep some\n[service.{service}]\nmax_idle = 1024")
         } else {
             format!(
                 "# the replicas close every connection (Connection: close, HTTP/1.0, or a body that ends at close):\n# turn keep-alive on in the upstream server (nginx: keepalive_timeout; Node: server.keepAliveTimeout),\n# or, if it speaks h2, one multiplexed connection per worker:\n[service.{service}]\nprotocol = \"h2\""

@@ -141,6 +141,12 @@ impl Conn {
         }
     }
 
+    /// Frees the read buffer of an idle connection (nothing buffered: a pooled connection
+    /// never has bytes waiting); the next request allocates one again.
+    pub fn free_buffer(&mut self) {
+        self.rb.free();
+    }
+
     /// True when the connection can carry another request: the peer has not closed it and
     /// sent nothing unasked. Reads only the reactor's cached readiness: no system call.
     pub fn is_reusable(&self) -> bool {
@@ -194,6 +200,8 @@ impl Conn {
         timeout: Duration,
     ) -> Result<ResponseHead, Error> {
         let is_head = *req.method == Method::HEAD;
+        // A connection that sat in the pool long enough has given its buffer back.
+        self.rb.ensure(READ_BUF);
         let mut head = std::mem::take(&mut self.head);
         head.clear();
         head.extend_from_slice(req.method.as_str().as_bytes());

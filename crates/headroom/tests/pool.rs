@@ -1,0 +1,156 @@
+//! Upstream pools that follow the load (issue 14): a burst larger than the old fixed
+//! `max_idle = 64` comes back to the pool whole, so the next bursts reconnect nothing; idle
+//! connections close after `idle_timeout` even with no traffic; many h2 streams on one
+//! client connection reuse the same upstream connections. Counts and statuses, not timings.
+
+mod common;
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+const BURST: usize = 100;
+
+fn connects(h: &Headroom, up: &Upstream) -> f64 {
+    h.metric(&format!(
+        "headroom_upstream_connects_total{{service=\"s\",replica=\"{}\"}}",
+        up.addr
+    ))
+}
+
+/// `BURST` requests at once, each held 400 ms by the replica so that all are in flight
+/// together: the pool needs `BURST` connections.
+fn burst(h: &Headroom) {
+    let threads: Vec<_> = (0..BURST)
+        .map(|_| {
+            let addr = h.addr;
+            std::thread::spawn(move || Client::connect(addr).get("/?delay=400").status)
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+}
+
+#[test]
+fn a_burst_larger_than_the_old_ceiling_does_not_reconnect_the_next_time() {
+    let up = Upstream::start("a");
+    let h = Headroom::start_with_args(&one_route_config(&up, ""), &["--workers", "1"]);
+    burst(&h);
+    let first = connects(&h, &up);
+    assert!(
+        first > 64.0 && first <= BURST as f64,
+        "the burst needed more connections than the old max_idle of 64: {first}"
+    );
+    h.wait_status("the burst's connections back in the pool", |st| {
+        st["services"][0]["replicas"][0]["idle_connections"] == first as u64
+    });
+    for _ in 0..2 {
+        burst(&h);
+        assert_eq!(
+            connects(&h, &up),
+            first,
+            "the pool kept every connection of the first burst"
+        );
+    }
+    let st = h.status();
+    assert_eq!(st["services"][0]["connects"], first as u64);
+    assert_eq!(st["services"][0]["max_idle"], 1024, "the default ceiling");
+    let per_1k = st["services"][0]["connects_per_1k_requests"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (per_1k - first * 1000.0 / (3 * BURST) as f64).abs() < 1.0,
+        "connects per 1k requests: {per_1k}"
+    );
+}
+
+#[test]
+fn the_ceiling_closes_the_coldest_connections_beyond_it() {
+    let up = Upstream::start("a");
+    let h = Headroom::start_with_args(
+        &one_route_config_with(&up, "", "max_idle = 10"),
+        &["--workers", "1"],
+    );
+    burst(&h);
+    h.wait_status("ten idle connections kept", |st| {
+        st["services"][0]["replicas"][0]["idle_connections"] == 10
+    });
+}
+
+#[test]
+fn idle_connections_close_after_idle_timeout_without_traffic() {
+    let up = Upstream::start("a");
+    let h = Headroom::start_with_args(
+        &one_route_config_with(&up, "", "idle_timeout = \"1s\""),
+        &["--workers", "1"],
+    );
+    let threads: Vec<_> = (0..5)
+        .map(|_| {
+            let addr = h.addr;
+            std::thread::spawn(move || Client::connect(addr).get("/?delay=300").status)
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    h.wait_status("five idle connections", |st| {
+        st["services"][0]["replicas"][0]["idle_connections"] == 5
+    });
+    // No request comes: only the sweep can close them.
+    h.wait_status("the idle connections closed", |st| {
+        st["services"][0]["replicas"][0]["idle_connections"] == 0
+    });
+    // The next request opens a new connection and is answered.
+    assert_eq!(h.get("/").status, 200);
+    assert_eq!(connects(&h, &up), 6.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_h2_streams_on_one_connection_reuse_the_upstream_connections() {
+    let up = Upstream::start("a");
+    let h = Headroom::start_with_args(&one_route_config(&up, ""), &["--workers", "1"]);
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let round = |n: usize| {
+        let send = send.clone();
+        async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|i| {
+                    let mut send = send.clone();
+                    tokio::spawn(async move {
+                        let req = Request::get(format!("http://test.local/s/{i}?delay=300"))
+                            .body(Empty::<Bytes>::new())
+                            .unwrap();
+                        let resp = send.send_request(req).await.unwrap();
+                        let status = resp.status();
+                        resp.into_body().collect().await.unwrap();
+                        status
+                    })
+                })
+                .collect();
+            let mut ok = 0;
+            for t in tasks {
+                ok += usize::from(t.await.unwrap() == 200);
+            }
+            ok
+        }
+    };
+    assert_eq!(round(80).await, 80, "every stream answered");
+    let first = connects(&h, &up);
+    assert!(first > 0.0 && first <= 80.0, "{first}");
+    h.wait_status("the streams' connections back in the pool", |st| {
+        st["services"][0]["replicas"][0]["idle_connections"] == first as u64
+    });
+    assert_eq!(round(80).await, 80, "every stream answered");
+    assert_eq!(
+        connects(&h, &up),
+        first,
+        "the second round of streams reused the first round's upstream connections"
+    );
+}
