@@ -19,18 +19,23 @@ fn connects(h: &Headroom, up: &Upstream) -> f64 {
     ))
 }
 
-/// `BURST` requests at once, each held 400 ms by the replica so that all are in flight
-/// together: the pool needs `BURST` connections.
-fn burst(h: &Headroom) {
-    let threads: Vec<_> = (0..BURST)
+/// `n` requests at once, each held `delay_ms` by the replica so that all are in flight
+/// together: the pool needs `n` connections.
+fn concurrent(h: &Headroom, n: usize, delay_ms: u64) {
+    let threads: Vec<_> = (0..n)
         .map(|_| {
             let addr = h.addr;
-            std::thread::spawn(move || Client::connect(addr).get("/?delay=400").status)
+            let path = format!("/?delay={delay_ms}");
+            std::thread::spawn(move || Client::connect(addr).get(&path).status)
         })
         .collect();
     for t in threads {
         assert_eq!(t.join().unwrap(), 200);
     }
+}
+
+fn burst(h: &Headroom) {
+    concurrent(h, BURST, 400);
 }
 
 #[test]
@@ -86,15 +91,7 @@ fn idle_connections_close_after_idle_timeout_without_traffic() {
         &one_route_config_with(&up, "", "idle_timeout = \"1s\""),
         &["--workers", "1"],
     );
-    let threads: Vec<_> = (0..5)
-        .map(|_| {
-            let addr = h.addr;
-            std::thread::spawn(move || Client::connect(addr).get("/?delay=300").status)
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap(), 200);
-    }
+    concurrent(&h, 5, 300);
     h.wait_status("five idle connections", |st| {
         st["services"][0]["replicas"][0]["idle_connections"] == 5
     });
