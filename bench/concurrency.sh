@@ -76,20 +76,10 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/haproxy.pem"
 
 # ---------------------------------------------------------------- configs
-NGINX_USER=""
-[[ $EUID -eq 0 ]] && NGINX_USER="user $(id -un) $(id -gn);"
-WCONN=$((NOFILE > 30000 ? 30000 : NOFILE))
 mkdir -p "$TMP/nginx-up" "$TMP/nginx-proxy"
 nginx_conf() { # nginx_conf DIR HTTP_BLOCK
+    nginx_common "$1"
     cat <<EOF
-$NGINX_USER
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections $WCONN; }
 http {
     access_log off;
     keepalive_requests 1000000000;

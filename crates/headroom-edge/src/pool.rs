@@ -122,13 +122,11 @@ impl PoolSlots {
 
     /// Closes, from the cold end of every worker's pool, the connections idle for
     /// `idle_timeout` or closed by the replica, and frees the read buffers of those idle
-    /// for a while. Returns how many were closed. Run once a second (`health::spawn_checks`).
-    pub fn sweep(&self, idle_timeout: Duration) -> usize {
+    /// for a while. Run once a second (`health::spawn_checks`).
+    pub fn sweep(&self, idle_timeout: Duration) {
         let now = Instant::now();
-        let mut closed = 0;
         for s in self.slots.iter() {
             let mut slot = s.lock().unwrap_or_else(|p| p.into_inner());
-            let before = slot.raw.len();
             while slot
                 .raw
                 .front()
@@ -142,9 +140,7 @@ impl PoolSlots {
                 }
                 c.is_reusable()
             });
-            closed += before - slot.raw.len();
         }
-        closed
     }
 
     /// Stops handing this worker's h2 connection to new requests (a stream on it stalled);
