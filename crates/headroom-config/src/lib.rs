@@ -180,6 +180,8 @@ pub struct ServiceConfig {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// HTTP/1.1 connections busy at once per replica and worker; 0: no limit.
+    pub max_conns: usize,
     pub health: Option<HealthConfig>,
     pub outlier: OutlierConfig,
     pub slow_start: Duration,

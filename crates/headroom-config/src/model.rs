@@ -261,6 +261,11 @@ pub struct Service {
     /// demand needed, up to this). Default 1024.
     #[serde(default = "defaults::max_idle")]
     pub max_idle: usize,
+    /// The most HTTP/1.1 connections carrying a request at once per replica and worker;
+    /// more requests wait (oldest first) for one to come back, up to `connect_timeout`.
+    /// Default 1024; 0: no limit.
+    #[serde(default = "defaults::max_conns")]
+    pub max_conns: usize,
     pub health: Option<Health>,
     #[serde(default)]
     pub outlier: Outlier,
@@ -484,6 +489,9 @@ mod defaults {
         Dur(Duration::from_secs(90))
     }
     pub fn max_idle() -> usize {
+        1024
+    }
+    pub fn max_conns() -> usize {
         1024
     }
     pub fn slow_start() -> Dur {

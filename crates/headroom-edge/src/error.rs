@@ -18,6 +18,9 @@ pub enum ErrorKind {
     ConnectTimeout,
     /// Any other failure to connect (unreachable, reset during an h2 handshake).
     ConnectFailed,
+    /// `max_conns` connections to the replica stayed busy for `connect_timeout`: it is
+    /// saturated, not failing (its health does not hear of it); another replica may have room.
+    PoolFull,
     /// The connection broke before a complete response head.
     UpstreamBroken,
     /// No response head within `request_timeout` of the request's end.
@@ -65,9 +68,10 @@ impl ProxyError {
 
     pub fn retry(&self) -> RetrySafety {
         match self.kind {
-            ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::ConnectFailed => {
-                RetrySafety::NothingSent
-            }
+            ErrorKind::ConnectRefused
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::ConnectFailed
+            | ErrorKind::PoolFull => RetrySafety::NothingSent,
             ErrorKind::UpstreamBroken => RetrySafety::IfIdempotent,
             ErrorKind::UpstreamTimeout
             | ErrorKind::BodyTooLarge
@@ -80,7 +84,10 @@ impl ProxyError {
     pub fn blames_replica(&self) -> bool {
         !matches!(
             self.kind,
-            ErrorKind::BodyTooLarge | ErrorKind::ClientBody | ErrorKind::ClientBodyTimeout
+            ErrorKind::BodyTooLarge
+                | ErrorKind::ClientBody
+                | ErrorKind::ClientBodyTimeout
+                | ErrorKind::PoolFull
         )
     }
 
@@ -103,6 +110,11 @@ impl ProxyError {
                     format!("replica {replica}: {cause}"),
                 )
             }
+            ErrorKind::PoolFull => Answer::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                format!("replica {replica}: {cause}"),
+            ),
             ErrorKind::UpstreamBroken => Answer::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_failed",

@@ -160,6 +160,8 @@ pub struct Service {
     /// Upstream connections opened (pooled ones reused are not): with the requests
     /// forwarded, how well keep-alive works (`headroom advise`'s `connection_churn`).
     pub connections_opened: Arc<Counter>,
+    /// Requests that found `max_conns` connections busy and waited for one.
+    pub pool_waits: Arc<Counter>,
     pub connect_errors: Arc<Counter>,
     pub timeouts: Arc<Counter>,
     /// `read_timeout`, with `headroom_upstream_errors_total{kind="read_timeout"}`.
@@ -218,6 +220,11 @@ impl Service {
             connections_opened: registry.counter(
                 "headroom_upstream_connections_opened_total",
                 "Connections opened to the service's replicas (a pooled connection reused is not counted).",
+                &labels,
+            ),
+            pool_waits: registry.counter(
+                "headroom_upstream_pool_waits_total",
+                "Requests that found max_conns connections to their replica busy and waited for one to come back.",
                 &labels,
             ),
             connect_errors: err("connect"),

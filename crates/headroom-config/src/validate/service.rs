@@ -50,6 +50,7 @@ pub(super) fn validate_service(
         read_timeout: s.read_timeout.0,
         idle_timeout: s.idle_timeout.0,
         max_idle: s.max_idle,
+        max_conns: s.max_conns,
         health,
         outlier: OutlierConfig {
             consecutive_failures: s.outlier.consecutive_failures,

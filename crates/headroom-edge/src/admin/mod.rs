@@ -250,6 +250,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                         "inflight": r.inflight.get(),
                         "ewma_ms": (r.ewma() / 1e4).round() / 100.0,
                         "idle_connections": r.pools.idle_count(),
+                        "waiting_for_connection": r.pools.waiting(),
                         "connects": r.connects.get(),
                         "source": s.sources.get(i).map_or("config", |s| s.as_str()),
                         "draining": r.is_draining(),
@@ -287,6 +288,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
                 },
                 "request_timeout_ms": s.cfg.request_timeout.as_millis() as u64,
                 "max_idle": s.cfg.max_idle,
+                "max_conns": s.cfg.max_conns,
+                "pool_waits": s.pool_waits.get(),
                 "idle_timeout_ms": s.cfg.idle_timeout.as_millis() as u64,
                 "connects": connects,
                 "connects_per_1k_requests": (forwarded > 0)

@@ -3,9 +3,10 @@
 
 use crate::body::{is_body_too_large, is_client_body_error, ClientBody, UpstreamBody};
 use crate::error::{ErrorKind, ProxyError};
-use crate::pool::{self, ConnectError, Sender};
+use crate::pool::{self, Checkout, ConnectError, Handoff, Lease, Sender};
 use crate::replica::Replica;
 use crate::snapshot::Service;
+use headroom_config::UpstreamProtocol;
 use http::{Request, Response, Uri, Version};
 use hyper::client::conn::http2;
 use std::sync::Arc;
@@ -45,34 +46,79 @@ impl UpstreamDone {
     }
 }
 
-/// connect: a live pooled connection of this worker, or a new one.
+/// connect: a live pooled connection of this worker, or a new one; with `max_conns` of
+/// them busy, the first to come back (waiting up to `connect_timeout`).
 pub(super) async fn connect(replica: &Replica, service: &Service) -> Result<Sender, ProxyError> {
     let cfg = &service.cfg;
-    if let Some(s) = replica.pools.take(cfg.idle_timeout) {
-        return Ok(s);
-    }
+    let max_conns = match cfg.protocol {
+        UpstreamProtocol::Http1 => cfg.max_conns,
+        UpstreamProtocol::H2 => 0,
+    };
+    let lease = match replica.pools.checkout(cfg.idle_timeout, max_conns) {
+        Checkout::Ready(s) => return Ok(s),
+        Checkout::Open(lease) => lease,
+        // Boxed, as opening is: rare, and its state would otherwise ride in every request's.
+        Checkout::Wait(rx) => match Box::pin(wait(rx, service)).await? {
+            Handoff::Conn(c) if c.is_reusable() => return Ok(Sender::Raw(c)),
+            Handoff::Conn(mut c) => c.lease.take(),
+            Handoff::Open(lease) => Some(lease),
+        },
+    };
     // Boxed: connecting is rare (pools) and its future is large; inline it would be copied
     // with every request's state.
-    Box::pin(pool::connect(
-        replica.addr,
-        cfg.protocol,
-        cfg.connect_timeout,
-    ))
-    .await
-    .inspect(|_| {
-        service.connections_opened.inc();
-        replica.connects.inc();
-    })
-    .map_err(|e| {
-        let kind = match &e {
-            ConnectError::Timeout => ErrorKind::ConnectTimeout,
-            ConnectError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                ErrorKind::ConnectRefused
+    Box::pin(open(replica, service, lease)).await
+}
+
+/// Waits for a connection to come back (or a place to open one), up to `connect_timeout`.
+async fn wait(
+    rx: tokio::sync::oneshot::Receiver<Handoff>,
+    service: &Service,
+) -> Result<Handoff, ProxyError> {
+    let cfg = &service.cfg;
+    service.pool_waits.inc();
+    match tokio::time::timeout(cfg.connect_timeout, rx).await {
+        Ok(Ok(handoff)) => Ok(handoff),
+        Ok(Err(_)) => Err(ProxyError::new(
+            ErrorKind::PoolFull,
+            "the replica left while the request waited for a connection",
+        )),
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::PoolFull,
+            format!(
+                "all {} connections (max_conns) stayed busy for {:?} (connect_timeout)",
+                cfg.max_conns, cfg.connect_timeout
+            ),
+        )),
+    }
+}
+
+/// Opens a connection, under `lease` when `max_conns` bounds the pool.
+async fn open(
+    replica: &Replica,
+    service: &Service,
+    lease: Option<Lease>,
+) -> Result<Sender, ProxyError> {
+    let cfg = &service.cfg;
+    pool::connect(replica.addr, cfg.protocol, cfg.connect_timeout)
+        .await
+        .map(|mut s| {
+            service.connections_opened.inc();
+            replica.connects.inc();
+            if let Sender::Raw(c) = &mut s {
+                c.lease = lease;
             }
-            _ => ErrorKind::ConnectFailed,
-        };
-        ProxyError::new(kind, e.to_string())
-    })
+            s
+        })
+        .map_err(|e| {
+            let kind = match &e {
+                ConnectError::Timeout => ErrorKind::ConnectTimeout,
+                ConnectError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    ErrorKind::ConnectRefused
+                }
+                _ => ErrorKind::ConnectFailed,
+            };
+            ProxyError::new(kind, e.to_string())
+        })
 }
 
 /// send: the request over `sender`; the response head, or why there is none. `last`: no

@@ -365,6 +365,11 @@ fn take_retry(service: &Service) -> bool {
 /// taken out at once (back after its health checks pass, or after `base_ejection` when the
 /// service has none); any other counts as a passive failure.
 fn connect_failed(service: &Service, replica: &Replica, e: &ProxyError) {
+    if e.kind == ErrorKind::PoolFull {
+        // Saturated, not broken: counted in headroom_upstream_pool_waits_total already.
+        debug!(service = %service.name, replica = %replica.label, error = %e, "no upstream connection came free");
+        return;
+    }
     service.connect_errors.inc();
     warn!(service = %service.name, replica = %replica.label, error = %e, "upstream connect failed");
     if e.kind != ErrorKind::ConnectRefused {

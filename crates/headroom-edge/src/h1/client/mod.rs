@@ -48,6 +48,9 @@ pub struct Conn {
     /// The service's `read_timeout` as of this connection's last request (a new one only
     /// after a reload, so a request does not touch the shared reference count).
     read_timeout: Option<Arc<ReadTimeout>>,
+    /// While the connection carries a request: its place under the pool's `max_conns`
+    /// (given back when the connection is pooled again or dropped).
+    pub(crate) lease: Option<crate::pool::Lease>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -138,6 +141,7 @@ impl Conn {
             rb: ReadBuffer::with_capacity(READ_BUF),
             pause: PauseTimer::default(),
             read_timeout: None,
+            lease: None,
         }
     }
 
