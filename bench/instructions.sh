@@ -6,6 +6,9 @@
 # headroom, whose one route has an API key ([route.auth]) and a rate limit that is never hit,
 # serves the same GETs: the guard's cost per request. Every target gets the same requests,
 # the x-api-key field included, so the difference is what the guard does with it.
+# Then HTTP/2 with prior knowledge (h2load -c8 -m16, N requests after a warm-up): headroom's
+# h2 listener next to HAProxy's (`bind proto h2`, `http-reuse always`), the proxy issue 14
+# holds it to.
 #
 #   bash bench/instructions.sh          # N=2000
 #   KEEP=/tmp/cg bash bench/instructions.sh   # keeps the callgrind files for callgrind_annotate
@@ -17,6 +20,8 @@ N=${N:-2000}
 need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v nginx >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 if ((${#need[@]})); then
     sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq
@@ -36,7 +41,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); HR=$(free_port); AD=$(free_port); NX=$(free_port); HG=$(free_port); AG=$(free_port); HT=$(free_port); AT=$(free_port)
+UP=$(free_port); HR=$(free_port); AD=$(free_port); NX=$(free_port); HG=$(free_port); AG=$(free_port); HT=$(free_port); AT=$(free_port); HX=$(free_port)
 
 cat > "$TMP/upstream.conf" <<CONF
 worker_processes 1; daemon off; pid $TMP/up.pid; error_log $TMP/up.err;
@@ -85,6 +90,22 @@ PY
 sed -e "s/127.0.0.1:$HR/127.0.0.1:$HT/" -e "s/127.0.0.1:$AD/127.0.0.1:$AT/" "$TMP/headroom.toml" > "$TMP/trace.toml"
 printf '[watch.tracing]\nendpoint = "http://127.0.0.1:%s/v1/traces"\nsample = "1%%"\n' "$UP" >> "$TMP/trace.toml"
 
+cat > "$TMP/haproxy.cfg" <<CONF
+global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:$HX proto h2
+    default_backend be
+backend be
+    http-reuse always
+    server up 127.0.0.1:$UP
+CONF
+
 nginx -c "$TMP/upstream.conf" -e "$TMP/up.err" & PIDS+=($!)
 
 # measure NAME PORT COMMAND...: instructions per request of COMMAND's process tree.
@@ -116,6 +137,27 @@ PY
     echo "$name $((total / N))"
 }
 
+# measure_h2 NAME PORT COMMAND...: the same, for N h2c GETs from h2load (8 connections,
+# 16 streams each).
+measure_h2() {
+    local name=$1 port=$2; shift 2
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/$name.%p" "$@" 2>"$TMP/$name.vg" &
+    local vg=$!
+    PIDS+=($vg)
+    for _ in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
+    h2load -t1 -c8 -m16 -n 800 "http://127.0.0.1:$port/" >/dev/null
+    callgrind_control -z >/dev/null 2>&1
+    h2load -t1 -c8 -m16 -n "$N" "http://127.0.0.1:$port/" | grep -q "$N succeeded" \
+        || echo "bench/instructions.sh: not every h2 request to $name succeeded" >&2
+    callgrind_control -d >/dev/null 2>&1
+    kill "$vg" 2>/dev/null || true
+    wait "$vg" 2>/dev/null || true
+    local total
+    total=$(cat "$TMP"/"$name".*.1 2>/dev/null | awk '/^summary:/ {s += $2} END {print s+0}')
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$TMP"/"$name".* "$KEEP"/; fi
+    echo "$name $((total / N))"
+}
+
 echo "user-space instructions per proxied GET ($N requests, callgrind):"
 H=$(SEND_KEY=$KEY measure headroom "$HR" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1)
 X=$(SEND_KEY=$KEY measure nginx "$NX" nginx -c "$TMP/proxy.conf" -e "$TMP/px.err")
@@ -128,3 +170,10 @@ echo "  $T"
 awk -v h="${H#* }" -v x="${X#* }" 'BEGIN { printf "  headroom/nginx = %.2f\n", h / x }'
 awk -v h="${H#* }" -v g="${G#* }" 'BEGIN { printf "  headroom-key-limit/headroom = %.2f (+%d instructions for the key and the limit)\n", g / h, g - h }'
 awk -v h="${H#* }" -v t="${T#* }" 'BEGIN { printf "  headroom-trace-1pct/headroom = %.2f (+%d instructions for tracing at 1%%)\n", t / h, t - h }'
+
+echo "user-space instructions per proxied h2c GET ($N requests, h2load -c8 -m16, callgrind):"
+H2=$(measure_h2 headroom-h2c "$HR" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1)
+X2=$(measure_h2 haproxy-h2c "$HX" haproxy -f "$TMP/haproxy.cfg" -db)
+echo "  $H2"
+echo "  $X2"
+awk -v h="${H2#* }" -v x="${X2#* }" 'BEGIN { printf "  headroom-h2c/haproxy-h2c = %.2f\n", h / x }'
