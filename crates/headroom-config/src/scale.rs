@@ -45,6 +45,17 @@ pub struct Targets {
     /// Per replica process, in cores (0.7: 70% of one).
     pub cpu: Option<f64>,
     pub queue: Option<QueueTarget>,
+    pub prometheus: Option<PrometheusTarget>,
+}
+
+/// A PromQL query whose value sizes the service: `per_replica` of it each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrometheusTarget {
+    /// `{url}/api/v1/query?query={query}`, encoded.
+    pub query_url: String,
+    pub query: String,
+    pub per_replica: f64,
+    pub timeout: Duration,
 }
 
 /// A queue whose length sizes the service: `per_replica` items each.

@@ -8,7 +8,7 @@
 //! is refused before any cryptography (so `alg: none` and the RS/HS confusion never get a
 //! key to work with).
 
-pub(crate) mod fetch;
+pub mod fetch;
 mod pem;
 mod refresh;
 

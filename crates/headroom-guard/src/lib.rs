@@ -26,6 +26,7 @@ pub use auth::{key_hash, new_key, AuthVerdict, Claims, Consumer, RouteAuth};
 pub use circuit::{Circuit, CircuitPermit, CircuitSettings, CircuitState, Observer, Open};
 pub use client::client_ip;
 pub use cors::{Cors, CorsVerdict};
+pub use jwks::fetch::HttpFetcher;
 pub use jwks::KeySource;
 pub use jwt::{JwtError, JwtSettings, JwtVerifier, Verified};
 pub use limit::{LimitRequest, RateFields, RouteLimits, Verdict, RATELIMIT, RATELIMIT_POLICY};

@@ -211,6 +211,102 @@ impl QueueReader {
     }
 }
 
+/// The readings of the targets outside headroom, for one decision (`None`: not configured,
+/// or not read this time).
+struct External {
+    queue: Option<f64>,
+    prometheus: Option<f64>,
+}
+
+/// `[..autoscale.prometheus]`: one PromQL query over Prometheus' HTTP API
+/// (`GET /api/v1/query`), as KEDA's Prometheus scaler asks it.
+struct PromReader {
+    get: headroom_guard::HttpFetcher,
+    query: String,
+    per_replica: f64,
+    /// The last failure's reason: a failing streak is logged once per reason.
+    failing: Option<String>,
+    errors: Arc<Counter>,
+}
+
+impl PromReader {
+    fn new(
+        service: &str,
+        p: &headroom_config::scale::PrometheusTarget,
+        registry: &headroom_telemetry::Registry,
+    ) -> Option<PromReader> {
+        // An instant query's answer is small; a query returning thousands of series is a
+        // mistake, refused below rather than read whole.
+        match headroom_guard::HttpFetcher::bounded(&p.query_url, "Prometheus URL", p.timeout, 1 << 20) {
+            Ok(get) => Some(PromReader {
+                get,
+                query: p.query.clone(),
+                per_replica: p.per_replica,
+                failing: None,
+                errors: registry.counter(
+                    "headroom_autoscale_metric_errors_total",
+                    "Target readings that failed (the target then proposes nothing: never read as 0).",
+                    &[("service", service), ("target", "prometheus")],
+                ),
+            }),
+            Err(e) => {
+                warn!(service, "prometheus target left out: {e}");
+                None
+            }
+        }
+    }
+
+    async fn read(&self) -> Result<f64, String> {
+        prom_value(&self.get.get().await?)
+    }
+}
+
+/// The one number in an instant query's answer: a scalar, or a vector of exactly one
+/// series. Anything else is an error, never 0: an empty vector (the series does not exist
+/// yet, or the query is wrong), several series (wrap the query in `sum()`), a value that is
+/// not a finite number, or Prometheus' own error.
+fn prom_value(body: &[u8]) -> Result<f64, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not a Prometheus answer: {e}"))?;
+    if v["status"] != "success" {
+        return Err(format!(
+            "Prometheus answered {}: {}",
+            v["errorType"].as_str().unwrap_or("an error"),
+            v["error"].as_str().unwrap_or("(no message)")
+        ));
+    }
+    let data = &v["data"];
+    let sample = match data["resultType"].as_str() {
+        Some("scalar") => &data["result"],
+        Some("vector") => match data["result"].as_array().map(Vec::as_slice) {
+            Some([one]) => &one["value"],
+            Some([]) => return Err("the query returned no series".into()),
+            Some(many) => {
+                return Err(format!(
+                    "the query returned {} series, not one: wrap it in sum()",
+                    many.len()
+                ))
+            }
+            None => return Err("no result in the answer".into()),
+        },
+        other => {
+            return Err(format!(
+                "the query gave a {}, not a number: expected a scalar or one series",
+                other.unwrap_or("nothing")
+            ))
+        }
+    };
+    let text = sample[1]
+        .as_str()
+        .ok_or_else(|| "no value in the answer".to_string())?;
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!(
+            "the query's value {text:?} is not a number of 0 or more"
+        )),
+    }
+}
+
 /// A group's `lag` in `XINFO GROUPS`' answer (an array of field/value lists, or maps).
 fn group_lag(groups: &redis::Value, group: &str) -> Result<f64, String> {
     use redis::Value;
@@ -361,6 +457,7 @@ struct Controller {
     /// `min` in force: the configured one, raised by an active `schedule` window.
     min: u32,
     queue: Option<QueueReader>,
+    prometheus: Option<PromReader>,
     tx: mpsc::UnboundedSender<Msg>,
     metrics: Metrics,
 }
@@ -417,6 +514,7 @@ impl Controller {
             last_attempts: 0,
             min: 0,
             queue: None,
+            prometheus: None,
             tx,
             metrics,
         };
@@ -426,6 +524,12 @@ impl Controller {
             .queue
             .as_ref()
             .and_then(|q| QueueReader::new(&c.service, q, &c.shared.registry));
+        c.prometheus = c
+            .cfg
+            .targets
+            .prometheus
+            .as_ref()
+            .and_then(|p| PromReader::new(&c.service, p, &c.shared.registry));
         info!(service = %c.service, min = c.cfg.min, max = c.cfg.max, "autoscaler started");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -482,6 +586,13 @@ impl Controller {
                 .queue
                 .as_ref()
                 .and_then(|q| QueueReader::new(&self.service, q, &self.shared.registry));
+        }
+        if cfg.targets.prometheus != self.cfg.targets.prometheus {
+            self.prometheus = cfg
+                .targets
+                .prometheus
+                .as_ref()
+                .and_then(|p| PromReader::new(&self.service, p, &self.shared.registry));
         }
         self.cfg = cfg;
         info!(service = %self.service, "autoscale reconfigured by a reload");
@@ -597,8 +708,11 @@ impl Controller {
         };
         if due {
             self.last_decision = Some(now);
-            let queue = self.read_queue().await;
-            self.decide(now, t, current, ready, svc.as_deref(), queue);
+            let external = External {
+                queue: self.read_queue().await,
+                prometheus: self.read_prometheus().await,
+            };
+            self.decide(now, t, current, ready, svc.as_deref(), external);
         }
         if waiting > 0 && self.desired == 0 {
             self.activate();
@@ -646,17 +760,34 @@ impl Controller {
         current: u32,
         ready: u32,
         svc: Option<&headroom_edge::snapshot::Service>,
-        queue: Option<f64>,
+        external: External,
     ) {
+        // Targets configured but not read this time: said in the decision, never read as 0.
+        let mut unread = Vec::new();
+        if self.queue.is_some() && external.queue.is_none() {
+            unread.push("queue");
+        }
+        if self.prometheus.is_some() && external.prometheus.is_none() {
+            unread.push("prometheus");
+        }
         let readings = match self.algo {
             Algo::Hpa { .. } => {
                 let mut m = self.hpa_metrics(now, ready, svc);
-                if let (Some(q), Some(total)) = (&self.queue, queue) {
+                if let (Some(q), Some(total)) = (&self.queue, external.queue) {
                     m.push((
                         "queue",
                         Metric::Total {
                             total,
                             per_replica: q.per_replica,
+                        },
+                    ));
+                }
+                if let (Some(p), Some(total)) = (&self.prometheus, external.prometheus) {
+                    m.push((
+                        "prometheus",
+                        Metric::Total {
+                            total,
+                            per_replica: p.per_replica,
                         },
                     ));
                 }
@@ -697,6 +828,7 @@ impl Controller {
                         Err(e) => said.push(format!("{name}: no reading ({e:?})")),
                     }
                 }
+                said.extend(unread.iter().map(|name| format!("{name}: not read")));
                 let d = hpa.decide(t, current, &proposals);
                 let why = match d.limit {
                     hpa::Limit::None => said.join(", "),
@@ -723,6 +855,28 @@ impl Controller {
             }
             info!(service = %self.service, from = current, to = desired, "autoscale: {why}");
             self.event("scale", Some((current, desired)), None, why);
+        }
+    }
+
+    /// The Prometheus target's reading, as `read_queue` reads the queue's (a streak of
+    /// failures logged once per reason: an empty answer after a refused connection says so).
+    async fn read_prometheus(&mut self) -> Option<f64> {
+        let p = self.prometheus.as_mut()?;
+        match p.read().await {
+            Ok(v) => {
+                if p.failing.take().is_some() {
+                    info!(service = %self.service, "prometheus target read again");
+                }
+                Some(v)
+            }
+            Err(e) => {
+                p.errors.inc();
+                if p.failing.as_ref() != Some(&e) {
+                    warn!(service = %self.service, query = %p.query, "prometheus target not read, it proposes nothing until it is: {e}");
+                    p.failing = Some(e);
+                }
+                None
+            }
         }
     }
 
@@ -1147,5 +1301,47 @@ impl Controller {
         // Replicas being stopped already report on their own.
         while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), rx.recv()).await {}
         info!(service = %self.service, "autoscaler stopped; its replicas are stopped");
+    }
+}
+
+#[cfg(test)]
+mod prometheus_tests {
+    use super::prom_value;
+
+    /// Answers in the shape of Prometheus' HTTP API documentation (`/api/v1/query`).
+    #[test]
+    fn one_series_or_a_scalar_is_the_reading() {
+        let vector = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.1,"250"]}]}}"#;
+        assert_eq!(prom_value(vector), Ok(250.0));
+        let scalar =
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1700000000.1,"0.5"]}}"#;
+        assert_eq!(prom_value(scalar), Ok(0.5));
+    }
+
+    #[test]
+    fn no_series_several_or_not_a_number_is_an_error_never_zero() {
+        let empty = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(
+            prom_value(empty),
+            Err("the query returned no series".into())
+        );
+        let two = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}]}}"#;
+        assert!(prom_value(two)
+            .unwrap_err()
+            .contains("2 series, not one: wrap it in sum()"));
+        let nan = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#;
+        assert!(prom_value(nan)
+            .unwrap_err()
+            .contains("\"NaN\" is not a number"));
+        let matrix = br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+        assert!(prom_value(matrix).unwrap_err().contains("gave a matrix"));
+        let error = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#;
+        assert_eq!(
+            prom_value(error),
+            Err("Prometheus answered bad_data: parse error at char 4".into())
+        );
+        assert!(prom_value(b"<html>")
+            .unwrap_err()
+            .starts_with("not a Prometheus answer"));
     }
 }

@@ -553,3 +553,78 @@ fn a_stream_groups_lag_sizes_the_service() {
     let d = app(&h)["last_decision"]["proposals"].to_string();
     assert!(d.contains("queue at"), "{d}");
 }
+
+/// An external metric over Prometheus' HTTP API (KEDA's Prometheus scaler), from a real
+/// Prometheus: `vector(250)` at 100 per replica asks for 3. Prometheus gone: the target
+/// proposes nothing — the replicas stay — and the failure is counted and logged once.
+#[test]
+fn a_prometheus_query_sizes_the_service_and_a_dead_prometheus_changes_nothing() {
+    // It scrapes nothing this test needs: the query is an expression of its own.
+    let mut prom = Prometheus::start("127.0.0.1:9".parse().unwrap());
+    prom.wait("vector(1)", |v| v == 1.0);
+    let h = Headroom::start(&config(
+        &format!(
+            "min = 1\nmax = 4\ninterval = \"1s\"\n\
+             [service.app.autoscale.prometheus]\nurl = \"{}\"\nquery = \"vector(250)\"\nper_replica = 100\n\
+             [service.app.autoscale.scale_down]\nstabilization = \"0s\"",
+            prom.url()
+        ),
+        0,
+        "",
+    ));
+    wait_replicas(&h, 3, Duration::from_secs(30));
+    let d = app(&h)["last_decision"]["proposals"].to_string();
+    assert!(d.contains("prometheus at 250% of its target"), "{d}");
+    prom.kill();
+    let errors = "headroom_autoscale_metric_errors_total{service=\"app\",target=\"prometheus\"}";
+    let before = h.metric(errors);
+    h.wait_metric_at_least(errors, before + 2.0);
+    let a = app(&h);
+    assert_eq!(
+        (&a["desired"], &a["current"]),
+        (&3.into(), &3.into()),
+        "a dead Prometheus is not a zero"
+    );
+    let d = app(&h)["last_decision"]["proposals"].to_string();
+    assert!(d.contains("prometheus: not read"), "{d}");
+    assert_eq!(
+        h.stderr.count("prometheus target not read"),
+        1,
+        "logged once per streak"
+    );
+}
+
+/// A query that returns no series (a metric not there yet, a typo) is not 0 either: after
+/// a reload to such a query the service stays where it is, and the reason is in the log.
+#[test]
+fn a_prometheus_query_without_a_series_changes_nothing() {
+    let prom = Prometheus::start("127.0.0.1:9".parse().unwrap());
+    prom.wait("vector(1)", |v| v == 1.0);
+    let with_query = |q: &str| {
+        config(
+            &format!(
+                "min = 1\nmax = 4\ninterval = \"1s\"\n\
+                 [service.app.autoscale.prometheus]\nurl = \"{}\"\nquery = \"{q}\"\nper_replica = 100\n\
+                 [service.app.autoscale.scale_down]\nstabilization = \"0s\"",
+                prom.url()
+            ),
+            0,
+            "",
+        )
+    };
+    let h = Headroom::start(&with_query("vector(250)"));
+    wait_replicas(&h, 3, Duration::from_secs(30));
+    assert!(h
+        .reload(&with_query("no_such_metric_total"))
+        .contains("config reloaded"));
+    let line = h
+        .stderr
+        .wait_for("the query returned no series", Duration::from_secs(30))
+        .expect("the empty answer is logged");
+    assert!(line.contains("no_such_metric_total"), "{line}");
+    let errors = "headroom_autoscale_metric_errors_total{service=\"app\",target=\"prometheus\"}";
+    let before = h.metric(errors);
+    h.wait_metric_at_least(errors, before + 1.0);
+    let a = app(&h);
+    assert_eq!((&a["desired"], &a["current"]), (&3.into(), &3.into()));
+}

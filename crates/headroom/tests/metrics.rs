@@ -6,8 +6,7 @@
 mod common;
 use common::*;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 /// A route with a cache, one with an API key and a limit, one with a limit only: every
 /// family the edge, the cache and the guard register shows up once traffic has passed.
@@ -119,89 +118,6 @@ fn openmetrics_is_served_when_asked_for() {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     assert!(!plain.text().contains("# EOF"));
-}
-
-/// A real Prometheus on loopback scraping `admin` every second; killed on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: std::path::PathBuf,
-}
-
-impl Prometheus {
-    fn start(admin: std::net::SocketAddr) -> Prometheus {
-        let dir = temp_dir();
-        let port = free_port();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: headroom\n    static_configs:\n      - targets: ['{admin}']\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package prometheus; scripts/test.sh installs it)");
-        Prometheus {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    /// The first sample's value of an instant query, if any.
-    fn query(&self, q: &str) -> Option<f64> {
-        let addr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-        drop(stream);
-        let path = format!("/api/v1/query?query={}", urlencode(q));
-        let r = Client::connect(addr).get(&path);
-        if r.status != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-
-    /// Polls `q` until `pred` holds of its value; panics with the last value after 60 s.
-    fn wait(&self, q: &str, pred: impl Fn(f64) -> bool) -> f64 {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = None;
-        while Instant::now() < deadline {
-            last = self.query(q);
-            if let Some(v) = last.filter(|v| pred(*v)) {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        panic!("prometheus: {q} = {last:?} after 60 s");
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

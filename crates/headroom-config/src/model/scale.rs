@@ -26,6 +26,9 @@ pub struct Autoscale {
     pub cpu: Option<Spanned<Ratio>>,
     /// A queue's length per replica (hpa): a Redis list, stream, or consumer group's lag.
     pub queue: Option<Spanned<Queue>>,
+    /// An external metric (hpa): a PromQL query's value per replica, over Prometheus'
+    /// HTTP API.
+    pub prometheus: Option<Spanned<Prometheus>>,
     /// How often the HPA decides. Default 15s.
     pub interval: Option<Spanned<Dur>>,
     /// Default 10%.
@@ -74,6 +77,20 @@ pub struct Queue {
     pub group: Option<Spanned<String>>,
     /// Items one replica should have waiting.
     pub per_replica: Spanned<f64>,
+}
+
+/// `[service.NAME.autoscale.prometheus]`: KEDA's Prometheus scaler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prometheus {
+    /// The server, `http://127.0.0.1:9090` (its `/api/v1/query` is asked).
+    pub url: Spanned<String>,
+    /// PromQL giving one number (one series, or a scalar).
+    pub query: Spanned<String>,
+    /// The query's value one replica should carry.
+    pub per_replica: Spanned<f64>,
+    /// The whole exchange. Default 2s.
+    pub timeout: Option<Spanned<Dur>>,
 }
 
 /// `[[service.NAME.autoscale.schedule]]`, as KEDA's cron scaler: from each `start` to the

@@ -64,6 +64,7 @@ pub(super) fn validate_autoscale(
             }
         }),
         queue: a.queue.as_ref().and_then(|q| queue(r, q, key)),
+        prometheus: a.prometheus.as_ref().and_then(|p| prometheus(r, p, key)),
         cpu: a.cpu.as_ref().and_then(|c| {
             let x = c.get_ref().0;
             if x > 0.0 {
@@ -83,6 +84,7 @@ pub(super) fn validate_autoscale(
         "hpa" => {
             let given = a.inflight.is_some()
                 || a.queue.is_some()
+                || a.prometheus.is_some()
                 || a.rps.is_some()
                 || a.latency_p95.is_some()
                 || a.cpu.is_some();
@@ -90,7 +92,7 @@ pub(super) fn validate_autoscale(
                 r.error(
                     at,
                     key("autoscale"),
-                    "no target: give at least one of inflight = 10 (in-flight requests per replica), rps = 100 (requests/s per replica), latency_p95 = \"300ms\", cpu = \"70%\"",
+                    "no target: give at least one of inflight = 10 (in-flight requests per replica), rps = 100 (requests/s per replica), latency_p95 = \"300ms\", cpu = \"70%\", [..autoscale.queue] or [..autoscale.prometheus]",
                 );
             }
             let mut hpa = HpaConfig::new(min, max);
@@ -122,11 +124,16 @@ pub(super) fn validate_autoscale(
             Algorithm::Hpa { hpa, interval }
         }
         "requests" => {
-            if a.rps.is_some() || a.latency_p95.is_some() || a.cpu.is_some() || a.queue.is_some() {
+            if a.rps.is_some()
+                || a.latency_p95.is_some()
+                || a.cpu.is_some()
+                || a.queue.is_some()
+                || a.prometheus.is_some()
+            {
                 r.error(
                     at,
                     key("autoscale.mode"),
-                    "mode = \"requests\" sizes by in-flight requests only: leave out rps, latency_p95, cpu and queue, or use mode = \"hpa\"",
+                    "mode = \"requests\" sizes by in-flight requests only: leave out rps, latency_p95, cpu, queue and prometheus, or use mode = \"hpa\"",
                 );
             }
             let target = targets.inflight.unwrap_or_else(|| {
@@ -487,6 +494,80 @@ fn process(
     })
 }
 
+/// `[..autoscale.prometheus]`: an http(s) server, a query, a positive target.
+fn prometheus(
+    r: &mut Reporter,
+    raw: &Spanned<model::Prometheus>,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<PrometheusTarget> {
+    let p = raw.get_ref();
+    let url = p.url.get_ref().trim_end_matches('/');
+    let host_ok = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#']));
+    if !host_ok {
+        r.error(
+            p.url.span().start,
+            key("autoscale.prometheus.url"),
+            format!(
+                "\"{}\" is not a Prometheus server: expected url = \"http://127.0.0.1:9090\"",
+                p.url.get_ref()
+            ),
+        );
+        return None;
+    }
+    let query = p.query.get_ref().trim();
+    if query.is_empty() {
+        r.error(
+            p.query.span().start,
+            key("autoscale.prometheus.query"),
+            "is empty: expected PromQL giving one number, like query = \"sum(rate(http_requests_total{job=\\\"app\\\"}[1m]))\"",
+        );
+        return None;
+    }
+    let per = *p.per_replica.get_ref();
+    if !(per.is_finite() && per > 0.0) {
+        r.error(p.per_replica.span().start, key("autoscale.prometheus.per_replica"), format!("{per} cannot be a target: expected a number above 0, the query's value one replica should carry"));
+        return None;
+    }
+    let timeout = p
+        .timeout
+        .as_ref()
+        .map_or(Duration::from_secs(2), |t| t.get_ref().0);
+    if timeout.is_zero() {
+        let at = p
+            .timeout
+            .as_ref()
+            .map_or(raw.span().start, |t| t.span().start);
+        r.error(
+            at,
+            key("autoscale.prometheus.timeout"),
+            "must be more than 0s",
+        );
+        return None;
+    }
+    Some(PrometheusTarget {
+        query_url: format!("{url}/api/v1/query?query={}", percent_encode(query)),
+        query: query.to_string(),
+        per_replica: per,
+        timeout,
+    })
+}
+
+/// A URL query value: everything but RFC 3986's unreserved characters percent-encoded.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use crate::scale::*;
@@ -679,6 +760,59 @@ mod tests {
         assert!(
             e[0].contains("autoscale.process.command: expected the program"),
             "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn a_prometheus_target_encodes_its_query_into_the_api_url() {
+        let c = check(&format!(
+            "[service.app.autoscale]\nmax = 5\n{PROCESS}[service.app.autoscale.prometheus]\nurl = \"http://127.0.0.1:9090/\"\nquery = 'sum(rate(jobs_total{{queue=\"mail\"}}[1m]))'\nper_replica = 50\n"
+        ))
+        .unwrap();
+        let p = c.services["app"]
+            .autoscale
+            .clone()
+            .unwrap()
+            .targets
+            .prometheus
+            .unwrap();
+        assert_eq!(
+            p.query_url,
+            "http://127.0.0.1:9090/api/v1/query?query=sum%28rate%28jobs_total%7Bqueue%3D%22mail%22%7D%5B1m%5D%29%29"
+        );
+        assert_eq!((p.per_replica, p.timeout), (50.0, Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_prometheus_target_without_a_server_a_query_or_a_positive_target_is_refused() {
+        let bad = |body: &str| {
+            errors(&format!(
+                "[service.app.autoscale]\nmax = 5\n{PROCESS}[service.app.autoscale.prometheus]\n{body}"
+            ))
+        };
+        let e = bad("url = \"127.0.0.1:9090\"\nquery = \"up\"\nper_replica = 1\n");
+        assert!(
+            e[0].contains(
+                "autoscale.prometheus.url: \"127.0.0.1:9090\" is not a Prometheus server"
+            ),
+            "{e:?}"
+        );
+        let e = bad("url = \"http://p:9090\"\nquery = \" \"\nper_replica = 1\n");
+        assert!(
+            e[0].contains("autoscale.prometheus.query: is empty"),
+            "{e:?}"
+        );
+        let e = bad("url = \"http://p:9090\"\nquery = \"up\"\nper_replica = 0\n");
+        assert!(
+            e[0].contains("autoscale.prometheus.per_replica: 0 cannot be a target"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "[service.app.autoscale]\nmax = 5\nmode = \"requests\"\ninflight = 4\n{PROCESS}[service.app.autoscale.prometheus]\nurl = \"http://p:9090\"\nquery = \"up\"\nper_replica = 1\n"
+        ));
+        assert!(
+            e[0].contains("queue and prometheus, or use mode = \"hpa\""),
+            "{e:?}"
         );
     }
 }

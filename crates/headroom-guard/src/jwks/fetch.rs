@@ -1,5 +1,6 @@
-//! One bounded GET of a JWKS URL: `http://` over a tokio TCP stream, `https://` through
-//! tokio-rustls with the system's root certificates; hyper's HTTP/1.1 client on either.
+//! One bounded GET of a URL (a JWKS; the autoscaler's Prometheus query): `http://` over a
+//! tokio TCP stream, `https://` through tokio-rustls with the system's root certificates;
+//! hyper's HTTP/1.1 client on either.
 //!
 //! Bounded in time (one deadline for resolving, connecting, the TLS handshake and the whole
 //! body) and in size (the body is capped): a slow or huge answer is an error, and the
@@ -19,8 +20,8 @@ pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A JWKS of a few dozen keys is a few tens of KiB.
 pub(crate) const MAX_BODY: usize = 1 << 20;
 
-/// A JWKS URL, parsed once.
-pub(crate) struct HttpFetcher {
+/// A URL, parsed once.
+pub struct HttpFetcher {
     host: String,
     port: u16,
     uri: Uri,
@@ -36,39 +37,50 @@ impl HttpFetcher {
     /// Checks `url` (`http://` or `https://`, with a host); for `https://` loads the
     /// system's root certificates (once: blocking file reads, at config time).
     pub(crate) fn new(url: &str) -> Result<HttpFetcher, String> {
+        HttpFetcher::bounded(url, "JWKS URL", FETCH_TIMEOUT, MAX_BODY)
+    }
+
+    /// [`HttpFetcher::new`] for any URL: `what` names it in messages, `timeout` bounds the
+    /// whole exchange and `max_body` the answer.
+    pub fn bounded(
+        url: &str,
+        what: &'static str,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<HttpFetcher, String> {
         let uri: Uri = url
             .parse()
-            .map_err(|e| format!("JWKS URL {url:?}: not a URL: {e}"))?;
+            .map_err(|e| format!("{what} {url:?}: not a URL: {e}"))?;
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
             _ => {
                 return Err(format!(
-                    "JWKS URL {url:?}: must start with http:// or https://"
+                    "{what} {url:?}: must start with http:// or https://"
                 ))
             }
         };
         let host = match uri.host() {
             Some(h) if !h.is_empty() => h.trim_start_matches('[').trim_end_matches(']').to_string(),
-            _ => return Err(format!("JWKS URL {url:?}: has no host")),
+            _ => return Err(format!("{what} {url:?}: has no host")),
         };
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = match https {
             false => None,
-            true => Some(tls(url, &host)?),
+            true => Some(tls(url, what, &host)?),
         };
         Ok(HttpFetcher {
             host,
             port,
             uri,
             tls,
-            timeout: FETCH_TIMEOUT,
-            max_body: MAX_BODY,
+            timeout,
+            max_body,
         })
     }
 
     /// The body of a 200 answer, or why there is none.
-    pub(crate) async fn get(&self) -> Result<Bytes, String> {
+    pub async fn get(&self) -> Result<Bytes, String> {
         match tokio::time::timeout(self.timeout, self.get_unbounded()).await {
             Ok(r) => r,
             Err(_) => Err(format!("no whole answer within {:?}", self.timeout)),
@@ -143,6 +155,7 @@ impl Drop for AbortOnDrop {
 
 fn tls(
     url: &str,
+    what: &str,
     host: &str,
 ) -> Result<
     (
@@ -152,7 +165,7 @@ fn tls(
     String,
 > {
     let name = rustls_pki_types::ServerName::try_from(host.to_string())
-        .map_err(|_| format!("JWKS URL {url:?}: {host:?} is not a TLS server name"))?;
+        .map_err(|_| format!("{what} {url:?}: {host:?} is not a TLS server name"))?;
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     let (added, _) = roots.add_parsable_certificates(found.certs);
@@ -163,7 +176,7 @@ fn tls(
             .map(|e| format!(" ({e})"))
             .unwrap_or_default();
         return Err(format!(
-            "JWKS URL {url:?}: no system root certificates found to check it with{why} \
+            "{what} {url:?}: no system root certificates found to check it with{why} \
              (install ca-certificates, or set SSL_CERT_FILE)"
         ));
     }

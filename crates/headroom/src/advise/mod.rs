@@ -44,7 +44,7 @@ pub struct Finding {
     /// A stable name: `slo_burning`, `slow_replica`, `mostly_rate_limited`, `retries_refused`,
     /// `at_concurrency_ceiling`, `cache_low_hit_ratio`, `connection_churn`,
     /// `timeout_far_above_latency`, `cacheable_without_cache`, `cache_stores_set_cookie`,
-    /// `slow_path_dominates_p99`.
+    /// `slow_path_dominates_p99`, `at_replica_ceiling`, `min_too_low_for_spikes`.
     pub kind: &'static str,
     /// How much it matters, 0 to 100: findings are listed by it.
     pub impact: u32,
@@ -145,6 +145,7 @@ pub fn advise(status: &serde_json::Value, metrics: &BTreeMap<String, f64>) -> Ve
     upstream::connection_churn(status, metrics, &mut out);
     upstream::timeout_far_above_latency(status, metrics, &mut out);
     scale::at_replica_ceiling(status, &mut out);
+    scale::min_too_low_for_spikes(status, &mut out);
     out.sort_by(|a, b| b.impact.cmp(&a.impact).then(a.title.cmp(&b.title)));
     out
 }
