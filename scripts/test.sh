@@ -15,6 +15,7 @@ command -v gzip >/dev/null || need+=(gzip)                 # the compression tes
 command -v promtool >/dev/null || need+=(prometheus)       # /metrics is linted by promtool and scraped by a real Prometheus
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # alerts are pushed to a real Alertmanager
 command -v chromium >/dev/null || need+=(chromium)          # the dashboard is loaded in headless Chromium
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)  # the autoscaler reads a real RabbitMQ queue's depth
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo

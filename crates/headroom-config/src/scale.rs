@@ -77,6 +77,9 @@ pub enum QueueSource {
     Stream(String),
     /// `XINFO GROUPS key`'s `lag` of the group (Redis 7 or later).
     GroupLag { stream: String, group: String },
+    /// A RabbitMQ queue's `messages` (ready and unacknowledged), from
+    /// `GET {api}/api/queues/{vhost}/{queue}` of its management plugin (`redis` is empty).
+    RabbitMq { queue_url: String, queue: String },
 }
 
 /// `[service.NAME.autoscale.process]`: replicas as local child processes.

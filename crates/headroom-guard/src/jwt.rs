@@ -231,7 +231,7 @@ impl JwtVerifier {
                 (keys, None)
             }
             KeySource::JwksUrl(url) => {
-                let fetch = Fetch::Http(jwks::HttpFetcher::new(url)?);
+                let fetch = Fetch::Http(Box::new(jwks::HttpFetcher::new(url)?));
                 let r = Refresher::new(
                     fetch,
                     url.clone(),

@@ -139,14 +139,20 @@ enum Msg {
     Stopped(u32, Exit),
 }
 
-/// `[..autoscale.queue]`: a Redis list's or stream's length, or a group's lag.
+/// `[..autoscale.queue]`: a Redis list's or stream's length, or a group's lag; or a
+/// RabbitMQ queue's messages.
 struct QueueReader {
-    redis: headroom_redis::Redis,
+    backend: QueueBackend,
     source: QueueSource,
     per_replica: f64,
     /// The last read failed: the next failure is not logged again.
     failing: bool,
     errors: Arc<Counter>,
+}
+
+enum QueueBackend {
+    Redis(headroom_redis::Redis),
+    RabbitMq(Box<headroom_guard::HttpFetcher>),
 }
 
 impl QueueReader {
@@ -155,6 +161,36 @@ impl QueueReader {
         q: &QueueTarget,
         registry: &headroom_telemetry::Registry,
     ) -> Option<QueueReader> {
+        let errors = || {
+            registry.counter(
+                "headroom_autoscale_metric_errors_total",
+                "Target readings that failed (the target then proposes nothing: never read as 0).",
+                &[("service", service), ("target", "queue")],
+            )
+        };
+        if let QueueSource::RabbitMq { queue_url, .. } = &q.source {
+            // A decision every few seconds can wait longer than a request would; a queue's
+            // JSON is a few KiB.
+            let get = headroom_guard::HttpFetcher::bounded(
+                queue_url,
+                "RabbitMQ management URL",
+                Duration::from_secs(2),
+                1 << 20,
+            );
+            return match get {
+                Ok(get) => Some(QueueReader {
+                    backend: QueueBackend::RabbitMq(Box::new(get)),
+                    source: q.source.clone(),
+                    per_replica: q.per_replica,
+                    failing: false,
+                    errors: errors(),
+                }),
+                Err(e) => {
+                    warn!(service, "queue target left out: {e}");
+                    None
+                }
+            };
+        }
         let target = if q.cluster {
             headroom_redis::Target::Cluster(q.redis.clone())
         } else {
@@ -167,15 +203,11 @@ impl QueueReader {
         };
         match headroom_redis::Redis::new(target, opts) {
             Ok(redis) => Some(QueueReader {
-                redis,
+                backend: QueueBackend::Redis(redis),
                 source: q.source.clone(),
                 per_replica: q.per_replica,
                 failing: false,
-                errors: registry.counter(
-                    "headroom_autoscale_metric_errors_total",
-                    "Target readings that failed (the target then proposes nothing: never read as 0).",
-                    &[("service", service), ("target", "queue")],
-                ),
+                errors: errors(),
             }),
             Err(e) => {
                 warn!(service, "queue target left out: {e}");
@@ -186,22 +218,24 @@ impl QueueReader {
 
     /// The queue's length (or the group's lag) now.
     async fn read(&self) -> Result<f64, String> {
+        let conn = match &self.backend {
+            QueueBackend::Redis(r) => r,
+            QueueBackend::RabbitMq(get) => return rabbit_messages(&get.get().await?),
+        };
         match &self.source {
-            QueueSource::List(key) => self
-                .redis
+            QueueSource::RabbitMq { .. } => Err("a RabbitMQ queue read from Redis".into()),
+            QueueSource::List(key) => conn
                 .query::<u64>(redis::cmd("LLEN").arg(key))
                 .await
                 .map(|n| n as f64)
                 .map_err(|e| e.to_string()),
-            QueueSource::Stream(key) => self
-                .redis
+            QueueSource::Stream(key) => conn
                 .query::<u64>(redis::cmd("XLEN").arg(key))
                 .await
                 .map(|n| n as f64)
                 .map_err(|e| e.to_string()),
             QueueSource::GroupLag { stream, group } => {
-                let groups: redis::Value = self
-                    .redis
+                let groups: redis::Value = conn
                     .query(redis::cmd("XINFO").arg("GROUPS").arg(stream))
                     .await
                     .map_err(|e| e.to_string())?;
@@ -209,6 +243,17 @@ impl QueueReader {
             }
         }
     }
+}
+
+/// A RabbitMQ queue's `messages` (ready and unacknowledged, as KEDA's RabbitMQ scaler
+/// reads them over HTTP) in its management API's answer.
+fn rabbit_messages(body: &[u8]) -> Result<f64, String> {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("not a RabbitMQ management answer: {e}"))?;
+    v["messages"]
+        .as_u64()
+        .map(|n| n as f64)
+        .ok_or_else(|| "the answer has no message count (yet: RabbitMQ publishes its statistics every few seconds)".into())
 }
 
 /// The readings of the targets outside headroom, for one decision (`None`: not configured,

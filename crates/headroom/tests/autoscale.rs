@@ -5,6 +5,7 @@
 
 mod common;
 use common::*;
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -627,4 +628,154 @@ fn a_prometheus_query_without_a_series_changes_nothing() {
     h.wait_metric_at_least(errors, before + 1.0);
     let a = app(&h);
     assert_eq!((&a["desired"], &a["current"]), (&3.into(), &3.into()));
+}
+
+/// A real RabbitMQ (Debian's `rabbitmq-server`, its management plugin on), on free
+/// loopback ports, its files in a temp dir; it and its epmd are killed on drop.
+struct RabbitMq {
+    epmd: std::process::Child,
+    server: std::process::Child,
+    api: std::net::SocketAddr,
+    _dir: std::path::PathBuf,
+}
+
+impl RabbitMq {
+    fn start() -> RabbitMq {
+        let dir = temp_dir();
+        let (amqp, api, dist, epmd_port) = (free_port(), free_port(), free_port(), free_port());
+        std::fs::write(dir.join("enabled_plugins"), "[rabbitmq_management].\n").unwrap();
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!(
+                "listeners.tcp.default = 127.0.0.1:{amqp}\nmanagement.tcp.ip = 127.0.0.1\n\
+                 management.tcp.port = {api}\ncollect_statistics_interval = 500\n"
+            ),
+        )
+        .unwrap();
+        // Our own epmd in the foreground: the one RabbitMQ would start daemonizes and
+        // would outlive the test.
+        let epmd = std::process::Command::new("epmd")
+            .args(["-port", &epmd_port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("epmd (Debian package erlang-base, with rabbitmq-server; scripts/test.sh installs it)");
+        let d = dir.display().to_string();
+        let server = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+            .env("HOME", &d)
+            .env("RABBITMQ_NODENAME", format!("headroom{amqp}@localhost"))
+            .env("RABBITMQ_BASE", &d)
+            .env("RABBITMQ_MNESIA_BASE", format!("{d}/mnesia"))
+            .env("RABBITMQ_LOG_BASE", format!("{d}/log"))
+            .env("RABBITMQ_CONFIG_FILE", format!("{d}/rabbitmq.conf"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                format!("{d}/enabled_plugins"),
+            )
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("ERL_EPMD_PORT", epmd_port.to_string())
+            .current_dir(&dir)
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rabbitmq-server (Debian package; scripts/test.sh installs it)");
+        let r = RabbitMq {
+            epmd,
+            server,
+            api: format!("127.0.0.1:{api}").parse().unwrap(),
+            _dir: dir,
+        };
+        // Its management API answering is the readiness that matters here.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while r
+            .try_call("GET", "/api/overview", "")
+            .is_none_or(|s| s != 200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "RabbitMQ did not start within 90 s"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("http://guest:guest@{}", self.api)
+    }
+
+    fn try_call(&self, method: &str, path: &str, body: &str) -> Option<u16> {
+        std::net::TcpStream::connect_timeout(&self.api, Duration::from_secs(1)).ok()?;
+        let mut c = Client::connect(self.api);
+        let headers = [
+            ("authorization", "Basic Z3Vlc3Q6Z3Vlc3Q="), // guest:guest
+            ("content-type", "application/json"),
+        ];
+        c.try_request(method, path, &headers, body.as_bytes())
+            .ok()
+            .map(|r| r.status)
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str) {
+        let status = self.try_call(method, path, body);
+        assert!(
+            matches!(status, Some(200..=204)),
+            "{method} {path}: {status:?}"
+        );
+    }
+
+    fn kill(&mut self) {
+        let group = format!("-{}", self.server.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
+        let _ = self.server.wait();
+        let _ = self.epmd.kill();
+        let _ = self.epmd.wait();
+    }
+}
+
+impl Drop for RabbitMq {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A RabbitMQ queue's depth (KEDA's RabbitMQ scaler, over the management API): 5 messages
+/// at 2 per replica ask for 3. RabbitMQ gone: the replicas stay, the failure is counted.
+#[test]
+fn a_rabbitmq_queue_sizes_the_service_and_a_dead_broker_changes_nothing() {
+    let mut mq = RabbitMq::start();
+    mq.call("PUT", "/api/queues/%2F/jobs", r#"{"durable":false}"#);
+    for _ in 0..5 {
+        mq.call(
+            "POST",
+            "/api/exchanges/%2F/amq.default/publish",
+            r#"{"properties":{},"routing_key":"jobs","payload":"job","payload_encoding":"string"}"#,
+        );
+    }
+    let h = Headroom::start(&config(
+        &format!(
+            "min = 1\nmax = 4\ninterval = \"1s\"\n\
+             [service.app.autoscale.queue]\nrabbitmq = \"{}\"\nqueue = \"jobs\"\nper_replica = 2\n\
+             [service.app.autoscale.scale_down]\nstabilization = \"0s\"",
+            mq.url()
+        ),
+        0,
+        "",
+    ));
+    wait_replicas(&h, 3, Duration::from_secs(30));
+    let d = app(&h)["last_decision"]["proposals"].to_string();
+    assert!(d.contains("queue at"), "{d}");
+    mq.kill();
+    let errors = "headroom_autoscale_metric_errors_total{service=\"app\",target=\"queue\"}";
+    let before = h.metric(errors);
+    h.wait_metric_at_least(errors, before + 2.0);
+    let a = app(&h);
+    assert_eq!(
+        (&a["desired"], &a["current"]),
+        (&3.into(), &3.into()),
+        "a dead broker is not an empty queue"
+    );
 }

@@ -62,12 +62,18 @@ pub struct Autoscale {
     pub process: Option<Spanned<Process>>,
 }
 
-/// `[service.NAME.autoscale.queue]`: KEDA's Redis scalers.
+/// `[service.NAME.autoscale.queue]`: KEDA's Redis scalers, and its RabbitMQ scaler over the
+/// management HTTP API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Queue {
     /// `redis://host:port[/db]`; or `cluster`.
     pub redis: Option<Spanned<String>>,
+    /// RabbitMQ's management API, `http://user:password@host:15672`, with `queue` (and
+    /// `vhost`, default "/").
+    pub rabbitmq: Option<Spanned<String>>,
+    pub queue: Option<Spanned<String>>,
+    pub vhost: Option<Spanned<String>>,
     #[serde(default)]
     pub cluster: Vec<Spanned<String>>,
     /// `LLEN` of this list.

@@ -264,6 +264,17 @@ fn queue(
 ) -> Option<QueueTarget> {
     let at = raw.span().start;
     let q = raw.get_ref();
+    if let Some(api) = &q.rabbitmq {
+        return rabbitmq(r, q, api, key);
+    }
+    if q.queue.is_some() || q.vhost.is_some() {
+        r.error(
+            at,
+            key("autoscale.queue"),
+            "queue and vhost name a RabbitMQ queue: give rabbitmq = \"http://guest:guest@127.0.0.1:15672\" too",
+        );
+        return None;
+    }
     let (redis, cluster) = match (&q.redis, q.cluster.is_empty()) {
         (Some(u), true) => (vec![u.get_ref().clone()], false),
         (None, false) => (
@@ -274,7 +285,7 @@ fn queue(
             r.error(
                 at,
                 key("autoscale.queue"),
-                "expected one of redis = \"redis://127.0.0.1:6379\" or cluster = [\"redis://...\"]",
+                "expected one of redis = \"redis://127.0.0.1:6379\", cluster = [\"redis://...\"] or rabbitmq = \"http://guest:guest@127.0.0.1:15672\" with queue = \"NAME\"",
             );
             return None;
         }
@@ -491,6 +502,63 @@ fn process(
         startup_timeout,
         log_dir: p.log_dir.as_ref().map(|d| base_dir.join(d)),
         log_max: p.log_max.map_or(10 << 20, |s| s.0.max(4096)),
+    })
+}
+
+/// `[..autoscale.queue]` of RabbitMQ: its management API's URL, a queue, a positive target.
+fn rabbitmq(
+    r: &mut Reporter,
+    q: &model::Queue,
+    api: &Spanned<String>,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<QueueTarget> {
+    if q.redis.is_some() || !q.cluster.is_empty() || q.list.is_some() || q.stream.is_some() {
+        r.error(
+            api.span().start,
+            key("autoscale.queue"),
+            "one queue per target: rabbitmq with queue, or redis (or cluster) with list or stream",
+        );
+        return None;
+    }
+    let url = api.get_ref().trim_end_matches('/');
+    let ok = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#']));
+    if !ok {
+        r.error(
+            api.span().start,
+            key("autoscale.queue.rabbitmq"),
+            format!("\"{}\" is not RabbitMQ's management API: expected rabbitmq = \"http://guest:guest@127.0.0.1:15672\"", api.get_ref()),
+        );
+        return None;
+    }
+    let Some(queue) = q.queue.as_ref().filter(|n| !n.get_ref().is_empty()) else {
+        r.error(
+            api.span().start,
+            key("autoscale.queue.queue"),
+            "expected queue = \"NAME\", the RabbitMQ queue whose messages size the service",
+        );
+        return None;
+    };
+    let vhost = q.vhost.as_ref().map_or("/", |v| v.get_ref().as_str());
+    let per = *q.per_replica.get_ref();
+    if !(per.is_finite() && per > 0.0) {
+        r.error(q.per_replica.span().start, key("autoscale.queue.per_replica"), format!("{per} cannot be a target: expected a number above 0, the messages one replica should have waiting"));
+        return None;
+    }
+    Some(QueueTarget {
+        redis: Vec::new(),
+        cluster: false,
+        source: QueueSource::RabbitMq {
+            queue_url: format!(
+                "{url}/api/queues/{}/{}",
+                percent_encode(vhost),
+                percent_encode(queue.get_ref())
+            ),
+            queue: queue.get_ref().clone(),
+        },
+        per_replica: per,
     })
 }
 
@@ -814,5 +882,43 @@ mod tests {
             e[0].contains("queue and prometheus, or use mode = \"hpa\""),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_rabbitmq_queue_is_read_from_the_management_api() {
+        let c = check(&format!(
+            "[service.app.autoscale]\nmax = 5\n{PROCESS}[service.app.autoscale.queue]\nrabbitmq = \"http://guest:guest@127.0.0.1:15672/\"\nqueue = \"mail jobs\"\nper_replica = 20\n"
+        ))
+        .unwrap();
+        let q = c.services["app"]
+            .autoscale
+            .clone()
+            .unwrap()
+            .targets
+            .queue
+            .unwrap();
+        assert_eq!(
+            q.source,
+            QueueSource::RabbitMq {
+                queue_url: "http://guest:guest@127.0.0.1:15672/api/queues/%2F/mail%20jobs".into(),
+                queue: "mail jobs".into(),
+            }
+        );
+        let bad = |body: &str| {
+            errors(&format!(
+                "[service.app.autoscale]\nmax = 5\n{PROCESS}[service.app.autoscale.queue]\n{body}per_replica = 1\n"
+            ))
+        };
+        let e = bad("rabbitmq = \"http://h:15672\"\n");
+        assert!(
+            e[0].contains("autoscale.queue.queue: expected queue = \"NAME\""),
+            "{e:?}"
+        );
+        let e = bad("rabbitmq = \"amqp://h:5672\"\nqueue = \"q\"\n");
+        assert!(e[0].contains("is not RabbitMQ's management API"), "{e:?}");
+        let e = bad("rabbitmq = \"http://h:15672\"\nqueue = \"q\"\nlist = \"jobs\"\n");
+        assert!(e[0].contains("one queue per target"), "{e:?}");
+        let e = bad("redis = \"redis://h:6379\"\nqueue = \"q\"\n");
+        assert!(e[0].contains("give rabbitmq = "), "{e:?}");
     }
 }

@@ -23,6 +23,10 @@ pub(crate) const MAX_BODY: usize = 1 << 20;
 /// A URL, parsed once.
 pub struct HttpFetcher {
     host: String,
+    /// `Host:`: the URL's authority without its user information.
+    authority: String,
+    /// `Authorization: Basic`, from the URL's `user:password@` (as curl takes it).
+    authorization: Option<http::HeaderValue>,
     port: u16,
     uri: Uri,
     tls: Option<(
@@ -65,12 +69,25 @@ impl HttpFetcher {
             _ => return Err(format!("{what} {url:?}: has no host")),
         };
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let raw_authority = uri.authority().map_or(host.as_str(), |a| a.as_str());
+        let (authority, authorization) = match raw_authority.rsplit_once('@') {
+            Some((userinfo, rest)) => {
+                use base64::Engine as _;
+                let token = base64::engine::general_purpose::STANDARD.encode(userinfo);
+                let value = http::HeaderValue::from_str(&format!("Basic {token}"))
+                    .map_err(|_| format!("{what}: its user and password cannot be sent"))?;
+                (rest.to_string(), Some(value))
+            }
+            None => (raw_authority.to_string(), None),
+        };
         let tls = match https {
             false => None,
             true => Some(tls(url, what, &host)?),
         };
         Ok(HttpFetcher {
             host,
+            authority,
+            authorization,
             port,
             uri,
             tls,
@@ -114,17 +131,17 @@ impl HttpFetcher {
         // The connection lives as long as this exchange: dropped (and closed) with it.
         let conn = tokio::spawn(conn);
         let _abort = AbortOnDrop(conn.abort_handle());
-        let authority = self
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .unwrap_or(&self.host);
-        let req = Request::get(self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-            .header(header::HOST, authority)
+        let mut req = Request::get(self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header(header::HOST, self.authority.as_str())
             .header(header::ACCEPT, "application/jwk-set+json, application/json")
             .header(header::USER_AGENT, "headroom")
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("HTTP: {e}"))?;
+        if let Some(auth) = &self.authorization {
+            let mut auth = auth.clone();
+            auth.set_sensitive(true);
+            req.headers_mut().insert(header::AUTHORIZATION, auth);
+        }
         let resp = sender
             .send_request(req)
             .await

@@ -28,7 +28,7 @@ type FetchFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send>>;
 
 /// Where the document comes from: the URL, or in tests anything that yields bytes.
 pub(crate) enum Fetch {
-    Http(HttpFetcher),
+    Http(Box<HttpFetcher>),
     #[cfg(test)]
     Fn(Box<dyn Fn() -> FetchFuture + Send + Sync>),
 }
