@@ -168,42 +168,34 @@ impl QueueReader {
                 &[("service", service), ("target", "queue")],
             )
         };
-        if let QueueSource::RabbitMq { queue_url, .. } = &q.source {
+        let backend = match &q.source {
             // A decision every few seconds can wait longer than a request would; a queue's
             // JSON is a few KiB.
-            let get = headroom_guard::HttpFetcher::bounded(
+            QueueSource::RabbitMq { queue_url, .. } => headroom_guard::HttpFetcher::bounded(
                 queue_url,
                 "RabbitMQ management URL",
                 Duration::from_secs(2),
                 1 << 20,
-            );
-            return match get {
-                Ok(get) => Some(QueueReader {
-                    backend: QueueBackend::RabbitMq(Box::new(get)),
-                    source: q.source.clone(),
-                    per_replica: q.per_replica,
-                    failing: false,
-                    errors: errors(),
-                }),
-                Err(e) => {
-                    warn!(service, "queue target left out: {e}");
-                    None
-                }
-            };
-        }
-        let target = if q.cluster {
-            headroom_redis::Target::Cluster(q.redis.clone())
-        } else {
-            headroom_redis::Target::Standalone(q.redis[0].clone())
+            )
+            .map(|get| QueueBackend::RabbitMq(Box::new(get))),
+            _ => {
+                let target = if q.cluster {
+                    headroom_redis::Target::Cluster(q.redis.clone())
+                } else {
+                    headroom_redis::Target::Standalone(q.redis[0].clone())
+                };
+                let opts = headroom_redis::Options {
+                    timeout: Duration::from_secs(1),
+                    ..headroom_redis::Options::default()
+                };
+                headroom_redis::Redis::new(target, opts)
+                    .map(QueueBackend::Redis)
+                    .map_err(|e| e.to_string())
+            }
         };
-        let opts = headroom_redis::Options {
-            // A decision every few seconds can wait longer than a request would.
-            timeout: Duration::from_secs(1),
-            ..headroom_redis::Options::default()
-        };
-        match headroom_redis::Redis::new(target, opts) {
-            Ok(redis) => Some(QueueReader {
-                backend: QueueBackend::Redis(redis),
+        match backend {
+            Ok(backend) => Some(QueueReader {
+                backend,
                 source: q.source.clone(),
                 per_replica: q.per_replica,
                 failing: false,

@@ -555,6 +555,21 @@ fn a_stream_groups_lag_sizes_the_service() {
     assert!(d.contains("queue at"), "{d}");
 }
 
+/// Two more failed readings of `target` are counted (so decisions were made without it),
+/// and the service is still at `n`, desired and running: a missing reading is not a zero.
+fn assert_unread_target_holds(h: &Headroom, target: &str, n: u32) {
+    let errors =
+        format!("headroom_autoscale_metric_errors_total{{service=\"app\",target=\"{target}\"}}");
+    let before = h.metric(&errors);
+    h.wait_metric_at_least(&errors, before + 2.0);
+    let a = app(h);
+    assert_eq!(
+        (&a["desired"], &a["current"]),
+        (&n.into(), &n.into()),
+        "an unread {target} is not a zero"
+    );
+}
+
 /// An external metric over Prometheus' HTTP API (KEDA's Prometheus scaler), from a real
 /// Prometheus: `vector(250)` at 100 per replica asks for 3. Prometheus gone: the target
 /// proposes nothing — the replicas stay — and the failure is counted and logged once.
@@ -577,15 +592,7 @@ fn a_prometheus_query_sizes_the_service_and_a_dead_prometheus_changes_nothing() 
     let d = app(&h)["last_decision"]["proposals"].to_string();
     assert!(d.contains("prometheus at 250% of its target"), "{d}");
     prom.kill();
-    let errors = "headroom_autoscale_metric_errors_total{service=\"app\",target=\"prometheus\"}";
-    let before = h.metric(errors);
-    h.wait_metric_at_least(errors, before + 2.0);
-    let a = app(&h);
-    assert_eq!(
-        (&a["desired"], &a["current"]),
-        (&3.into(), &3.into()),
-        "a dead Prometheus is not a zero"
-    );
+    assert_unread_target_holds(&h, "prometheus", 3);
     let d = app(&h)["last_decision"]["proposals"].to_string();
     assert!(d.contains("prometheus: not read"), "{d}");
     assert_eq!(
@@ -623,11 +630,7 @@ fn a_prometheus_query_without_a_series_changes_nothing() {
         .wait_for("the query returned no series", Duration::from_secs(30))
         .expect("the empty answer is logged");
     assert!(line.contains("no_such_metric_total"), "{line}");
-    let errors = "headroom_autoscale_metric_errors_total{service=\"app\",target=\"prometheus\"}";
-    let before = h.metric(errors);
-    h.wait_metric_at_least(errors, before + 1.0);
-    let a = app(&h);
-    assert_eq!((&a["desired"], &a["current"]), (&3.into(), &3.into()));
+    assert_unread_target_holds(&h, "prometheus", 3);
 }
 
 /// A real RabbitMQ (Debian's `rabbitmq-server`, its management plugin on), on free
@@ -769,13 +772,5 @@ fn a_rabbitmq_queue_sizes_the_service_and_a_dead_broker_changes_nothing() {
     let d = app(&h)["last_decision"]["proposals"].to_string();
     assert!(d.contains("queue at"), "{d}");
     mq.kill();
-    let errors = "headroom_autoscale_metric_errors_total{service=\"app\",target=\"queue\"}";
-    let before = h.metric(errors);
-    h.wait_metric_at_least(errors, before + 2.0);
-    let a = app(&h);
-    assert_eq!(
-        (&a["desired"], &a["current"]),
-        (&3.into(), &3.into()),
-        "a dead broker is not an empty queue"
-    );
+    assert_unread_target_holds(&h, "queue", 3);
 }

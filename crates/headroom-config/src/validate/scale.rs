@@ -921,4 +921,27 @@ mod tests {
         let e = bad("redis = \"redis://h:6379\"\nqueue = \"q\"\n");
         assert!(e[0].contains("give rabbitmq = "), "{e:?}");
     }
+
+    /// A replica the autoscaler adds takes its share at once (no slow start) unless the
+    /// service asks for one; a listed replica still ramps over 10 s.
+    #[test]
+    fn autoscaled_services_do_not_slow_start_by_default() {
+        let auto = |extra: &str| {
+            check(&format!(
+                "{extra}[service.app.autoscale]\nmax = 5\ninflight = 4\n{PROCESS}"
+            ))
+            .unwrap()
+            .services["app"]
+                .slow_start
+        };
+        assert_eq!(auto(""), Duration::ZERO);
+        assert_eq!(auto("slow_start = \"5s\"\n"), Duration::from_secs(5));
+        let listed = crate::validate::parse(
+            "t.toml",
+            &format!("{BASE}replicas = [\"127.0.0.1:9001\"]\n"),
+            Path::new("/srv"),
+        )
+        .unwrap();
+        assert_eq!(listed.services["app"].slow_start, Duration::from_secs(10));
+    }
 }

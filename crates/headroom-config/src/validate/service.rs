@@ -58,7 +58,10 @@ pub(super) fn validate_service(
             max_ejection: s.outlier.max_ejection.0,
             max_ejected: s.outlier.max_ejected.0,
         },
-        slow_start: s.slow_start.0,
+        slow_start: s
+            .slow_start
+            .unwrap_or_else(|| crate::model::defaults::slow_start(s.autoscale.is_some()))
+            .0,
         retry: RetryConfig {
             attempts: s.retry.attempts.max(1),
             budget: s.retry.budget.0,
