@@ -634,3 +634,42 @@ fn a_service_objective_names_its_service_and_a_fixed_route_none() {
         "{change}"
     );
 }
+
+/// Requests that queue for `max_conns` connections are named, with the bound to change.
+#[test]
+fn requests_waiting_for_a_free_connection_are_named() {
+    let up = Upstream::start("u");
+    let h = Headroom::start_with_args(
+        &one_route_config_with(&up, "", "max_conns = 2\nconnect_timeout = \"20s\""),
+        &["--workers", "1"],
+    );
+    let threads: Vec<_> = (0..60)
+        .map(|_| {
+            let addr = h.addr;
+            std::thread::spawn(move || Client::connect(addr).get("/?delay=20").status)
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let (code, findings) = advise(&h);
+    assert_eq!(code, 1, "{findings:#?}");
+    let f = findings
+        .iter()
+        .find(|f| f["kind"] == "pool_saturated")
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert!(
+        f["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("of 60 requests forwarded"),
+        "{f:#}"
+    );
+    assert!(
+        f["change"]
+            .as_str()
+            .unwrap()
+            .ends_with("[service.s]\nmax_conns = 8"),
+        "{f:#}"
+    );
+}

@@ -44,7 +44,8 @@ pub struct Finding {
     /// A stable name: `slo_burning`, `slow_replica`, `mostly_rate_limited`, `retries_refused`,
     /// `at_concurrency_ceiling`, `cache_low_hit_ratio`, `connection_churn`,
     /// `timeout_far_above_latency`, `cacheable_without_cache`, `cache_stores_set_cookie`,
-    /// `slow_path_dominates_p99`, `at_replica_ceiling`, `min_too_low_for_spikes`.
+    /// `slow_path_dominates_p99`, `at_replica_ceiling`, `min_too_low_for_spikes`,
+    /// `pool_saturated`.
     pub kind: &'static str,
     /// How much it matters, 0 to 100: findings are listed by it.
     pub impact: u32,
@@ -143,6 +144,7 @@ pub fn advise(status: &serde_json::Value, metrics: &BTreeMap<String, f64>) -> Ve
     cache::cache_stores_set_cookie(status, metrics, &mut out);
     route::slow_path_dominates_p99(status, &mut out);
     upstream::connection_churn(status, metrics, &mut out);
+    upstream::pool_saturated(status, metrics, &mut out);
     upstream::timeout_far_above_latency(status, metrics, &mut out);
     scale::at_replica_ceiling(status, &mut out);
     scale::min_too_low_for_spikes(status, &mut out);

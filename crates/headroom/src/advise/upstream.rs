@@ -126,6 +126,45 @@ pub(super) fn connection_churn(
     }
 }
 
+/// A service whose requests often found `max_conns` connections to a replica busy and
+/// waited for one: the replicas are saturated (or the bound is too low for their latency).
+pub(super) fn pool_saturated(
+    status: &serde_json::Value,
+    metrics: &BTreeMap<String, f64>,
+    out: &mut Vec<Finding>,
+) {
+    for s in status["services"].as_array().into_iter().flatten() {
+        let (Some(waits), Some(max_conns)) = (s["pool_waits"].as_u64(), s["max_conns"].as_u64())
+        else {
+            continue;
+        };
+        let service = s["service"].as_str().unwrap_or("?");
+        let forwarded = metrics
+            .get(&format!(
+                "headroom_upstream_duration_seconds_count{{service=\"{service}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0);
+        // One request in ten waiting, over enough of them to be a pattern.
+        if max_conns == 0 || waits < 50 || (waits as f64) < forwarded * 0.1 {
+            continue;
+        }
+        out.push(Finding {
+            kind: "pool_saturated",
+            impact: 60,
+            title: format!("requests to service {service} wait for a free connection"),
+            evidence: format!(
+                "{waits} of {forwarded:.0} requests forwarded since start ({:.0}%) found all max_conns = {max_conns} connections to their replica busy (per worker) and queued for one",
+                100.0 * waits as f64 / forwarded.max(1.0)
+            ),
+            change: format!(
+                "# more replicas (or an autoscaler) if they are busy; a higher bound if they are\n# slow but not busy (long polling, slow dependencies):\n[service.{service}]\nmax_conns = {}",
+                max_conns * 4
+            ),
+        });
+    }
+}
+
 /// headroom's `request_timeout` when the file sets none: its own choice, not the operator's,
 /// so it is not reported (every fast service would get the finding, burying the others).
 const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
