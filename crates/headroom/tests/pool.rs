@@ -249,3 +249,40 @@ fn a_replica_that_closes_its_pooled_connections_costs_no_request() {
         st["services"][0]["replicas"][0]["idle_connections"] == 1
     });
 }
+
+/// 40 h2 streams on one client connection, 4 upstream connections allowed: every stream is
+/// answered, and the 36 past the bound are handed the connections the others give back
+/// (`h2load -c64 -m100` reopened half a connection per request without the bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_h2_streams_past_max_conns_share_the_bounded_connections() {
+    let up = Upstream::start("a");
+    let h = Headroom::start_with_args(
+        &one_route_config_with(&up, "", "max_conns = 4\nconnect_timeout = \"20s\""),
+        &["--workers", "1"],
+    );
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let mut send = send.clone();
+            tokio::spawn(async move {
+                let req = Request::get(format!("http://test.local/s/{i}?delay=300"))
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                let status = resp.status();
+                resp.into_body().collect().await.unwrap();
+                status
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200, "every stream answered");
+    }
+    assert_eq!(connects(&h, &up), 4.0, "no more connections than max_conns");
+    assert!(h.status()["services"][0]["pool_waits"].as_u64().unwrap() >= 36);
+}
