@@ -108,14 +108,27 @@ CONF
 
 nginx -c "$TMP/upstream.conf" -e "$TMP/up.err" & PIDS+=($!)
 
-# measure NAME PORT COMMAND...: instructions per request of COMMAND's process tree.
-measure() {
-    local name=$1 port=$2; shift 2
+# under_callgrind NAME PORT LOAD COMMAND...: starts COMMAND under callgrind, waits for PORT,
+# runs LOAD (a function: warm up, `callgrind_control -z`, N requests, `callgrind_control -d`),
+# and prints NAME and the user-space instructions per request of COMMAND's process tree.
+under_callgrind() {
+    local name=$1 port=$2 load=$3; shift 3
     valgrind --tool=callgrind --callgrind-out-file="$TMP/$name.%p" "$@" 2>"$TMP/$name.vg" &
     local vg=$!
     PIDS+=($vg)
     for _ in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
-    python3 - "$port" "$N" "${SEND_KEY:-}" <<'PY'
+    "$load" "$name" "$port"
+    kill "$vg" 2>/dev/null || true
+    wait "$vg" 2>/dev/null || true
+    local total
+    total=$(cat "$TMP"/"$name".*.1 2>/dev/null | awk '/^summary:/ {s += $2} END {print s+0}')
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$TMP"/"$name".* "$KEEP"/; fi
+    echo "$name $((total / N))"
+}
+
+# N HTTP/1.1 GETs on 4 keep-alive connections (the x-api-key field when SEND_KEY is set).
+h1_load() {
+    python3 - "$2" "$N" "${SEND_KEY:-}" <<'PY'
 import http.client, subprocess, sys
 port, n, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 headers = {"x-api-key": key} if key else {}
@@ -129,34 +142,19 @@ subprocess.run(["callgrind_control", "-z"], capture_output=True)
 run(n)
 subprocess.run(["callgrind_control", "-d"], capture_output=True)
 PY
-    kill "$vg" 2>/dev/null || true
-    wait "$vg" 2>/dev/null || true
-    local total
-    total=$(cat "$TMP"/"$name".*.1 2>/dev/null | awk '/^summary:/ {s += $2} END {print s+0}')
-    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$TMP"/"$name".* "$KEEP"/; fi
-    echo "$name $((total / N))"
 }
 
-# measure_h2 NAME PORT COMMAND...: the same, for N h2c GETs from h2load (8 connections,
-# 16 streams each).
-measure_h2() {
-    local name=$1 port=$2; shift 2
-    valgrind --tool=callgrind --callgrind-out-file="$TMP/$name.%p" "$@" 2>"$TMP/$name.vg" &
-    local vg=$!
-    PIDS+=($vg)
-    for _ in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.2; done
-    h2load -t1 -c8 -m16 -n 800 "http://127.0.0.1:$port/" >/dev/null
+# N h2c GETs from h2load: 8 connections, 16 streams each.
+h2_load() {
+    h2load -t1 -c8 -m16 -n 800 "http://127.0.0.1:$2/" >/dev/null
     callgrind_control -z >/dev/null 2>&1
-    h2load -t1 -c8 -m16 -n "$N" "http://127.0.0.1:$port/" | grep -q "$N succeeded" \
-        || echo "bench/instructions.sh: not every h2 request to $name succeeded" >&2
+    h2load -t1 -c8 -m16 -n "$N" "http://127.0.0.1:$2/" | grep -q "$N succeeded" \
+        || echo "bench/instructions.sh: not every h2 request to $1 succeeded" >&2
     callgrind_control -d >/dev/null 2>&1
-    kill "$vg" 2>/dev/null || true
-    wait "$vg" 2>/dev/null || true
-    local total
-    total=$(cat "$TMP"/"$name".*.1 2>/dev/null | awk '/^summary:/ {s += $2} END {print s+0}')
-    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$TMP"/"$name".* "$KEEP"/; fi
-    echo "$name $((total / N))"
 }
+
+measure() { local name=$1 port=$2; shift 2; under_callgrind "$name" "$port" h1_load "$@"; }
+measure_h2() { local name=$1 port=$2; shift 2; under_callgrind "$name" "$port" h2_load "$@"; }
 
 echo "user-space instructions per proxied GET ($N requests, callgrind):"
 H=$(SEND_KEY=$KEY measure headroom "$HR" "$HEADROOM" serve --config "$TMP/headroom.toml" --workers 1)
