@@ -45,6 +45,42 @@ fn burst(h: &Headroom) {
     concurrent(h, BURST, 400);
 }
 
+type H2Send = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// One h2 (prior knowledge) client connection to `h`.
+async fn h2_connection(h: &Headroom) -> H2Send {
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// `n` streams at once on `send`, each held 300 ms by the replica: how many got a 200.
+async fn h2_round(send: &H2Send, n: usize) -> usize {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let mut send = send.clone();
+            tokio::spawn(async move {
+                let req = Request::get(format!("http://test.local/s/{i}?delay=300"))
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                let status = resp.status();
+                resp.into_body().collect().await.unwrap();
+                status
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap() == 200);
+    }
+    ok
+}
+
 #[test]
 fn a_burst_larger_than_the_old_ceiling_does_not_reconnect_the_next_time() {
     let up = Upstream::start("a");
@@ -115,43 +151,14 @@ fn idle_connections_close_after_idle_timeout_without_traffic() {
 async fn many_h2_streams_on_one_connection_reuse_the_upstream_connections() {
     let up = Upstream::start("a");
     let h = Headroom::start_with_args(&one_route_config(&up, ""), &["--workers", "1"]);
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let round = |n: usize| {
-        let send = send.clone();
-        async move {
-            let tasks: Vec<_> = (0..n)
-                .map(|i| {
-                    let mut send = send.clone();
-                    tokio::spawn(async move {
-                        let req = Request::get(format!("http://test.local/s/{i}?delay=300"))
-                            .body(Empty::<Bytes>::new())
-                            .unwrap();
-                        let resp = send.send_request(req).await.unwrap();
-                        let status = resp.status();
-                        resp.into_body().collect().await.unwrap();
-                        status
-                    })
-                })
-                .collect();
-            let mut ok = 0;
-            for t in tasks {
-                ok += usize::from(t.await.unwrap() == 200);
-            }
-            ok
-        }
-    };
-    assert_eq!(round(80).await, 80, "every stream answered");
+    let send = h2_connection(&h).await;
+    assert_eq!(h2_round(&send, 80).await, 80, "every stream answered");
     let first = connects(&h, &up);
     assert!(first > 0.0 && first <= 80.0, "{first}");
     h.wait_status("the streams' connections back in the pool", |st| {
         st["services"][0]["replicas"][0]["idle_connections"] == first as u64
     });
-    assert_eq!(round(80).await, 80, "every stream answered");
+    assert_eq!(h2_round(&send, 80).await, 80, "every stream answered");
     assert_eq!(
         connects(&h, &up),
         first,
@@ -260,29 +267,8 @@ async fn many_h2_streams_past_max_conns_share_the_bounded_connections() {
         &one_route_config_with(&up, "", "max_conns = 4\nconnect_timeout = \"20s\""),
         &["--workers", "1"],
     );
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let tasks: Vec<_> = (0..40)
-        .map(|i| {
-            let mut send = send.clone();
-            tokio::spawn(async move {
-                let req = Request::get(format!("http://test.local/s/{i}?delay=300"))
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
-                let resp = send.send_request(req).await.unwrap();
-                let status = resp.status();
-                resp.into_body().collect().await.unwrap();
-                status
-            })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200, "every stream answered");
-    }
+    let send = h2_connection(&h).await;
+    assert_eq!(h2_round(&send, 40).await, 40, "every stream answered");
     assert_eq!(connects(&h, &up), 4.0, "no more connections than max_conns");
     assert!(h.status()["services"][0]["pool_waits"].as_u64().unwrap() >= 36);
 }

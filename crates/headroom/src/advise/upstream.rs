@@ -78,6 +78,16 @@ pub(super) fn retries_refused(metrics: &BTreeMap<String, f64>, out: &mut Vec<Fin
     }
 }
 
+/// Requests the service forwarded since start.
+fn forwarded(metrics: &BTreeMap<String, f64>, service: &str) -> f64 {
+    metrics
+        .get(&format!(
+            "headroom_upstream_duration_seconds_count{{service=\"{service}\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+}
+
 pub(super) fn connection_churn(
     status: &serde_json::Value,
     metrics: &BTreeMap<String, f64>,
@@ -89,12 +99,7 @@ pub(super) fn connection_churn(
             continue;
         }
         let service = s["service"].as_str().unwrap_or("?");
-        let forwarded = metrics
-            .get(&format!(
-                "headroom_upstream_duration_seconds_count{{service=\"{service}\"}}"
-            ))
-            .copied()
-            .unwrap_or(0.0);
+        let forwarded = forwarded(metrics, service);
         let opened = metrics
             .get(&format!(
                 "headroom_upstream_connections_opened_total{{service=\"{service}\"}}"
@@ -139,12 +144,7 @@ pub(super) fn pool_saturated(
             continue;
         };
         let service = s["service"].as_str().unwrap_or("?");
-        let forwarded = metrics
-            .get(&format!(
-                "headroom_upstream_duration_seconds_count{{service=\"{service}\"}}"
-            ))
-            .copied()
-            .unwrap_or(0.0);
+        let forwarded = forwarded(metrics, service);
         // One request in ten waiting, over enough of them to be a pattern.
         if max_conns == 0 || waits < 50 || (waits as f64) < forwarded * 0.1 {
             continue;
