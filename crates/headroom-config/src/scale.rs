@@ -79,7 +79,7 @@ pub enum QueueSource {
     GroupLag { stream: String, group: String },
     /// A RabbitMQ queue's `messages` (ready and unacknowledged), from
     /// `GET {api}/api/queues/{vhost}/{queue}` of its management plugin (`redis` is empty).
-    RabbitMq { queue_url: String, queue: String },
+    RabbitMq { queue_url: String },
 }
 
 /// `[service.NAME.autoscale.process]`: replicas as local child processes.

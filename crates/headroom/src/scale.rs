@@ -171,7 +171,7 @@ impl QueueReader {
         let backend = match &q.source {
             // A decision every few seconds can wait longer than a request would; a queue's
             // JSON is a few KiB.
-            QueueSource::RabbitMq { queue_url, .. } => headroom_guard::HttpFetcher::bounded(
+            QueueSource::RabbitMq { queue_url } => headroom_guard::HttpFetcher::bounded(
                 queue_url,
                 "RabbitMQ management URL",
                 Duration::from_secs(2),

@@ -556,7 +556,6 @@ fn rabbitmq(
                 percent_encode(vhost),
                 percent_encode(queue.get_ref())
             ),
-            queue: queue.get_ref().clone(),
         },
         per_replica: per,
     })
@@ -901,7 +900,6 @@ mod tests {
             q.source,
             QueueSource::RabbitMq {
                 queue_url: "http://guest:guest@127.0.0.1:15672/api/queues/%2F/mail%20jobs".into(),
-                queue: "mail jobs".into(),
             }
         );
         let bad = |body: &str| {
