@@ -13,8 +13,8 @@ pub struct AutoscaleConfig {
     pub max: u32,
     pub algorithm: Algorithm,
     pub targets: Targets,
-    /// `None`: no driver yet (only the process driver exists); validation refuses that.
-    pub process: Option<ProcessConfig>,
+    /// Who runs the replicas.
+    pub driver: DriverConfig,
     /// With `min = 0`: requests finding no replica wait this long for the first one.
     pub cold_start_timeout: Duration,
     /// With `min = 0`: at most this many wait.
@@ -80,6 +80,66 @@ pub enum QueueSource {
     /// A RabbitMQ queue's `messages` (ready and unacknowledged), from
     /// `GET {api}/api/queues/{vhost}/{queue}` of its management plugin (`redis` is empty).
     RabbitMq { queue_url: String },
+}
+
+/// The replicas' driver: exactly one of `process` and `kubernetes`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverConfig {
+    Process(ProcessConfig),
+    Kubernetes(KubernetesConfig),
+}
+
+impl DriverConfig {
+    pub fn process(&self) -> Option<&ProcessConfig> {
+        match self {
+            DriverConfig::Process(p) => Some(p),
+            DriverConfig::Kubernetes(_) => None,
+        }
+    }
+}
+
+/// `[service.NAME.autoscale.kubernetes]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubernetesConfig {
+    pub workload: Workload,
+    /// `None`: the kubeconfig context's (or the in-cluster service account's) namespace.
+    pub namespace: Option<String>,
+    /// The Service whose EndpointSlices (label `kubernetes.io/service-name`) list the pods.
+    pub service: String,
+    pub port: Option<Port>,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub timeout: Duration,
+}
+
+/// The scaled workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workload {
+    Deployment(String),
+    StatefulSet(String),
+}
+
+impl Workload {
+    pub fn name(&self) -> &str {
+        match self {
+            Workload::Deployment(n) | Workload::StatefulSet(n) => n,
+        }
+    }
+
+    /// The resource's plural, as in the API path and in RBAC rules.
+    pub fn plural(&self) -> &'static str {
+        match self {
+            Workload::Deployment(_) => "deployments",
+            Workload::StatefulSet(_) => "statefulsets",
+        }
+    }
+}
+
+/// An EndpointSlice port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Port {
+    Number(u16),
+    Name(String),
 }
 
 /// `[service.NAME.autoscale.process]`: replicas as local child processes.

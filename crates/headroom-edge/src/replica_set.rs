@@ -28,6 +28,8 @@ pub enum Source {
     Dns,
     /// Started by the autoscaler's driver.
     Autoscaler,
+    /// A ready pod in the EndpointSlices of the autoscaler's Kubernetes workload.
+    Kubernetes,
 }
 
 impl Source {
@@ -37,6 +39,7 @@ impl Source {
             Source::Admin => "admin",
             Source::Dns => "dns",
             Source::Autoscaler => "autoscaler",
+            Source::Kubernetes => "kubernetes",
         }
     }
 }

@@ -5,6 +5,7 @@ mod advise;
 mod demo;
 mod export;
 mod key;
+mod kubernetes;
 mod purge;
 mod scale;
 mod serve;

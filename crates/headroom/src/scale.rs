@@ -11,7 +11,10 @@
 //! `grace`). A replica that exits on its own is taken out at once and replaced after a
 //! back-off (1 s doubling to 60 s; five exits in five minutes is a crash loop, reported).
 
-use headroom_config::scale::{Algorithm, AutoscaleConfig, ProcessConfig, QueueSource, QueueTarget};
+use crate::kubernetes::Fleet;
+use headroom_config::scale::{
+    Algorithm, AutoscaleConfig, DriverConfig, ProcessConfig, QueueSource, QueueTarget,
+};
 use headroom_edge::replica_set::Source;
 use headroom_edge::Shared;
 use headroom_scale::hpa::{self, Hpa, Metric, Reading};
@@ -67,6 +70,30 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             keep
         });
+        // A controller whose driver changed kind, or whose Kubernetes workload changed, is
+        // stopped (and waited for: its replicas leave the service first) and a new one
+        // started: the old replicas are not the new driver's to manage.
+        let restart: Vec<String> = running
+            .iter()
+            .filter(|(name, (tx, _))| {
+                match (
+                    tx.borrow().as_ref().map(|c| &c.driver),
+                    wanted.get(*name).map(|c| &c.driver),
+                ) {
+                    (Some(DriverConfig::Process(_)), Some(DriverConfig::Process(_))) => false,
+                    (Some(a), Some(b)) => a != b,
+                    _ => false,
+                }
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in restart {
+            if let Some((tx, task)) = running.remove(&name) {
+                info!(service = %name, "autoscale driver changed by a reload: restarting its controller");
+                let _ = tx.send(None);
+                let _ = task.await;
+            }
+        }
         for (name, cfg) in wanted {
             match running.get(&name) {
                 Some((tx, _)) => {
@@ -472,7 +499,12 @@ struct Controller {
     shared: Arc<Shared>,
     service: String,
     cfg: AutoscaleConfig,
-    driver: Driver,
+    /// The process driver (`replicas` are its processes).
+    driver: Option<Driver>,
+    /// The kubernetes driver (`replicas` stays empty: the pods are the workload's).
+    kube: Option<Fleet>,
+    /// Cores per pod from the metrics API, at the last HPA decision.
+    kube_cpu: HashMap<String, f64>,
     algo: Algo,
     replicas: Vec<Managed>,
     next_index: u32,
@@ -525,13 +557,18 @@ impl Controller {
         let Some(cfg) = cfg_rx.borrow().clone() else {
             return;
         };
-        let Some(process) = cfg.process.clone() else {
-            return;
-        };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let metrics = Metrics::new(&shared.registry, &service);
+        let (driver, kube) = match &cfg.driver {
+            DriverConfig::Process(p) => (Some(Driver::new(spec(&service, p), shim.clone())), None),
+            DriverConfig::Kubernetes(k) => {
+                (None, Some(Fleet::new(shared.clone(), &service, k.clone())))
+            }
+        };
         let mut c = Controller {
-            driver: Driver::new(spec(&service, &process), shim.clone()),
+            driver,
+            kube,
+            kube_cpu: HashMap::new(),
             algo: algo(&cfg),
             // The first decision (at the first tick) takes it to `min` at least, as an event.
             desired: 0,
@@ -581,7 +618,7 @@ impl Controller {
             };
             tokio::select! {
                 _ = tick.tick() => c.tick().await,
-                _ = arrived => c.activate(),
+                _ = arrived => c.activate().await,
                 Some(msg) = rx.recv() => c.handle(msg).await,
                 changed = cfg_rx.changed() => {
                     let next = if changed.is_ok() { cfg_rx.borrow().clone() } else { None };
@@ -614,8 +651,8 @@ impl Controller {
             (Algo::Kpa(k), Algorithm::Requests(c)) => k.reconfigure(c.clone()),
             _ => self.algo = algo(&cfg),
         }
-        if let Some(p) = &cfg.process {
-            self.driver = Driver::new(spec(&self.service, p), shim.clone());
+        if let DriverConfig::Process(p) = &cfg.driver {
+            self.driver = Some(Driver::new(spec(&self.service, p), shim.clone()));
         }
         if cfg.targets.queue != self.cfg.targets.queue {
             self.queue = cfg
@@ -645,8 +682,12 @@ impl Controller {
             .cloned()
     }
 
-    /// The count of replicas started or starting (not stopping).
+    /// The count of replicas started or starting (not stopping); with Kubernetes, the
+    /// workload's `spec.replicas` as last read.
     fn current(&self) -> u32 {
+        if let Some(k) = &self.kube {
+            return k.scale.as_ref().map_or(0, |s| s.spec);
+        }
         self.replicas
             .iter()
             .filter(|m| !matches!(m.state, State::Stopping))
@@ -685,6 +726,14 @@ impl Controller {
                     _ => None,
                 };
                 *cpu = stat.map(|s| (now, s.cpu_seconds));
+            }
+        }
+        if let Some(k) = &self.kube {
+            for pod in k.pods() {
+                if let Some((up, n)) = live.get(&pod.addr) {
+                    total_inflight += (*n).max(0) as f64;
+                    ready += u32::from(*up);
+                }
             }
         }
         // Requests held for a first replica are demand too (Knative's activator counts them).
@@ -745,26 +794,54 @@ impl Controller {
         };
         if due {
             self.last_decision = Some(now);
-            let external = External {
-                queue: self.read_queue().await,
-                prometheus: self.read_prometheus().await,
-            };
-            self.decide(now, t, current, ready, svc.as_deref(), external);
+            // Kubernetes: judged on the workload's count as it is now, never on a guess.
+            let mut current = Some(current);
+            if let Some(k) = &mut self.kube {
+                current = k.refresh().await.map(|s| s.spec);
+                if current.is_some() && self.cfg.targets.cpu.is_some() {
+                    self.kube_cpu = k.cpu().await.unwrap_or_default();
+                }
+            }
+            match current {
+                Some(current) => {
+                    let external = External {
+                        queue: self.read_queue().await,
+                        prometheus: self.read_prometheus().await,
+                    };
+                    self.decide(now, t, current, ready, svc.as_deref(), external);
+                }
+                None => {
+                    let why = self.kube.as_ref().and_then(|k| k.error.clone());
+                    self.last_inputs = serde_json::json!({
+                        "kubernetes": format!("scale not read, nothing decided: {}", why.unwrap_or_default()),
+                    });
+                }
+            }
         }
         if waiting > 0 && self.desired == 0 {
-            self.activate();
+            self.activate().await;
         }
         // The last replica goes only after `idle` without a request.
         if self.desired == 0 && current > 0 && now.duration_since(self.last_active) < self.cfg.idle
         {
             self.desired = 1;
         }
-        self.reconcile(now);
+        self.converge(now).await;
+    }
+
+    /// Reaches the desired count: processes started or stopped, or the workload patched.
+    async fn converge(&mut self, now: Instant) {
+        match &mut self.kube {
+            Some(k) => {
+                k.scale_to(self.desired).await;
+            }
+            None => self.reconcile(now),
+        }
     }
 
     /// A request waits for a first replica: start one now, whatever the algorithm last
     /// said (it had no demand to see).
-    fn activate(&mut self) {
+    async fn activate(&mut self) {
         if self.desired == 0 {
             let current = self.current();
             self.desired = 1.max(self.min);
@@ -778,7 +855,7 @@ impl Controller {
             info!(service = %self.service, "autoscale: a request is waiting for a replica, scaling from zero");
         }
         self.last_active = Instant::now();
-        self.reconcile(Instant::now());
+        self.converge(Instant::now()).await;
     }
 
     /// Seconds since the controller's first tick: the algorithms' clock.
@@ -954,13 +1031,31 @@ impl Controller {
             .flat_map(|s| s.replicas.iter())
             .map(|r| (r.addr, (r.is_available(clock), r.inflight.get())))
             .collect();
-        let per_replica = |f: &dyn Fn(&Managed, bool, i64) -> Reading| -> Vec<Reading> {
+        // Each replica's reading from its cores (if known) and in-flight count; not ready
+        // when it is not in the service, or (Kubernetes) a pod without a ready endpoint.
+        let per_replica = |f: &dyn Fn(Option<f64>, i64) -> Reading| -> Vec<Reading> {
+            if let Some(k) = &self.kube {
+                let mut out: Vec<Reading> = k
+                    .pods()
+                    .iter()
+                    .map(|p| match in_service.get(&p.addr) {
+                        Some((true, n)) if p.ready => f(self.kube_cpu.get(&p.name).copied(), *n),
+                        _ => Reading::NotReady,
+                    })
+                    .collect();
+                // Pods of the workload with no endpoint yet (pending, starting).
+                let pods = k.scale.as_ref().map_or(0, |s| s.status) as usize;
+                if out.len() < pods {
+                    out.resize(pods, Reading::NotReady);
+                }
+                return out;
+            }
             self.replicas
                 .iter()
                 .filter(|m| !matches!(m.state, State::Stopping))
                 .map(|m| match &m.state {
-                    State::Up { replica, .. } => match in_service.get(&replica.addr) {
-                        Some((true, n)) => f(m, true, *n),
+                    State::Up { replica, cores, .. } => match in_service.get(&replica.addr) {
+                        Some((true, n)) => f(*cores, *n),
                         _ => Reading::NotReady,
                     },
                     _ => Reading::NotReady,
@@ -969,13 +1064,13 @@ impl Controller {
         };
         let mut out = Vec::new();
         if let Some(target) = targets.inflight {
-            let readings = per_replica(&|_, _, n| Reading::Value(n.max(0) as f64));
+            let readings = per_replica(&|_, n| Reading::Value(n.max(0) as f64));
             out.push(("inflight", Metric::PerReplica { readings, target }));
         }
         if let Some(target) = targets.cpu {
-            let readings = per_replica(&|m, _, _| match &m.state {
-                State::Up { cores: Some(c), .. } => Reading::Value(c * 100.0),
-                _ => Reading::Missing,
+            let readings = per_replica(&|cores, _| match cores {
+                Some(c) => Reading::Value(c * 100.0),
+                None => Reading::Missing,
             });
             out.push((
                 "cpu",
@@ -1005,7 +1100,7 @@ impl Controller {
         if let (Some(target), Some((dt, d))) = (targets.rps, &delta) {
             let rps = d.iter().sum::<u64>() as f64 / dt.max(1e-3);
             let each = rps / f64::from(ready.max(1));
-            let readings = per_replica(&|_, _, _| Reading::Value(each));
+            let readings = per_replica(&|_, _| Reading::Value(each));
             out.push(("rps", Metric::PerReplica { readings, target }));
         }
         if let (Some(target), Some((_, d))) = (targets.latency_p95, &delta) {
@@ -1071,7 +1166,10 @@ impl Controller {
     fn start(&mut self, now: Instant) {
         let index = self.next_index;
         self.next_index += 1;
-        let (driver, tx) = (self.driver.clone(), self.tx.clone());
+        let Some(driver) = self.driver.clone() else {
+            return;
+        };
+        let tx = self.tx.clone();
         let task = tokio::spawn(async move {
             let r = driver.start(index).await;
             let _ = tx.send(Msg::Started(index, r));
@@ -1107,7 +1205,10 @@ impl Controller {
             State::Up { replica, .. } => {
                 let (shared, service, tx) =
                     (self.shared.clone(), self.service.clone(), self.tx.clone());
-                let grace = self.driver.spec().grace;
+                let grace = self
+                    .driver
+                    .as_ref()
+                    .map_or(Duration::from_secs(10), |d| d.spec().grace);
                 self.stopping.retain(|t| !t.is_finished());
                 self.stopping.push(tokio::spawn(async move {
                     let label = replica.addr.to_string();
@@ -1275,7 +1376,28 @@ impl Controller {
                 })
             })
             .collect();
+        let mut replicas = replicas;
+        let kubernetes = self.kube.as_ref().map(|k| {
+            let cfg = k.config();
+            replicas.extend(k.pods().iter().map(|p| {
+                serde_json::json!({
+                    "pod": p.name,
+                    "address": p.addr.to_string(),
+                    "state": if p.terminating { "terminating" } else if p.ready { "up" } else { "not_ready" },
+                    "cpu_cores": self.kube_cpu.get(&p.name),
+                })
+            }));
+            serde_json::json!({
+                "workload": format!("{}/{}", cfg.workload.plural(), cfg.workload.name()),
+                "namespace": cfg.namespace,
+                "service": cfg.service,
+                "scale": k.scale,
+                "error": k.error,
+            })
+        });
         let status = serde_json::json!({
+            "driver": if kubernetes.is_some() { "kubernetes" } else { "process" },
+            "kubernetes": kubernetes,
             "min": self.min,
             "configured_min": self.cfg.min,
             "max": self.cfg.max,
@@ -1306,6 +1428,11 @@ impl Controller {
 
     /// Stops every replica (starting ones by dropping their start) and waits for them.
     async fn shutdown(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) {
+        if let Some(k) = &mut self.kube {
+            k.shutdown();
+            info!(service = %self.service, "autoscaler stopped; the Kubernetes workload is left as it is");
+            return;
+        }
         for m in &mut self.replicas {
             if let State::Starting { task } = &m.state {
                 task.abort();

@@ -143,7 +143,7 @@ fn scale_grace(shared: &headroom_edge::Shared) -> Duration {
         .load()
         .services
         .values()
-        .filter_map(|s| Some(s.autoscale.as_ref()?.process.as_ref()?.grace))
+        .filter_map(|s| Some(s.autoscale.as_ref()?.driver.process()?.grace))
         .max()
         .unwrap_or_default()
 }

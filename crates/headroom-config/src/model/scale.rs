@@ -60,6 +60,37 @@ pub struct Autoscale {
     pub schedule: Vec<Spanned<Schedule>>,
     /// The replicas as local processes.
     pub process: Option<Spanned<Process>>,
+    /// The replicas as a Kubernetes Deployment's or StatefulSet's pods.
+    pub kubernetes: Option<Spanned<Kubernetes>>,
+}
+
+/// `[service.NAME.autoscale.kubernetes]`: the workload scaled through its scale subresource,
+/// its pods found in the EndpointSlices of a Service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kubernetes {
+    pub deployment: Option<Spanned<String>>,
+    pub statefulset: Option<Spanned<String>>,
+    /// Default: the kubeconfig context's namespace, or the pod's own in the cluster.
+    pub namespace: Option<Spanned<String>>,
+    /// The Service whose EndpointSlices list the pods. Default: the workload's name.
+    pub service: Option<Spanned<String>>,
+    /// The EndpointSlice port, by name ("http") or number. Default: the slice's only port.
+    pub port: Option<Spanned<PortRef>>,
+    /// Default: in the cluster, its service account; else `$KUBECONFIG`, `~/.kube/config`.
+    pub kubeconfig: Option<Spanned<String>>,
+    /// A kubeconfig context other than its current one.
+    pub context: Option<Spanned<String>>,
+    /// Each call to the API server. Default 5s.
+    pub timeout: Option<Spanned<Dur>>,
+}
+
+/// A port by name or number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    Number(i64),
+    Name(String),
 }
 
 /// `[service.NAME.autoscale.queue]`: KEDA's Redis scalers, and its RabbitMQ scaler over the

@@ -211,13 +211,22 @@ pub(super) fn validate_autoscale(
             }
         }
     };
-    let process = match &a.process {
-        Some(p) => process(r, p, base_dir, key),
-        None => {
+    let driver = match (&a.process, &a.kubernetes) {
+        (Some(p), None) => process(r, p, base_dir, key).map(DriverConfig::Process),
+        (None, Some(k)) => kubernetes(r, k, base_dir, key).map(DriverConfig::Kubernetes),
+        (Some(_), Some(k)) => {
+            r.error(
+                k.span().start,
+                key("autoscale.kubernetes"),
+                "one driver per service: [..autoscale.process] (local processes) or [..autoscale.kubernetes] (a workload's pods), not both",
+            );
+            None
+        }
+        (None, None) => {
             r.error(
                 at,
                 key("autoscale.process"),
-                "no driver: add [service.NAME.autoscale.process] with command = [\"./app\", \"--port\", \"{port}\"]",
+                "no driver: add [service.NAME.autoscale.process] with command = [\"./app\", \"--port\", \"{port}\"], or [service.NAME.autoscale.kubernetes] with deployment = \"NAME\"",
             );
             None
         }
@@ -248,7 +257,7 @@ pub(super) fn validate_autoscale(
         max,
         algorithm,
         targets,
-        process,
+        driver: driver?,
         cold_start_timeout,
         cold_start_queue: a.cold_start_queue.unwrap_or(1000),
         idle,
@@ -440,6 +449,121 @@ fn rules(
         }
     }
     out
+}
+
+/// A DNS-1123 name, as Kubernetes requires of namespaces, Services and workloads.
+fn dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+fn kubernetes(
+    r: &mut Reporter,
+    raw: &Spanned<model::Kubernetes>,
+    base_dir: &Path,
+    key: &impl Fn(&str) -> Option<String>,
+) -> Option<KubernetesConfig> {
+    let k = raw.get_ref();
+    let before = r.errors.len();
+    let mut name = |field: &str, v: &Spanned<String>| -> String {
+        if !dns_name(v.get_ref()) {
+            r.error(
+                v.span().start,
+                key(&format!("autoscale.kubernetes.{field}")),
+                format!(
+                    "\"{}\" is not a Kubernetes name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
+                    v.get_ref()
+                ),
+            );
+        }
+        v.get_ref().clone()
+    };
+    let workload = match (&k.deployment, &k.statefulset) {
+        (Some(d), None) => Workload::Deployment(name("deployment", d)),
+        (None, Some(s)) => Workload::StatefulSet(name("statefulset", s)),
+        (Some(_), Some(s)) => {
+            r.error(
+                s.span().start,
+                key("autoscale.kubernetes.statefulset"),
+                "one workload: deployment = \"NAME\" or statefulset = \"NAME\", not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            r.error(
+                raw.span().start,
+                key("autoscale.kubernetes.deployment"),
+                "which workload to scale: deployment = \"NAME\" or statefulset = \"NAME\"",
+            );
+            return None;
+        }
+    };
+    let namespace = k.namespace.as_ref().map(|n| name("namespace", n));
+    let service = k
+        .service
+        .as_ref()
+        .map_or_else(|| workload.name().to_string(), |s| name("service", s));
+    let port = k.port.as_ref().and_then(|p| match p.get_ref() {
+        model::PortRef::Number(n) => match u16::try_from(*n) {
+            Ok(n) if n > 0 => Some(Port::Number(n)),
+            _ => {
+                r.error(
+                    p.span().start,
+                    key("autoscale.kubernetes.port"),
+                    format!("{n} is not a port: expected 1 to 65535, or the port's name in the EndpointSlice (\"http\")"),
+                );
+                None
+            }
+        },
+        model::PortRef::Name(s) if s.is_empty() => {
+            r.error(
+                p.span().start,
+                key("autoscale.kubernetes.port"),
+                "expected the port's name in the EndpointSlice (\"http\") or its number",
+            );
+            None
+        }
+        model::PortRef::Name(s) => Some(Port::Name(s.clone())),
+    });
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base_dir
+    };
+    let kubeconfig = k.kubeconfig.as_ref().map(|p| {
+        let p = p.get_ref();
+        match p.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME")
+                .map_or_else(|| base_dir.join(p), |h| Path::new(&h).join(rest)),
+            None => base_dir.join(p),
+        }
+    });
+    let timeout = k
+        .timeout
+        .as_ref()
+        .map_or(Duration::from_secs(5), |t| t.get_ref().0);
+    if timeout.is_zero() {
+        r.error(
+            k.timeout
+                .as_ref()
+                .map_or(raw.span().start, |t| t.span().start),
+            key("autoscale.kubernetes.timeout"),
+            "must be more than 0s",
+        );
+    }
+    (r.errors.len() == before).then_some(KubernetesConfig {
+        workload,
+        namespace,
+        service,
+        port,
+        kubeconfig,
+        context: k.context.as_ref().map(|c| c.get_ref().clone()),
+        timeout,
+    })
 }
 
 fn process(
@@ -680,10 +804,66 @@ mod tests {
         };
         assert_eq!(interval, Duration::from_secs(15));
         assert_eq!(hpa.down.stabilization, 300.0);
-        let p = a.process.unwrap();
+        let p = a.driver.process().unwrap();
         assert_eq!(p.cwd, Path::new("/srv"));
         assert_eq!(p.grace, Duration::from_secs(10));
         assert!(c.services["app"].replicas.is_empty());
+    }
+
+    #[test]
+    fn a_kubernetes_driver_names_its_workload_and_defaults_the_rest() {
+        let text = format!(
+            "{BASE}[service.app.autoscale]\nmax = 20\ninflight = 10\n[service.app.autoscale.kubernetes]\ndeployment = \"web\"\nkubeconfig = \"kube/config\"\n"
+        );
+        let c = crate::validate::parse("/etc/headroom/h.toml", &text, Path::new("/etc/headroom"))
+            .unwrap();
+        let DriverConfig::Kubernetes(k) = c.services["app"].autoscale.clone().unwrap().driver
+        else {
+            panic!("the kubernetes driver")
+        };
+        assert_eq!(k.workload, Workload::Deployment("web".into()));
+        assert_eq!(
+            k.service, "web",
+            "the Service is the workload's name by default"
+        );
+        assert_eq!(k.namespace, None);
+        assert_eq!(k.port, None);
+        assert_eq!(
+            k.kubeconfig.as_deref(),
+            Some(Path::new("/etc/headroom/kube/config"))
+        );
+        assert_eq!(k.timeout, Duration::from_secs(5));
+
+        let text = format!(
+            "{BASE}[service.app.autoscale]\nmax = 20\ninflight = 10\n[service.app.autoscale.kubernetes]\nstatefulset = \"db\"\nservice = \"db-headless\"\nnamespace = \"prod\"\nport = 5432\n"
+        );
+        let c = crate::validate::parse("h.toml", &text, Path::new("")).unwrap();
+        let DriverConfig::Kubernetes(k) = c.services["app"].autoscale.clone().unwrap().driver
+        else {
+            panic!("the kubernetes driver")
+        };
+        assert_eq!(k.workload, Workload::StatefulSet("db".into()));
+        assert_eq!(
+            (k.service.as_str(), k.namespace.as_deref()),
+            ("db-headless", Some("prod"))
+        );
+        assert_eq!(k.port, Some(Port::Number(5432)));
+    }
+
+    #[test]
+    fn a_kubernetes_driver_refuses_what_the_api_server_would() {
+        let scale = "[service.app.autoscale]\nmax = 2\ninflight = 4\n";
+        for (driver, expected) in [
+            ("[service.app.autoscale.kubernetes]\nnamespace = \"x\"\n", "autoscale.kubernetes.deployment: which workload to scale"),
+            ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\nstatefulset = \"b\"\n", "autoscale.kubernetes.statefulset: one workload"),
+            ("[service.app.autoscale.kubernetes]\ndeployment = \"Web_App\"\n", "autoscale.kubernetes.deployment: \"Web_App\" is not a Kubernetes name"),
+            ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\nport = 70000\n", "autoscale.kubernetes.port: 70000 is not a port"),
+            ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\ntimeout = \"0s\"\n", "autoscale.kubernetes.timeout: must be more than 0s"),
+            ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\n[service.app.autoscale.process]\ncommand = [\"./app\"]\n", "autoscale.kubernetes: one driver per service"),
+        ] {
+            let e = errors(&format!("{scale}{driver}"));
+            assert!(e.iter().any(|e| e.contains(expected)), "{expected} in {e:?}");
+        }
     }
 
     /// `headroom serve --config headroom.toml`: the file's directory is the empty path, and
@@ -698,7 +878,9 @@ mod tests {
             .autoscale
             .clone()
             .unwrap()
-            .process
+            .driver
+            .process()
+            .cloned()
             .unwrap();
         assert_eq!(p.cwd, Path::new("."));
         assert_eq!(p.log_dir.as_deref(), Some(Path::new("./logs")));

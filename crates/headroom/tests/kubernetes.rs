@@ -1,0 +1,748 @@
+//! The autoscaler's kubernetes driver against a fake API server. No Kubernetes API server
+//! can run on this machine; `FakeKube` speaks the parts of its HTTP API the driver uses, in
+//! the real JSON shapes and the real watch protocol: bearer auth, the `scale` subresource
+//! (GET, and PATCH as a JSON merge patch, refused with 409 when its `resourceVersion` is not
+//! the object's), EndpointSlice lists and watches (`resourceVersion`, `allowWatchBookmarks`,
+//! `BOOKMARK` events, a `410 Gone` for a version too old), the metrics API's
+//! `PodMetricsList`, and `Status` bodies for 401/403/409/410/500. Like a Deployment
+//! controller, it makes the first `spec.replicas` of its pods ready endpoints when the scale
+//! changes; the pods are real upstream processes on loopback addresses.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-1";
+
+#[derive(Default)]
+struct State {
+    /// The cluster's resourceVersion counter.
+    rv: u64,
+    spec: u32,
+    /// The Deployment's resourceVersion (its scale's).
+    scale_rv: u64,
+    /// Pod addresses ("127.0.0.2"), in the order the controller makes them ready.
+    pods: Vec<String>,
+    port: u16,
+    /// The slice as it is, and its version.
+    slice: Value,
+    /// Watch events by resourceVersion.
+    events: Vec<(u64, Value)>,
+    /// Every request: "METHOD path?query".
+    requests: Vec<String>,
+    patches: Vec<Value>,
+    /// Answers to give the next calls of a kind ("scale_get", "scale_patch", "list", "watch").
+    fail: BTreeMap<&'static str, VecDeque<u16>>,
+    /// A watch from a version below this is answered 410 Gone.
+    gone_below: u64,
+    /// Bumped to end every open watch (as the API server's timeout does).
+    watch_epoch: u64,
+    /// Someone else scales to this just before the next patch (which then gets 409).
+    scaled_by_someone: Option<u32>,
+    /// The status moves just before the next patch (which then gets 409).
+    status_moves: bool,
+    /// Cores per pod for the metrics API.
+    cpu: BTreeMap<String, String>,
+}
+
+impl State {
+    fn bump(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    fn scale(&self) -> Value {
+        json!({
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": self.scale_rv.to_string()},
+            "spec": {"replicas": self.spec},
+            "status": {"replicas": self.spec, "selector": "app=web"}
+        })
+    }
+
+    /// The Deployment controller: the first `spec` pods are ready endpoints. `quietly`: no
+    /// watch event (as if it happened while the watch was down and the history compacted).
+    fn sync_pods(&mut self, quietly: bool) {
+        let rv = self.bump();
+        let endpoints: Vec<Value> = self
+            .pods
+            .iter()
+            .take(self.spec as usize)
+            .enumerate()
+            .map(|(i, ip)| {
+                json!({
+                    "addresses": [ip],
+                    "conditions": {"ready": true, "serving": true, "terminating": false},
+                    "targetRef": {"kind": "Pod", "namespace": "shop", "name": format!("web-{i}")}
+                })
+            })
+            .collect();
+        self.slice = json!({
+            "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {"name": "web-x1", "namespace": "shop", "resourceVersion": rv.to_string(),
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": self.port, "protocol": "TCP"}],
+            "endpoints": endpoints
+        });
+        if !quietly {
+            self.events
+                .push((rv, json!({"type": "MODIFIED", "object": self.slice})));
+        }
+    }
+}
+
+struct FakeKube {
+    url: String,
+    state: Arc<(Mutex<State>, Condvar)>,
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        409 => "Conflict",
+        410 => "Expired",
+        _ => "InternalError",
+    }
+}
+
+impl FakeKube {
+    /// A Deployment `web` in namespace `shop` at `spec` replicas, its pods at `pods` on
+    /// `port`.
+    fn start(spec: u32, pods: &[&str], port: u16) -> FakeKube {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut s = State {
+            spec,
+            pods: pods.iter().map(|p| p.to_string()).collect(),
+            port,
+            ..State::default()
+        };
+        s.scale_rv = s.bump();
+        s.sync_pods(false);
+        let state = Arc::new((Mutex::new(s), Condvar::new()));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let st = st.clone();
+                std::thread::spawn(move || serve(conn, &st));
+            }
+        });
+        FakeKube { url, state }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let (m, cv) = &*self.state;
+        let out = f(&mut m.lock().unwrap());
+        cv.notify_all();
+        out
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.with(|s| s.requests.clone())
+    }
+
+    /// Waits until a request matching `pred` has been made (after the first `skip`).
+    fn wait_request(&self, what: &str, skip: usize, pred: impl Fn(&str) -> bool) -> String {
+        let (m, cv) = &*self.state;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut s = m.lock().unwrap();
+        loop {
+            if let Some(r) = s.requests.iter().skip(skip).find(|r| pred(r)) {
+                return r.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "waiting for {what}: {:#?}", s.requests);
+            s = cv.wait_timeout(s, left).unwrap().0;
+        }
+    }
+
+    /// A kubeconfig for this server with a bearer token.
+    fn kubeconfig(&self, dir: &std::path::Path) -> String {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+                 clusters:\n- name: fake\n  cluster:\n    server: {}\n\
+                 users:\n- name: headroom\n  user:\n    token: {TOKEN}\n\
+                 contexts:\n- name: test\n  context:\n    cluster: fake\n    user: headroom\n    namespace: shop\n",
+                self.url
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+}
+
+/// One connection: requests in turn (keep-alive), a watch until it ends.
+fn serve(conn: TcpStream, st: &Arc<(Mutex<State>, Condvar)>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut out = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let (mut len, mut auth, mut ctype) = (0usize, String::new(), String::new());
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+            let (k, v) = (k.to_ascii_lowercase(), v.trim().to_string());
+            match k.as_str() {
+                "content-length" => len = v.parse().unwrap_or(0),
+                "authorization" => auth = v,
+                "content-type" => ctype = v,
+                _ => {}
+            }
+        }
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        let q: BTreeMap<String, String> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.replace("%3D", "=").replace("%2F", "/")))
+            .collect();
+        {
+            let (m, cv) = &**st;
+            m.lock()
+                .unwrap()
+                .requests
+                .push(format!("{method} {target}"));
+            cv.notify_all();
+        }
+        let reply = |out: &mut TcpStream, code: u16, v: &Value| {
+            let b = v.to_string();
+            let _ = write!(
+                out,
+                "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            );
+        };
+        if auth != format!("Bearer {TOKEN}") {
+            reply(&mut out, 401, &status(401, "Unauthorized", "Unauthorized"));
+            continue;
+        }
+        let kind = match (method.as_str(), path) {
+            ("GET", "/apis/apps/v1/namespaces/shop/deployments/web/scale") => "scale_get",
+            ("PATCH", "/apis/apps/v1/namespaces/shop/deployments/web/scale") => "scale_patch",
+            ("GET", "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices")
+                if q.get("watch").is_some_and(|w| w == "true" || w == "1") =>
+            {
+                "watch"
+            }
+            ("GET", "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices") => "list",
+            ("GET", "/apis/metrics.k8s.io/v1beta1/namespaces/shop/pods") => "metrics",
+            _ => {
+                reply(
+                    &mut out,
+                    404,
+                    &status(404, "NotFound", &format!("{path} not found")),
+                );
+                continue;
+            }
+        };
+        let (m, cv) = &**st;
+        let mut s = m.lock().unwrap();
+        if let Some(code) = s.fail.get_mut(kind).and_then(|f| f.pop_front()) {
+            drop(s);
+            reply(
+                &mut out,
+                code,
+                &status(code, reason(code), "injected by the test"),
+            );
+            continue;
+        }
+        match kind {
+            "scale_get" => {
+                let v = s.scale();
+                drop(s);
+                reply(&mut out, 200, &v);
+            }
+            "scale_patch" => {
+                let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                s.patches
+                    .push(json!({"content_type": ctype, "body": patch}));
+                if let Some(n) = s.scaled_by_someone.take() {
+                    s.spec = n;
+                    s.scale_rv = s.bump();
+                    s.sync_pods(false);
+                } else if std::mem::take(&mut s.status_moves) {
+                    s.scale_rv = s.bump();
+                }
+                let sent_rv = patch["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(String::from);
+                if sent_rv.is_some_and(|rv| rv != s.scale_rv.to_string()) {
+                    drop(s);
+                    reply(
+                        &mut out,
+                        409,
+                        &status(409, "Conflict", "Operation cannot be fulfilled on deployments.apps \"web\": the object has been modified; please apply your changes to the latest version and try again"),
+                    );
+                    continue;
+                }
+                if let Some(n) = patch["spec"]["replicas"].as_u64() {
+                    s.spec = n as u32;
+                    s.scale_rv = s.bump();
+                    s.sync_pods(false);
+                }
+                let v = s.scale();
+                cv.notify_all();
+                drop(s);
+                reply(&mut out, 200, &v);
+            }
+            "list" => {
+                let v = json!({
+                    "kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+                    "metadata": {"resourceVersion": s.rv.to_string()},
+                    "items": if q.get("labelSelector").map(String::as_str) == Some("kubernetes.io/service-name=web") { vec![s.slice.clone()] } else { vec![] }
+                });
+                drop(s);
+                reply(&mut out, 200, &v);
+            }
+            "metrics" => {
+                let items: Vec<Value> = s
+                    .cpu
+                    .iter()
+                    .map(|(pod, cpu)| {
+                        json!({
+                            "metadata": {"name": pod, "namespace": "shop"},
+                            "timestamp": "2026-12-03T14:00:00Z", "window": "15s",
+                            "containers": [{"name": "app", "usage": {"cpu": cpu, "memory": "20Mi"}}]
+                        })
+                    })
+                    .collect();
+                drop(s);
+                reply(
+                    &mut out,
+                    200,
+                    &json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items}),
+                );
+            }
+            _ => {
+                // A watch: chunked JSON lines, until the epoch moves or the client goes.
+                let from: u64 = q
+                    .get("resourceVersion")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                );
+                let chunk = |out: &mut TcpStream, v: &Value| {
+                    let line = format!("{v}\n");
+                    write!(out, "{:x}\r\n{line}\r\n", line.len()).and_then(|_| out.flush())
+                };
+                if from < s.gone_below {
+                    let gone = json!({"type": "ERROR", "object": status(410, "Expired", &format!("too old resource version: {from} ({})", s.gone_below))});
+                    drop(s);
+                    let _ = chunk(&mut out, &gone);
+                    let _ = write!(out, "0\r\n\r\n");
+                    continue;
+                }
+                let epoch = s.watch_epoch;
+                let mut sent = from;
+                loop {
+                    let next: Vec<(u64, Value)> = s
+                        .events
+                        .iter()
+                        .filter(|(rv, _)| *rv > sent)
+                        .cloned()
+                        .collect();
+                    if !next.is_empty() {
+                        drop(s);
+                        for (rv, ev) in &next {
+                            if chunk(&mut out, ev).is_err() {
+                                return;
+                            }
+                            sent = *rv;
+                        }
+                        s = m.lock().unwrap();
+                        continue;
+                    }
+                    if s.watch_epoch != epoch {
+                        break;
+                    }
+                    s = cv.wait_timeout(s, Duration::from_millis(200)).unwrap().0;
+                }
+                drop(s);
+                if write!(out, "0\r\n\r\n").is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Pods on loopback addresses 127.0.0.2.. at one port, as a Deployment's pods are on their
+/// IPs at the container's port.
+fn pods(n: usize) -> (Vec<Upstream>, Vec<String>, u16) {
+    let port = free_port();
+    let ups: Vec<Upstream> = (0..n)
+        .map(|i| {
+            Upstream::start_on(
+                &format!("127.0.0.{}:{port}", i + 2),
+                &format!("web-{i}"),
+                &[],
+            )
+        })
+        .collect();
+    let ips = (0..n).map(|i| format!("127.0.0.{}", i + 2)).collect();
+    (ups, ips, port)
+}
+
+fn config(autoscale: &str, kubeconfig: &str, kube_extra: &str) -> String {
+    format!(
+        "{pre}[[route]]\nname = \"app\"\nservice = \"app\"\n\n\
+         [service.app]\nbalance = \"round-robin\"\n\n\
+         [service.app.autoscale]\n{autoscale}\n\n\
+         [service.app.autoscale.kubernetes]\n\
+         deployment = \"web\"\nkubeconfig = \"{kubeconfig}\"\n{kube_extra}\n",
+        pre = preamble()
+    )
+}
+
+fn app(h: &Headroom) -> Value {
+    h.status()["autoscale"]["app"].clone()
+}
+
+/// The pods of `app` in the edge's service and taking traffic.
+fn in_service(h: &Headroom) -> Vec<String> {
+    h.status()["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "app"))
+        .and_then(|s| s["replicas"].as_array())
+        .map_or(Vec::new(), |r| {
+            let mut v: Vec<String> = r
+                .iter()
+                .filter(|r| {
+                    r["source"] == "kubernetes" && r["available"] == true && r["draining"] == false
+                })
+                .filter_map(|r| {
+                    r["replica"]
+                        .as_str()
+                        .or(r["address"].as_str())
+                        .map(String::from)
+                })
+                .collect();
+            v.sort();
+            v
+        })
+}
+
+/// Waits for `n` pods in the service, and for the controller to say it runs `n`.
+fn wait_in_service(h: &Headroom, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = h.stderr.all().len();
+        let pods = in_service(h);
+        if pods.len() == n && app(h)["current"] == n {
+            return pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {n} pods in the service, {pods:?}; autoscale {:#}",
+            app(h)
+        );
+        h.stderr.wait_past(seen, Duration::from_secs(1));
+    }
+}
+
+/// `min = 3` on a Deployment at 1: the first decision patches its scale to 3 (a merge patch
+/// carrying the resourceVersion read, with the kubeconfig's token); the pods the
+/// Deployment makes ready join the service and all three are answered from; down to
+/// `min = 1` by a reload, the two pods that stop being endpoints are drained and leave.
+#[test]
+fn a_deployment_is_scaled_through_its_scale_subresource_and_its_ready_pods_serve() {
+    let (_ups, ips, port) = pods(3);
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let kube = FakeKube::start(1, &ips, port);
+    let dir = temp_dir();
+    let kubeconfig = kube.kubeconfig(&dir);
+    let text = config(
+        "min = 3\nmax = 5\ninflight = 10\ninterval = \"1s\"\n[service.app.autoscale.scale_down]\nstabilization = \"0s\"",
+        &kubeconfig,
+        "",
+    );
+    let h = Headroom::start(&text);
+    let pods = wait_in_service(&h, 3);
+    assert_eq!(
+        pods,
+        [
+            format!("127.0.0.2:{port}"),
+            format!("127.0.0.3:{port}"),
+            format!("127.0.0.4:{port}")
+        ]
+    );
+    let patch = kube.with(|s| s.patches[0].clone());
+    assert_eq!(patch["content_type"], "application/merge-patch+json");
+    assert_eq!(patch["body"]["spec"]["replicas"], 3);
+    assert!(
+        patch["body"]["metadata"]["resourceVersion"].is_string(),
+        "{patch}"
+    );
+    let a = app(&h);
+    assert_eq!(a["driver"], "kubernetes");
+    assert_eq!(a["kubernetes"]["workload"], "deployments/web");
+    assert_eq!(a["kubernetes"]["scale"]["spec"], 3, "{a:#}");
+    assert_eq!(a["current"], 3);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let r = h.get("/");
+        assert_eq!(r.status, 200);
+        seen.insert(r.replica());
+    }
+    assert_eq!(seen.len(), 3, "every ready pod answers: {seen:?}");
+
+    let outcome = h.reload(&text.replacen("min = 3", "min = 1", 1));
+    assert!(outcome.contains("config reloaded"), "{outcome}");
+    let pods = wait_in_service(&h, 1);
+    assert_eq!(pods, [format!("127.0.0.2:{port}")]);
+    assert_eq!(kube.with(|s| s.spec), 1);
+    assert!(h
+        .stderr
+        .wait_for("pod not ready or gone: draining it", Duration::from_secs(5))
+        .is_some());
+    for _ in 0..5 {
+        assert_eq!(h.get("/").status, 200);
+    }
+}
+
+/// The watch resumes from the last bookmark's resourceVersion when the server ends it, and
+/// after a `410 Gone` lists again: a pod replaced while the watch was down (and the history
+/// compacted) is seen all the same.
+#[test]
+fn the_endpoint_watch_resumes_from_a_bookmark_and_lists_again_after_410() {
+    let (_ups, ips, port) = pods(2);
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let kube = FakeKube::start(1, &ips, port);
+    let dir = temp_dir();
+    let h = Headroom::start(&config(
+        "min = 1\nmax = 1\ninflight = 10\ninterval = \"1s\"",
+        &kube.kubeconfig(&dir),
+        "service = \"web\"\nport = \"http\"",
+    ));
+    wait_in_service(&h, 1);
+    let first = kube.wait_request("a watch", 0, |r| r.contains("watch=true"));
+    assert!(first.contains("allowWatchBookmarks=true"), "{first}");
+    assert!(first.contains("labelSelector=kubernetes.io"), "{first}");
+
+    // A bookmark, then the server ends the watch: the next starts from the bookmark.
+    let n = kube.requests().len();
+    // The watch sends what is pending before it sees its end.
+    let bookmark = kube.with(|s| {
+        let rv = s.bump();
+        s.events.push((
+            rv,
+            json!({"type": "BOOKMARK", "object": {
+            "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {"resourceVersion": rv.to_string()}}}),
+        ));
+        s.watch_epoch += 1;
+        rv
+    });
+    let next = kube.wait_request("the watch again", n, |r| r.contains("watch=true"));
+    assert!(
+        next.contains(&format!("resourceVersion={bookmark}&"))
+            || next.ends_with(&format!("resourceVersion={bookmark}")),
+        "resumed from the bookmark {bookmark}: {next}"
+    );
+
+    // The second pod becomes ready while no event says so, and the history is compacted:
+    // the next watch is answered 410, the watcher lists again and sees it.
+    let lists = kube
+        .requests()
+        .iter()
+        .filter(|r| !r.contains("watch=") && r.contains("endpointslices"))
+        .count();
+    let n = kube.requests().len();
+    kube.with(|s| {
+        s.pods.swap(0, 1);
+        s.sync_pods(true);
+        s.gone_below = s.rv + 1;
+        s.watch_epoch += 1;
+    });
+    kube.wait_request("a list after 410", n, |r| {
+        r.contains("endpointslices") && !r.contains("watch=")
+    });
+    let want = format!("127.0.0.3:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while in_service(&h) != [want.clone()] {
+        assert!(Instant::now() < deadline, "{:?}", in_service(&h));
+        let seen = h.stderr.all().len();
+        h.stderr.wait_past(seen, Duration::from_secs(1));
+    }
+    let after = kube
+        .requests()
+        .iter()
+        .filter(|r| !r.contains("watch=") && r.contains("endpointslices"))
+        .count();
+    assert_eq!(after, lists + 1, "one list after the 410");
+}
+
+/// 403 on the patch: said once with the RBAC it needs, counted, the workload untouched,
+/// tried again after a back-off and scaled once allowed. 500 on the read: nothing decided.
+/// 409 because someone else scaled it: their count stands. 409 because only its status
+/// moved: the same patch on the new version.
+#[test]
+fn api_errors_change_nothing_and_a_conflict_respects_someone_elses_scale() {
+    let (_ups, ips, port) = pods(4);
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let kube = FakeKube::start(1, &ips, port);
+    kube.with(|s| {
+        s.fail.insert("scale_patch", VecDeque::from([403, 403]));
+    });
+    let dir = temp_dir();
+    let text = config(
+        "min = 2\nmax = 4\ninflight = 10\ninterval = \"1s\"",
+        &kube.kubeconfig(&dir),
+        "",
+    );
+    let h = Headroom::start(&text);
+    assert!(h
+        .stderr
+        .wait_for("403 Forbidden", Duration::from_secs(20))
+        .is_some());
+    let errors = "headroom_kubernetes_errors_total{service=\"app\"}";
+    h.wait_metric_at_least(errors, 1.0);
+    assert!(
+        h.stderr
+            .all()
+            .iter()
+            .any(|l| l.contains("needs get and patch on deployments/scale in namespace shop")),
+        "{:?}",
+        h.stderr.all()
+    );
+    // Both refusals happened, and then the back-off let the third through.
+    wait_in_service(&h, 2);
+    let patches = kube
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("PATCH"))
+        .count();
+    assert_eq!((kube.with(|s| s.spec), patches), (2, 3));
+    assert_eq!(h.stderr.count("403 Forbidden"), 1, "logged once per streak");
+    assert!(
+        app(&h)["kubernetes"]["error"].is_null(),
+        "cleared once it answers"
+    );
+
+    // The read fails: no decision is made on a count it does not know.
+    kube.with(|s| {
+        s.fail.insert("scale_get", VecDeque::from([500; 3]));
+    });
+    h.wait_status("a decision without its scale", |st| {
+        st["autoscale"]["app"]["last_decision"]["kubernetes"]
+            .as_str()
+            .is_some_and(|k| k.contains("scale not read") && k.contains("500"))
+    });
+    assert_eq!(kube.with(|s| s.spec), 2);
+
+    // Someone scales it to 4 just before our patch to 3: their 4 stands.
+    kube.with(|s| s.scaled_by_someone = Some(4));
+    let outcome = h.reload(&text.replacen("min = 2", "min = 3", 1));
+    assert!(outcome.contains("config reloaded"), "{outcome}");
+    h.wait_metric(
+        "headroom_kubernetes_scale_conflicts_total{service=\"app\"}",
+        1.0,
+    );
+    assert!(h
+        .stderr
+        .wait_for("was scaled by someone else", Duration::from_secs(10))
+        .is_some());
+    wait_in_service(&h, 4);
+    assert_eq!(kube.with(|s| s.spec), 4, "not overwritten");
+
+    // Only the status moves before the patch to 2 (min 2, 4 idle pods, no stabilisation in
+    // the way after the reload below): the patch is made again on the new version.
+    kube.with(|s| s.status_moves = true);
+    let outcome = h.reload(&format!(
+        "{text}\n[service.app.autoscale.scale_down]\nstabilization = \"0s\"\n"
+    ));
+    assert!(outcome.contains("config reloaded"), "{outcome}");
+    wait_in_service(&h, 2);
+    assert_eq!(kube.with(|s| s.spec), 2);
+    h.wait_metric(
+        "headroom_kubernetes_scale_conflicts_total{service=\"app\"}",
+        2.0,
+    );
+}
+
+/// `cpu = "50%"` with the kubernetes driver reads the pods' usage from the metrics API:
+/// one pod at 900m is 180% of its target, so two.
+#[test]
+fn cpu_comes_from_the_metrics_api() {
+    let (_ups, ips, port) = pods(2);
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let kube = FakeKube::start(1, &ips, port);
+    kube.with(|s| {
+        s.cpu.insert("web-0".into(), "900m".into());
+    });
+    let dir = temp_dir();
+    let h = Headroom::start(&config(
+        "min = 1\nmax = 4\ncpu = \"50%\"\ninterval = \"1s\"",
+        &kube.kubeconfig(&dir),
+        "",
+    ));
+    wait_in_service(&h, 2);
+    assert!(h
+        .stderr
+        .wait_for("cpu at 180% of its target → 2", Duration::from_secs(5))
+        .is_some());
+    assert!(
+        kube.requests().iter().any(|r| r
+            .contains("/apis/metrics.k8s.io/v1beta1/namespaces/shop/pods?labelSelector=app%3Dweb")),
+        "{:?}",
+        kube.requests()
+    );
+}
+
+/// A kubeconfig that is not there: said (with the path), retried, nothing scaled; the
+/// proxy runs.
+#[test]
+fn a_missing_kubeconfig_is_said_and_the_proxy_runs() {
+    let h = Headroom::start(&config(
+        "min = 1\nmax = 2\ninflight = 10\ninterval = \"1s\"",
+        "/nonexistent/kubeconfig",
+        "",
+    ));
+    assert!(h
+        .stderr
+        .wait_for(
+            "kubeconfig /nonexistent/kubeconfig",
+            Duration::from_secs(10)
+        )
+        .is_some());
+    h.wait_status("the error in status", |st| {
+        st["autoscale"]["app"]["kubernetes"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/nonexistent/kubeconfig"))
+    });
+    assert_eq!(h.get("/").status, 503);
+}
