@@ -110,6 +110,8 @@ pub struct KubernetesConfig {
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
     pub timeout: Duration,
+    /// `leader_election = true`: the Lease's duration.
+    pub election: Option<Duration>,
 }
 
 /// The scaled workload.

@@ -505,6 +505,10 @@ struct Controller {
     kube: Option<Fleet>,
     /// Cores per pod from the metrics API, at the last HPA decision.
     kube_cpu: HashMap<String, f64>,
+    /// With leader election, as leader: the other instances' load.
+    others: crate::kubernetes::election::Others,
+    /// The service's upstream attempts at the last tick, and when: this instance's rate.
+    last_rate: Option<(Instant, u64)>,
     algo: Algo,
     replicas: Vec<Managed>,
     next_index: u32,
@@ -569,6 +573,8 @@ impl Controller {
             driver,
             kube,
             kube_cpu: HashMap::new(),
+            others: Default::default(),
+            last_rate: None,
             algo: algo(&cfg),
             // The first decision (at the first tick) takes it to `min` at least, as an event.
             desired: 0,
@@ -743,6 +749,27 @@ impl Controller {
             .map_or(0, |g| g.waiting());
         total_inflight += f64::from(waiting);
         let attempts = svc.as_ref().map_or(0, |s| s.upstream_latency.count());
+        let rps = match self.last_rate {
+            Some((t, n)) if now > t => {
+                attempts.saturating_sub(n) as f64 / now.duration_since(t).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        self.last_rate = Some((now, attempts));
+        // Several instances: the leader judges on everyone's load; the others only report
+        // theirs (and read the scale now and then, for /status).
+        let mut follower = false;
+        if let Some(k) = &mut self.kube {
+            self.others = k.coordinate(total_inflight, rps).await.unwrap_or_default();
+            total_inflight += self.others.inflight;
+            if !k.may_scale() {
+                follower = true;
+                k.refresh_if_older(Duration::from_secs(5)).await;
+                self.last_inputs = serde_json::json!({
+                    "kubernetes": format!("not the leader: {} scales", k.standing().and_then(|s| s.holder.clone()).unwrap_or_else(|| "no one yet".into())),
+                });
+            }
+        }
         if total_inflight > 0.0 || attempts != self.last_attempts {
             self.last_active = now;
         }
@@ -750,6 +777,9 @@ impl Controller {
         let current = self.current();
         self.metrics.current.set(i64::from(current));
         self.metrics.ready.set(i64::from(ready));
+        if follower {
+            return;
+        }
         let min =
             headroom_scale::schedule::min_at(self.cfg.min, &self.cfg.schedule, unix_now() as i64)
                 .min(self.cfg.max);
@@ -1043,6 +1073,16 @@ impl Controller {
                         _ => Reading::NotReady,
                     })
                     .collect();
+                // The other instances' requests in flight, spread over the ready pods.
+                let ready = out.iter().filter(|r| **r != Reading::NotReady).count();
+                if self.others.inflight > 0.0 && ready > 0 {
+                    let each = self.others.inflight / ready as f64;
+                    for r in &mut out {
+                        if let Reading::Value(v) = r {
+                            *v += each;
+                        }
+                    }
+                }
                 // Pods of the workload with no endpoint yet (pending, starting).
                 let pods = k.scale.as_ref().map_or(0, |s| s.status) as usize;
                 if out.len() < pods {
@@ -1098,7 +1138,7 @@ impl Controller {
             self.last_latency = Some((now, b));
         }
         if let (Some(target), Some((dt, d))) = (targets.rps, &delta) {
-            let rps = d.iter().sum::<u64>() as f64 / dt.max(1e-3);
+            let rps = d.iter().sum::<u64>() as f64 / dt.max(1e-3) + self.others.rps;
             let each = rps / f64::from(ready.max(1));
             let readings = per_replica(&|_, _| Reading::Value(each));
             out.push(("rps", Metric::PerReplica { readings, target }));
@@ -1393,6 +1433,7 @@ impl Controller {
                 "service": cfg.service,
                 "scale": k.scale,
                 "error": k.error,
+                "election": k.standing(),
             })
         });
         let status = serde_json::json!({

@@ -18,6 +18,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-token-1";
+/// A second instance's.
+const TOKEN2: &str = "test-token-2";
 
 #[derive(Default)]
 struct State {
@@ -48,6 +50,10 @@ struct State {
     status_moves: bool,
     /// Cores per pod for the metrics API.
     cpu: BTreeMap<String, String>,
+    /// coordination.k8s.io Leases by name.
+    leases: BTreeMap<String, Value>,
+    /// The token of each scale patch that was taken.
+    patch_tokens: Vec<String>,
 }
 
 impl State {
@@ -170,13 +176,17 @@ impl FakeKube {
 
     /// A kubeconfig for this server with a bearer token.
     fn kubeconfig(&self, dir: &std::path::Path) -> String {
+        self.kubeconfig_with(dir, TOKEN)
+    }
+
+    fn kubeconfig_with(&self, dir: &std::path::Path, token: &str) -> String {
         let path = dir.join("kubeconfig");
         std::fs::write(
             &path,
             format!(
                 "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
                  clusters:\n- name: fake\n  cluster:\n    server: {}\n\
-                 users:\n- name: headroom\n  user:\n    token: {TOKEN}\n\
+                 users:\n- name: headroom\n  user:\n    token: {token}\n\
                  contexts:\n- name: test\n  context:\n    cluster: fake\n    user: headroom\n    namespace: shop\n",
                 self.url
             ),
@@ -244,8 +254,17 @@ fn serve(conn: TcpStream, st: &Arc<(Mutex<State>, Condvar)>) {
                 b.len()
             );
         };
-        if auth != format!("Bearer {TOKEN}") {
+        let Some(token) = auth
+            .strip_prefix("Bearer ")
+            .filter(|t| [TOKEN, TOKEN2].contains(t))
+        else {
             reply(&mut out, 401, &status(401, "Unauthorized", "Unauthorized"));
+            continue;
+        };
+        if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/shop/leases")
+        {
+            let (code, v) = leases(st, &method, rest.trim_start_matches('/'), &q, &body);
+            reply(&mut out, code, &v);
             continue;
         }
         let kind = match (method.as_str(), path) {
@@ -308,6 +327,7 @@ fn serve(conn: TcpStream, st: &Arc<(Mutex<State>, Condvar)>) {
                     continue;
                 }
                 if let Some(n) = patch["spec"]["replicas"].as_u64() {
+                    s.patch_tokens.push(token.to_string());
                     s.spec = n as u32;
                     s.scale_rv = s.bump();
                     s.sync_pods(false);
@@ -400,16 +420,121 @@ fn serve(conn: TcpStream, st: &Arc<(Mutex<State>, Condvar)>) {
     }
 }
 
+/// RFC 7386's JSON merge patch.
+fn merge(dst: &mut Value, patch: &Value) {
+    match (dst.as_object_mut(), patch.as_object()) {
+        (Some(d), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    d.remove(k);
+                } else {
+                    merge(d.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *dst = patch.clone(),
+    }
+}
+
+/// The Lease API: list (by label), create, get, replace (409 on a stale resourceVersion),
+/// merge patch.
+fn leases(
+    st: &Arc<(Mutex<State>, Condvar)>,
+    method: &str,
+    name: &str,
+    q: &BTreeMap<String, String>,
+    body: &[u8],
+) -> (u16, Value) {
+    let (m, _) = &**st;
+    let mut s = m.lock().unwrap();
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let not_found = || {
+        (
+            404,
+            status(
+                404,
+                "NotFound",
+                &format!("leases.coordination.k8s.io \"{name}\" not found"),
+            ),
+        )
+    };
+    match (method, name) {
+        ("GET", "") => {
+            let (k, v) = q
+                .get("labelSelector")
+                .and_then(|l| l.split_once('='))
+                .map_or((String::new(), String::new()), |(k, v)| {
+                    (k.to_string(), v.to_string())
+                });
+            let items: Vec<Value> = s
+                .leases
+                .values()
+                .filter(|l| k.is_empty() || l["metadata"]["labels"][&k] == v.as_str())
+                .cloned()
+                .collect();
+            (
+                200,
+                json!({"kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1",
+                         "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
+            )
+        }
+        ("POST", "") => {
+            let n = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+            if s.leases.contains_key(&n) {
+                return (
+                    409,
+                    status(
+                        409,
+                        "AlreadyExists",
+                        &format!("leases.coordination.k8s.io \"{n}\" already exists"),
+                    ),
+                );
+            }
+            let mut l = body.clone();
+            l["metadata"]["resourceVersion"] = s.bump().to_string().into();
+            s.leases.insert(n, l.clone());
+            (201, l)
+        }
+        ("GET", n) => s.leases.get(n).map_or_else(not_found, |l| (200, l.clone())),
+        ("PUT", n) => {
+            let Some(old) = s.leases.get(n) else {
+                return not_found();
+            };
+            if body["metadata"]["resourceVersion"] != old["metadata"]["resourceVersion"] {
+                return (409, status(409, "Conflict", "the object has been modified"));
+            }
+            let mut l = body.clone();
+            l["metadata"]["resourceVersion"] = s.bump().to_string().into();
+            s.leases.insert(n.to_string(), l.clone());
+            (200, l)
+        }
+        ("PATCH", n) => {
+            let rv = s.bump();
+            let Some(l) = s.leases.get_mut(n) else {
+                return not_found();
+            };
+            merge(l, &body);
+            l["metadata"]["resourceVersion"] = rv.to_string().into();
+            (200, l.clone())
+        }
+        _ => (405, status(405, "MethodNotAllowed", method)),
+    }
+}
+
 /// Pods on loopback addresses 127.0.0.2.. at one port, as a Deployment's pods are on their
 /// IPs at the container's port.
 fn pods(n: usize) -> (Vec<Upstream>, Vec<String>, u16) {
+    pods_with(n, &[])
+}
+
+fn pods_with(n: usize, extra: &[&str]) -> (Vec<Upstream>, Vec<String>, u16) {
     let port = free_port();
     let ups: Vec<Upstream> = (0..n)
         .map(|i| {
             Upstream::start_on(
                 &format!("127.0.0.{}:{port}", i + 2),
                 &format!("web-{i}"),
-                &[],
+                extra,
             )
         })
         .collect();
@@ -745,4 +870,99 @@ fn a_missing_kubeconfig_is_said_and_the_proxy_runs() {
             .is_some_and(|e| e.contains("/nonexistent/kubeconfig"))
     });
     assert_eq!(h.get("/").status, 503);
+}
+
+/// `clients` threads sending GETs to `h` in a loop until the flag is set.
+fn load(
+    h: &Headroom,
+    clients: usize,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let (stop, addr) = (stop.clone(), h.addr);
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if c.try_request("GET", "/", &[], b"").is_err() {
+                        c = Client::connect(addr);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+fn election(h: &Headroom) -> Value {
+    app(h)["kubernetes"]["election"].clone()
+}
+
+/// Two instances with `leader_election = true`: one holds the Lease and scales; the load
+/// only the other one carries reaches it through that one's own Lease (8 requests in
+/// flight at 2 per pod: 4 pods, though the leader itself has none); the leader killed, the
+/// other takes the Lease over once it has seen it unrenewed for `lease`, and scales back
+/// down when the load stops. Every scale patch comes from the leader of the moment.
+#[test]
+fn two_instances_elect_one_leader_that_scales_on_both_loads_and_the_other_takes_over() {
+    let (_ups, ips, port) = pods_with(4, &["--delay-ms", "200"]);
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let kube = FakeKube::start(1, &ips, port);
+    let autoscale = "min = 1\nmax = 4\ninflight = 2\ninterval = \"1s\"\n[service.app.autoscale.scale_down]\nstabilization = \"0s\"";
+    let extra = "leader_election = true\nlease = \"3s\"";
+    let (da, db) = (temp_dir(), temp_dir());
+    let mut a = Headroom::start(&config(autoscale, &kube.kubeconfig_with(&da, TOKEN), extra));
+    a.wait_status("a leads", |st| {
+        st["autoscale"]["app"]["kubernetes"]["election"]["leader"] == true
+    });
+    let b = Headroom::start(&config(
+        autoscale,
+        &kube.kubeconfig_with(&db, TOKEN2),
+        extra,
+    ));
+    b.wait_status("b follows a", |st| {
+        let e = &st["autoscale"]["app"]["kubernetes"]["election"];
+        e["leader"] == false && e["holder"].is_string()
+    });
+    assert_eq!(election(&b)["holder"], election(&a)["identity"]);
+    assert!(app(&b)["last_decision"]["kubernetes"]
+        .as_str()
+        .is_some_and(|k| k.contains("not the leader")));
+    wait_in_service(&b, 1);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = load(&b, 8, &stop);
+    wait_in_service(&a, 4);
+    let e = election(&a);
+    assert_eq!(e["others"]["instances"], 1, "{e:#}");
+    assert_eq!(
+        kube.with(|s| s.patch_tokens.clone())
+            .iter()
+            .filter(|t| *t != TOKEN)
+            .count(),
+        0,
+        "only the leader scales"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    b.wait_status("b leads", |st| {
+        st["autoscale"]["app"]["kubernetes"]["election"]["leader"] == true
+    });
+    assert!(b
+        .stderr
+        .wait_for("this instance leads the scaling", Duration::from_secs(5))
+        .is_some());
+    wait_in_service(&b, 1);
+    let tokens = kube.with(|s| s.patch_tokens.clone());
+    assert_eq!(
+        tokens.last().map(String::as_str),
+        Some(TOKEN2),
+        "{tokens:?}"
+    );
+    let transitions = kube.with(|s| s.leases["headroom-web"]["spec"]["leaseTransitions"].clone());
+    assert_eq!(transitions, 1);
 }

@@ -83,6 +83,11 @@ pub struct Kubernetes {
     pub context: Option<Spanned<String>>,
     /// Each call to the API server. Default 5s.
     pub timeout: Option<Spanned<Dur>>,
+    /// Several headroom instances in front of the workload: one scales it (a Lease), on
+    /// the load all of them report. Default false.
+    pub leader_election: Option<bool>,
+    /// The leadership Lease's duration. Default 15s.
+    pub lease: Option<Spanned<Dur>>,
 }
 
 /// A port by name or number.

@@ -555,7 +555,30 @@ fn kubernetes(
             "must be more than 0s",
         );
     }
+    let lease = k
+        .lease
+        .as_ref()
+        .map_or(Duration::from_secs(15), |l| l.get_ref().0);
+    if lease < Duration::from_secs(2) {
+        r.error(
+            k.lease
+                .as_ref()
+                .map_or(raw.span().start, |l| l.span().start),
+            key("autoscale.kubernetes.lease"),
+            "must be 2s or more: the leader renews it every third of it",
+        );
+    }
+    if k.lease.is_some() && k.leader_election != Some(true) {
+        r.error(
+            k.lease
+                .as_ref()
+                .map_or(raw.span().start, |l| l.span().start),
+            key("autoscale.kubernetes.lease"),
+            "lease is the leader election's: set leader_election = true with it",
+        );
+    }
     (r.errors.len() == before).then_some(KubernetesConfig {
+        election: (k.leader_election == Some(true)).then_some(lease),
         workload,
         namespace,
         service,
@@ -833,6 +856,7 @@ mod tests {
             Some(Path::new("/etc/headroom/kube/config"))
         );
         assert_eq!(k.timeout, Duration::from_secs(5));
+        assert_eq!(k.election, None, "one instance unless told");
 
         let text = format!(
             "{BASE}[service.app.autoscale]\nmax = 20\ninflight = 10\n[service.app.autoscale.kubernetes]\nstatefulset = \"db\"\nservice = \"db-headless\"\nnamespace = \"prod\"\nport = 5432\n"
@@ -859,6 +883,8 @@ mod tests {
             ("[service.app.autoscale.kubernetes]\ndeployment = \"Web_App\"\n", "autoscale.kubernetes.deployment: \"Web_App\" is not a Kubernetes name"),
             ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\nport = 70000\n", "autoscale.kubernetes.port: 70000 is not a port"),
             ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\ntimeout = \"0s\"\n", "autoscale.kubernetes.timeout: must be more than 0s"),
+            ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\nleader_election = true\nlease = \"1s\"\n", "autoscale.kubernetes.lease: must be 2s or more"),
+            ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\nlease = \"10s\"\n", "autoscale.kubernetes.lease: lease is the leader election's"),
             ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\n[service.app.autoscale.process]\ncommand = [\"./app\"]\n", "autoscale.kubernetes: one driver per service"),
         ] {
             let e = errors(&format!("{scale}{driver}"));

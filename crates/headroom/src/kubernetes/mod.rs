@@ -19,6 +19,9 @@
 //!   metrics-server serves it), in cores per pod, like the process driver's.
 //! - headroom exiting leaves the workload as it is.
 
+pub mod election;
+
+use election::{Election, Others, Standing};
 use headroom_config::scale::{KubernetesConfig, Port, Workload as WorkloadName};
 use headroom_edge::replica_set::Source;
 use headroom_edge::Shared;
@@ -101,6 +104,19 @@ struct Conn {
     namespace: String,
     scaler: Scaler,
     watcher: JoinHandle<()>,
+    election: Option<Election>,
+}
+
+/// This instance's name among several: `$POD_NAME` (the downward API), else the host's
+/// name and the process id.
+fn identity() -> String {
+    if let Some(p) = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()) {
+        return p;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "headroom".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// A call's failure in words: the API server's status (code, reason, message) when it
@@ -261,6 +277,14 @@ impl Fleet {
                 Scaler::StatefulSet(Api::namespaced(client.clone(), &namespace))
             }
         };
+        let election = self.cfg.election.map(|lease| {
+            Election::new(
+                Api::namespaced(client.clone(), &namespace),
+                self.cfg.workload.name(),
+                identity(),
+                lease,
+            )
+        });
         let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
         let watcher = tokio::spawn(watch_endpoints(
             self.shared.clone(),
@@ -275,6 +299,7 @@ impl Fleet {
             namespace,
             scaler,
             watcher,
+            election,
         })
     }
 
@@ -285,6 +310,50 @@ impl Fleet {
             resource_version: s.metadata.resource_version.clone(),
             selector: s.status.as_ref().and_then(|s| s.selector.clone()),
             read_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// With `leader_election`: reports this instance's load, contends for the Lease, and as
+    /// leader returns the other instances' load. `None` without leader election.
+    pub async fn coordinate(&mut self, inflight: f64, rps: f64) -> Option<Others> {
+        self.cfg.election?;
+        self.connect().await?;
+        let result = self
+            .conn
+            .as_mut()?
+            .election
+            .as_mut()?
+            .step(inflight, rps)
+            .await;
+        match result {
+            Ok(()) => self.recovered("lease"),
+            Err(e) => self.fail("lease", e),
+        }
+        self.standing().map(|s| s.others)
+    }
+
+    /// Whether this instance may scale the workload: always, without leader election.
+    pub fn may_scale(&self) -> bool {
+        self.cfg.election.is_none()
+            || self
+                .conn
+                .as_ref()
+                .and_then(|c| c.election.as_ref())
+                .is_some_and(Election::leading)
+    }
+
+    pub fn standing(&self) -> Option<&Standing> {
+        Some(&self.conn.as_ref()?.election.as_ref()?.standing)
+    }
+
+    /// Reads the scale again if the last read is older than `age` (or there is none).
+    pub async fn refresh_if_older(&mut self, age: Duration) {
+        if self
+            .scale
+            .as_ref()
+            .is_none_or(|s| s.read_at.elapsed() >= age)
+        {
+            self.refresh().await;
         }
     }
 
