@@ -159,6 +159,13 @@ pub fn init_logging() {
     let filter = std::env::var("HEADROOM_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
+    // kube's client logs every failed call at ERROR; the kubernetes driver says each failure
+    // itself, once per streak, with what to do. Named in the filter, they come back.
+    let filter = if filter.contains("kube") {
+        filter
+    } else {
+        format!("{filter},kube_client=off,kube_runtime=off")
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -54,6 +54,10 @@ struct State {
     leases: BTreeMap<String, Value>,
     /// The token of each scale patch that was taken.
     patch_tokens: Vec<String>,
+    /// Gone: every connection is cut, open watches without their last chunk.
+    down: bool,
+    /// Stalled: calls are read and never answered (watches already open go on).
+    stall: bool,
 }
 
 impl State {
@@ -240,11 +244,18 @@ fn serve(conn: TcpStream, st: &Arc<(Mutex<State>, Condvar)>) {
             .collect();
         {
             let (m, cv) = &**st;
-            m.lock()
-                .unwrap()
-                .requests
-                .push(format!("{method} {target}"));
+            let mut s = m.lock().unwrap();
+            if s.down {
+                return;
+            }
+            s.requests.push(format!("{method} {target}"));
             cv.notify_all();
+            while s.stall {
+                s = cv.wait(s).unwrap();
+                if !s.stall {
+                    return;
+                }
+            }
         }
         let reply = |out: &mut TcpStream, code: u16, v: &Value| {
             let b = v.to_string();
@@ -405,6 +416,9 @@ fn serve(conn: TcpStream, st: &Arc<(Mutex<State>, Condvar)>) {
                         }
                         s = m.lock().unwrap();
                         continue;
+                    }
+                    if s.down {
+                        return;
                     }
                     if s.watch_epoch != epoch {
                         break;
@@ -813,6 +827,14 @@ fn api_errors_change_nothing_and_a_conflict_respects_someone_elses_scale() {
     assert!(outcome.contains("config reloaded"), "{outcome}");
     wait_in_service(&h, 2);
     assert_eq!(kube.with(|s| s.spec), 2);
+    // All along (longer than `timeout`), one watch: a quiet one is not cut by the calls'
+    // read timeout.
+    let watches = kube
+        .requests()
+        .iter()
+        .filter(|r| r.contains("watch=true"))
+        .count();
+    assert_eq!(watches, 1, "{:#?}", kube.requests());
     h.wait_metric(
         "headroom_kubernetes_scale_conflicts_total{service=\"app\"}",
         2.0,
@@ -965,4 +987,60 @@ fn two_instances_elect_one_leader_that_scales_on_both_loads_and_the_other_takes_
     );
     let transitions = kube.with(|s| s.leases["headroom-web"]["spec"]["leaseTransitions"].clone());
     assert_eq!(transitions, 1);
+}
+
+/// The API server stalls (calls read, never answered), then goes away (the watch cut
+/// mid-stream, every call after it cut too): the pods in the service stay and answer, the
+/// stalled calls end at `timeout` and, like the cut ones, are counted; back, the watch
+/// resumes and a pod replaced since is seen.
+#[test]
+fn the_api_server_going_away_keeps_the_last_pods_serving() {
+    let (_ups, ips, port) = pods(2);
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let kube = FakeKube::start(1, &ips, port);
+    let dir = temp_dir();
+    let h = Headroom::start(&config(
+        "min = 1\nmax = 2\ninflight = 10\ninterval = \"1s\"",
+        &kube.kubeconfig(&dir),
+        "timeout = \"1s\"",
+    ));
+    wait_in_service(&h, 1);
+    kube.with(|s| s.stall = true);
+    assert!(
+        h.stderr
+            .wait_for("GET deployments/web/scale:", Duration::from_secs(10))
+            .is_some_and(|l| l.contains("timed out") || l.contains("timeout")),
+        "{:?}",
+        h.stderr.all()
+    );
+    for _ in 0..5 {
+        assert_eq!(h.get("/").status, 200);
+    }
+    kube.with(|s| {
+        s.stall = false;
+        s.down = true;
+    });
+    let errors = "headroom_kubernetes_errors_total{service=\"app\"}";
+    h.wait_metric_at_least(errors, 3.0);
+    assert_eq!(in_service(&h), [format!("127.0.0.2:{port}")]);
+    for _ in 0..5 {
+        assert_eq!(h.get("/").status, 200);
+    }
+    assert!(h
+        .stderr
+        .wait_for("the last endpoints stay", Duration::from_secs(10))
+        .is_some());
+    kube.with(|s| {
+        s.down = false;
+        s.pods.swap(0, 1);
+        s.sync_pods(false);
+    });
+    let want = format!("127.0.0.3:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while in_service(&h) != [want.clone()] {
+        assert!(Instant::now() < deadline, "{:?}", in_service(&h));
+        let seen = h.stderr.all().len();
+        h.stderr.wait_past(seen, Duration::from_secs(1));
+    }
+    assert_eq!(kube.with(|s| s.spec), 1);
 }

@@ -129,7 +129,20 @@ fn describe(call: &str, cfg: &KubernetesConfig, namespace: &str, e: &kube::Error
             cfg.workload.plural()
         ),
         kube::Error::Api(s) => format!("{call}: {} {} ({})", s.code, s.reason, s.message),
-        other => format!("{call}: {other}"),
+        // The causes too: "client error (SendRequest)" alone hides a timeout or a refusal.
+        other => {
+            let mut out = format!("{call}: {other}");
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                let c_text = c.to_string();
+                if !out.contains(&c_text) {
+                    out.push_str(": ");
+                    out.push_str(&c_text);
+                }
+                cause = c.source();
+            }
+            out
+        }
     }
 }
 
@@ -261,14 +274,21 @@ impl Fleet {
             })?,
         };
         config.connect_timeout = Some(self.cfg.timeout);
-        config.read_timeout = Some(self.cfg.timeout);
         config.write_timeout = Some(self.cfg.timeout);
+        // A watch is quiet for as long as nothing changes: its client reads with kube's own
+        // 295 s (above the 290 s the server is asked to end it at), not `timeout`, or every
+        // quiet watch would be cut and made again.
+        let mut watch_config = config.clone();
+        watch_config.read_timeout = Some(Duration::from_secs(295));
+        config.read_timeout = Some(self.cfg.timeout);
         let namespace = self
             .cfg
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
         let client = kube::Client::try_from(config).map_err(|e| format!("client: {e}"))?;
+        let watch_client =
+            kube::Client::try_from(watch_config).map_err(|e| format!("client: {e}"))?;
         let scaler = match &self.cfg.workload {
             WorkloadName::Deployment(_) => {
                 Scaler::Deployment(Api::namespaced(client.clone(), &namespace))
@@ -285,7 +305,7 @@ impl Fleet {
                 lease,
             )
         });
-        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+        let slices: Api<EndpointSlice> = Api::namespaced(watch_client, &namespace);
         let watcher = tokio::spawn(watch_endpoints(
             self.shared.clone(),
             self.service.clone(),
