@@ -1044,3 +1044,37 @@ fn the_api_server_going_away_keeps_the_last_pods_serving() {
     }
     assert_eq!(kube.with(|s| s.spec), 1);
 }
+
+/// `min = 0` on a Deployment at 0: the first request is held while the workload is patched
+/// to 1 and its pod becomes a ready endpoint, then answered; after `idle` without a request
+/// the workload goes back to 0 and the pod leaves the service.
+#[test]
+fn from_zero_a_request_waits_for_the_first_pod_and_idleness_scales_the_workload_to_zero() {
+    let (_ups, ips, port) = pods(1);
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let kube = FakeKube::start(0, &ips, port);
+    let dir = temp_dir();
+    let h = Headroom::start(&config(
+        "min = 0\nmax = 2\ninflight = 10\ninterval = \"1s\"\nidle = \"2s\"\ncold_start_timeout = \"20s\"\n[service.app.autoscale.scale_down]\nstabilization = \"0s\"",
+        &kube.kubeconfig(&dir),
+        "",
+    ));
+    h.wait_status("the workload read at 0", |st| {
+        st["autoscale"]["app"]["kubernetes"]["scale"]["spec"] == 0
+    });
+    assert!(in_service(&h).is_empty());
+    let r = h.get("/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.replica(), "web-0");
+    assert_eq!(kube.with(|s| s.spec), 1);
+    let cold =
+        h.metric("headroom_autoscale_held_requests_total{service=\"app\",result=\"released\"}");
+    assert_eq!(cold, 1.0);
+    // No request for `idle`: back to zero, the pod drained out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kube.with(|s| s.spec) != 0 || !in_service(&h).is_empty() {
+        assert!(Instant::now() < deadline, "{:#}", app(&h));
+        let seen = h.stderr.all().len();
+        h.stderr.wait_past(seen, Duration::from_secs(1));
+    }
+}
