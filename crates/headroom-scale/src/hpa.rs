@@ -360,6 +360,14 @@ impl Hpa {
         self.cfg = cfg;
     }
 
+    /// A workload found running at `current` (headroom started in front of it, or took over
+    /// from another instance): remembered as a recommendation at `now`, as Kubernetes seeds
+    /// a new HPA's (`horizontal.go`: `{currentReplicas, now}`), so a scale-down waits for
+    /// the stabilisation window instead of following the first low reading.
+    pub fn adopt(&mut self, now: f64, current: u32) {
+        self.recommendations.push_back((now, current));
+    }
+
     /// Decides at `now` with `current` replicas and the metrics' `proposals` (those that
     /// could be read). Records the scale event if the count changes: call it once per
     /// sync, and scale to `desired`.

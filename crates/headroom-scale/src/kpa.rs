@@ -94,6 +94,8 @@ pub struct Kpa {
     max_panic: u32,
     /// (time, desired) within the scale-down delay.
     delay: VecDeque<(f64, u32)>,
+    /// A count found running (`adopt`), and when: not scaled below for a stable window.
+    adopted: Option<(f64, u32)>,
 }
 
 impl Kpa {
@@ -105,7 +107,15 @@ impl Kpa {
             panic_since: None,
             max_panic: 0,
             delay: VecDeque::new(),
+            adopted: None,
         }
+    }
+
+    /// A workload found running at `current` (headroom started in front of it, or took over
+    /// from another instance): its windows know nothing of the load before `now`, so for
+    /// one stable window no decision goes below `current` — the windows fill first.
+    pub fn adopt(&mut self, now: f64, current: u32) {
+        self.adopted = Some((now, current));
     }
 
     pub fn config(&self) -> &KpaConfig {
@@ -181,6 +191,14 @@ impl Kpa {
             self.max_panic = desired;
         }
         let mut delayed = false;
+        match self.adopted {
+            Some((t, n)) if now < t + self.cfg.stable_window => {
+                delayed = n > desired;
+                desired = desired.max(n);
+            }
+            Some(_) => self.adopted = None,
+            None => {}
+        }
         if self.cfg.scale_down_delay > 0.0 {
             let cutoff = now - self.cfg.scale_down_delay;
             while self.delay.front().is_some_and(|(t, _)| *t <= cutoff) {

@@ -70,9 +70,9 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             keep
         });
-        // A controller whose driver changed kind, or whose Kubernetes workload changed, is
-        // stopped (and waited for: its replicas leave the service first) and a new one
-        // started: the old replicas are not the new driver's to manage.
+        // A controller whose driver changed kind is stopped (and waited for: its replicas
+        // leave the service first) and a new one started: the old replicas are not the new
+        // driver's to manage. (A changed Kubernetes table is the controller's own to apply.)
         let restart: Vec<String> = running
             .iter()
             .filter(|(name, (tx, _))| {
@@ -80,8 +80,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     tx.borrow().as_ref().map(|c| &c.driver),
                     wanted.get(*name).map(|c| &c.driver),
                 ) {
-                    (Some(DriverConfig::Process(_)), Some(DriverConfig::Process(_))) => false,
-                    (Some(a), Some(b)) => a != b,
+                    (Some(a), Some(b)) => std::mem::discriminant(a) != std::mem::discriminant(b),
                     _ => false,
                 }
             })
@@ -507,6 +506,9 @@ struct Controller {
     kube_cpu: HashMap<String, f64>,
     /// With leader election, as leader: the other instances' load.
     others: crate::kubernetes::election::Others,
+    /// The workload's running count was handed to the algorithm (`adopt`) since this
+    /// instance started deciding.
+    adopted: bool,
     /// The service's upstream attempts at the last tick, and when: this instance's rate.
     last_rate: Option<(Instant, u64)>,
     algo: Algo,
@@ -574,6 +576,7 @@ impl Controller {
             kube,
             kube_cpu: HashMap::new(),
             others: Default::default(),
+            adopted: false,
             last_rate: None,
             algo: algo(&cfg),
             // The first decision (at the first tick) takes it to `min` at least, as an event.
@@ -657,8 +660,18 @@ impl Controller {
             (Algo::Kpa(k), Algorithm::Requests(c)) => k.reconfigure(c.clone()),
             _ => self.algo = algo(&cfg),
         }
-        if let DriverConfig::Process(p) = &cfg.driver {
-            self.driver = Some(Driver::new(spec(&self.service, p), shim.clone()));
+        match &cfg.driver {
+            DriverConfig::Process(p) => {
+                self.driver = Some(Driver::new(spec(&self.service, p), shim.clone()));
+            }
+            // Another workload, Service, cluster or timeout: a new client and watch. The
+            // pods stay in the service meanwhile; the new watch's first list keeps those
+            // still ready and drains the others.
+            DriverConfig::Kubernetes(k) if self.kube.as_ref().is_some_and(|f| f.config() != k) => {
+                self.kube = Some(Fleet::new(self.shared.clone(), &self.service, k.clone()));
+                self.adopted = false;
+            }
+            DriverConfig::Kubernetes(_) => {}
         }
         if cfg.targets.queue != self.cfg.targets.queue {
             self.queue = cfg
@@ -734,6 +747,9 @@ impl Controller {
                 *cpu = stat.map(|s| (now, s.cpu_seconds));
             }
         }
+        if let Some(k) = &mut self.kube {
+            k.ensure_connected().await;
+        }
         if let Some(k) = &self.kube {
             for pod in k.pods() {
                 if let Some((up, n)) = live.get(&pod.addr) {
@@ -764,6 +780,8 @@ impl Controller {
             total_inflight += self.others.inflight;
             if !k.may_scale() {
                 follower = true;
+                // Taking over later starts from what the workload runs then.
+                self.adopted = false;
                 k.refresh_if_older(Duration::from_secs(5)).await;
                 self.last_inputs = serde_json::json!({
                     "kubernetes": format!("not the leader: {} scales", k.standing().and_then(|s| s.holder.clone()).unwrap_or_else(|| "no one yet".into())),
@@ -824,12 +842,28 @@ impl Controller {
         };
         if due {
             self.last_decision = Some(now);
-            // Kubernetes: judged on the workload's count as it is now, never on a guess.
+            // Kubernetes: judged on the workload's count as it is now, never on a guess, and
+            // only once the pods taking traffic are known.
             let mut current = Some(current);
             if let Some(k) = &mut self.kube {
                 current = k.refresh().await.map(|s| s.spec);
+                if !k.synced() && current.is_some() {
+                    current = None;
+                }
                 if current.is_some() && self.cfg.targets.cpu.is_some() {
                     self.kube_cpu = k.cpu().await.unwrap_or_default();
+                }
+                // A workload found running (a start, a takeover): its count is where the
+                // algorithm starts, so the first low reading does not take it down.
+                if let (Some(n), false) = (current, self.adopted) {
+                    self.adopted = true;
+                    match &mut self.algo {
+                        Algo::Hpa { hpa, .. } => hpa.adopt(t, n),
+                        Algo::Kpa(kpa) => kpa.adopt(t, n),
+                    }
+                    if self.desired < n {
+                        self.desired = n;
+                    }
                 }
             }
             match current {
@@ -841,10 +875,17 @@ impl Controller {
                     self.decide(now, t, current, ready, svc.as_deref(), external);
                 }
                 None => {
-                    let why = self.kube.as_ref().and_then(|k| k.error.clone());
-                    self.last_inputs = serde_json::json!({
-                        "kubernetes": format!("scale not read, nothing decided: {}", why.unwrap_or_default()),
-                    });
+                    let why = match &self.kube {
+                        Some(k) if k.scale.is_some() && !k.synced() => {
+                            "waiting for the first EndpointSlice list, nothing decided".to_string()
+                        }
+                        Some(k) => format!(
+                            "scale not read, nothing decided: {}",
+                            k.error.clone().unwrap_or_default()
+                        ),
+                        None => String::new(),
+                    };
+                    self.last_inputs = serde_json::json!({ "kubernetes": why });
                 }
             }
         }
@@ -862,9 +903,19 @@ impl Controller {
     /// Reaches the desired count: processes started or stopped, or the workload patched.
     async fn converge(&mut self, now: Instant) {
         match &mut self.kube {
-            Some(k) => {
+            // Only the leader patches (a follower holding a cold-start request included:
+            // its waiting requests reach the leader as load), and only once the workload's
+            // running count is adopted: nothing is asked of it before it is known.
+            Some(k) if k.may_scale() && self.adopted => {
                 k.scale_to(self.desired).await;
+                // Someone else scaled the workload since it was read: their count stands
+                // until the next decision judges from it.
+                if let Some(n) = k.take_overridden() {
+                    self.desired = n;
+                    self.metrics.desired.set(i64::from(n));
+                }
             }
+            Some(_) => {}
             None => self.reconcile(now),
         }
     }
@@ -1065,9 +1116,11 @@ impl Controller {
         // when it is not in the service, or (Kubernetes) a pod without a ready endpoint.
         let per_replica = |f: &dyn Fn(Option<f64>, i64) -> Reading| -> Vec<Reading> {
             if let Some(k) = &self.kube {
+                // Terminating pods are not counted, as the HPA ignores pods being deleted.
                 let mut out: Vec<Reading> = k
                     .pods()
                     .iter()
+                    .filter(|p| !p.terminating)
                     .map(|p| match in_service.get(&p.addr) {
                         Some((true, n)) if p.ready => f(self.kube_cpu.get(&p.name).copied(), *n),
                         _ => Reading::NotReady,
@@ -1470,7 +1523,7 @@ impl Controller {
     /// Stops every replica (starting ones by dropping their start) and waits for them.
     async fn shutdown(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) {
         if let Some(k) = &mut self.kube {
-            k.shutdown();
+            k.shutdown().await;
             info!(service = %self.service, "autoscaler stopped; the Kubernetes workload is left as it is");
             return;
         }

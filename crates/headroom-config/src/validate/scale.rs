@@ -568,6 +568,16 @@ fn kubernetes(
             "must be 2s or more: the leader renews it every third of it",
         );
     }
+    if k.leader_election == Some(true) && timeout * 3 > lease {
+        r.error(
+            k.timeout.as_ref().map_or(raw.span().start, |t| t.span().start),
+            key("autoscale.kubernetes.timeout"),
+            format!(
+                "with leader_election, at most a third of lease ({}): a leader's last call must end before its Lease can be taken over",
+                humantime::format_duration(lease)
+            ),
+        );
+    }
     if k.lease.is_some() && k.leader_election != Some(true) {
         r.error(
             k.lease
@@ -885,6 +895,7 @@ mod tests {
             ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\ntimeout = \"0s\"\n", "autoscale.kubernetes.timeout: must be more than 0s"),
             ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\nleader_election = true\nlease = \"1s\"\n", "autoscale.kubernetes.lease: must be 2s or more"),
             ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\nlease = \"10s\"\n", "autoscale.kubernetes.lease: lease is the leader election's"),
+            ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\nleader_election = true\nlease = \"6s\"\n", "autoscale.kubernetes.timeout: with leader_election, at most a third of lease (6s)"),
             ("[service.app.autoscale.kubernetes]\ndeployment = \"a\"\n[service.app.autoscale.process]\ncommand = [\"./app\"]\n", "autoscale.kubernetes: one driver per service"),
         ] {
             let e = errors(&format!("{scale}{driver}"));

@@ -245,3 +245,14 @@ fn the_largest_proposal_wins() {
     let mut h = hpa(1, 10);
     assert_eq!(h.decide(0.0, 2, &[3, 4, 1]).desired, 4);
 }
+
+/// horizontal.go seeds a new HPA's recommendations with `{currentReplicas, now}`: a
+/// workload found at 6 is not scaled down on the first low reading, only once the
+/// stabilisation window has passed.
+#[test]
+fn an_adopted_count_is_a_recommendation_the_window_remembers() {
+    let mut h = hpa(1, 10);
+    h.adopt(0.0, 6);
+    assert_eq!(h.decide(15.0, 6, &[1]).desired, 6);
+    assert_eq!(h.decide(301.0, 6, &[1]).desired, 1);
+}

@@ -134,3 +134,17 @@ fn averages_cover_what_was_seen_and_gaps_are_idle() {
     // Seconds 0..=3: 250, (none), (none), 250.
     assert_eq!(k.decide(3.0, 5).unwrap().stable_concurrency, 125.0);
 }
+
+/// A workload found at 5 replicas: for one stable window the first low samples do not
+/// take it down (they are all its windows know), then they do.
+#[test]
+fn an_adopted_count_holds_for_a_stable_window() {
+    let mut k = kpa();
+    k.adopt(0.0, 5);
+    feed(&mut k, 0, 10, 0.0);
+    let d = k.decide(9.0, 5).unwrap();
+    assert_eq!((d.desired, d.delayed), (5, true));
+    feed(&mut k, 10, 61, 0.0);
+    let d = k.decide(60.0, 5).unwrap();
+    assert!(d.desired < 5, "{d:?}");
+}

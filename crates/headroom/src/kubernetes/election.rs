@@ -58,6 +58,19 @@ pub struct Election {
     pub standing: Standing,
 }
 
+/// `s` within `max` characters: longer ones keep their start and end with a hash of the
+/// whole (FNV-1a: stable across builds), so two long names still differ.
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let hash = s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let keep = max.saturating_sub(17);
+    format!("{}-{hash:016x}", s[..keep].trim_end_matches(['-', '.']))
+}
+
 /// `headroom-NAME-ID` must be a DNS-1123 name: the identity's other characters become '-'.
 fn member_name(name: &str, identity: &str) -> String {
     let id: String = identity
@@ -70,9 +83,7 @@ fn member_name(name: &str, identity: &str) -> String {
             }
         })
         .collect();
-    let mut n = format!("{name}-{}", id.trim_matches('-'));
-    n.truncate(253);
-    n.trim_end_matches('-').to_string()
+    bounded(&format!("{name}-{}", id.trim_matches('-')), 253)
 }
 
 fn now_micro() -> MicroTime {
@@ -81,7 +92,8 @@ fn now_micro() -> MicroTime {
 
 impl Election {
     pub fn new(api: Api<Lease>, workload: &str, identity: String, lease: Duration) -> Election {
-        let name = format!("headroom-{workload}");
+        // A label value (`lease-of`) is at most 63 characters.
+        let name = bounded(&format!("headroom-{workload}"), 63);
         Election {
             api,
             member: member_name(&name, &identity),
@@ -103,10 +115,41 @@ impl Election {
         (self.lease / 3).max(Duration::from_millis(500))
     }
 
-    /// Whether this instance may scale now: it holds the Lease and renewed it within
-    /// `lease`.
+    /// Whether this instance may scale now: it holds the Lease and renewed it within two
+    /// thirds of `lease` (client-go's renew deadline, 10 s of 15): a call started now, at
+    /// most `timeout` (at most a third of `lease`, validation says), ends before anyone
+    /// else may take the Lease over.
     pub fn leading(&self) -> bool {
-        self.standing.leader && self.renewed.is_some_and(|r| r.elapsed() < self.lease)
+        self.standing.leader
+            && self
+                .renewed
+                .is_some_and(|r| r.elapsed() < self.lease * 2 / 3)
+    }
+
+    /// On the way out: this instance's own Lease deleted, and the leader's given up (no
+    /// holder, as client-go's `ReleaseOnCancel`), so another takes over at once.
+    pub async fn release(&mut self) {
+        let _ = self
+            .api
+            .delete(&self.member, &kube::api::DeleteParams::default())
+            .await;
+        if !self.standing.leader {
+            return;
+        }
+        self.standing.leader = false;
+        if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await {
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            if spec.holder_identity.as_deref() == Some(self.identity.as_str()) {
+                spec.holder_identity = None;
+                spec.lease_duration_seconds = Some(1);
+                spec.renew_time = Some(now_micro());
+                let _ = self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await;
+                tracing::info!(lease = %self.name, "kubernetes: leadership given up");
+            }
+        }
     }
 
     /// Every `lease / 3`: reports this instance's load, takes or renews leadership, and as
@@ -278,8 +321,17 @@ impl Election {
                 Some((r, since)) if *r == record => *since,
                 _ => now,
             };
-            seen.insert(name, (record, since));
-            if now.duration_since(since) >= self.lease {
+            seen.insert(name.clone(), (record, since));
+            let quiet = now.duration_since(since);
+            if quiet >= self.lease {
+                // An instance gone without a word (killed): its Lease is cleared away
+                // after three leases unrenewed.
+                if quiet >= self.lease * 3 {
+                    let _ = self
+                        .api
+                        .delete(&name, &kube::api::DeleteParams::default())
+                        .await;
+                }
                 continue;
             }
             let a: BTreeMap<String, String> = l.metadata.annotations.unwrap_or_default();
@@ -328,6 +380,11 @@ mod tests {
             "headroom-web-pod-web-7f9-1234"
         );
         assert_eq!(member_name("headroom-web", "-x-"), "headroom-web-x");
+        let long = format!("headroom-{}", "a".repeat(80));
+        let b = bounded(&long, 63);
+        assert_eq!(b.len(), 63);
+        assert_ne!(b, bounded(&format!("headroom-{}b", "a".repeat(80)), 63));
+        assert_eq!(bounded("headroom-web", 63), "headroom-web");
     }
 
     #[test]

@@ -165,16 +165,18 @@ pub struct Fleet {
     pub error: Option<String>,
     /// The calls failing now, with why.
     failing: BTreeMap<&'static str, String>,
-    pods: watch::Receiver<Vec<Pod>>,
-    pods_tx: watch::Sender<Vec<Pod>>,
+    /// `None` until the watch's first list is in.
+    pods: watch::Receiver<Option<Vec<Pod>>>,
+    pods_tx: watch::Sender<Option<Vec<Pod>>>,
     retry_at: Option<tokio::time::Instant>,
+    overridden: Option<u32>,
     errors: Arc<Counter>,
     conflicts: Arc<Counter>,
 }
 
 impl Fleet {
     pub fn new(shared: Arc<Shared>, service: &str, cfg: KubernetesConfig) -> Fleet {
-        let (pods_tx, pods) = watch::channel(Vec::new());
+        let (pods_tx, pods) = watch::channel(None);
         let errors = shared.registry.counter(
             "headroom_kubernetes_errors_total",
             "Calls of the kubernetes driver to the API server that failed (the scale read or patch, the EndpointSlice watch, the metrics API).",
@@ -197,6 +199,7 @@ impl Fleet {
             pods,
             pods_tx,
             retry_at: None,
+            overridden: None,
             errors,
             conflicts,
         }
@@ -208,7 +211,19 @@ impl Fleet {
 
     /// The Service's endpoints, as the watch last saw them.
     pub fn pods(&self) -> Vec<Pod> {
-        self.pods.borrow().clone()
+        self.pods.borrow().clone().unwrap_or_default()
+    }
+
+    /// Whether the watch has listed the Service's EndpointSlices: before that, the pods
+    /// that take traffic are unknown and nothing is decided.
+    pub fn synced(&self) -> bool {
+        self.pods.borrow().is_some()
+    }
+
+    /// A workload scaled by someone else since it was read (409): the count it asks for
+    /// now, once.
+    pub fn take_overridden(&mut self) -> Option<u32> {
+        self.overridden.take()
     }
 
     /// A call failed: logged once per streak of that call, counted, and shown in `/status`.
@@ -411,10 +426,14 @@ impl Fleet {
     /// workload now asks for, if the API server took it.
     pub async fn scale_to(&mut self, replicas: u32) -> Option<u32> {
         let now = tokio::time::Instant::now();
-        if self.scale.as_ref()?.spec == replicas || self.retry_at.is_some_and(|t| now < t) {
+        if self.retry_at.is_some_and(|t| now < t) {
             return None;
         }
-        if self.scale.as_ref()?.read_at + Duration::from_secs(1) < now {
+        if self
+            .scale
+            .as_ref()
+            .is_none_or(|s| s.read_at + Duration::from_secs(1) < now)
+        {
             self.refresh().await?;
         }
         let name = self.cfg.workload.name().to_string();
@@ -422,6 +441,10 @@ impl Fleet {
             let read = self.scale.clone()?;
             if read.spec == replicas {
                 return Some(replicas);
+            }
+            // Leadership may have lapsed during the reads before (each up to `timeout`).
+            if !self.may_scale() {
+                return None;
             }
             let mut body = serde_json::json!({ "spec": { "replicas": replicas } });
             if let Some(rv) = &read.resource_version {
@@ -443,6 +466,7 @@ impl Fleet {
                     self.conflicts.inc();
                     let now = self.refresh().await?.spec;
                     if now != read.spec {
+                        self.overridden = Some(now);
                         info!(service = %self.service, from = read.spec, to = now, "kubernetes: {}/{name} was scaled by someone else since it was read: judged again from {now} at the next decision", self.cfg.workload.plural());
                         return None;
                     }
@@ -498,10 +522,19 @@ impl Fleet {
         }
     }
 
-    /// Stops watching and takes the pods out of the service; the workload stays as it is.
-    pub fn shutdown(&mut self) {
-        if let Some(c) = self.conn.take() {
+    /// Connects (and starts the watch) if it has not yet.
+    pub async fn ensure_connected(&mut self) {
+        self.connect().await;
+    }
+
+    /// Stops watching, gives up the Leases (a rollout's next leader need not wait out
+    /// `lease`) and takes the pods out of the service; the workload stays as it is.
+    pub async fn shutdown(&mut self) {
+        if let Some(mut c) = self.conn.take() {
             c.watcher.abort();
+            if let Some(e) = &mut c.election {
+                e.release().await;
+            }
         }
         for addr in self.shared.replicas_from(&self.service, Source::Kubernetes) {
             let _ = self.shared.remove_replica(&self.service, &addr.to_string());
@@ -543,7 +576,8 @@ pub fn cores(q: &str) -> Option<f64> {
     (v.is_finite() && v >= 0.0).then_some(v * scale)
 }
 
-/// A `PodMetricsList`'s cores per pod (the sum of its containers').
+/// A `PodMetricsList`'s cores per pod (the sum of its containers'). A pod with a container
+/// whose usage cannot be read is left out: its reading is missing, not low.
 fn pod_cores(list: &serde_json::Value) -> Result<HashMap<String, f64>, String> {
     let items = list["items"]
         .as_array()
@@ -553,12 +587,15 @@ fn pod_cores(list: &serde_json::Value) -> Result<HashMap<String, f64>, String> {
         let Some(name) = item["metadata"]["name"].as_str() else {
             continue;
         };
-        let mut sum = 0.0;
-        for c in item["containers"].as_array().into_iter().flatten() {
-            let q = c["usage"]["cpu"].as_str().unwrap_or("");
-            sum += cores(q).ok_or_else(|| format!("pod {name}: cpu {q:?} is not a quantity"))?;
+        let sum: Option<f64> = item["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["usage"]["cpu"].as_str().and_then(cores))
+            .sum();
+        if let Some(sum) = sum {
+            out.insert(name.to_string(), sum);
         }
-        out.insert(name.to_string(), sum);
     }
     Ok(out)
 }
@@ -643,7 +680,7 @@ async fn watch_endpoints(
     service: String,
     cfg: KubernetesConfig,
     api: Api<EndpointSlice>,
-    tx: watch::Sender<Vec<Pod>>,
+    tx: watch::Sender<Option<Vec<Pod>>>,
     errors: Arc<Counter>,
 ) {
     use futures_util::StreamExt;
@@ -691,13 +728,17 @@ async fn watch_endpoints(
         }
         let mut skipped = Vec::new();
         let pods = endpoints(slices.values(), cfg.port.as_ref(), &mut skipped);
+        // Said once while it lasts (bounded: slices' names are generated).
+        if skipped.is_empty() || said.len() > 100 {
+            said.clear();
+        }
         for s in skipped {
             if said.insert(s.clone()) {
                 warn!(service = %service, "kubernetes: {s}");
             }
         }
         apply(&shared, &service, &pods);
-        tx.send_replace(pods);
+        tx.send_replace(Some(pods));
     }
 }
 
@@ -791,6 +832,10 @@ mod tests {
         ]});
         let m = pod_cores(&list).unwrap();
         assert!((m["web-1"] - 0.35).abs() < 1e-9);
+        let partial = serde_json::json!({"items": [{"metadata": {"name": "web-2"}, "containers": [
+            {"name": "app", "usage": {"cpu": "300m"}}, {"name": "sidecar", "usage": {}}
+        ]}]});
+        assert!(pod_cores(&partial).unwrap().is_empty(), "missing, not 300m");
         assert!(pod_cores(&serde_json::json!({"kind": "Status"})).is_err());
     }
 
