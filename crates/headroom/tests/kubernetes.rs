@@ -291,8 +291,10 @@ fn serve(conn: TcpStream, st: &Arc<(Mutex<State>, Condvar)>) {
             continue;
         }
         let kind = match (method.as_str(), path) {
-            ("GET", "/apis/apps/v1/namespaces/shop/deployments/web/scale") => "scale_get",
-            ("PATCH", "/apis/apps/v1/namespaces/shop/deployments/web/scale") => "scale_patch",
+            ("GET", "/apis/apps/v1/namespaces/shop/deployments/web/scale")
+            | ("GET", "/apis/apps/v1/namespaces/shop/statefulsets/web/scale") => "scale_get",
+            ("PATCH", "/apis/apps/v1/namespaces/shop/deployments/web/scale")
+            | ("PATCH", "/apis/apps/v1/namespaces/shop/statefulsets/web/scale") => "scale_patch",
             ("GET", "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices")
                 if q.get("watch").is_some_and(|w| w == "true" || w == "1") =>
             {
@@ -1138,4 +1140,28 @@ fn a_running_workload_is_adopted_not_scaled_down_at_once() {
         );
         assert_eq!(app(&h)["desired"], 4, "{mode}");
     }
+}
+
+/// A StatefulSet is scaled through its own scale subresource (`apps/v1 statefulsets`).
+#[test]
+fn a_statefulset_is_scaled_through_its_scale_subresource() {
+    let (_ups, ips, port) = pods(2);
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let kube = FakeKube::start(1, &ips, port);
+    let dir = temp_dir();
+    let text = config(
+        "min = 2\nmax = 2\ninflight = 10\ninterval = \"1s\"",
+        &kube.kubeconfig(&dir),
+        "",
+    )
+    .replacen("deployment = \"web\"", "statefulset = \"web\"", 1);
+    let h = Headroom::start(&text);
+    wait_in_service(&h, 2);
+    assert_eq!(app(&h)["kubernetes"]["workload"], "statefulsets/web");
+    let patch = kube.wait_request("the patch", 0, |r| r.starts_with("PATCH"));
+    assert!(
+        patch.contains("/apis/apps/v1/namespaces/shop/statefulsets/web/scale"),
+        "{patch}"
+    );
+    assert!(!kube.requests().iter().any(|r| r.contains("/deployments/")));
 }
