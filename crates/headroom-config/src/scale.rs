@@ -156,3 +156,17 @@ pub struct ProcessConfig {
     pub log_dir: Option<PathBuf>,
     pub log_max: u64,
 }
+
+/// A URL query value: everything but RFC 3986's unreserved characters percent-encoded (a
+/// PromQL query, a Kubernetes label selector).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -609,6 +609,20 @@ fn in_service(h: &Headroom) -> Vec<String> {
         })
 }
 
+/// Waits until `done` holds, looking again at each log line headroom writes (every
+/// decision, add and drain is one) or each second (`/status` is refreshed every second).
+fn wait_for(h: &Headroom, limit: Duration, done: impl Fn() -> bool, what: impl Fn() -> String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = h.stderr.all().len();
+        if done() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "waiting for {}", what());
+        h.stderr.wait_past(seen, Duration::from_secs(1));
+    }
+}
+
 /// Waits for `n` pods in the service, and for the controller to say it runs `n`.
 fn wait_in_service(h: &Headroom, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -744,13 +758,13 @@ fn the_endpoint_watch_resumes_from_a_bookmark_and_lists_again_after_410() {
     kube.wait_request("a list after 410", n, |r| {
         r.contains("endpointslices") && !r.contains("watch=")
     });
-    let want = format!("127.0.0.3:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while in_service(&h) != [want.clone()] {
-        assert!(Instant::now() < deadline, "{:?}", in_service(&h));
-        let seen = h.stderr.all().len();
-        h.stderr.wait_past(seen, Duration::from_secs(1));
-    }
+    let want = [format!("127.0.0.3:{port}")];
+    wait_for(
+        &h,
+        Duration::from_secs(30),
+        || in_service(&h) == want,
+        || format!("{want:?}: {:?}", in_service(&h)),
+    );
     let after = kube
         .requests()
         .iter()
@@ -1059,13 +1073,13 @@ fn the_api_server_going_away_keeps_the_last_pods_serving() {
         s.pods.swap(0, 1);
         s.sync_pods(false);
     });
-    let want = format!("127.0.0.3:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while in_service(&h) != [want.clone()] {
-        assert!(Instant::now() < deadline, "{:?}", in_service(&h));
-        let seen = h.stderr.all().len();
-        h.stderr.wait_past(seen, Duration::from_secs(1));
-    }
+    let want = [format!("127.0.0.3:{port}")];
+    wait_for(
+        &h,
+        Duration::from_secs(60),
+        || in_service(&h) == want,
+        || format!("{want:?}: {:?}", in_service(&h)),
+    );
     assert_eq!(kube.with(|s| s.spec), 1);
 }
 
@@ -1095,12 +1109,12 @@ fn from_zero_a_request_waits_for_the_first_pod_and_idleness_scales_the_workload_
         h.metric("headroom_autoscale_held_requests_total{service=\"app\",result=\"released\"}");
     assert_eq!(cold, 1.0);
     // No request for `idle`: back to zero, the pod drained out.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while kube.with(|s| s.spec) != 0 || !in_service(&h).is_empty() {
-        assert!(Instant::now() < deadline, "{:#}", app(&h));
-        let seen = h.stderr.all().len();
-        h.stderr.wait_past(seen, Duration::from_secs(1));
-    }
+    wait_for(
+        &h,
+        Duration::from_secs(30),
+        || kube.with(|s| s.spec) == 0 && in_service(&h).is_empty(),
+        || format!("zero: {:#}", app(&h)),
+    );
 }
 
 /// headroom started in front of a workload already at 4, with no load yet: neither the

@@ -497,7 +497,7 @@ impl Fleet {
         };
         let path = format!(
             "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods?labelSelector={}",
-            encode(&selector)
+            headroom_config::scale::percent_encode(&selector)
         );
         let req = http::Request::get(&path)
             .body(Vec::new())
@@ -548,19 +548,6 @@ impl Drop for Fleet {
             c.watcher.abort();
         }
     }
-}
-
-/// A query value, percent-encoded (a label selector has `=`, `,`, `!` and spaces).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A Kubernetes CPU quantity in cores: "250m", "123456789n", "1", "1.5".
@@ -841,6 +828,9 @@ mod tests {
 
     #[test]
     fn label_selectors_are_encoded_for_the_query() {
-        assert_eq!(encode("app=web,tier!=db"), "app%3Dweb%2Ctier%21%3Ddb");
+        assert_eq!(
+            headroom_config::scale::percent_encode("app=web,tier!=db"),
+            "app%3Dweb%2Ctier%21%3Ddb"
+        );
     }
 }
