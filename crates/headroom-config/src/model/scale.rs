@@ -77,7 +77,7 @@ pub struct Kubernetes {
     pub service: Option<Spanned<String>>,
     /// The EndpointSlice port, by name ("http") or number. Default: the slice's only port.
     pub port: Option<Spanned<PortRef>>,
-    /// Default: in the cluster, its service account; else `$KUBECONFIG`, `~/.kube/config`.
+    /// Default: `$KUBECONFIG` or `~/.kube/config`, else the in-cluster service account.
     pub kubeconfig: Option<Spanned<String>>,
     /// A kubeconfig context other than its current one.
     pub context: Option<Spanned<String>>,
