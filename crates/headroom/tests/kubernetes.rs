@@ -549,12 +549,33 @@ fn leases(
     }
 }
 
-/// Pods on loopback addresses 127.0.0.2.. at one port, as a Deployment's pods are on their
-/// IPs at the container's port.
-fn pods(n: usize) -> (Vec<Upstream>, Vec<String>, u16) {
-    pods_with(n, &[])
+/// A fake cluster: its API server, a Deployment `web` at `spec` replicas and its `pods`.
+struct Cluster {
+    _ups: Vec<Upstream>,
+    kube: FakeKube,
+    port: u16,
+    dir: std::path::PathBuf,
 }
 
+impl Cluster {
+    fn start(pods: usize, spec: u32) -> Cluster {
+        Cluster::start_with(pods, spec, &[])
+    }
+
+    fn start_with(n: usize, spec: u32, extra: &[&str]) -> Cluster {
+        let (ups, ips, port) = pods_with(n, extra);
+        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+        Cluster {
+            _ups: ups,
+            kube: FakeKube::start(spec, &ips, port),
+            port,
+            dir: temp_dir(),
+        }
+    }
+}
+
+/// Pods on loopback addresses 127.0.0.2.. at one port, as a Deployment's pods are on their
+/// IPs at the container's port.
 fn pods_with(n: usize, extra: &[&str]) -> (Vec<Upstream>, Vec<String>, u16) {
     let port = free_port();
     let ups: Vec<Upstream> = (0..n)
@@ -647,11 +668,9 @@ fn wait_in_service(h: &Headroom, n: usize) -> Vec<String> {
 /// `min = 1` by a reload, the two pods that stop being endpoints are drained and leave.
 #[test]
 fn a_deployment_is_scaled_through_its_scale_subresource_and_its_ready_pods_serve() {
-    let (_ups, ips, port) = pods(3);
-    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let kube = FakeKube::start(1, &ips, port);
-    let dir = temp_dir();
-    let kubeconfig = kube.kubeconfig(&dir);
+    let c = Cluster::start(3, 1);
+    let (kube, port, dir) = (&c.kube, c.port, &c.dir);
+    let kubeconfig = kube.kubeconfig(dir);
     let text = config(
         "min = 3\nmax = 5\ninflight = 10\ninterval = \"1s\"\n[service.app.autoscale.scale_down]\nstabilization = \"0s\"",
         &kubeconfig,
@@ -706,13 +725,11 @@ fn a_deployment_is_scaled_through_its_scale_subresource_and_its_ready_pods_serve
 /// compacted) is seen all the same.
 #[test]
 fn the_endpoint_watch_resumes_from_a_bookmark_and_lists_again_after_410() {
-    let (_ups, ips, port) = pods(2);
-    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let kube = FakeKube::start(1, &ips, port);
-    let dir = temp_dir();
+    let c = Cluster::start(2, 1);
+    let (kube, port, dir) = (&c.kube, c.port, &c.dir);
     let h = Headroom::start(&config(
         "min = 1\nmax = 1\ninflight = 10\ninterval = \"1s\"",
-        &kube.kubeconfig(&dir),
+        &kube.kubeconfig(dir),
         "service = \"web\"\nport = \"http\"",
     ));
     wait_in_service(&h, 1);
@@ -780,16 +797,14 @@ fn the_endpoint_watch_resumes_from_a_bookmark_and_lists_again_after_410() {
 /// version.
 #[test]
 fn api_errors_change_nothing_and_a_conflict_respects_someone_elses_scale() {
-    let (_ups, ips, port) = pods(4);
-    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let kube = FakeKube::start(1, &ips, port);
+    let c = Cluster::start(4, 1);
+    let kube = &c.kube;
     kube.with(|s| {
         s.fail.insert("scale_patch", VecDeque::from([403, 403]));
     });
-    let dir = temp_dir();
     let text = config(
         "min = 2\nmax = 4\ninflight = 10\ninterval = \"1s\"",
-        &kube.kubeconfig(&dir),
+        &kube.kubeconfig(&c.dir),
         "",
     );
     let h = Headroom::start(&text);
@@ -883,16 +898,14 @@ fn api_errors_change_nothing_and_a_conflict_respects_someone_elses_scale() {
 /// one pod at 900m is 180% of its target, so two.
 #[test]
 fn cpu_comes_from_the_metrics_api() {
-    let (_ups, ips, port) = pods(2);
-    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let kube = FakeKube::start(1, &ips, port);
+    let c = Cluster::start(2, 1);
+    let kube = &c.kube;
     kube.with(|s| {
         s.cpu.insert("web-0".into(), "900m".into());
     });
-    let dir = temp_dir();
     let h = Headroom::start(&config(
         "min = 1\nmax = 4\ncpu = \"50%\"\ninterval = \"1s\"",
-        &kube.kubeconfig(&dir),
+        &kube.kubeconfig(&c.dir),
         "",
     ));
     wait_in_service(&h, 2);
@@ -964,9 +977,8 @@ fn election(h: &Headroom) -> Value {
 /// down when the load stops. Every scale patch comes from the leader of the moment.
 #[test]
 fn two_instances_elect_one_leader_that_scales_on_both_loads_and_the_other_takes_over() {
-    let (_ups, ips, port) = pods_with(4, &["--delay-ms", "200"]);
-    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let kube = FakeKube::start(1, &ips, port);
+    let c = Cluster::start_with(4, 1, &["--delay-ms", "200"]);
+    let kube = &c.kube;
     let autoscale = "min = 1\nmax = 4\ninflight = 2\ninterval = \"1s\"\n[service.app.autoscale.scale_down]\nstabilization = \"0s\"";
     let extra = "leader_election = true\nlease = \"3s\"\ntimeout = \"1s\"";
     let (da, db) = (temp_dir(), temp_dir());
@@ -1033,13 +1045,11 @@ fn two_instances_elect_one_leader_that_scales_on_both_loads_and_the_other_takes_
 /// resumes and a pod replaced since is seen.
 #[test]
 fn the_api_server_going_away_keeps_the_last_pods_serving() {
-    let (_ups, ips, port) = pods(2);
-    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let kube = FakeKube::start(1, &ips, port);
-    let dir = temp_dir();
+    let c = Cluster::start(2, 1);
+    let (kube, port, dir) = (&c.kube, c.port, &c.dir);
     let h = Headroom::start(&config(
         "min = 1\nmax = 2\ninflight = 10\ninterval = \"1s\"",
-        &kube.kubeconfig(&dir),
+        &kube.kubeconfig(dir),
         "timeout = \"1s\"",
     ));
     wait_in_service(&h, 1);
@@ -1088,13 +1098,11 @@ fn the_api_server_going_away_keeps_the_last_pods_serving() {
 /// the workload goes back to 0 and the pod leaves the service.
 #[test]
 fn from_zero_a_request_waits_for_the_first_pod_and_idleness_scales_the_workload_to_zero() {
-    let (_ups, ips, port) = pods(1);
-    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let kube = FakeKube::start(0, &ips, port);
-    let dir = temp_dir();
+    let c = Cluster::start(1, 0);
+    let (kube, dir) = (&c.kube, &c.dir);
     let h = Headroom::start(&config(
         "min = 0\nmax = 2\ninflight = 10\ninterval = \"1s\"\nidle = \"2s\"\ncold_start_timeout = \"20s\"\n[service.app.autoscale.scale_down]\nstabilization = \"0s\"",
-        &kube.kubeconfig(&dir),
+        &kube.kubeconfig(dir),
         "",
     ));
     h.wait_status("the workload read at 0", |st| {
@@ -1123,17 +1131,15 @@ fn from_zero_a_request_waits_for_the_first_pod_and_idleness_scales_the_workload_
 /// on its first readings, and nothing is decided before the pods are listed.
 #[test]
 fn a_running_workload_is_adopted_not_scaled_down_at_once() {
-    let (_ups, ips, port) = pods(4);
-    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let kube = FakeKube::start(4, &ips, port);
-    let dir = temp_dir();
+    let c = Cluster::start(4, 4);
+    let (kube, dir) = (&c.kube, &c.dir);
     for mode in [
         "mode = \"hpa\"\ninterval = \"1s\"",
         "mode = \"requests\"\nstable_window = \"30s\"",
     ] {
         let h = Headroom::start(&config(
             &format!("min = 1\nmax = 4\ninflight = 10\n{mode}"),
-            &kube.kubeconfig(&dir),
+            &kube.kubeconfig(dir),
             "",
         ));
         wait_in_service(&h, 4);
@@ -1159,13 +1165,11 @@ fn a_running_workload_is_adopted_not_scaled_down_at_once() {
 /// A StatefulSet is scaled through its own scale subresource (`apps/v1 statefulsets`).
 #[test]
 fn a_statefulset_is_scaled_through_its_scale_subresource() {
-    let (_ups, ips, port) = pods(2);
-    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
-    let kube = FakeKube::start(1, &ips, port);
-    let dir = temp_dir();
+    let c = Cluster::start(2, 1);
+    let (kube, dir) = (&c.kube, &c.dir);
     let text = config(
         "min = 2\nmax = 2\ninflight = 10\ninterval = \"1s\"",
-        &kube.kubeconfig(&dir),
+        &kube.kubeconfig(dir),
         "",
     )
     .replacen("deployment = \"web\"", "statefulset = \"web\"", 1);
