@@ -531,6 +531,8 @@ struct Controller {
     last_attempts: u64,
     /// `min` in force: the configured one, raised by an active `schedule` window.
     min: u32,
+    /// The configured `min` when `min` was last worked out (a reload may change it).
+    last_configured_min: u32,
     queue: Option<QueueReader>,
     prometheus: Option<PromReader>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -596,6 +598,7 @@ impl Controller {
             last_active: Instant::now(),
             last_attempts: 0,
             min: 0,
+            last_configured_min: 0,
             queue: None,
             prometheus: None,
             tx,
@@ -801,15 +804,17 @@ impl Controller {
         let min =
             headroom_scale::schedule::min_at(self.cfg.min, &self.cfg.schedule, unix_now() as i64)
                 .min(self.cfg.max);
+        let reloaded = self.cfg.min != self.last_configured_min;
+        self.last_configured_min = self.cfg.min;
         if min != self.min {
             if self.last_decision.is_some() {
-                info!(service = %self.service, from = self.min, to = min, "autoscale: min changed by the schedule");
-                self.event(
-                    "min",
-                    Some((self.min, min)),
-                    None,
-                    "a schedule window started or ended".into(),
-                );
+                let why = if reloaded {
+                    "a reload changed min"
+                } else {
+                    "a schedule window started or ended"
+                };
+                info!(service = %self.service, from = self.min, to = min, "autoscale: min changed: {why}");
+                self.event("min", Some((self.min, min)), None, why.into());
             }
             self.min = min;
             if let Algo::Hpa { hpa, .. } = &mut self.algo {

@@ -855,6 +855,13 @@ fn api_errors_change_nothing_and_a_conflict_respects_someone_elses_scale() {
         "headroom_kubernetes_scale_conflicts_total{service=\"app\"}",
         1.0,
     );
+    assert_eq!(
+        h.stderr
+            .count("autoscale: min changed: a reload changed min"),
+        1,
+        "the reload, not a schedule: {:?}",
+        h.stderr.all()
+    );
     assert!(h
         .stderr
         .wait_for("was scaled by someone else", Duration::from_secs(10))
