@@ -146,8 +146,8 @@ impl PauseTimer {
     }
 }
 
-/// A request body as the client sends it: none, read by our HTTP/1.1 server, or by hyper's
-/// h2 server.
+/// A request body as the client sends it: none, read by our HTTP/1.1 server, or an h2
+/// stream's (`listener/h2.rs`).
 #[derive(Debug)]
 pub enum RequestBody {
     Empty,
@@ -157,17 +157,27 @@ pub enum RequestBody {
 
 /// A client's h2 request body, held to the listener's `body_timeout` like an HTTP/1.1 one:
 /// a pause longer than that is a 408, not a stall blamed on the upstream.
+///
+/// What hyper's `Incoming` did for an h2 body, done here: each DATA frame's bytes are given
+/// back to the stream's flow-control window as they are read (the client may send as much
+/// again), and the declared `content-length` counts down for `size_hint`. The h2 crate
+/// itself refuses a stream whose DATA does not add up to its `content-length`.
 #[derive(Debug)]
 pub struct H2Body {
-    body: Incoming,
+    recv: h2::RecvStream,
+    /// What is left of the declared `content-length`.
+    remaining: Option<u64>,
+    data_done: bool,
     timeout: Duration,
     pause: PauseTimer,
 }
 
 impl H2Body {
-    pub fn new(body: Incoming, timeout: Duration) -> Self {
+    pub fn new(recv: h2::RecvStream, length: Option<u64>, timeout: Duration) -> Self {
         H2Body {
-            body,
+            recv,
+            remaining: length,
+            data_done: false,
             timeout,
             pause: PauseTimer::default(),
         }
@@ -183,13 +193,37 @@ impl Body for H2Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         use crate::h1::BodyError;
+        // The client's stream broke (reset, connection lost): its fault, as for HTTP/1.1,
+        // so the error is a client body error (400, replica not blamed).
+        let broke = |e: h2::Error| BodyError::Io(std::io::Error::other(e));
         let this = self.get_mut();
-        match Pin::new(&mut this.body).poll_frame(cx) {
+        let next = if this.data_done {
+            this.recv.poll_trailers(cx).map(|t| match t {
+                Ok(Some(t)) => Some(Ok(Frame::trailers(t))),
+                Ok(None) => None,
+                Err(e) => Some(Err(broke(e))),
+            })
+        } else {
+            match this.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(r) = &mut this.remaining {
+                        *r = r.saturating_sub(data.len() as u64);
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(broke(e)))),
+                Poll::Ready(None) => {
+                    this.data_done = true;
+                    return Pin::new(this).poll_frame(cx);
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        };
+        match next {
             Poll::Ready(next) => {
                 this.pause.progressed();
-                // The client's stream broke (reset, connection lost): its fault, as for
-                // HTTP/1.1, so the error is a client body error (400, replica not blamed).
-                Poll::Ready(next.map(|r| r.map_err(|e| BodyError::Io(std::io::Error::other(e)))))
+                Poll::Ready(next)
             }
             Poll::Pending => {
                 ready!(this.pause.poll_expired(this.timeout, cx));
@@ -199,11 +233,15 @@ impl Body for H2Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.recv.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        if self.recv.is_end_stream() {
+            return SizeHint::with_exact(0);
+        }
+        self.remaining
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 

@@ -10,7 +10,6 @@ use crate::pipeline::ConnCtx;
 use crate::Shared;
 use headroom_config::ListenerConfig;
 use headroom_telemetry::{Counter, Gauge};
-use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -190,7 +189,8 @@ async fn serve_connection(
     send_timeouts: &Counter,
 ) {
     // HTTP/1.1 is served by our own codec (h1::server), whose idle connections hold no
-    // buffer; h2 by hyper, boxed, as its connection state is larger and rarer.
+    // buffer; h2 by the h2 crate (h2.rs), boxed, as its connection state is larger and
+    // rarer.
     match tls {
         None => {
             match tokio::time::timeout(cfg.header_timeout, starts_with_h2_preface(&tcp)).await {
@@ -206,10 +206,7 @@ async fn serve_connection(
                     )
                     .await
                 }
-                Ok(Ok(true)) => {
-                    let io = TokioIo::new(tcp);
-                    Box::pin(h2::serve(io, ctx, cfg, shutdown, send_timeouts)).await
-                }
+                Ok(Ok(true)) => Box::pin(h2::serve(tcp, ctx, cfg, shutdown, send_timeouts)).await,
                 Ok(Err(_)) | Err(_) => {}
             }
         }
@@ -236,7 +233,7 @@ async fn serve_tls(
         Err(_) => return,
     };
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        h2::serve(TokioIo::new(stream), ctx, cfg, shutdown, send_timeouts).await
+        h2::serve(stream, ctx, cfg, shutdown, send_timeouts).await
     } else {
         let (r, w) = tokio::io::split(stream);
         server::serve(

@@ -182,3 +182,86 @@ fn upstreams_can_be_reached_over_h2() {
         assert_eq!(j["path"], "/over-h2");
     }
 }
+
+async fn h2c_client(
+    h: &Headroom,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// An early answer that closes an HTTP/1.1 connection says `Connection: close`; over h2
+/// that field is refused by the protocol, so it is dropped and the answer still arrives
+/// (with a `Date`, which the gateway adds where no upstream gave one). The declared
+/// `content-length` of an h2 upload is what the body limit is checked against.
+#[tokio::test]
+async fn an_h2_early_answer_arrives_without_hop_by_hop_fields_and_with_a_date() {
+    let up = Upstream::start("a");
+    let h = Headroom::start(&config(&up, "max_body_bytes = 1024", ""));
+    let mut send = h2c_client(&h).await;
+    let req = Request::post("http://test.local/upload")
+        .header("content-length", "4096")
+        .body(http_body_util::Full::new(Bytes::from(vec![b'x'; 4096])))
+        .unwrap();
+    let resp = send
+        .send_request(req)
+        .await
+        .expect("an answer, not a reset");
+    assert_eq!(resp.status(), 413);
+    assert!(resp.headers().get("connection").is_none());
+    assert!(resp.headers().get("date").is_some(), "{:?}", resp.headers());
+    assert_eq!(body_json(resp).await["error"], "body_too_large");
+    assert_eq!(up.served(), 0, "refused before the upstream");
+    // The connection carries on.
+    let req = Request::get("http://test.local/after")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+}
+
+/// A client that resets its stream (h2's way to cancel) while the upstream works has its
+/// request dropped at once — counted as 499, nginx's "client closed request" — rather than
+/// held until the upstream answers.
+#[tokio::test]
+async fn an_h2_stream_reset_by_the_client_drops_its_request() {
+    let up = Upstream::start("a");
+    let h = Arc::new(Headroom::start(&config(&up, "", "")));
+    let mut send = h2c_client(&h).await;
+    let req = Request::get("http://test.local/slow?delay=60000")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let pending = tokio::spawn(send.send_request(req));
+    let seen = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while up.served() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the upstream saw no request"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        up
+    });
+    let _up = seen.await.unwrap();
+    // Dropping the response future resets the stream (RST_STREAM CANCEL).
+    pending.abort();
+    let h2 = h.clone();
+    tokio::task::spawn_blocking(move || {
+        h2.wait_metric(
+            "headroom_requests_total{route=\"route-1\",service=\"s\",class=\"4xx\"}",
+            1.0,
+        )
+    })
+    .await
+    .unwrap();
+    // The connection carries on.
+    let req = Request::get("http://test.local/after")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+}

@@ -12,7 +12,7 @@
 pub mod client;
 mod framing;
 pub mod request;
-mod response;
+pub(crate) mod response;
 pub mod server;
 
 use bytes::Bytes;

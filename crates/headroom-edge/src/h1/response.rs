@@ -6,7 +6,7 @@ use super::server::ClientWriter;
 use super::{content_length, give_write_buf, has_token, take_write_buf};
 use crate::body::ClientBody;
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderValue};
 use http::Response;
 use http_body::{Body, Frame};
 use std::future::Future;
@@ -29,22 +29,33 @@ enum Delimit {
     Close,
 }
 
-/// Appends `date: <now>\r\n`, formatted at most once a second per thread.
-fn push_date(out: &mut Vec<u8>) {
+/// `f` of the `Date` field's value for now, formatted at most once a second per thread
+/// (HTTP/1.1 writes its bytes, h2 clones the value: a reference count, no copy).
+pub(crate) fn with_date<R>(f: impl FnOnce(&HeaderValue) -> R) -> R {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
     thread_local! {
-        static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+        static DATE: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
     }
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with(|d| {
         let mut d = d.borrow_mut();
-        if d.0 != secs || d.1.is_empty() {
-            *d = (secs, httpdate::fmt_http_date(now));
+        if d.as_ref().is_none_or(|(s, _)| *s != secs) {
+            let v = HeaderValue::from_maybe_shared(Bytes::from(httpdate::fmt_http_date(now)))
+                .expect("an HTTP date is a valid field value");
+            *d = Some((secs, v));
         }
+        let (_, v) = d.as_ref().expect("set above");
+        f(v)
+    })
+}
+
+/// Appends `date: <now>\r\n`.
+fn push_date(out: &mut Vec<u8>) {
+    with_date(|v| {
         out.extend_from_slice(b"date: ");
-        out.extend_from_slice(d.1.as_bytes());
+        out.extend_from_slice(v.as_bytes());
         out.extend_from_slice(b"\r\n");
     });
 }
