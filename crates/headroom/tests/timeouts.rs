@@ -199,6 +199,52 @@ async fn an_h2_client_that_reads_nothing_is_disconnected_after_send_timeout() {
     drop(resp);
 }
 
+/// A client that keeps one stream's window shut while it goes on taking other responses:
+/// the connection moves, so only that stream is reset (`CANCEL`), counted and logged, and
+/// its upstream connection is let go; before, it was held for as long as the client liked.
+#[tokio::test]
+async fn an_h2_stream_the_client_takes_nothing_of_is_reset_while_the_connection_moves() {
+    let up = Upstream::start("a");
+    let h = std::sync::Arc::new(Headroom::start(&config(&up, "send_timeout = \"1s\"", "")));
+    let (mut send, _conn) = h2_client(&h).await;
+    // More than the client's stream window (hyper: 2 MiB), never read.
+    let stuck = send.send_request(get("/?bytes=30000000")).await.unwrap();
+    assert_eq!(stuck.status(), 200);
+    let h2 = h.clone();
+    let counted = tokio::task::spawn_blocking(move || h2.wait_metric(SEND_TIMEOUTS, 1.0));
+    tokio::pin!(counted);
+    let mut answered = 0;
+    loop {
+        tokio::select! {
+            r = &mut counted => break r.unwrap(),
+            r = send.send_request(get("/")) => {
+                let r = r.expect("the other streams are answered meanwhile");
+                assert_eq!(r.status(), 200);
+                r.into_body().collect().await.unwrap();
+                answered += 1;
+            }
+        }
+    }
+    assert!(answered > 0);
+    let err = tokio::time::timeout(Duration::from_secs(10), stuck.into_body().collect())
+        .await
+        .expect("the stuck stream ends")
+        .expect_err("reset, not ended as if complete");
+    assert!(format!("{err:?}").contains("CANCEL"), "{err:?}");
+    let line = h
+        .stderr
+        .wait_for("while taking others", Duration::from_secs(5))
+        .expect("a warning");
+    assert!(
+        line.contains("WARN") && line.contains("127.0.0.1"),
+        "{line}"
+    );
+    // The connection carries on, and the stuck stream's upstream connection is not pooled
+    // (it was cut off mid-body).
+    let resp = send.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
 #[tokio::test]
 async fn an_h2_connection_that_sends_no_request_is_closed_after_header_timeout() {
     let up = Upstream::start("a");

@@ -72,6 +72,8 @@ fn builder(cfg: &ListenerConfig) -> h2::server::Builder {
 #[derive(Debug)]
 pub(super) struct ConnWatch {
     base: Instant,
+    /// The listener's: how long a response may wait on the client.
+    send_timeout: Duration,
     /// Streams from their request to the end (or drop) of their response body.
     open: AtomicUsize,
     /// When the last stream ended (ns since `base`): the start of the idle time.
@@ -94,9 +96,10 @@ pub(super) enum Verdict {
 }
 
 impl ConnWatch {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(send_timeout: Duration) -> Self {
         ConnWatch {
             base: Instant::now(),
+            send_timeout,
             open: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
@@ -181,6 +184,16 @@ impl<B> WatchedBody<B> {
     }
 }
 
+impl<B> WatchedBody<B> {
+    /// True when no response body on the connection was taken further for
+    /// `send_timeout`: the client reads nothing at all, which is the watch's to end (it
+    /// drops the whole connection), not one stream's.
+    fn connection_stalled(&self, now: Instant) -> bool {
+        let w = &self.stream.0;
+        now >= w.at(w.taken.load(Relaxed)) + w.send_timeout
+    }
+}
+
 impl<B> Drop for WatchedBody<B> {
     fn drop(&mut self) {
         if self.waiting {
@@ -242,7 +255,7 @@ pub(super) async fn serve<I>(
         }
         Err(_) => return,
     };
-    let watch = Arc::new(ConnWatch::new());
+    let watch = Arc::new(ConnWatch::new(cfg.send_timeout));
     let body_timeout = cfg.body_timeout;
     let streams = watch.clone();
     let accept = move |req: Request<RecvStream>, reply| {
@@ -289,6 +302,9 @@ async fn drive<I, A, F>(
         conn,
         streams: FuturesUnordered::new(),
         accept,
+        send_timeouts,
+        listener: &cfg.name,
+        client,
     };
     let timer = tokio::time::sleep(cfg.header_timeout);
     tokio::pin!(timer);
@@ -354,13 +370,17 @@ async fn drive<I, A, F>(
 /// The connection and its streams, polled together: every stream that is ready first
 /// (what they queue is written by the connection's poll after them), then the connection,
 /// which reads new streams, writes, and flushes once.
-struct Served<I, A, F> {
+struct Served<'a, I, A, F> {
     conn: h2::server::Connection<I, Bytes>,
     streams: FuturesUnordered<StreamTask<F>>,
     accept: A,
+    /// For the streams reset because the client took nothing of them for `send_timeout`.
+    send_timeouts: &'a Counter,
+    listener: &'a str,
+    client: std::net::SocketAddr,
 }
 
-impl<I, A, F> Future for Served<I, A, F>
+impl<I, A, F> Future for Served<'_, I, A, F>
 where
     I: AsyncRead + AsyncWrite + Unpin,
     A: FnMut(Request<RecvStream>, SendResponse<Bytes>) -> StreamTask<F> + Unpin,
@@ -393,7 +413,17 @@ where
             first = false;
             // The woken and the new streams; what they queue leaves with the next poll
             // of the connection, above.
-            while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {}
+            while let Poll::Ready(Some(ended)) = this.streams.poll_next_unpin(cx) {
+                if ended == Ended::SendStalled {
+                    this.send_timeouts.inc();
+                    warn!(
+                        listener = %this.listener,
+                        client = %this.client,
+                        "h2 client took no bytes of a response within send_timeout while \
+                         taking others: stream reset"
+                    );
+                }
+            }
         }
     }
 }
@@ -427,17 +457,33 @@ enum StreamTask<F> {
         tx: SendStream<Bytes>,
         /// A chunk taken from the body, waiting for room in the stream's send buffer.
         held: Option<(Bytes, bool)>,
+        /// Made the first time the stream waits on the client (most never do).
+        stall: Option<Stall>,
     },
     Done,
+}
+
+/// How a stream ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Done,
+    /// Reset: the client took nothing of it for `send_timeout` while taking others.
+    SendStalled,
+}
+
+/// A stream's wait on the client's flow control: `send_timeout` from its start.
+struct Stall {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
 }
 
 impl<F> Future for StreamTask<F>
 where
     F: Future<Output = Result<Response<ClientBody>, Infallible>>,
 {
-    type Output = ();
+    type Output = Ended;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
         let this = self.get_mut();
         loop {
             match this {
@@ -451,7 +497,7 @@ where
                             if let Poll::Ready(r) = reply.poll_reset(cx) {
                                 debug!(reason = ?r.ok(), "h2 stream reset by the client");
                                 *this = StreamTask::Done;
-                                return Poll::Ready(());
+                                return Poll::Ready(Ended::Done);
                             }
                             return Poll::Pending;
                         }
@@ -485,27 +531,52 @@ where
                                 body,
                                 tx,
                                 held: None,
+                                stall: None,
                             };
                         }
-                        Ok(_) => return Poll::Ready(()),
+                        Ok(_) => return Poll::Ready(Ended::Done),
                         Err(e) => {
                             debug!(error = %e, "h2 response head not sent");
                             reply.send_reset(Reason::INTERNAL_ERROR);
-                            return Poll::Ready(());
+                            return Poll::Ready(Ended::Done);
                         }
                     }
                 }
-                StreamTask::Sending { body, tx, held } => {
-                    let r = ready!(send_body(body, tx, held, cx));
-                    if let Err(e) = r {
-                        debug!(error = %e, "h2 response body not sent whole");
-                    }
+                StreamTask::Sending {
+                    body,
+                    tx,
+                    held,
+                    stall,
+                } => {
+                    let r = ready!(send_body(body, tx, held, stall, cx));
                     *this = StreamTask::Done;
-                    return Poll::Ready(());
+                    return Poll::Ready(match r {
+                        Ok(()) => Ended::Done,
+                        Err(Unsent::Stalled) => Ended::SendStalled,
+                        Err(Unsent::Broken(e)) => {
+                            debug!(error = %e, "h2 response body not sent whole");
+                            Ended::Done
+                        }
+                    });
                 }
-                StreamTask::Done => return Poll::Ready(()),
+                StreamTask::Done => return Poll::Ready(Ended::Done),
             }
         }
+    }
+}
+
+/// Why a response body was not sent whole.
+enum Unsent {
+    /// Its stream waited on the client for `send_timeout` while the connection moved:
+    /// reset (`CANCEL`).
+    Stalled,
+    /// The client reset the stream, the connection broke, or the body broke off.
+    Broken(crate::body::BoxError),
+}
+
+impl<E: Into<crate::body::BoxError>> From<E> for Unsent {
+    fn from(e: E) -> Self {
+        Unsent::Broken(e.into())
     }
 }
 
@@ -515,24 +586,38 @@ where
 /// takes nothing leaves the body waiting (and the watch sees it). Room is asked for only
 /// with a chunk in hand: a claim on the connection's window by a body with nothing to send
 /// could hold up the other streams (hyper #4003).
+///
+/// A stream that waits for room for `send_timeout` is reset unless the whole connection
+/// has stalled (that is the watch's, which drops the connection): a client that keeps one
+/// stream's window shut while it reads others would otherwise hold the stream, and its
+/// upstream connection, for ever.
 fn send_body(
     body: &mut WatchedBody,
     tx: &mut SendStream<Bytes>,
     held: &mut Option<(Bytes, bool)>,
+    stall: &mut Option<Stall>,
     cx: &mut Context<'_>,
-) -> Poll<Result<(), crate::body::BoxError>> {
+) -> Poll<Result<(), Unsent>> {
     loop {
         if let Poll::Ready(r) = tx.poll_reset(cx) {
             return Poll::Ready(Err(format!("reset by the client: {r:?}").into()));
         }
         if held.is_some() {
             while tx.capacity() == 0 {
-                match ready!(tx.poll_capacity(cx)) {
-                    Some(Ok(0)) => {}
-                    Some(Ok(_)) => break,
-                    Some(Err(e)) => return Poll::Ready(Err(e.into())),
-                    None => return Poll::Ready(Err("the stream closed".into())),
+                match tx.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(0))) => {}
+                    Poll::Ready(Some(Ok(_))) => break,
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
+                    Poll::Ready(None) => return Poll::Ready(Err("the stream closed".into())),
+                    Poll::Pending => {
+                        ready!(poll_stall(body, stall, cx));
+                        tx.send_reset(Reason::CANCEL);
+                        return Poll::Ready(Err(Unsent::Stalled));
+                    }
                 }
+            }
+            if let Some(s) = stall {
+                s.armed = false;
             }
             let (data, end) = held.take().expect("checked above");
             tx.send_data(data, end)?;
@@ -567,13 +652,37 @@ fn send_body(
                 // Broken off (the upstream failed or stalled mid-body): the client sees
                 // the stream reset, never a short body that looks whole.
                 tx.send_reset(Reason::INTERNAL_ERROR);
-                return Poll::Ready(Err(e));
+                return Poll::Ready(Err(Unsent::Broken(e)));
             }
             None => {
                 tx.send_data(Bytes::new(), true)?;
                 return Poll::Ready(Ok(()));
             }
         }
+    }
+}
+
+/// Ready when a stream's wait for room has lasted `send_timeout` and the connection as a
+/// whole still moves; armed at the start of each wait, so only a wait counts, never the
+/// stream's age.
+fn poll_stall(body: &WatchedBody, stall: &mut Option<Stall>, cx: &mut Context<'_>) -> Poll<()> {
+    let limit = body.stream.0.send_timeout;
+    let s = stall.get_or_insert_with(|| Stall {
+        timer: Box::pin(tokio::time::sleep(limit)),
+        armed: true,
+    });
+    if !s.armed {
+        s.timer.as_mut().reset(Instant::now() + limit);
+        s.armed = true;
+    }
+    loop {
+        ready!(s.timer.as_mut().poll(cx));
+        if !body.connection_stalled(Instant::now()) {
+            return Poll::Ready(());
+        }
+        // The client takes nothing at all: the watch drops the connection. Should the
+        // connection move again before that, this wait counts afresh.
+        s.timer.as_mut().reset(Instant::now() + limit);
     }
 }
 
@@ -608,7 +717,7 @@ mod tests {
         tokio::spawn(async move {
             let cfg = listener();
             let conn = builder(&cfg).handshake::<_, Bytes>(io).await.unwrap();
-            let watch = Arc::new(ConnWatch::new());
+            let watch = Arc::new(ConnWatch::new(cfg.send_timeout));
             let streams = watch.clone();
             let accept = move |_req, reply| StreamTask::<Never>::Handling {
                 handled: Box::pin(std::future::pending()),
@@ -687,7 +796,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_a_stream_is_idle_after_header_timeout() {
-        let w = Arc::new(ConnWatch::new());
+        let w = Arc::new(ConnWatch::new(SEND));
         let start = Instant::now();
         assert_eq!(w.check(start, HEADER, SEND), Verdict::Fine(start + HEADER));
         tokio::time::advance(HEADER).await;
@@ -736,7 +845,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn responses_the_client_takes_nothing_of_for_send_timeout_stall_the_connection() {
-        let w = Arc::new(ConnWatch::new());
+        let w = Arc::new(ConnWatch::new(SEND));
         let mut a = endless(&w);
         let mut b = endless(&w);
         poll(&mut a);
