@@ -25,6 +25,8 @@
 #   ROWS="h1-256 h1-1024 h2-8x16 h2-64x100 h2c-8x16"
 #   CEILING=1024   nginx's upstream keepalive and headroom's max_idle
 #   PLACEMENT=shared   shared: load generator on CPU 1, upstream and proxy on CPU 0; none
+#   BODY_BYTES=2   the upstream's answer: "ok", or this many bytes (an API's JSON is
+#                  hundreds: the h2 crate writes a DATA frame past 256 bytes by itself)
 #   HEADROOM_BIN=path  measure this headroom binary instead of building one (before/after)
 #   KEEP_TMP=1     keep the temp dir
 set -euo pipefail
@@ -34,6 +36,7 @@ DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 ROWS=${ROWS:-h1-256 h1-1024 h2-8x16 h2-64x100 h2c-8x16}
 CEILING=${CEILING:-1024}
+BODY_BYTES=${BODY_BYTES:-2}
 PLACEMENT=${PLACEMENT:-shared}
 KEEP_TMP=${KEEP_TMP:-0}
 CONNS=0 # targets.sh reads it; the rows set their own
@@ -60,6 +63,9 @@ done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION is whole seconds (got '$DURATION')"
 [[ $CEILING =~ ^[1-9][0-9]*$ ]] || die "CEILING must be a positive integer (got '$CEILING')"
+[[ $BODY_BYTES =~ ^[1-9][0-9]*$ ]] && ((BODY_BYTES <= 65536)) \
+    || die "BODY_BYTES must be 1..65536 (got '$BODY_BYTES')"
+if ((BODY_BYTES == 2)); then BODY=ok; else BODY=$(head -c "$BODY_BYTES" /dev/zero | tr '\0' x); fi
 
 # shellcheck source=bench/targets.sh
 source "$ROOT/bench/targets.sh"
@@ -93,8 +99,8 @@ $2
 EOF
 }
 nginx_conf "$TMP/nginx-up" "
-    server { listen 127.0.0.1:$P_UP; location / { return 200 \"ok\"; } }
-    server { listen 127.0.0.1:$P_UP2 http2; location / { return 200 \"ok\"; } }
+    server { listen 127.0.0.1:$P_UP; location / { return 200 \"$BODY\"; } }
+    server { listen 127.0.0.1:$P_UP2 http2; location / { return 200 \"$BODY\"; } }
     server { listen 127.0.0.1:$P_STAT; location / { stub_status; } }" >"$TMP/nginx-up.conf"
 nginx_conf "$TMP/nginx-proxy" "
     upstream app { server 127.0.0.1:$P_UP; keepalive $CEILING; keepalive_requests 1000000000; keepalive_timeout 120s; }

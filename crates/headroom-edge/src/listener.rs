@@ -3,6 +3,7 @@
 //! (prior knowledge) and TLS with ALPN; caps open connections; drains on shutdown. h2
 //! connections are served in `h2.rs`.
 
+mod coalesce;
 mod h2;
 
 use crate::h1::server::{self, ClientReader, ClientWriter};

@@ -28,6 +28,7 @@
 //!   the connection is dropped (counted, logged), as HTTP/1.1's is. A body that handed
 //!   over a frame and is not polled again waits on the client's window.
 
+use super::coalesce::{coalesce, Coalesced, Flush};
 use crate::body::{ClientBody, H2Body, RequestBody};
 use crate::pipeline::{self, ConnCtx};
 use bytes::Bytes;
@@ -246,6 +247,7 @@ pub(super) async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let client = ctx.client;
+    let (io, flush) = coalesce(io);
     let handshake = builder(cfg).handshake::<_, Bytes>(io);
     let conn = match tokio::time::timeout(cfg.header_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
@@ -279,13 +281,25 @@ pub(super) async fn serve<I>(
             stream,
         }
     };
-    drive(conn, accept, &watch, client, cfg, shutdown, send_timeouts).await;
+    drive(
+        conn,
+        flush,
+        accept,
+        &watch,
+        client,
+        cfg,
+        shutdown,
+        send_timeouts,
+    )
+    .await;
 }
 
 /// Serves an h2 connection past its handshake: its streams (each made by `accept`), the
 /// watch's timeouts, shutdown and the keep-alive PINGs, until it ends.
+#[allow(clippy::too_many_arguments)]
 async fn drive<I, A, F>(
-    mut conn: h2::server::Connection<I, Bytes>,
+    mut conn: h2::server::Connection<Coalesced<I>, Bytes>,
+    flush: Flush<I>,
     accept: A,
     watch: &ConnWatch,
     client: std::net::SocketAddr,
@@ -300,6 +314,7 @@ async fn drive<I, A, F>(
     let mut ping = conn.ping_pong();
     let mut served = Served {
         conn,
+        flush,
         streams: FuturesUnordered::new(),
         accept,
         send_timeouts,
@@ -371,7 +386,9 @@ async fn drive<I, A, F>(
 /// (what they queue is written by the connection's poll after them), then the connection,
 /// which reads new streams, writes, and flushes once.
 struct Served<'a, I, A, F> {
-    conn: h2::server::Connection<I, Bytes>,
+    conn: h2::server::Connection<Coalesced<I>, Bytes>,
+    /// What the connection wrote during a turn leaves at its end, in one write.
+    flush: Flush<I>,
     streams: FuturesUnordered<StreamTask<F>>,
     accept: A,
     /// For the streams reset because the client took nothing of them for `send_timeout`.
@@ -386,10 +403,29 @@ where
     A: FnMut(Request<RecvStream>, SendResponse<Bytes>) -> StreamTask<F> + Unpin,
     F: Future<Output = Result<Response<ClientBody>, Infallible>>,
 {
-    type Output = Result<(), h2::Error>;
+    type Output = Result<(), crate::body::BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        let turn = this.turn(cx).map_err(Into::into);
+        // Pending: the socket is full, and its readiness wakes the task to go on.
+        if let Poll::Ready(Err(e)) = this.flush.poll_flush(cx) {
+            return Poll::Ready(Err(e.into()));
+        }
+        turn
+    }
+}
+
+impl<I, A, F> Served<'_, I, A, F>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    A: FnMut(Request<RecvStream>, SendResponse<Bytes>) -> StreamTask<F> + Unpin,
+    F: Future<Output = Result<Response<ClientBody>, Infallible>>,
+{
+    /// One turn: the connection reads and hands over new streams, the ready streams run,
+    /// and the connection writes what they queued (into `flush`).
+    fn turn(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        let this = self;
         let mut first = true;
         loop {
             let mut accepted = false;
@@ -718,27 +754,31 @@ mod tests {
     /// Serves the server end of an in-memory pipe until the connection ends; no stream is
     /// ever answered (the keep-alive does not depend on them).
     fn serve_pipe(io: tokio::io::DuplexStream) -> tokio::task::JoinHandle<()> {
-        type Never = std::future::Pending<Result<Response<ClientBody>, Infallible>>;
+        serve_with(io, std::future::pending)
+    }
+
+    /// Serves `io` until the connection ends, every stream answered by `answer()`.
+    fn serve_with<I, F>(io: I, answer: fn() -> F) -> tokio::task::JoinHandle<()>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: Future<Output = Result<Response<ClientBody>, Infallible>> + Send + 'static,
+    {
         tokio::spawn(async move {
             let cfg = listener();
+            let (io, flush) = coalesce(io);
             let conn = builder(&cfg).handshake::<_, Bytes>(io).await.unwrap();
             let watch = Arc::new(ConnWatch::new(cfg.send_timeout));
             let streams = watch.clone();
-            let accept = move |_req, reply| StreamTask::<Never>::Handling {
-                handled: Box::pin(std::future::pending()),
+            let accept = move |_req, reply| StreamTask::Handling {
+                handled: Box::pin(answer()),
                 reply,
                 stream: streams.stream(),
             };
             let (_tx, shutdown) = watch::channel(false);
             let client = "127.0.0.1:1".parse().unwrap();
+            let timeouts = Counter::default();
             drive(
-                conn,
-                accept,
-                &watch,
-                client,
-                &cfg,
-                shutdown,
-                &Counter::default(),
+                conn, flush, accept, &watch, client, &cfg, shutdown, &timeouts,
             )
             .await;
         })
@@ -772,6 +812,75 @@ mod tests {
     }
 
     const PING: u8 = 6;
+
+    /// An in-memory pipe that counts the writes made to it.
+    struct Counted(tokio::io::DuplexStream, Arc<AtomicUsize>);
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.1.fetch_add(1, Relaxed);
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    /// 16 requests that arrive together, each answered at once with 1 KiB (past the 256
+    /// bytes from which the h2 crate writes a DATA frame by itself and flushes): their
+    /// responses leave in a write or two, not one or more each.
+    #[tokio::test]
+    async fn responses_of_one_turn_leave_the_connection_in_one_write() {
+        fn kib() -> std::future::Ready<Result<Response<ClientBody>, Infallible>> {
+            std::future::ready(Ok(Response::new(ClientBody::full(vec![b'x'; 1024]))))
+        }
+        let (server, client) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let _served = serve_with(Counted(server, writes.clone()), kib);
+        let (send, conn) = h2::client::handshake(client).await.unwrap();
+        tokio::spawn(conn);
+        let mut send = send.ready().await.unwrap();
+        // The handshake's frames (SETTINGS, their ACKs, the window) are written by now or
+        // with the first turn.
+        let before = writes.load(Relaxed);
+        let mut pending = Vec::new();
+        for _ in 0..16 {
+            let req = Request::get("http://test.local/").body(()).unwrap();
+            pending.push(send.send_request(req, true).unwrap().0);
+        }
+        for p in pending {
+            let mut body = p.await.unwrap().into_body();
+            let mut got = 0;
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                got += chunk.len();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            assert_eq!(got, 1024);
+        }
+        let n = writes.load(Relaxed) - before;
+        assert!(n <= 3, "{n} writes for 16 responses");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_client_that_answers_no_ping_is_dropped_after_the_keep_alive_timeout() {
