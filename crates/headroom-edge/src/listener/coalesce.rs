@@ -38,6 +38,10 @@ impl<I: AsyncWrite + Unpin> State<I> {
             }
             self.out.drain(..n);
         }
+        // A burst's buffer is not kept by an idle connection.
+        if self.out.capacity() > DIRECT {
+            self.out = Vec::new();
+        }
         Pin::new(&mut self.io).poll_flush(cx)
     }
 }
@@ -193,6 +197,9 @@ mod tests {
         }
         assert!(lock(&f.0).out.len() <= HIGH_WATER + 1000);
         assert_eq!(writes(&f).0, 2);
+        // Written out, the burst's buffer is let go.
+        std::future::poll_fn(|cx| f.poll_flush(cx)).await.unwrap();
+        assert!(lock(&f.0).out.capacity() <= DIRECT);
     }
 
     #[tokio::test]
