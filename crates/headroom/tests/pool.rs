@@ -11,7 +11,6 @@ use bytes::Bytes;
 use common::*;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 const BURST: usize = 100;
 
@@ -46,17 +45,6 @@ fn burst(h: &Headroom) {
 }
 
 type H2Send = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
-
-/// One h2 (prior knowledge) client connection to `h`.
-async fn h2_connection(h: &Headroom) -> H2Send {
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    send
-}
 
 /// `n` streams at once on `send`, each held 300 ms by the replica: how many got a 200.
 async fn h2_round(send: &H2Send, n: usize) -> usize {
@@ -151,7 +139,7 @@ fn idle_connections_close_after_idle_timeout_without_traffic() {
 async fn many_h2_streams_on_one_connection_reuse_the_upstream_connections() {
     let up = Upstream::start("a");
     let h = Headroom::start_with_args(&one_route_config(&up, ""), &["--workers", "1"]);
-    let send = h2_connection(&h).await;
+    let send = h2c_connect(h.addr).await.0;
     assert_eq!(h2_round(&send, 80).await, 80, "every stream answered");
     let first = connects(&h, &up);
     assert!(first > 0.0 && first <= 80.0, "{first}");
@@ -267,7 +255,7 @@ async fn many_h2_streams_past_max_conns_share_the_bounded_connections() {
         &one_route_config_with(&up, "", "max_conns = 4\nconnect_timeout = \"20s\""),
         &["--workers", "1"],
     );
-    let send = h2_connection(&h).await;
+    let send = h2c_connect(h.addr).await.0;
     assert_eq!(h2_round(&send, 40).await, 40, "every stream answered");
     assert_eq!(connects(&h, &up), 4.0, "no more connections than max_conns");
     assert!(h.status()["services"][0]["pool_waits"].as_u64().unwrap() >= 36);

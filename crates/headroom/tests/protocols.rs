@@ -23,12 +23,7 @@ async fn body_json(resp: http::Response<hyper::body::Incoming>) -> serde_json::V
 async fn h2c_with_prior_knowledge_multiplexes_requests() {
     let up = Upstream::start("a");
     let h = Headroom::start(&config(&up, "", ""));
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (send, _conn) = h2c_connect(h.addr).await;
     let mut tasks = Vec::new();
     for i in 0..20 {
         let mut send = send.clone();
@@ -183,18 +178,6 @@ fn upstreams_can_be_reached_over_h2() {
     }
 }
 
-async fn h2c_client(
-    h: &Headroom,
-) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    send
-}
-
 /// An early answer that closes an HTTP/1.1 connection says `Connection: close`; over h2
 /// that field is refused by the protocol, so it is dropped and the answer still arrives
 /// (with a `Date`, which the gateway adds where no upstream gave one). The declared
@@ -203,7 +186,7 @@ async fn h2c_client(
 async fn an_h2_early_answer_arrives_without_hop_by_hop_fields_and_with_a_date() {
     let up = Upstream::start("a");
     let h = Headroom::start(&config(&up, "max_body_bytes = 1024", ""));
-    let mut send = h2c_client(&h).await;
+    let mut send = h2c_connect(h.addr).await.0;
     let req = Request::post("http://test.local/upload")
         .header("content-length", "4096")
         .body(http_body_util::Full::new(Bytes::from(vec![b'x'; 4096])))
@@ -231,7 +214,7 @@ async fn an_h2_early_answer_arrives_without_hop_by_hop_fields_and_with_a_date() 
 async fn an_h2_stream_reset_by_the_client_drops_its_request() {
     let up = Upstream::start("a");
     let h = Arc::new(Headroom::start(&config(&up, "", "")));
-    let mut send = h2c_client(&h).await;
+    let mut send = h2c_connect(h.addr).await.0;
     let req = Request::get("http://test.local/slow?delay=60000")
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();

@@ -7,7 +7,6 @@ use bytes::Bytes;
 use common::*;
 use http::Request;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -108,20 +107,6 @@ fn an_h2_upstream_stalled_mid_body_is_cut_off_after_read_timeout() {
     an_upstream_stalled_mid_body_is_cut_off_after_read_timeout("h2");
 }
 
-async fn h2_client(
-    h: &Headroom,
-) -> (
-    hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
-    tokio::task::JoinHandle<Result<(), hyper::Error>>,
-) {
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    (send, tokio::spawn(conn))
-}
-
 fn get(path: &str) -> Request<http_body_util::Full<Bytes>> {
     Request::get(format!("http://test.local{path}"))
         .body(http_body_util::Full::new(Bytes::new()))
@@ -132,7 +117,7 @@ fn get(path: &str) -> Request<http_body_util::Full<Bytes>> {
 async fn an_h2_client_has_its_stream_reset_when_the_upstream_stalls_mid_body() {
     let up = Upstream::start("a");
     let h = Headroom::start(&config(&up, LISTENER, "read_timeout = \"1s\""));
-    let (mut send, _conn) = h2_client(&h).await;
+    let (mut send, _conn) = h2c_connect::<http_body_util::Full<Bytes>>(h.addr).await;
     let resp = send
         .send_request(get("/?bytes=100&stall_after=10"))
         .await
@@ -184,7 +169,7 @@ fn a_client_that_reads_nothing_is_disconnected_after_send_timeout() {
 async fn an_h2_client_that_reads_nothing_is_disconnected_after_send_timeout() {
     let up = Upstream::start("a");
     let h = Headroom::start(&config(&up, "send_timeout = \"1s\"", ""));
-    let (mut send, conn) = h2_client(&h).await;
+    let (mut send, conn) = h2c_connect::<http_body_util::Full<Bytes>>(h.addr).await;
     let resp = send.send_request(get("/?bytes=30000000")).await.unwrap();
     assert_eq!(resp.status(), 200);
     // The body is never read: the client's flow-control window stays shut.
@@ -206,7 +191,7 @@ async fn an_h2_client_that_reads_nothing_is_disconnected_after_send_timeout() {
 async fn an_h2_stream_the_client_takes_nothing_of_is_reset_while_the_connection_moves() {
     let up = Upstream::start("a");
     let h = std::sync::Arc::new(Headroom::start(&config(&up, "send_timeout = \"1s\"", "")));
-    let (mut send, _conn) = h2_client(&h).await;
+    let (mut send, _conn) = h2c_connect::<http_body_util::Full<Bytes>>(h.addr).await;
     // More than the client's stream window (hyper: 2 MiB), never read.
     let stuck = send.send_request(get("/?bytes=30000000")).await.unwrap();
     assert_eq!(stuck.status(), 200);
@@ -249,7 +234,7 @@ async fn an_h2_stream_the_client_takes_nothing_of_is_reset_while_the_connection_
 async fn an_h2_connection_that_sends_no_request_is_closed_after_header_timeout() {
     let up = Upstream::start("a");
     let h = Headroom::start(&config(&up, "header_timeout = \"500ms\"", ""));
-    let (send, conn) = h2_client(&h).await;
+    let (send, conn) = h2c_connect::<http_body_util::Full<Bytes>>(h.addr).await;
     let ended = tokio::time::timeout(Duration::from_secs(10), conn)
         .await
         .expect("closed by the gateway, not left open");
@@ -261,7 +246,7 @@ async fn an_h2_connection_that_sends_no_request_is_closed_after_header_timeout()
 async fn an_idle_h2_connection_is_closed_with_goaway_after_header_timeout() {
     let up = Upstream::start("a");
     let h = Headroom::start(&config(&up, "header_timeout = \"500ms\"", ""));
-    let (mut send, mut conn) = h2_client(&h).await;
+    let (mut send, mut conn) = h2c_connect::<http_body_util::Full<Bytes>>(h.addr).await;
     // Requests one after another keep it open past the timeout.
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(1200) {
@@ -357,12 +342,7 @@ async fn an_h2_client_pausing_past_body_timeout_gets_408_and_the_replica_is_not_
     let up = Upstream::start("a");
     let service = format!("request_timeout = \"1s\"\n{BLAMED_AT_ONCE}");
     let h = Headroom::start(&config(&up, LISTENER, &service));
-    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _conn) = h2c_connect(h.addr).await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let req = Request::post("http://test.local/upload")
         .body(Paced(rx))
