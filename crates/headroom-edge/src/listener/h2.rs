@@ -326,7 +326,11 @@ async fn drive<I, A, F>(
     let keep_alive = tokio::time::sleep(KEEP_ALIVE_INTERVAL);
     tokio::pin!(keep_alive);
     let mut awaiting_pong = false;
-    let mut closing = false;
+    // Shutdown began before this connection was served (`changed` would not say so).
+    let mut closing = *shutdown.borrow();
+    if closing {
+        served.conn.graceful_shutdown();
+    }
     let result = loop {
         tokio::select! {
             biased;
@@ -754,11 +758,12 @@ mod tests {
     /// Serves the server end of an in-memory pipe until the connection ends; no stream is
     /// ever answered (the keep-alive does not depend on them).
     fn serve_pipe(io: tokio::io::DuplexStream) -> tokio::task::JoinHandle<()> {
-        serve_with(io, std::future::pending)
+        serve_with(io, std::future::pending, false)
     }
 
-    /// Serves `io` until the connection ends, every stream answered by `answer()`.
-    fn serve_with<I, F>(io: I, answer: fn() -> F) -> tokio::task::JoinHandle<()>
+    /// Serves `io` until the connection ends, every stream answered by `answer()`;
+    /// `stopping`: shutdown has begun before the connection is served.
+    fn serve_with<I, F>(io: I, answer: fn() -> F, stopping: bool) -> tokio::task::JoinHandle<()>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: Future<Output = Result<Response<ClientBody>, Infallible>> + Send + 'static,
@@ -774,7 +779,7 @@ mod tests {
                 reply,
                 stream: streams.stream(),
             };
-            let (_tx, shutdown) = watch::channel(false);
+            let (_tx, shutdown) = watch::channel(stopping);
             let client = "127.0.0.1:1".parse().unwrap();
             let timeouts = Counter::default();
             drive(
@@ -812,6 +817,22 @@ mod tests {
     }
 
     const PING: u8 = 6;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_served_after_shutdown_began_is_told_to_go_at_once() {
+        let (server, client) = tokio::io::duplex(64 << 10);
+        let start = Instant::now();
+        let served = serve_with(server, std::future::pending, true);
+        let (_send, conn) = h2::client::handshake(client).await.unwrap();
+        let _ = conn.await;
+        served.await.unwrap();
+        // Not left for the idle rule (header_timeout, an hour here) to end.
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
 
     /// An in-memory pipe that counts the writes made to it.
     struct Counted(tokio::io::DuplexStream, Arc<AtomicUsize>);
@@ -856,7 +877,7 @@ mod tests {
         }
         let (server, client) = tokio::io::duplex(1 << 20);
         let writes = Arc::new(AtomicUsize::new(0));
-        let _served = serve_with(Counted(server, writes.clone()), kib);
+        let _served = serve_with(Counted(server, writes.clone()), kib, false);
         let (send, conn) = h2::client::handshake(client).await.unwrap();
         tokio::spawn(conn);
         let mut send = send.ready().await.unwrap();
