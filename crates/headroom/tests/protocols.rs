@@ -219,15 +219,13 @@ async fn an_h2_stream_reset_by_the_client_drops_its_request() {
         .body(http_body_util::Full::new(Bytes::new()))
         .unwrap();
     let pending = tokio::spawn(send.send_request(req));
+    let h1 = h.clone();
     let seen = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while up.served() == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the upstream saw no request"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        h1.wait_state(
+            "the upstream to see the request",
+            || up.served(),
+            |n| *n > 0,
+        );
         up
     });
     let _up = seen.await.unwrap();

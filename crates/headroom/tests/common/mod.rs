@@ -297,7 +297,7 @@ impl Headroom {
     /// logged, so a new stderr line wakes the next read at once; states that change silently
     /// (an ejection running out, in-flight counts draining, a tunnel closing) are read again
     /// after at most 50 ms. 15 s is a safety net.
-    fn wait_state<T: std::fmt::Debug>(
+    pub fn wait_state<T: std::fmt::Debug>(
         &self,
         what: &str,
         read: impl Fn() -> T,
