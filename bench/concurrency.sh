@@ -16,7 +16,8 @@
 #   h2-8x16, h2-64x100  h2load -t1 -cC -mM over TLS (ALPN h2), every proxy
 #   h2c-8x16          h2load with prior knowledge on the plain port (nginx: `listen http2`,
 #                     HAProxy: `bind proto h2`, headroom: the same listener as HTTP/1.1)
-# For each: req/s, CPU µs per request of the proxy (utime+stime over the run / requests),
+# For each: req/s, CPU µs per request of the proxy (utime+stime over the run / requests;
+# "user" is the utime part: the kernel's part is the rest, nearly all syscalls and TCP),
 # and upstream connects per 1,000 requests (stub_status accepts over the run). Medians over
 # rounds; the ratios of headroom to each proxy are paired per round, then the median taken.
 #
@@ -221,7 +222,7 @@ parse_load() { # parse_load FILE — "req/s requests failed"
         END { printf "%s %s %d\n", rps, reqs, bad }' "$1"
 }
 
-declare -A R_RPS R_CPU R_CON R_BAD
+declare -A R_RPS R_CPU R_USR R_CON R_BAD
 run() { # run ROW TARGET ROUND — one measured run
     local row=$1 t=$2 r=$3 k="$1,$2,$3" out c0 c1 a0 a1 tck
     out="$TMP/$row.$t.r$r.txt"
@@ -235,9 +236,11 @@ run() { # run ROW TARGET ROUND — one measured run
     tck=$(getconf CLK_TCK)
     R_CPU[$k]=$(awk -v a="$c0" -v b="$c1" -v t="$tck" -v n="$reqs" 'BEGIN {
         split(a, x, " "); split(b, y, " "); printf "%.2f", ((y[1] - x[1]) + (y[2] - x[2])) / t * 1e6 / n }')
+    R_USR[$k]=$(awk -v a="$c0" -v b="$c1" -v t="$tck" -v n="$reqs" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); printf "%.2f", (y[1] - x[1]) / t * 1e6 / n }')
     R_CON[$k]=$(awk -v a="$a0" -v b="$a1" -v n="$reqs" 'BEGIN { printf "%.2f", (b - a - 1) * 1000 / n }')
-    printf '[%s round %d/%d] %-14s %9.0f req/s  cpu %6s µs/req  upstream connects %7s per 1k requests' \
-        "$row" "$r" "$ROUNDS" "$t" "${R_RPS[$k]}" "${R_CPU[$k]}" "${R_CON[$k]}"
+    printf '[%s round %d/%d] %-14s %9.0f req/s  cpu %6s µs/req (user %6s)  upstream connects %7s per 1k requests' \
+        "$row" "$r" "$ROUNDS" "$t" "${R_RPS[$k]}" "${R_CPU[$k]}" "${R_USR[$k]}" "${R_CON[$k]}"
     ((R_BAD[$k] == 0)) || printf '  !! %d failed or non-2xx' "${R_BAD[$k]}"
     echo
 }
@@ -267,18 +270,18 @@ done
 # ---------------------------------------------------------------- summary
 say ""
 say "summary (medians over $ROUNDS rounds; ratios paired per round, then the median)"
-printf '%-10s %-14s %10s %10s %12s %14s %14s\n' row target "req/s" "µs/req" "conn/1k req" "headroom/this" "(range)"
+printf '%-10s %-14s %10s %10s %10s %12s %14s %14s\n' row target "req/s" "µs/req" "user µs" "conn/1k req" "headroom/this" "(range)"
 for row in $ROWS; do
     read -r -a targets <<<"${TARGETS_OF[$row]}"
     for t in "${targets[@]}"; do
-        rps=() cpu=() con=() rat=()
+        rps=() cpu=() usr=() con=() rat=()
         for ((r = 1; r <= ROUNDS; r++)); do
-            rps+=("${R_RPS[$row,$t,$r]}") cpu+=("${R_CPU[$row,$t,$r]}") con+=("${R_CON[$row,$t,$r]}")
+            rps+=("${R_RPS[$row,$t,$r]}") cpu+=("${R_CPU[$row,$t,$r]}") usr+=("${R_USR[$row,$t,$r]}") con+=("${R_CON[$row,$t,$r]}")
             rat+=("$(ratio "${R_RPS[$row,headroom,$r]}" "${R_RPS[$row,$t,$r]}")")
         done
         range=$(printf '%s\n' "${rat[@]}" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }')
         [[ $t == headroom ]] && { ratio_m="-"; range=""; } || ratio_m=$(median "${rat[@]}")
-        printf '%-10s %-14s %10.0f %10s %12s %14s %14s\n' "$row" "$t" "$(median "${rps[@]}")" "$(median "${cpu[@]}")" \
+        printf '%-10s %-14s %10.0f %10s %10s %12s %14s %14s\n' "$row" "$t" "$(median "${rps[@]}")" "$(median "${cpu[@]}")" "$(median "${usr[@]}")" \
             "$(median "${con[@]}")" "$ratio_m" "$range"
     done
 done

@@ -29,6 +29,25 @@ pub(crate) fn new_request_id() -> HeaderValue {
     v
 }
 
+/// A header field's name as an HTTP/1.1 peer sent it (any case). The names nearly every
+/// message carries are compared here first: `HeaderName::from_bytes` lowercases each name
+/// into a buffer, then matches it against all the standard names (~120 instructions a
+/// field, callgrind); a length and a case-insensitive compare are a third of that.
+pub(crate) fn header_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    let is = |name: &[u8]| raw.eq_ignore_ascii_case(name);
+    Ok(match raw.len() {
+        4 if is(b"host") => header::HOST,
+        4 if is(b"date") => header::DATE,
+        6 if is(b"accept") => header::ACCEPT,
+        6 if is(b"server") => header::SERVER,
+        10 if is(b"connection") => header::CONNECTION,
+        10 if is(b"user-agent") => header::USER_AGENT,
+        12 if is(b"content-type") => header::CONTENT_TYPE,
+        14 if is(b"content-length") => header::CONTENT_LENGTH,
+        _ => return HeaderName::from_bytes(raw),
+    })
+}
+
 /// The request's host without port: from the URI (HTTP/2, absolute form) or the Host header.
 pub(crate) fn host_of<B>(req: &Request<B>) -> Option<&str> {
     host_from(req.uri(), req.headers().get(header::HOST))
@@ -40,12 +59,17 @@ pub(crate) fn host_from<'a>(uri: &'a http::Uri, host: Option<&'a HeaderValue>) -
         Some(a) => a.as_str(),
         None => host?.to_str().ok()?,
     };
-    let raw = raw.rsplit('@').next().unwrap_or(raw);
-    Some(if raw.starts_with('[') {
-        raw.split_inclusive(']').next().unwrap_or(raw)
+    // Byte searches, not `str` patterns (~400 instructions a request less); the cuts fall
+    // beside ASCII bytes, so they are char boundaries.
+    let b = raw.as_bytes();
+    let raw = &raw[b.iter().rposition(|&c| c == b'@').map_or(0, |i| i + 1)..];
+    let b = raw.as_bytes();
+    let end = if b.first() == Some(&b'[') {
+        b.iter().position(|&c| c == b']').map_or(b.len(), |i| i + 1)
     } else {
-        raw.split(':').next().unwrap_or(raw)
-    })
+        b.iter().position(|&c| c == b':').unwrap_or(b.len())
+    };
+    Some(&raw[..end])
 }
 
 /// The hop-by-hop header names every message loses, whether `Connection` lists them or not.
@@ -176,6 +200,7 @@ pub(crate) fn host_for_uri(parts: &http::request::Parts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Uri;
 
     #[test]
     fn host_is_taken_without_port() {
@@ -190,6 +215,47 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(host_of(&req), Some("[::1]"));
+        let root = Uri::from_static("/");
+        let host = |h: &'static str| {
+            host_from(&root, Some(&HeaderValue::from_static(h))).map(str::to_owned)
+        };
+        assert_eq!(host("example.com").as_deref(), Some("example.com"));
+        assert_eq!(
+            host("user:pw@example.com:81").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(host("a@b@[::1]:81").as_deref(), Some("[::1]"));
+        assert_eq!(host("[::1").as_deref(), Some("[::1"));
+        assert_eq!(host(":81").as_deref(), Some(""));
+        assert_eq!(host_from(&Uri::from_static("/"), None), None);
+    }
+
+    /// The fast path gives what `HeaderName::from_bytes` gives, in any case, and leaves
+    /// every other name (and every invalid one) to it.
+    #[test]
+    fn header_names_match_the_http_crate() {
+        for raw in [
+            "Host",
+            "DATE",
+            "accept",
+            "Server",
+            "Connection",
+            "user-AGENT",
+            "Content-Type",
+            "content-length",
+            "Content-Lengthx",
+            "x-date",
+            "Hos",
+            "Accept-Encoding",
+            "X-Request-Id",
+            "bad name",
+            "",
+            "host\0",
+            "d@te",
+        ] {
+            let want = HeaderName::from_bytes(raw.as_bytes()).ok();
+            assert_eq!(header_name(raw.as_bytes()).ok(), want, "{raw:?}");
+        }
     }
 
     #[test]

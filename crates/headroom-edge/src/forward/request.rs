@@ -47,14 +47,17 @@ pub(super) fn upstream_request(
         }
     };
     let headers = &mut parts.headers;
-    if headers.get(header::HOST).is_none() {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                headers.insert(header::HOST, v);
-            }
-        }
-    }
-    let original_host = headers.get(header::HOST).cloned();
+    // One lookup: a request without Host (h2, absolute form) gets its authority's.
+    let original_host = match headers.get(header::HOST) {
+        Some(v) => Some(v.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .inspect(|v| {
+                headers.insert(header::HOST, v.clone());
+            }),
+    };
     // An upgrade (WebSocket) asked of an HTTP/1.1 upstream is the one hop-by-hop request
     // that goes on: the upstream's 101 turns both connections into one tunnel.
     let upgrade = match protocol {

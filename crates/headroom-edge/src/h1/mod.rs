@@ -186,10 +186,12 @@ pub fn give_write_buf(mut b: Vec<u8>) {
     });
 }
 
-/// True when the comma-separated header value lists `token` (case-insensitive).
-pub(crate) fn has_token(v: &http::HeaderValue, token: &str) -> bool {
-    v.to_str()
-        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+/// True when the comma-separated header value lists `token` (ASCII case-insensitive,
+/// whitespace around items ignored: RFC 9110 §5.6.1). On bytes, not `str`: the `str`
+/// split and trim cost ~200 instructions per `Connection` field, on every message.
+pub(crate) fn has_token(v: &[u8], token: &[u8]) -> bool {
+    v.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Appends a `content-length` header line.
@@ -224,5 +226,26 @@ pub(crate) fn for_each_mutation(
             }
         }
         check(&d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_token;
+
+    #[test]
+    fn tokens_are_found_in_lists_in_any_case() {
+        for (v, want) in [
+            ("close", true),
+            ("Keep-Alive, CLOSE", true),
+            (" x ,\tclose\t", true),
+            ("closed", false),
+            ("x-close, clo se", false),
+            ("", false),
+        ] {
+            assert_eq!(has_token(v.as_bytes(), b"close"), want, "{v:?}");
+        }
+        assert!(has_token(b"a,,keep-alive", b"keep-alive"));
+        assert!(!has_token(b"\xffclose", b"close"));
     }
 }

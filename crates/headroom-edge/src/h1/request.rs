@@ -6,7 +6,7 @@
 
 use super::{has_token, Framing, FramingError, FramingFields, ReadBuffer, READ_BUF};
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use std::mem::MaybeUninit;
 use std::task::{Context, Poll};
@@ -126,7 +126,7 @@ pub fn parse_head(data: &[u8], max_header_bytes: usize) -> Result<Option<(usize,
     let mut fields = FramingFields::default();
     let (mut hosts, mut close, mut keep_alive_10, mut expect_continue) = (0, false, false, false);
     for h in parsed.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+        let Ok(name) = crate::headers::header_name(h.name.as_bytes()) else {
             return reject(StatusCode::BAD_REQUEST, "invalid header name");
         };
         let Ok(value) = HeaderValue::from_maybe_shared(slice(h.value)) else {
@@ -139,8 +139,8 @@ pub fn parse_head(data: &[u8], max_header_bytes: usize) -> Result<Option<(usize,
         } else if name == header::HOST {
             hosts += 1;
         } else if name == header::CONNECTION {
-            close |= has_token(&value, "close");
-            keep_alive_10 |= has_token(&value, "keep-alive");
+            close |= has_token(value.as_bytes(), b"close");
+            keep_alive_10 |= has_token(value.as_bytes(), b"keep-alive");
         } else if name == header::EXPECT {
             if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
                 return reject(StatusCode::EXPECTATION_FAILED, "unsupported expectation");

@@ -152,7 +152,7 @@ pub(super) async fn write_response(
     if parts
         .headers
         .get(header::CONNECTION)
-        .is_some_and(|v| has_token(v, "close"))
+        .is_some_and(|v| has_token(v.as_bytes(), b"close"))
     {
         *keep_alive = false;
     }

@@ -553,15 +553,13 @@ where
                     // Fields of one HTTP/1.1 hop (an early answer's `Connection: close`, a
                     // replica's `Keep-Alive`): h2 refuses to send them.
                     crate::headers::strip_hop_by_hop(headers);
-                    if !headers.contains_key(header::DATE) {
-                        let date = crate::h1::response::with_date(Clone::clone);
-                        headers.insert(header::DATE, date);
-                    }
+                    // `entry`: one lookup each, not a `contains_key` and an `insert`.
+                    headers
+                        .entry(header::DATE)
+                        .or_insert_with(|| crate::h1::response::with_date(Clone::clone));
                     let end = body.is_end_stream();
-                    if !end && !headers.contains_key(header::CONTENT_LENGTH) {
-                        if let Some(n) = body.size_hint().exact() {
-                            headers.insert(header::CONTENT_LENGTH, n.into());
-                        }
+                    if let Some(n) = body.size_hint().exact().filter(|_| !end) {
+                        headers.entry(header::CONTENT_LENGTH).or_insert(n.into());
                     }
                     let body = WatchedBody::new(body, stream);
                     let head = Response::from_parts(head, ());

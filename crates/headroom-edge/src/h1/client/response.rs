@@ -6,10 +6,10 @@
 //! here would let a broken or hostile upstream split one response into two for a client.
 
 use super::Error;
-use crate::h1::{Framing, FramingError, FramingFields, ReadBuffer, READ_BUF};
-use crate::headers::lists_other_headers;
+use crate::h1::{has_token, Framing, FramingError, FramingFields, ReadBuffer, READ_BUF};
+use crate::headers::{header_name, lists_other_headers};
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
 use std::task::{Context, Poll, Waker};
 
@@ -66,7 +66,7 @@ pub fn parse_response_head(
     let mut fields = FramingFields::default();
     let (mut close, mut keep_alive_10) = (false, false);
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
+        let name = header_name(h.name.as_bytes())
             .map_err(|_| Error::Malformed(format!("header name {:?}", h.name)))?;
         if name == header::TRANSFER_ENCODING {
             fields.transfer_encoding(h.value).map_err(malformed)?;
@@ -80,11 +80,8 @@ pub fn parse_response_head(
             // Kept: a HEAD's or a 304's length describes the body it did not send.
             fields.content_length(h.value).map_err(malformed)?;
         } else if name == header::CONNECTION {
-            let v = value.to_str().unwrap_or("");
-            close |= v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
-            keep_alive_10 |= v
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"));
+            close |= has_token(h.value, b"close");
+            keep_alive_10 |= has_token(h.value, b"keep-alive");
             // Kept only when it names headers that must go too (strip_hop_by_hop).
             if !lists_other_headers(&value) {
                 continue;
