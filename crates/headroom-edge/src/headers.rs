@@ -92,11 +92,8 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 /// The protocol a request asks to switch to (`Connection: upgrade` with an `Upgrade`
 /// header, RFC 9110 §7.8), if any.
 pub(crate) fn upgrade_requested(h: &HeaderMap) -> Option<HeaderValue> {
-    let listed = h.get(header::CONNECTION)?.to_str().ok()?;
-    if !listed
-        .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-    {
+    let listed = h.get(header::CONNECTION)?;
+    if !crate::h1::has_token(listed.as_bytes(), b"upgrade") {
         return None;
     }
     h.get(header::UPGRADE).cloned()
@@ -228,6 +225,33 @@ mod tests {
         assert_eq!(host("[::1").as_deref(), Some("[::1"));
         assert_eq!(host(":81").as_deref(), Some(""));
         assert_eq!(host_from(&Uri::from_static("/"), None), None);
+    }
+
+    /// An upgrade is asked for only when `Connection` lists `upgrade` (in any case, among
+    /// other tokens) and an `Upgrade` header names the protocol.
+    #[test]
+    fn upgrade_is_requested_only_when_connection_lists_it() {
+        let map = |conn: &'static str, up: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(conn));
+            if let Some(up) = up {
+                h.insert(header::UPGRADE, HeaderValue::from_static(up));
+            }
+            h
+        };
+        let ws = Some(HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_requested(&map("Upgrade", Some("websocket"))), ws);
+        assert_eq!(
+            upgrade_requested(&map("keep-alive, UPGRADE ", Some("websocket"))),
+            ws
+        );
+        assert_eq!(
+            upgrade_requested(&map("keep-alive", Some("websocket"))),
+            None
+        );
+        assert_eq!(upgrade_requested(&map("upgraded", Some("websocket"))), None);
+        assert_eq!(upgrade_requested(&map("upgrade", None)), None);
+        assert_eq!(upgrade_requested(&HeaderMap::new()), None);
     }
 
     /// The fast path gives what `HeaderName::from_bytes` gives, in any case, and leaves
