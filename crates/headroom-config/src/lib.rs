@@ -8,6 +8,7 @@ pub mod cache;
 mod error;
 pub mod guard;
 pub mod model;
+pub mod postgres;
 pub mod scale;
 pub mod units;
 mod validate;
@@ -47,6 +48,8 @@ pub struct Config {
     pub jwt: BTreeMap<String, guard::JwtConfig>,
     /// `[watch]`: history, SLOs, rules, alert receivers.
     pub watch: watch::WatchConfig,
+    /// `[[postgres]]`: the SQL plane's listeners, in file order.
+    pub postgres: Vec<postgres::PostgresConfig>,
 }
 
 #[derive(Debug, Clone)]

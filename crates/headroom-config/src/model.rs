@@ -8,6 +8,7 @@ use toml::Spanned;
 
 pub mod cache;
 pub mod guard;
+pub mod postgres;
 pub mod scale;
 pub mod watch;
 
@@ -35,6 +36,8 @@ pub struct File {
     pub jwt: BTreeMap<String, Spanned<guard::Jwt>>,
     #[serde(default)]
     pub watch: watch::Watch,
+    #[serde(default)]
+    pub postgres: Vec<Spanned<postgres::Postgres>>,
 }
 
 /// Process-wide settings.

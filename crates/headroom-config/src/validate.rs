@@ -8,6 +8,7 @@ use toml::Spanned;
 
 mod cache;
 mod guard;
+mod postgres;
 mod route;
 mod scale;
 mod service;
@@ -61,7 +62,9 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
         base_dir,
         guard.redis.is_some(),
     );
-    let listeners = validate_listeners(&mut r, &raw.listener, base_dir);
+    let listeners = validate_listeners(&mut r, &raw.listener, !raw.postgres.is_empty(), base_dir);
+    let http_binds: Vec<SocketAddr> = listeners.iter().map(|l| l.bind).collect();
+    let postgres = postgres::validate_postgres(&mut r, &raw.postgres, &http_binds);
     let services: BTreeMap<String, ServiceConfig> = raw
         .service
         .iter()
@@ -110,6 +113,7 @@ pub(crate) fn validate(file: &str, text: &str, base_dir: &Path) -> Result<Config
             consumers,
             jwt,
             watch,
+            postgres,
         })
     } else {
         Err(ConfigErrors(r.errors))
@@ -202,9 +206,10 @@ fn validate_admin(r: &mut Reporter, admin: &model::Admin) -> Option<AdminConfig>
 fn validate_listeners(
     r: &mut Reporter,
     raw: &[Spanned<model::Listener>],
+    has_postgres: bool,
     base: &Path,
 ) -> Vec<ListenerConfig> {
-    if raw.is_empty() {
+    if raw.is_empty() && !has_postgres {
         r.error(
             0,
             Some("listener".into()),

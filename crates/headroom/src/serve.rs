@@ -55,7 +55,11 @@ pub fn serve_config(
         // Before "listening" is logged: a change made once the gateway says it is up must
         // be seen as a change (read after it, the new time would be taken as the start's).
         let mut last_seen = path.as_deref().and_then(modified);
+        let postgres = config.postgres.clone();
+        let workers = config.global.workers.max(1);
         let edge = Edge::start(config).await?;
+        // The SQL plane binds before "listening" is logged, on threads of its own.
+        let sql = headroom_sql::SqlPlane::start(&postgres, workers)?;
         for (name, addr) in edge.listener_addrs() {
             info!(listener = %name, %addr, "listening");
         }
@@ -110,14 +114,15 @@ pub fn serve_config(
         // The history's last minute is written before the process drains and exits.
         let _ = stop_watch.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), watch_plane).await;
-        Ok::<_, String>((edge, stop_scale, autoscaler))
+        Ok::<_, String>((edge, stop_scale, autoscaler, sql))
     });
     match edge {
-        Ok((edge, stop_scale, autoscaler)) => {
+        Ok((edge, stop_scale, autoscaler, sql)) => {
             // Workers drain on their own threads; this thread just waits for them. The
             // autoscaler's replicas serve until then, and are stopped after.
             let shared = edge.shared.clone();
             edge.shutdown_and_wait();
+            sql.shutdown();
             let _ = stop_scale.send(true);
             let longest = scale_grace(&shared) + Duration::from_secs(5);
             rt.block_on(async {
