@@ -16,6 +16,8 @@ command -v promtool >/dev/null || need+=(prometheus)       # /metrics is linted 
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # alerts are pushed to a real Alertmanager
 command -v chromium >/dev/null || need+=(chromium)          # the dashboard is loaded in headless Chromium
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)  # the autoscaler reads a real RabbitMQ queue's depth
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)      # [[postgres]] runs in front of real PostgreSQL 15 servers (and pgbench)
+command -v psql >/dev/null || need+=(postgresql-client-15)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
