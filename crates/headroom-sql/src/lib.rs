@@ -9,6 +9,7 @@
 //! (see the README's "SQL: a PostgreSQL proxy").
 
 pub mod pool;
+pub mod prepared;
 pub mod scram;
 pub mod server;
 mod session;

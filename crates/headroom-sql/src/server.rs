@@ -22,6 +22,8 @@ pub struct ServerConn {
     pub secret: u32,
     pub born: Instant,
     pub idle_since: Instant,
+    /// The statements headroom prepared on it (transaction mode; see `prepared`).
+    pub prepared: std::collections::HashSet<u64>,
 }
 
 /// Why a login failed.
@@ -188,6 +190,7 @@ async fn connect_inner(login: &Login<'_>) -> Result<ServerConn, LoginError> {
                     secret,
                     born: now,
                     idle_since: now,
+                    prepared: Default::default(),
                 });
             }
             t => {

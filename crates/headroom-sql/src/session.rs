@@ -8,6 +8,7 @@
 //! client that pipelines more than the socket buffers hold cannot deadlock it.
 
 use crate::pool::{AcquireError, Pool};
+use crate::prepared;
 use crate::scram::{ScramError, ServerExchange, MECHANISM};
 use crate::server::{LoginError, ServerConn};
 use crate::wire::{self, Scanner, Startup};
@@ -301,6 +302,10 @@ struct Relay {
     lost_reason: Option<String>,
     /// A transaction lost with its server, whose client has yet to hear of it.
     lost: Option<Lost>,
+    /// The client's named prepared statements, and what it is owed by the server in use
+    /// (transaction mode).
+    stmts: prepared::Statements,
+    expects: prepared::Expects,
 }
 
 /// A transaction whose server went away while the client was inside it.
@@ -344,6 +349,8 @@ impl Relay {
             terminated: false,
             lost_reason: None,
             lost: None,
+            stmts: Default::default(),
+            expects: Default::default(),
         }
     }
 
@@ -354,12 +361,16 @@ impl Relay {
             if self.lost.is_some() && !self.client_done {
                 self.answer_lost_transaction();
             }
-            if server.is_none() && self.c_ok > 0 && !self.client_done && self.lost.is_none() {
+            if server.is_none() && !self.c2s.is_empty() && !self.client_done && self.lost.is_none()
+            {
                 match self.pool.acquire().await {
-                    Ok(s) => {
+                    Ok(mut s) => {
                         self.cancel
                             .server
                             .store((u64::from(s.pid) << 32) | u64::from(s.secret), Relaxed);
+                        if self.scan_client(&mut s).is_err() {
+                            return Some(s);
+                        }
                         server = Some(s);
                     }
                     Err(e) => {
@@ -405,6 +416,7 @@ impl Relay {
 
     fn between_transactions(&self) -> bool {
         self.syncs.is_empty()
+            && self.expects.is_empty()
             && !self.unsynced
             && self.status == b'I'
             && self.c_ok == 0
@@ -438,7 +450,7 @@ impl Relay {
                 if r.is_err() { return Err(ServerLost); }
                 match s.stream.try_read_buf(&mut self.s2c) {
                     Ok(0) => return Err(ServerLost),
-                    Ok(_) => self.scan_server().map_err(|_| ServerLost)?,
+                    Ok(_) => self.scan_server(s).map_err(|_| ServerLost)?,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Go),
                     Err(_) => return Err(ServerLost),
                 }
@@ -453,7 +465,7 @@ impl Relay {
                 self.c2s.reserve(READ_CHUNK);
                 match self.client.try_read_buf(&mut self.c2s) {
                     Ok(0) => { self.client_done = true; return Ok(Step::Go); }
-                    Ok(_) => if self.scan_client().is_err() { return Ok(Step::End); },
+                    Ok(_) => if self.scan_client(s).is_err() { return Ok(Step::End); },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Go),
                     Err(_) => { self.client_done = true; return Ok(Step::Go); }
                 }
@@ -479,28 +491,58 @@ impl Relay {
             self.client_done = true;
             return Ok(true);
         }
-        self.scan_client()?;
+        // Scanned once a server is attached (what it has prepared decides the rewrite); a
+        // Terminate alone needs none.
+        if self.c2s.first() == Some(&b'X') {
+            self.c2s.clear();
+            self.terminated = true;
+        }
         Ok(true)
     }
 
-    fn scan_client(&mut self) -> io::Result<()> {
+    /// Scans what the client sent, for the server `s` that will get it: finds what each
+    /// message is owed, and in transaction mode rewrites what names prepared statements.
+    fn scan_client(&mut self, s: &mut ServerConn) -> io::Result<()> {
         let mut terminate_at = None;
         let mut unsynced = self.unsynced;
-        let (syncs, base) = (&mut self.syncs, self.c_base);
+        let rewrite = self.mode == PoolMode::Transaction;
+        let base = self.c_base;
+        let (syncs, stmts, expects) = (&mut self.syncs, &mut self.stmts, &mut self.expects);
+        let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        let mut delta: i64 = 0;
+        let mut answers = Vec::new();
         let ok = self.cscan.scan(
             &self.c2s,
             self.c_ok,
             self.max_message,
-            |t| t == b'X',
-            |m, _| match m.tag {
-                b'Q' | b'F' => syncs.push_back(base + m.at as u64),
-                b'S' => {
-                    syncs.push_back(base + m.at as u64);
-                    unsynced = false;
+            |t| t == b'X' || (rewrite && matches!(t, b'P' | b'B' | b'D' | b'C')),
+            |m, body| {
+                if terminate_at.is_some() {
+                    return;
                 }
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => unsynced = true,
-                b'X' if terminate_at.is_none() => terminate_at = Some(m.at),
-                _ => {}
+                let at = (base as i64 + m.at as i64 + delta) as u64;
+                match m.tag {
+                    b'Q' | b'F' => syncs.push_back(at),
+                    b'S' => {
+                        syncs.push_back(at);
+                        unsynced = false;
+                    }
+                    b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => unsynced = true,
+                    b'X' => {
+                        terminate_at = Some(m.at);
+                        return;
+                    }
+                    _ => {}
+                }
+                if rewrite {
+                    if let Some(with) =
+                        prepared::client_message(m.tag, body, stmts, &mut s.prepared, expects)
+                    {
+                        delta += with.len() as i64 - m.len as i64;
+                        edits.push((m.at, m.len, with));
+                    }
+                    expects.due_answers(&mut answers);
+                }
             },
         );
         self.unsynced = unsynced;
@@ -519,12 +561,24 @@ impl Relay {
                 return Err(e);
             }
         };
-        self.c_ok = ok;
+        let mut ok = ok;
         if let Some(at) = terminate_at {
             // Terminate ends the session here; it is not forwarded (the server stays ours).
             self.c2s.truncate(at);
-            self.c_ok = at;
+            ok = at;
             self.terminated = true;
+        }
+        if !edits.is_empty() {
+            edits.retain(|e| e.0 < ok);
+            splice(&mut self.c2s, &edits);
+            ok = (ok as i64 + delta) as usize;
+        }
+        self.c_ok = ok;
+        if !answers.is_empty() {
+            // Owed nothing before them by the server: they go after what it sent so far.
+            let at = self.s_ok;
+            splice(&mut self.s2c, &[(at, 0, answers.clone())]);
+            self.s_ok += answers.len();
         }
         Ok(())
     }
@@ -532,15 +586,34 @@ impl Relay {
     /// Scans what the server sent. `Err` when it broke the protocol or is going away (a
     /// FATAL error, such as `pg_terminate_backend`'s: kept from the client, which gets
     /// headroom's own error instead, with the server's reason in it).
-    fn scan_server(&mut self) -> io::Result<()> {
+    fn scan_server(&mut self, s: &mut ServerConn) -> io::Result<()> {
         let mut status = self.status;
-        let syncs = &mut self.syncs;
+        let rewrite = self.mode == PoolMode::Transaction;
+        let (syncs, expects) = (&mut self.syncs, &mut self.expects);
         let mut fatal: Option<(usize, String)> = None;
+        let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
         let ok = self.sscan.scan(
             &self.s2c,
             self.s_ok,
             usize::MAX >> 1,
-            |t| t == b'Z' || t == b'E',
+            |t| {
+                t == b'Z'
+                    || t == b'E'
+                    || (rewrite
+                        && matches!(
+                            t,
+                            b'1' | b'2'
+                                | b'3'
+                                | b'T'
+                                | b'n'
+                                | b'C'
+                                | b'I'
+                                | b's'
+                                | b'N'
+                                | b'S'
+                                | b'A'
+                        ))
+            },
             |m, body| {
                 if fatal.is_some() {
                     return;
@@ -550,7 +623,7 @@ impl Relay {
                         syncs.pop_front();
                         status = body.first().copied().unwrap_or(b'I');
                     }
-                    _ => {
+                    b'E' => {
                         let fields = wire::error_fields(body);
                         let severe = fields
                             .iter()
@@ -558,20 +631,44 @@ impl Relay {
                         if severe {
                             let text = fields.into_iter().find(|(k, _)| *k == b'M').map(|(_, v)| v);
                             fatal = Some((m.at, text.unwrap_or_default()));
+                            return;
                         }
+                    }
+                    _ => {}
+                }
+                if rewrite {
+                    if expects.server_message(m.tag, &mut s.prepared) == prepared::Verdict::Hide {
+                        edits.push((m.at, m.len, Vec::new()));
+                    }
+                    let mut due = Vec::new();
+                    expects.due_answers(&mut due);
+                    if !due.is_empty() {
+                        edits.push((m.at + m.len, 0, due));
                     }
                 }
             },
         )?;
         self.status = status;
-        self.s_ok = ok;
+        let mut ok = ok;
         if let Some((at, text)) = fatal {
             self.s2c.truncate(at);
-            self.s_ok = at;
+            edits.retain(|e| e.0 < at);
+            splice(&mut self.s2c, &edits);
+            let delta: i64 = edits.iter().map(|e| e.2.len() as i64 - e.1 as i64).sum();
+            self.s_ok = (at as i64 + delta) as usize;
             self.sscan = Scanner::default();
             self.lost_reason = Some(text);
             return Err(wire::invalid("the server is going away".into()));
         }
+        if !edits.is_empty() {
+            splice(&mut self.s2c, &edits);
+            ok = (ok as i64
+                + edits
+                    .iter()
+                    .map(|e| e.2.len() as i64 - e.1 as i64)
+                    .sum::<i64>()) as usize;
+        }
+        self.s_ok = ok;
         Ok(())
     }
 
@@ -626,8 +723,11 @@ impl Relay {
     /// its next `Query` or `Sync` ([`Relay::answer_lost_transaction`]): it must not run
     /// outside the transaction the client believes it is in.
     fn server_lost(&mut self) -> bool {
-        let clean = self.sscan.at_boundary();
+        // Both streams must be between messages: the server's for the client to be answered,
+        // the client's (all it sent scanned went out) for its next message to be found.
+        let clean = self.sscan.at_boundary() && self.cscan.at_boundary() && self.c_ok == 0;
         self.sscan = Scanner::default();
+        self.expects.clear();
         if !clean {
             return false;
         }
@@ -693,7 +793,6 @@ impl Relay {
                 lost.told = true;
             }
             if matches!(tag, b'Q' | b'S' | b'F') {
-                self.syncs.pop_front();
                 wire::ready(&mut out, b'I');
                 self.unsynced = false;
                 self.lost = None;
@@ -709,6 +808,7 @@ impl Relay {
         self.cancel.server.store(0, Relaxed);
         let pool = self.pool.clone();
         if !self.syncs.is_empty()
+            || !self.expects.is_empty()
             || self.unsynced
             || !self.sscan.at_boundary()
             || !self.cscan.at_boundary() && self.c_ok > 0
@@ -762,3 +862,17 @@ async fn run_simple(server: &mut ServerConn, sql: &str) -> io::Result<bool> {
 
 /// The attached server failed (closed, reset, or sent what is not PostgreSQL).
 struct ServerLost;
+
+/// Replaces ranges of `buf` — `(at, len, with)`, in order, not overlapping — in one copy.
+fn splice(buf: &mut BytesMut, edits: &[(usize, usize, Vec<u8>)]) {
+    let grow: usize = edits.iter().map(|e| e.2.len()).sum();
+    let mut out = BytesMut::with_capacity(buf.len() + grow);
+    let mut from = 0;
+    for (at, len, with) in edits {
+        out.extend_from_slice(&buf[from..*at]);
+        out.extend_from_slice(with);
+        from = at + len;
+    }
+    out.extend_from_slice(&buf[from..]);
+    *buf = out;
+}

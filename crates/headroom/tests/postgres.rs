@@ -442,6 +442,130 @@ fn pgbench_runs_through_headroom_in_simple_and_extended_protocols() {
     );
 }
 
+/// Parse of a named statement, its Bind with one text parameter, Execute, Sync.
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = format!("{name}\0{sql}\0").into_bytes();
+    b.extend_from_slice(&[0, 0]);
+    msg(b'P', &b)
+}
+
+fn bind_execute_sync(name: &str, param: &str) -> Vec<u8> {
+    let mut b = format!("\0{name}\0").into_bytes();
+    b.extend_from_slice(&[0, 0, 0, 1]);
+    b.extend_from_slice(&(param.len() as u32).to_be_bytes());
+    b.extend_from_slice(param.as_bytes());
+    b.extend_from_slice(&[0, 0]);
+    let mut out = msg(b'B', &b);
+    out.extend(msg(b'E', b"\0\0\0\0\0"));
+    out.extend(msg(b'S', b""));
+    out
+}
+
+#[test]
+fn prepared_statements_follow_their_client_across_server_connections() {
+    let pg = Postgres::start();
+    let hr = start(&pg, "pool_size = 2");
+    let mut a = PgClient::app(hr.addr);
+    let mut b = PgClient::app(hr.addr);
+    let mut p = parse("s1", "SELECT $1::int * 2, pg_backend_pid()");
+    p.extend(msg(b'S', b""));
+    a.send(&p);
+    let tags: Vec<u8> = a.until_ready().unwrap().iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"1Z");
+    let first_pid = a.one("SELECT pg_backend_pid()");
+    // b holds that connection in a transaction: a's next statement runs on the other one.
+    b.query("BEGIN").unwrap();
+    assert_eq!(b.one("SELECT pg_backend_pid()"), first_pid);
+    a.send(&bind_execute_sync("s1", "21"));
+    let msgs = a.until_ready().unwrap();
+    let tags: Vec<u8> = msgs.iter().map(|m| m.0).collect();
+    assert_eq!(
+        tags, b"2DCZ",
+        "the slipped-in Parse's ParseComplete is not seen"
+    );
+    let row = &rows_of(&msgs).unwrap()[0];
+    assert_eq!(row[0].as_deref(), Some("42"));
+    assert_ne!(
+        row[1].as_deref(),
+        Some(first_pid.as_str()),
+        "ran on the second connection"
+    );
+    // The same name in another client is its own statement.
+    b.query("COMMIT").unwrap();
+    let mut p = parse("s1", "SELECT $1::text || '!'");
+    p.extend(bind_execute_sync("s1", "hi"));
+    b.send(&p);
+    let rows = rows_of(&b.until_ready().unwrap()).unwrap();
+    assert_eq!(rows[0][0].as_deref(), Some("hi!"));
+    a.send(&bind_execute_sync("s1", "5"));
+    assert_eq!(
+        rows_of(&a.until_ready().unwrap()).unwrap()[0][0].as_deref(),
+        Some("10")
+    );
+    // Close forgets it (answered by headroom); a Bind after that gets the server's error.
+    let mut close = msg(b'C', b"Ss1\0");
+    close.extend(msg(b'S', b""));
+    a.send(&close);
+    let tags: Vec<u8> = a.until_ready().unwrap().iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"3Z");
+    a.send(&bind_execute_sync("s1", "5"));
+    let e = rows_of(&a.until_ready().unwrap()).err().unwrap();
+    assert!(e.contains("does not exist"), "{e}");
+    assert_eq!(a.one("SELECT 'after'"), "after");
+}
+
+#[test]
+fn pgbench_prepared_mode_works_in_transaction_mode() {
+    let pg = Postgres::start();
+    let hr = start(&pg, "pool_size = 3");
+    let port = hr.addr.port().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "app"])
+            .args(args)
+            .arg("app")
+            .env("PGPASSWORD", "app")
+            .output()
+            .expect("run pgbench");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "pgbench {args:?}:\n{text}");
+        text
+    };
+    run(&["-i", "-s", "1", "-q"]);
+    // Single statements with more clients than connections; then TPC-B transactions with a
+    // thread per client (pgbench prepares with a blocking PQprepare: a thread driving several
+    // clients would wait on its own clients' transactions for a connection, with any pooler).
+    for script in [
+        &["-S", "-c", "12", "-j", "2"][..],
+        &["-c", "6", "-j", "6", "-t", "40"][..],
+    ] {
+        let mut args = vec!["-n", "-M", "prepared"];
+        if script[0] == "-S" {
+            args.extend_from_slice(&["-t", "40"]);
+        }
+        args.extend_from_slice(script);
+        let text = run(&args);
+        let want = if script[0] == "-S" {
+            "processed: 480/480"
+        } else {
+            "processed: 240/240"
+        };
+        assert!(text.contains(want), "{script:?}:\n{text}");
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "{script:?}:\n{text}"
+        );
+    }
+    assert_eq!(
+        pg.psql_as("app", "app", "SELECT count(*) FROM pgbench_history"),
+        "240"
+    );
+}
+
 /// Polls `cond` (a server-side state with no signal to wait on) for up to 20 s.
 fn wait_until(cond: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
